@@ -1,0 +1,516 @@
+"""Sample sets for looking and for evaluation: the library behind `sit sample`.
+
+Two layers:
+
+* **The generation engine** (`generate`) knows nothing about networks: it asks a *latent sampler*
+  ``sampler_fn(x0, y, noise) -> (x, info)`` for a batch, decodes it (``decode_fn``, e.g. the SD VAE
+  for latent models; nothing for pixel-space models), converts to uint8 and writes one part file
+  per batch. It shards batches over `torchrun` ranks, resumes a killed run (parts are written
+  atomically; a restart generates exactly the missing sample indices), merges the parts into the
+  ADM evaluator's npz (``arr_0``: uint8 N x H x W x 3, grey repeated to 3 channels; ``arr_1``: the
+  class labels, as guided-diffusion's sampler writes them) and writes a manifest beside it.
+* **Model glue** (`build_latent_sampler`, `load_for_sampling`): turns a loaded checkpoint into a
+  latent sampler: the prediction function in paper time (`sit.models.field.ModelField`),
+  classifier-free guidance (`sit.guidance.GuidedModel`, one batched call per step), the velocity
+  field (`sit.objectives.velocity_field`), and a continuous sampler (`sit.samplers.sample`) or
+  DiT's discrete ancestral / DDIM sampler (`sit.discrete`).
+
+**Per-sample seeds.** Sample i (0-based index in the set) draws everything random from its own
+``torch.Generator('cpu').manual_seed(seed + i)``: first its initial noise x0 (C, H, W) in float32,
+then (with random labels) its class label, then, for SDE or ancestral samplers, the noise of each
+step in order. Noise is drawn on the CPU row by row (`RowNoise`) and then moved to the device, so a
+set is the same whatever the batch size, the number of processes or the device's RNG (up to
+floating-point differences of the network on different batch shapes; on CPU in float32 these are
+zero in our tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import time
+import zipfile
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+import sit
+
+# --------------------------------------------------------------------------------------------
+# per-sample random streams
+
+
+class RowNoise:
+    """Per-row random streams: row j of every draw comes from the generator seeded with seeds[j].
+
+    ``noise(x)`` (or ``noise.randn_like(x)``) returns a standard normal tensor shaped like x
+    (B, ...), drawn in float32 on the CPU one row at a time, then cast to x's dtype and device.
+    Pass it as the ``noise_fn`` of the SDE / ancestral samplers so that step noise, too, depends
+    only on the sample's seed.
+    """
+
+    def __init__(self, seeds: Sequence[int]):
+        self.seeds = [int(s) for s in seeds]
+        self.generators = [torch.Generator("cpu").manual_seed(s) for s in self.seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, row_shape: Sequence[int], dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+        rows = [torch.randn(tuple(row_shape), generator=g, dtype=torch.float32) for g in self.generators]
+        out = torch.stack(rows) if rows else torch.empty((0, *row_shape))
+        return out.to(device=device, dtype=dtype)
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        if x.shape[0] != len(self):
+            raise ValueError(f"RowNoise holds {len(self)} streams but the tensor has batch {x.shape[0]}")
+        return self.randn(x.shape[1:], dtype=x.dtype, device=x.device)
+
+    __call__ = randn_like
+
+    def randint(self, high: int) -> Tensor:
+        """One integer in [0, high) per row (int64, CPU)."""
+        return torch.stack([torch.randint(high, (), generator=g) for g in self.generators]).long()
+
+
+def parse_labels(spec: str | Sequence[int] | None, num_classes: int | None) -> str | tuple[int, ...]:
+    """'random' (per-sample seeded), 'null' (the unconditional label num_classes), or a list of
+    class indices ('207,360' or a sequence), cycled over the sample indices."""
+    if spec is None:
+        spec = "random"
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        if s in ("random", "null"):
+            if s == "null" and num_classes is None:
+                raise ValueError("--labels null needs a class-conditional model (num_classes unknown)")
+            return s
+        try:
+            spec = [int(v) for v in s.replace(" ", "").split(",") if v != ""]
+        except ValueError:
+            raise ValueError(f"--labels must be 'random', 'null' or comma-separated class indices (got {spec!r})") from None
+    labels = tuple(int(v) for v in spec)
+    if not labels:
+        raise ValueError("--labels is empty; give 'random', 'null' or class indices such as 207,360")
+    if num_classes is not None:
+        bad = [v for v in labels if not 0 <= v < num_classes]
+        if bad:
+            raise ValueError(f"--labels {bad} outside the model's classes [0, {num_classes - 1}]")
+    return labels
+
+
+def labels_for(indices: Sequence[int], spec: str | tuple[int, ...], num_classes: int | None, noise: RowNoise) -> Tensor:
+    """Class labels of the samples ``indices`` (drawn from ``noise`` when spec is 'random', so
+    call it right after drawing x0)."""
+    if spec == "random":
+        if num_classes is None:
+            return torch.zeros(len(indices), dtype=torch.long)
+        return noise.randint(num_classes)
+    if spec == "null":
+        return torch.full((len(indices),), int(num_classes), dtype=torch.long)
+    return torch.tensor([spec[i % len(spec)] for i in indices], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------
+# images
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Images in [-1, 1], (B, C, H, W) with C in {1, 3}, to uint8 (B, H, W, 3) as DiT/SiT's
+    sample_ddp does: clamp(127.5 x + 128, 0, 255) truncated, i.e. (x + 1) * 127.5 rounded half up.
+    Grey images (C = 1) are repeated to 3 channels (the ADM evaluator's layout)."""
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images (B, 1 or 3, H, W); got shape {tuple(images.shape)}")
+    x = torch.clamp(127.5 * images.detach().float() + 128.0, 0, 255).to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def make_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile uint8 images (N, H, W, 3) into one (rows*(H+pad)+pad, ...) image, ``nrow`` per row."""
+    n, h, w, c = images.shape
+    nrow = nrow or max(1, int(math.ceil(math.sqrt(n))))
+    rows = int(math.ceil(n / nrow))
+    grid = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, nrow)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + q * (w + pad): pad + q * (w + pad) + w] = images[k]
+    return grid
+
+
+def save_png(array: np.ndarray, path: str | os.PathLike, upscale: int = 1) -> Path:
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(array)
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    img.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# manifest
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    """sha256 of a file; of a directory: sha256 over (name, sha256) of its weight/config files."""
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".pt", ".pth", ".json", ".bin"))
+        for p in files:
+            h.update(p.name.encode())
+            h.update(file_sha256(p).encode())
+        return h.hexdigest()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    import platform
+
+    return {"sit": sit.__version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(o):
+    if dataclasses.is_dataclass(o):
+        return dataclasses.asdict(o)
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, (torch.dtype, torch.device, Path)):
+        return str(o)
+    if isinstance(o, (tuple, set)):
+        return list(o)
+    return repr(o)
+
+
+def _canon(obj: Any) -> Any:
+    """JSON round trip, so tuples vs lists and dataclasses compare equal after reading back."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=_json_default))
+
+
+# --------------------------------------------------------------------------------------------
+# the generation engine
+
+PART_RE = re.compile(r"^part-(\d{8})-(\d{8})\.npz$")
+SEED_RULE = (
+    "sample i draws x0 (then its random label, then per-step noise) from "
+    "torch.Generator('cpu').manual_seed(seed + i), row by row"
+)
+
+LatentSampler = Callable[[Tensor, Tensor, RowNoise], "tuple[Tensor, dict]"]
+Decoder = Callable[[Tensor], Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateResult:
+    npz: Path                 # the merged ADM-style npz (arr_0 images, arr_1 labels)
+    manifest: Path
+    num_generated: int        # samples generated by this process in this call (0 when complete)
+    nfe: list                 # distinct NFE per sample seen in the parts
+    images_per_s: float       # this process's rate (0 when nothing was generated)
+
+
+def _part_name(start: int, end: int) -> str:
+    return f"part-{start:08d}-{end:08d}.npz"
+
+
+def scan_parts(parts_dir: Path, num_samples: int) -> list[tuple[int, int]]:
+    """Ranges [start, end) covered by complete part files (readable zip directory); raises on
+    overlapping parts or parts beyond ``num_samples``."""
+    ranges = []
+    if not parts_dir.is_dir():
+        return ranges
+    for p in parts_dir.iterdir():
+        m = PART_RE.match(p.name)
+        if not m:
+            continue
+        start, end = int(m.group(1)), int(m.group(2))
+        try:
+            with zipfile.ZipFile(p) as z:
+                if "images.npy" not in z.namelist():
+                    continue
+        except (zipfile.BadZipFile, OSError):
+            continue  # unreadable: treated as missing and regenerated
+        if not 0 <= start < end <= num_samples:
+            raise ValueError(
+                f"part file {p} covers samples [{start}, {end}) outside [0, {num_samples}); "
+                "--num-samples differs from the interrupted run: use a new --out"
+            )
+        ranges.append((start, end))
+    ranges.sort()
+    for (s0, e0), (s1, e1) in zip(ranges, ranges[1:]):
+        if s1 < e0:
+            raise ValueError(f"overlapping part files [{s0}, {e0}) and [{s1}, {e1}) in {parts_dir}")
+    return ranges
+
+
+def missing_chunks(covered: list[tuple[int, int]], num_samples: int, batch_size: int) -> list[tuple[int, int]]:
+    """The gaps of ``covered`` in [0, num_samples), cut into chunks of at most ``batch_size``."""
+    chunks, pos = [], 0
+    for s, e in sorted(covered) + [(num_samples, num_samples)]:
+        while pos < s:
+            end = min(s, pos + batch_size)
+            chunks.append((pos, end))
+            pos = end
+        pos = max(pos, e)
+    return chunks
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    *,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    latent_shape: Sequence[int],
+    sampler_fn: LatentSampler,
+    decode_fn: Decoder | None = None,
+    labels: str | tuple[int, ...] = "random",
+    num_classes: int | None = None,
+    settings: dict | None = None,
+    info: dict | None = None,
+    device: torch.device | str = "cpu",
+    png_folder: bool = False,
+    save_latents: str | None = None,
+    grid_png: bool = False,
+    keep_parts: bool = False,
+    progress: bool = True,
+    npz_name: str = "samples.npz",
+    max_batches: int | None = None,
+    initial_noise: Tensor | None = None,
+) -> GenerateResult:
+    """Generate samples 0..num_samples-1 into ``out_dir``, resumably and sharded over ranks.
+
+    Layout: ``out_dir/samples.npz`` (arr_0 uint8 (N, H, W, 3), arr_1 int64 labels),
+    ``manifest.json`` beside it, ``parts/`` while running (removed after the merge unless
+    ``keep_parts``), ``images/000000.png ...`` when ``png_folder``, ``latents.npy`` or
+    ``latents.safetensors`` when ``save_latents`` is 'npy' / 'safetensors', ``grid.png`` when
+    ``grid_png``.
+
+    ``settings`` (everything that determines the samples) is stored in the manifest; resuming with
+    different settings is refused. ``info`` holds descriptive fields (versions, hash, ...).
+    ``initial_noise`` (N, *latent_shape), when given, replaces the seeded x0 of sample i by row i
+    (labels and step noise still come from seed + i).
+    ``max_batches`` stops this process after that many batches (without merging), to simulate an
+    interrupted run in tests.
+    """
+    from sit import dist
+
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1 (got {num_samples})")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {batch_size})")
+    if save_latents not in (None, "npy", "safetensors"):
+        raise ValueError(f"unknown latent format {save_latents!r}; expected one of ['npy', 'safetensors']")
+    out_dir = Path(out_dir)
+    parts_dir = out_dir / "parts"
+    manifest_path = out_dir / "manifest.json"
+    npz_path = out_dir / npz_name
+    settings = _canon(dict(settings or {}))
+    settings.update(_canon({
+        "num_samples": num_samples, "seed": seed, "labels": labels if isinstance(labels, str) else list(labels),
+        "latent_shape": list(latent_shape), "save_latents": save_latents,
+    }))
+    rank, world = dist.rank(), dist.world_size()
+    if initial_noise is not None:
+        if initial_noise.shape[0] < num_samples or tuple(initial_noise.shape[1:]) != tuple(latent_shape):
+            raise ValueError(
+                f"--noise holds shape {tuple(initial_noise.shape)}; expected ({num_samples}, {', '.join(map(str, latent_shape))})"
+            )
+        settings["initial_noise_sha256"] = hashlib.sha256(initial_noise.float().numpy().tobytes()).hexdigest()
+
+    # 1. settings check / manifest (rank 0 writes; everyone reads the same decision)
+    old = None
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError:
+            old = None
+    if old is not None and old.get("settings") != settings:
+        diff = sorted(k for k in set(old.get("settings", {})) | set(settings)
+                      if old.get("settings", {}).get(k) != settings.get(k))
+        raise ValueError(
+            f"{out_dir} holds samples made with different settings (differ in {diff}); "
+            "use a new --out or delete that folder"
+        )
+    if old is not None and old.get("complete") and npz_path.exists():
+        dist.print0(f"{npz_path} is complete ({num_samples} samples); nothing to do")
+        return GenerateResult(npz_path, manifest_path, 0, old.get("nfe_per_sample", []), 0.0)
+    manifest = {
+        "settings": settings, "seed_rule": SEED_RULE, "first_seed": seed, "last_seed": seed + num_samples - 1,
+        "complete": False, **_canon(info or {}), "versions": versions(),
+    }
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        parts_dir.mkdir(exist_ok=True)
+        for p in parts_dir.glob(".part-*"):  # leftovers of a killed writer
+            p.unlink(missing_ok=True)
+        if old is None:
+            write_json(manifest_path, manifest)
+    dist.barrier()
+
+    # 2. the work: every missing index, in chunks, round-robin over ranks
+    covered = scan_parts(parts_dir, num_samples)
+    chunks = missing_chunks(covered, num_samples, batch_size)
+    dist.barrier()  # all ranks have listed the parts before anyone writes new ones
+    mine = chunks[rank::world]
+    if max_batches is not None:
+        mine = mine[:max_batches]
+    n_mine = sum(e - s for s, e in mine)
+    done_before = sum(e - s for s, e in covered)
+    if done_before:
+        dist.print0(f"resuming: {done_before}/{num_samples} samples already in {parts_dir}")
+
+    bar = None
+    if progress and rank == 0 and n_mine:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_mine * world, initial=0, unit="img", desc="sampling", dynamic_ncols=True)
+    t0 = time.perf_counter()
+    generated = 0
+    for start, end in mine:
+        idx = list(range(start, end))
+        noise = RowNoise([seed + i for i in idx])
+        x0 = noise.randn(latent_shape, device=device)
+        if initial_noise is not None:
+            x0 = initial_noise[start:end].to(device=device, dtype=torch.float32)
+        y = labels_for(idx, labels, num_classes, noise).to(device)
+        with torch.no_grad():
+            x, sinfo = sampler_fn(x0, y, noise)
+            imgs = decode_fn(x) if decode_fn is not None else x
+        u8 = to_uint8(imgs.float())
+        arrays = {"images": u8, "labels": y.cpu().numpy().astype(np.int64),
+                  "nfe": np.asarray(float(sinfo.get("nfe", -1)))}
+        if save_latents:
+            arrays["latents"] = x.detach().float().cpu().numpy()
+        if png_folder:
+            for k, i in enumerate(idx):
+                save_png(u8[k], out_dir / "images" / f"{i:06d}.png")
+        tmp = parts_dir / f".{_part_name(start, end)}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, parts_dir / _part_name(start, end))
+        generated += end - start
+        if bar is not None:
+            bar.update((end - start) * world)
+            bar.set_postfix(img_s=f"{generated * world / max(time.perf_counter() - t0, 1e-9):.2f}", nfe=sinfo.get("nfe"))
+    if bar is not None:
+        bar.close()
+    elapsed = time.perf_counter() - t0
+    rate = generated / elapsed if generated else 0.0
+    if max_batches is not None:
+        return GenerateResult(npz_path, manifest_path, generated, [], rate)
+    dist.barrier()
+
+    # 3. merge on rank 0
+    nfes: list = []
+    if rank == 0:
+        nfes = merge_parts(out_dir, num_samples, npz_path, save_latents=save_latents, grid_png=grid_png,
+                           keep_parts=keep_parts)
+        manifest.update({
+            "complete": True, "nfe_per_sample": nfes, "npz": npz_path.name,
+            "image_shape": list(np.load(npz_path, mmap_mode=None)["arr_0"].shape[1:]),
+            "last_run": {"world_size": world, "batch_size": batch_size, "generated": generated * world,
+                         "wall_s": round(elapsed, 3), "images_per_s": round(rate * world, 4)},
+        })
+        write_json(manifest_path, manifest)
+    dist.barrier()
+    return GenerateResult(npz_path, manifest_path, generated, nfes, rate)
+
+
+def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents=None, grid_png=False,
+                keep_parts=False) -> list:
+    """Concatenate the part files in index order (checking there is no gap or overlap) into the
+    ADM-style npz; returns the distinct NFE-per-sample values of the parts."""
+    parts_dir = out_dir / "parts"
+    covered = scan_parts(parts_dir, num_samples)
+    pos = 0
+    for s, e in covered:
+        if s != pos:
+            raise RuntimeError(f"samples [{pos}, {s}) are missing from {parts_dir}; run the same command again")
+        pos = e
+    if pos != num_samples:
+        raise RuntimeError(f"samples [{pos}, {num_samples}) are missing from {parts_dir}; run the same command again")
+    images, labels, latents, nfes = [], [], [], []
+    for s, e in covered:
+        with np.load(parts_dir / _part_name(s, e)) as z:
+            im = z["images"]
+            if im.shape[0] != e - s:
+                raise RuntimeError(f"part {_part_name(s, e)} holds {im.shape[0]} images, expected {e - s}")
+            images.append(im)
+            labels.append(z["labels"])
+            nfes.append(float(z["nfe"]))
+            if save_latents:
+                latents.append(z["latents"])
+    arr = np.concatenate(images)
+    tmp = npz_path.with_name(f".{npz_path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, arr_0=arr, arr_1=np.concatenate(labels))
+    os.replace(tmp, npz_path)
+    if save_latents:
+        lat = np.concatenate(latents)
+        if save_latents == "npy":
+            np.save(out_dir / "latents.npy", lat)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file({"latents": lat, "labels": np.concatenate(labels)}, str(out_dir / "latents.safetensors"))
+    if grid_png:
+        n = min(len(arr), 256)
+        save_png(make_grid(arr[:n]), out_dir / "grid.png", upscale=max(1, 64 // arr.shape[1]))
+    if not keep_parts:
+        for s, e in covered:
+            (parts_dir / _part_name(s, e)).unlink(missing_ok=True)
+        try:
+            parts_dir.rmdir()
+        except OSError:
+            pass
+    distinct = sorted(set(v if not float(v).is_integer() else int(v) for v in nfes))
+    return distinct
+
+
+def load_noise(path: str | os.PathLike) -> Tensor:
+    """Explicit initial noise from .npy or .safetensors (first tensor, or the one named 'noise'),
+    shape (N, C, H, W) float."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--noise file {path} does not exist")
+    if path.suffix == ".npy":
+        arr = np.load(path, allow_pickle=False)
+        return torch.from_numpy(np.asarray(arr, dtype=np.float32))
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        d = load_file(str(path))
+        if not d:
+            raise ValueError(f"--noise file {path} holds no tensor")
+        return d.get("noise", next(iter(d.values()))).float()
+    raise ValueError(f"unknown noise file type {path.suffix!r}; expected one of ['.npy', '.safetensors']")
