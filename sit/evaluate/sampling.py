@@ -514,3 +514,313 @@ def load_noise(path: str | os.PathLike) -> Tensor:
             raise ValueError(f"--noise file {path} holds no tensor")
         return d.get("noise", next(iter(d.values()))).float()
     raise ValueError(f"unknown noise file type {path.suffix!r}; expected one of ['.npy', '.safetensors']")
+
+
+# --------------------------------------------------------------------------------------------
+# model glue: checkpoint -> latent sampler
+
+DISCRETE_METHODS = ("ddpm", "ddim")
+LT_TABLE_NAME = "lt_table.json"
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """The concrete checkpoint a path stands for (a run directory means its newest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+        from sit.models.checkpoint import _newest_checkpoint
+
+        return _newest_checkpoint(path)
+    return path
+
+
+def loss_table_path(ckpt: str | os.PathLike) -> Path:
+    """Where `sit lt` stores the L_t table of a checkpoint: ``DIR/lt_table.json`` for a checkpoint
+    directory, ``NAME.lt.json`` beside a checkpoint file."""
+    ck = resolve_checkpoint(ckpt)
+    if ck.is_dir():
+        return ck / LT_TABLE_NAME
+    return ck.with_name(ck.stem + ".lt.json")
+
+
+def find_loss_table(ckpt: str | os.PathLike, meta: dict | None = None):
+    """The L_t table stored with a checkpoint (file from `sit lt`, else meta['loss_table']), or None."""
+    from sit.diffusion_coef import LossTable
+
+    p = loss_table_path(ckpt)
+    if p.is_file():
+        return LossTable.load(p)
+    if meta and isinstance(meta.get("loss_table"), dict):
+        d = dict(meta["loss_table"])
+        d.pop("kind", None)
+        return LossTable(**d)
+    return None
+
+
+def model_num_classes(net) -> int | None:
+    n = getattr(net, "num_classes", None)
+    return int(n) if n is not None else None
+
+
+def parse_interval(spec: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """'0.1,0.9' -> (0.1, 0.9): guidance only for t in [lo, hi] (paper time)."""
+    if spec is None or spec == "" or spec == "none":
+        return None
+    if isinstance(spec, str):
+        try:
+            lo, hi = (float(v) for v in spec.split(","))
+        except ValueError:
+            raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
+    else:
+        lo, hi = (float(v) for v in spec)
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})")
+    return (lo, hi)
+
+
+def parse_channels(spec: str | int | None) -> int | None:
+    """'all' (None: guide every channel, the default) or a count k (guide channels 0..k-1;
+    the official SiT/DiT forward_with_cfg uses 3 of the 4 latent channels)."""
+    if spec is None or str(spec).lower() == "all":
+        return None
+    try:
+        k = int(spec)
+    except ValueError:
+        raise ValueError(f"--cfg-channels must be 'all' or a channel count such as 3 (got {spec!r})") from None
+    if k < 1:
+        raise ValueError(f"--cfg-channels must be 'all' or a count >= 1 (got {spec!r})")
+    return k
+
+
+class _CallCounter:
+    """Counts calls of a prediction function (network evaluations per sample = calls, since a
+    guided call evaluates the conditional and unconditional rows in one batch)."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *a, **k):
+        self.calls += 1
+        return self.fn(*a, **k)
+
+
+def build_latent_sampler(
+    net,
+    meta: dict,
+    *,
+    method: str,
+    sample_options: dict,
+    cfg_scale: float = 1.0,
+    cfg_channels: int | None = None,
+    cfg_interval: tuple[float, float] | None = None,
+    precision: str = "fp32",
+    table=None,
+    progress: bool = False,
+) -> tuple[LatentSampler, dict]:
+    """A latent sampler ``(x0, y, noise) -> (x, info)`` for a loaded network.
+
+    method: a continuous sampler of `sit.samplers` (sample_options are `SampleConfig` fields) or
+    'ddpm' / 'ddim' (DiT's discrete sampler on the respaced grid of sample_options['num_steps']).
+    Returns the sampler and a description (resolved sampler config) for the manifest.
+    """
+    from sit.models.field import ModelField
+    from sit.guidance import GuidedModel
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; expected one of ['fp32', 'bf16']")
+    if not (isinstance(cfg_scale, (int, float)) and math.isfinite(cfg_scale)):
+        raise ValueError(f"--cfg-scale must be a finite number (got {cfg_scale!r})")
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    num_classes = model_num_classes(net)
+    time_input = meta.get("time_input", "continuous")
+    prediction = meta.get("prediction", "velocity")
+    field_fn = ModelField(net, prediction, time_input, dtype=dtype)
+
+    if method in DISCRETE_METHODS or time_input == "discrete":
+        if method not in DISCRETE_METHODS:
+            raise ValueError(
+                f"this checkpoint is a discrete-time DDPM model (DiT); --method must be one of "
+                f"{list(DISCRETE_METHODS)} (got {method!r})"
+            )
+        if time_input != "discrete":
+            raise ValueError(f"--method {method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
+        if cfg_interval is not None:
+            raise ValueError("--cfg-interval is in continuous time t; it does not apply to --method ddpm/ddim")
+        from sit import discrete
+
+        steps = int(sample_options.get("num_steps") or 250)
+        if steps < 1:
+            raise ValueError(f"--num-steps must be >= 1 (got {steps})")
+        learn_sigma = field_fn.out_channels == 2 * field_fn.in_channels
+        diffusion = discrete.DiscreteDiffusion(discrete.DiscreteConfig(learn_sigma=learn_sigma)).respace(steps)
+        raw = _CallCounter(field_fn.raw)
+        guided = GuidedModel(raw, cfg_scale, num_classes, channels=cfg_channels) if cfg_scale != 1.0 else raw
+        eta = float(sample_options.get("eta") or 0.0)
+        kw = _noise_kwarg(discrete.sample_ddpm if method == "ddpm" else discrete.sample_ddim)
+
+        def sampler_fn(x0: Tensor, y: Tensor, noise: RowNoise):
+            raw.calls = 0
+            fn = lambda x, k: guided(x, k, y)  # noqa: E731
+            extra = {kw: noise} if kw else {"generator": torch.Generator(x0.device).manual_seed(noise.seeds[0])}
+            if method == "ddpm":
+                x = discrete.sample_ddpm(fn, x0, diffusion, progress=progress, **extra)
+            else:
+                x = discrete.sample_ddim(fn, x0, diffusion, eta=eta, progress=progress, **extra)
+            return x, {"nfe": raw.calls}
+
+        desc = {"method": method, "num_steps": steps, "eta": eta if method == "ddim" else None,
+                "timesteps": "DiT respacing", "per_seed_step_noise": bool(kw) or (method == "ddim" and eta == 0)}
+        return sampler_fn, desc
+
+    from sit.objectives import velocity_field
+    from sit.paths import get_path
+    from sit.samplers import SampleConfig, sample as run_sampler
+
+    path = get_path(meta.get("path", "linear"))
+    names = {f.name for f in dataclasses.fields(SampleConfig)}
+    opts = {k: v for k, v in sample_options.items() if v is not None}
+    unknown = sorted(set(opts) - names)
+    if unknown:
+        raise ValueError(f"sampler option(s) {unknown} are not SampleConfig fields; expected some of {sorted(names)}")
+    cfg = SampleConfig(method=method, **{k: v for k, v in opts.items() if k != "method"})
+    counter = _CallCounter(field_fn)
+    guided = (GuidedModel(counter, cfg_scale, num_classes, channels=cfg_channels, interval=cfg_interval)
+              if cfg_scale != 1.0 else counter)
+    kw = _noise_kwarg(run_sampler)
+    stochastic = _is_stochastic(cfg)
+
+    def sampler_fn(x0: Tensor, y: Tensor, noise: RowNoise):
+        counter.calls = 0
+        field = velocity_field(guided, path, prediction, y=y)
+        extra = {}
+        if stochastic:
+            extra = {kw: noise} if kw else {"generator": torch.Generator(x0.device).manual_seed(noise.seeds[0])}
+        x, info = run_sampler(field, x0, cfg, path, table=table, progress=progress, **extra)
+        info = dict(info or {})
+        info["network_calls"] = counter.calls
+        info.setdefault("nfe", counter.calls)
+        return x, info
+
+    desc = {"config": dataclasses.asdict(cfg), "path": path.name, "prediction": prediction,
+            "per_seed_step_noise": (not stochastic) or bool(kw)}
+    return sampler_fn, desc
+
+
+def _noise_kwarg(fn) -> str | None:
+    """The name of a sampler's per-row noise hook, if it has one."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    for name in ("noise_fn", "noise"):
+        if name in params:
+            return name
+    return None
+
+
+def _is_stochastic(cfg) -> bool:
+    m = str(getattr(cfg, "method", "")).lower()
+    return m in ("euler_maruyama", "em", "sde_heun", "heun_sde", "sde_euler") or "sde" in m or "maruyama" in m
+
+
+def default_device(device: str | None = None) -> torch.device:
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def sample_command(
+    *,
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike,
+    values: dict,
+    preset: str | None = None,
+    seed: int = 0,
+    batch_size: int = 32,
+    vae: str | None = None,
+    precision: str = "fp32",
+    device: str | None = None,
+    weights: str = "ema",
+    noise: str | None = None,
+    lt_table: str | None = None,
+    grid_png: bool = False,
+    png_folder: bool = False,
+    save_latents: str | None = None,
+    keep_parts: bool = False,
+    progress: bool = True,
+    net_and_meta: tuple | None = None,
+) -> GenerateResult:
+    """Everything `sit sample` does: load, build the sampler, generate, merge, manifest.
+    ``values`` are the resolved sampler/guidance/label options (see `sit.commands.sample`)."""
+    from sit import dist
+
+    dev = dist.init(default_device(device))
+    if net_and_meta is None:
+        from sit.models.checkpoint import load_model
+
+        net, meta = load_model(ckpt, prefer=weights)
+    else:
+        net, meta = net_and_meta
+    net = net.to(dev).eval().requires_grad_(False)
+    num_classes = model_num_classes(net)
+    labels = parse_labels(values.get("labels"), num_classes)
+    num_samples = values.get("num_samples") or (len(labels) if isinstance(labels, tuple) else 16)
+    values = dict(values, num_samples=int(num_samples))
+    method = str(values.get("method", "heun"))
+
+    table = None
+    table_src = None
+    if str(values.get("w") or "") == "kl_eta" and float(values.get("eta") or 0) > 0:
+        from sit.diffusion_coef import LossTable
+
+        if lt_table:
+            table, table_src = LossTable.load(lt_table), str(lt_table)
+        else:
+            table = find_loss_table(ckpt, meta)
+            table_src = str(loss_table_path(ckpt)) if table is not None else None
+        if table is None:
+            raise FileNotFoundError(
+                f"--w kl_eta needs the model's L_t table: run `sit lt --ckpt {ckpt}` first "
+                f"(stores {loss_table_path(ckpt)}) or pass --lt-table FILE"
+            )
+
+    sample_options = {k: values.get(k) for k in
+                      ("num_steps", "atol", "rtol", "grid", "t_start", "t_end", "w", "w_scale", "eta", "last_step", "last_step_size")}
+    cfg_scale = float(values.get("cfg_scale", 1.0))
+    channels = parse_channels(values.get("cfg_channels"))
+    interval = parse_interval(values.get("cfg_interval"))
+    sampler_fn, sampler_desc = build_latent_sampler(
+        net, meta, method=method, sample_options=sample_options, cfg_scale=cfg_scale, cfg_channels=channels,
+        cfg_interval=interval, precision=precision, table=table,
+    )
+
+    C, H = int(net.in_channels), int(net.config.input_size)
+    latent_shape = (C, H, H)
+    decode_fn = None
+    vae_desc = None
+    if C not in (1, 3):
+        if not vae:
+            raise ValueError(
+                f"this is a latent model ({C} channels): pass --vae PATH (a local SD VAE folder, e.g. sd-vae-ft-ema) to decode"
+            )
+        from sit.vae import VAE
+
+        v = VAE.from_pretrained(vae, device=dev)
+        decode_fn, vae_desc = v.decode, {"vae": str(vae), "scale_factor": v.scale_factor}
+    init = load_noise(noise) if noise else None
+
+    ck = resolve_checkpoint(ckpt)
+    settings = {
+        "checkpoint_sha256": file_sha256(ck), "interpolant": meta.get("path"), "prediction": meta.get("prediction"),
+        "time_input": meta.get("time_input"), "sampler": sampler_desc, "method": method,
+        "guidance": {"cfg_scale": cfg_scale, "channels": "all" if channels is None else channels, "interval": interval},
+        "vae": vae_desc, "precision": precision, "loss_table": table.to_json() if table is not None else None,
+    }
+    info = {"checkpoint": str(ck), "model": meta.get("model"), "step": meta.get("step"), "preset": preset,
+            "loss_table_file": table_src, "device": str(dev)}
+    return generate(
+        out, num_samples=int(num_samples), batch_size=batch_size, seed=seed, latent_shape=latent_shape,
+        sampler_fn=sampler_fn, decode_fn=decode_fn, labels=labels, num_classes=num_classes, settings=settings,
+        info=info, device=dev, png_folder=png_folder, save_latents=save_latents, grid_png=grid_png,
+        keep_parts=keep_parts, progress=progress, initial_noise=init,
+    )
