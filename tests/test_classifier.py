@@ -1,0 +1,56 @@
+"""quick_quality: metrics in a small classifier's feature space (sit/evaluate/classifier.py)."""
+
+import pytest
+import torch
+
+from sit.evaluate.classifier import get_classifier, quick_quality
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 8.0 - 1.0  # (1797, 1, 8, 8) in [-1, 1]
+    return x, torch.tensor(d.target)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("clf")
+
+
+def test_quick_quality_real_vs_real_and_noise(digits, cache):
+    x, y = digits
+    same = quick_quality(x, y, x, y, cache_dir=cache)
+    assert same["accuracy"] > 0.95
+    assert same["classifier_test_accuracy"] > 0.85
+    assert abs(same["fid"]) < 1e-6
+    assert same["precision"] == 1.0 and same["recall"] == 1.0
+    noise = torch.rand(400, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    bad = quick_quality(x, y, noise, y[:400], cache_dir=cache)
+    assert bad["accuracy"] < 0.4
+    assert bad["fid"] > 10 * max(same["fid"], 1.0)
+    assert bad["precision"] < 0.5
+    # half of the real data, unconditional: no accuracy, FID far below noise
+    unc = quick_quality(x, y, x[::2], None, cache_dir=cache)
+    assert unc["accuracy"] is None and unc["fid"] < bad["fid"] / 10
+
+
+def test_classifier_cached_and_deterministic(digits, cache):
+    x, y = digits
+    a = get_classifier(x[:300], y[:300], seed=0, cache_dir=cache)
+    files = sorted(cache.iterdir())
+    b = get_classifier(x[:300], y[:300], seed=0, cache_dir=cache)  # from the cache
+    assert sorted(cache.iterdir()) == files
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    c = get_classifier(x[:300], y[:300], seed=0, cache_dir=False)  # retrained: same weights
+    for va, vc in zip(a.state_dict().values(), c.state_dict().values()):
+        assert torch.equal(va, vc)
+
+
+def test_quick_quality_rejects_bad_shapes(digits):
+    x, y = digits
+    with pytest.raises(ValueError, match="differ in shape"):
+        quick_quality(x, y, torch.zeros(10, 1, 4, 4), None, cache_dir=False)
