@@ -1,0 +1,369 @@
+"""The SiT backbone: a DiT transformer with adaLN-Zero conditioning (paper section 2.5), in one file.
+
+The structure, parameter names and shapes equal the official SiT/DiT ``models.py`` so that the
+released checkpoints load unchanged (keys listed in ``shared/reference/sit_state_dict/``):
+
+    x_embedder.proj            Conv2d(C, D, p, stride p): patches -> tokens, row-major (h, w) order
+    pos_embed                  (1, T, D) fixed 2-D sin-cos table (a frozen Parameter, as officially)
+    t_embedder.mlp.{0,2}       Linear(256, D), SiLU, Linear(D, D) on a 256-dim [cos, sin] embedding
+    y_embedder.embedding_table (num_classes + 1, D) when label dropout > 0; row num_classes = null label
+    blocks.N.attn.{qkv,proj}   fused q/k/v projection (rows q | k | v, heads contiguous), output proj
+    blocks.N.mlp.{fc1,fc2}     D -> mlp_ratio*D -> D with tanh-GELU
+    blocks.N.adaLN_modulation.1  Linear(D, 6D) after SiLU: shift/scale/gate for attention and MLP
+    final_layer.adaLN_modulation.1, final_layer.linear  Linear(D, 2D) and Linear(D, p*p*out_channels)
+
+``SiT.forward(x, t_net, y)`` returns all ``out_channels`` = 2C channels when ``learn_sigma`` (the
+official SiT drops the second half inside forward; DiT keeps it; here the caller decides, see
+``sit.models.field.ModelField``). ``t_net`` is the *network* time of math.md section 1 (the official
+one, 1 - t in paper time, for SiT checkpoints; the integer DDPM step for DiT ones); this module
+never interprets it: ``sit.models.field`` is the only place that converts paper time.
+
+Speed notes: q/k/v is one matmul, attention is ``F.scaled_dot_product_attention``, modulation and
+gated residuals are single fused ``addcmul`` kernels, and SiLU(c) is computed once for all blocks. The module runs in fp32, under ``torch.autocast`` (CPU or CUDA,
+bf16), or with bf16 parameters (``net.to(torch.bfloat16)``; inputs are cast to the parameter
+dtype). ``grad_checkpointing`` recomputes each block in the backward pass (less memory).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint
+from torch import Tensor
+
+from sit.config import ModelConfig
+
+TIME_EMBED_DIM = 256  # width of the sinusoidal time features fed to t_embedder.mlp.0
+LN_EPS = 1e-6
+
+
+# ------------------------------------------------------------------------------------------------
+# fixed embeddings
+# ------------------------------------------------------------------------------------------------
+def timestep_embedding(t: Tensor, dim: int = TIME_EMBED_DIM, max_period: float = 10000.0) -> Tensor:
+    """Sinusoidal features [cos(t f_k), sin(t f_k)], f_k = max_period^(-k/half), k = 0..half-1.
+
+    t: (B,) network time, any real value (fed unscaled). Returns (B, dim) float32 (zero-padded
+    when dim is odd). Computed in float32 exactly as the official code does.
+    """
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
+    )
+    args = t.float()[:, None] * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def _sincos_1d(dim: int, pos: Tensor) -> Tensor:
+    """(M,) positions -> (M, dim) [sin(pos w_k), cos(pos w_k)], w_k = 10000^(-k/(dim/2)), float64."""
+    omega = 1.0 / 10000.0 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = pos.to(torch.float64)[:, None] * omega[None]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+
+def sincos_pos_embed_2d(dim: int, grid_size: int) -> Tensor:
+    """The fixed 2-D sin-cos position table of the official code, shape (grid_size**2, dim), float64.
+
+    Token n = i * grid_size + j sits at row i, column j (the order of ``x_embedder``). The
+    official table is built from ``np.meshgrid(w, h)`` (column coordinate first), so the first
+    dim/2 features encode the *column* j and the last dim/2 the *row* i:
+        emb[n] = [sin(j w), cos(j w), sin(i w), cos(i w)],  w_k = 10000^(-k/(dim/4)), k < dim/4.
+    """
+    if dim % 4:
+        raise ValueError(f"the 2-D sin-cos position embedding needs hidden_size divisible by 4 (got {dim})")
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    row, col = torch.meshgrid(coords, coords, indexing="ij")  # row[i, j] = i, col[i, j] = j
+    return torch.cat([_sincos_1d(dim // 2, col.reshape(-1)), _sincos_1d(dim // 2, row.reshape(-1))], dim=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# submodules (names mirror the official state_dict)
+# ------------------------------------------------------------------------------------------------
+class PatchEmbed(nn.Module):
+    """(B, C, H, W) -> (B, T, D) with T = (H/p)(W/p) tokens in row-major order."""
+
+    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(TIME_EMBED_DIM, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+
+    def forward(self, t: Tensor) -> Tensor:
+        emb = timestep_embedding(t, TIME_EMBED_DIM)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding with label dropout for classifier-free guidance (null label = num_classes)."""
+
+    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+
+    def token_drop(self, labels: Tensor, force_drop_ids: Tensor | None = None) -> Tensor:
+        if force_drop_ids is None:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop = force_drop_ids == 1
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def forward(self, labels: Tensor, train: bool, force_drop_ids: Tensor | None = None) -> Tensor:
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        return self.embedding_table(labels)
+
+
+class Attention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
+        self.proj = nn.Linear(hidden_size, hidden_size, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, D = x.shape
+        qkv = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, T, hd)
+        return self.proj(h.transpose(1, 2).reshape(B, T, D))
+
+
+class Mlp(nn.Module):
+    def __init__(self, hidden_size: int, mlp_hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, mlp_hidden, bias=True)
+        self.fc2 = nn.Linear(mlp_hidden, hidden_size, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+def _layer_norm(x: Tensor) -> Tensor:
+    return F.layer_norm(x, (x.shape[-1],), eps=LN_EPS)
+
+
+class SiTBlock(nn.Module):
+    """x <- x + g_a * Attn(LN(x)(1 + s_a) + b_a);  x <- x + g_m * MLP(LN(x)(1 + s_m) + b_m)."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+        super().__init__()
+        self.attn = Attention(hidden_size, num_heads)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
+
+    def forward(self, x: Tensor, mod: Tensor) -> Tensor:
+        """x: (B, T, D) tokens; mod: (B, 6D) = adaLN_modulation(c), precomputed by the caller."""
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.to(x.dtype).unsqueeze(1).chunk(6, dim=2)
+        x = torch.addcmul(x, gate_a, self.attn(torch.addcmul(shift_a, _layer_norm(x), 1 + scale_a)))
+        x = torch.addcmul(x, gate_m, self.mlp(torch.addcmul(shift_m, _layer_norm(x), 1 + scale_m)))
+        return x
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).to(x.dtype).unsqueeze(1).chunk(2, dim=2)
+        return self.linear(torch.addcmul(shift, _layer_norm(x), 1 + scale))
+
+
+# ------------------------------------------------------------------------------------------------
+# the network
+# ------------------------------------------------------------------------------------------------
+class SiT(nn.Module):
+    """SiT / DiT backbone for ``config`` (any size, patch, input size, channels, classes).
+
+    forward(x (B, C, H, W), t_net (B,), y (B,) long or None) -> (B, out_channels, H, W).
+    ``y=None`` means unconditional (the null label num_classes, needs class_dropout_prob > 0).
+    In train mode labels are dropped with probability class_dropout_prob; ``force_drop_ids``
+    (B,) with 1 = drop overrides the random choice in any mode (official semantics).
+    A freshly initialised model outputs exactly zero (adaLN-Zero).
+    """
+
+    def __init__(self, config: ModelConfig, grad_checkpointing: bool = False):
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"SiT needs a sit.config.ModelConfig (got {type(config).__name__})")
+        if config.hidden_size % 4:
+            raise ValueError(f"ModelConfig.hidden_size must be divisible by 4 for the 2-D sin-cos table (got {config.hidden_size})")
+        self.config = config
+        self.grad_checkpointing = grad_checkpointing
+        D, p = config.hidden_size, config.patch_size
+        self.in_channels = config.in_channels
+        self.out_channels = config.out_channels
+        self.patch_size = p
+        self.num_heads = config.num_heads
+        self.num_classes = config.num_classes
+        self.grid_size = config.input_size // p
+
+        self.x_embedder = PatchEmbed(p, config.in_channels, D)
+        self.t_embedder = TimestepEmbedder(D)
+        self.y_embedder = LabelEmbedder(config.num_classes, D, config.class_dropout_prob)
+        # a frozen Parameter (not a buffer) like the official model: it is in the state_dict and
+        # counts towards the published parameter numbers
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2, D), requires_grad=False)
+        self.blocks = nn.ModuleList([SiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
+        self.final_layer = FinalLayer(D, p, self.out_channels)
+        self.initialize_weights()
+
+    # -- initialisation (official): xavier-uniform linears, zero biases, N(0, 0.02) embeddings,
+    #    zero adaLN modulations and output layer (adaLN-Zero) --------------------------------------
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            table = sincos_pos_embed_2d(self.config.hidden_size, self.grid_size)
+            self.pos_embed.copy_(table.float().unsqueeze(0))
+        w = self.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.data.view(w.shape[0], -1))  # like a Linear on flattened patches
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def unpatchify(self, x: Tensor) -> Tensor:
+        """(B, T, p*p*c) -> (B, c, H, W); features per token ordered (p_row, p_col, channel)."""
+        B, T, _ = x.shape
+        p, c, g = self.patch_size, self.out_channels, self.grid_size
+        x = x.reshape(B, g, g, p, p, c).permute(0, 5, 1, 3, 2, 4)  # (B, c, g, p, g, p)
+        return x.reshape(B, c, g * p, g * p)
+
+    def _modulations(self, c: Tensor) -> list[Tensor]:
+        """Every block's adaLN modulation Linear(SiLU(c)): list of (B, 6D); SiLU computed once."""
+        s = F.silu(c)
+        return [blk.adaLN_modulation[1](s) for blk in self.blocks]
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, force_drop_ids: Tensor | None = None) -> Tensor:
+        """x (B, C, H, W), t (B,) network time, y (B,) labels -> (B, out_channels, H, W)."""
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.config.input_size or x.shape[3] != self.config.input_size:
+            raise ValueError(
+                f"SiT expects x of shape (B, {self.in_channels}, {self.config.input_size}, {self.config.input_size}) "
+                f"(got {tuple(x.shape)})"
+            )
+        B = x.shape[0]
+        if t.ndim == 0:
+            t = t.expand(B)
+        if y is None:
+            if self.y_embedder.dropout_prob <= 0:
+                raise ValueError("y=None (unconditional) needs a null label row: class_dropout_prob > 0")
+            y = torch.full((B,), self.num_classes, dtype=torch.long, device=x.device)
+        wdtype = self.x_embedder.proj.weight.dtype
+        if not torch.is_autocast_enabled(x.device.type):
+            x = x.to(wdtype)
+        h = self.x_embedder(x) + self.pos_embed.to(wdtype)  # (B, T, D)
+        c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids)  # (B, D)
+        mods = self._modulations(c)
+        for block, mod in zip(self.blocks, mods):
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                h = torch.utils.checkpoint.checkpoint(block, h, mod, use_reentrant=False)
+            else:
+                h = block(h, mod)
+        h = self.final_layer(h, c)  # (B, T, p*p*out_channels)
+        return self.unpatchify(h)
+
+    def num_params(self) -> int:
+        """All parameters including the frozen pos_embed (how the published counts are made)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+# ------------------------------------------------------------------------------------------------
+# analytic counts
+# ------------------------------------------------------------------------------------------------
+def param_count(config: ModelConfig) -> int:
+    """Number of parameters of SiT(config), including pos_embed, from the architecture alone."""
+    D, p, C, nc = config.hidden_size, config.patch_size, config.in_channels, config.num_classes
+    M = int(D * config.mlp_ratio)
+    T = (config.input_size // p) ** 2
+    lin = lambda i, o: i * o + o  # noqa: E731  weight + bias
+    block = lin(D, 3 * D) + lin(D, D) + lin(D, M) + lin(M, D) + lin(D, 6 * D)
+    return (
+        T * D                                                   # pos_embed
+        + D * C * p * p + D                                     # x_embedder.proj
+        + lin(TIME_EMBED_DIM, D) + lin(D, D)                    # t_embedder.mlp
+        + (nc + int(config.class_dropout_prob > 0)) * D         # y_embedder.embedding_table
+        + config.depth * block
+        + lin(D, p * p * config.out_channels) + lin(D, 2 * D)   # final_layer
+    )
+
+
+def forward_flops(config: ModelConfig, batch: int) -> int:
+    """Matmul FLOPs (2 per multiply-add) of one forward pass on ``batch`` images.
+
+    Counts the patch embedding, time MLP, every block's adaLN, q/k/v, attention scores QK^T and
+    weighted sum AV, output projection, MLP, and the final layer. Elementwise work is not counted.
+    A training step (forward + backward) is 3x this.
+    """
+    D, p = config.hidden_size, config.patch_size
+    M = int(D * config.mlp_ratio)
+    T = (config.input_size // p) ** 2
+    N = batch * T
+    per_block = 2 * N * D * (3 * D + D + 2 * M) + 2 * 2 * batch * T * T * D + 2 * batch * D * 6 * D
+    return (
+        2 * N * config.in_channels * p * p * D
+        + 2 * batch * (TIME_EMBED_DIM * D + D * D)
+        + config.depth * per_block
+        + 2 * batch * D * 2 * D + 2 * N * D * p * p * config.out_channels
+    )
+
+
+def reference_forward(net: SiT, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    """The official forward, op by op and unfused (explicit softmax attention, ``modulate`` as
+    x * (1 + scale) + shift, one adaLN matmul per block inside the block, einsum unpatchify),
+    on ``net``'s weights. An oracle for tests and the "official" baseline of the benchmarks;
+    eval-mode semantics (no label dropout). Returns (B, out_channels, H, W).
+    """
+    D, nh = net.config.hidden_size, net.num_heads
+
+    def modulate(v, shift, scale):
+        return v * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+    def ln(v):
+        return F.layer_norm(v, (D,), eps=LN_EPS)
+
+    h = net.x_embedder(x) + net.pos_embed
+    c = net.t_embedder.mlp(timestep_embedding(t)) + net.y_embedder.embedding_table(y)
+    for blk in net.blocks:
+        sa, ca, ga, sm, cm, gm = blk.adaLN_modulation(c).chunk(6, dim=1)
+        a = modulate(ln(h), sa, ca)
+        B, T, _ = a.shape
+        qkv = blk.attn.qkv(a).reshape(B, T, 3, nh, D // nh).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        att = (q * (D // nh) ** -0.5) @ k.transpose(-2, -1)
+        a = (att.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+        h = h + ga.unsqueeze(1) * blk.attn.proj(a)
+        m = modulate(ln(h), sm, cm)
+        h = h + gm.unsqueeze(1) * blk.mlp.fc2(F.gelu(blk.mlp.fc1(m), approximate="tanh"))
+    shift, scale = net.final_layer.adaLN_modulation(c).chunk(2, dim=1)
+    h = net.final_layer.linear(modulate(ln(h), shift, scale))
+    p, co, g = net.patch_size, net.out_channels, net.grid_size
+    h = h.reshape(h.shape[0], g, g, p, p, co)
+    h = torch.einsum("nhwpqc->nchpwq", h)
+    return h.reshape(h.shape[0], co, g * p, g * p)
