@@ -26,6 +26,7 @@ zero in our tests).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -655,7 +656,9 @@ def build_latent_sampler(
         learn_sigma = field_fn.out_channels == 2 * field_fn.in_channels
         diffusion = discrete.DiscreteDiffusion(discrete.DiscreteConfig(learn_sigma=learn_sigma)).respace(steps)
         raw = _CallCounter(field_fn.raw)
-        guided = GuidedModel(raw, cfg_scale, num_classes, channels=cfg_channels) if cfg_scale != 1.0 else raw
+        # 'all' means all eps channels: the learned-variance channels keep the conditional value (as DiT)
+        ch = field_fn.in_channels if cfg_channels is None else min(cfg_channels, field_fn.in_channels)
+        guided = GuidedModel(raw, cfg_scale, num_classes, channels=ch) if cfg_scale != 1.0 else raw
         eta = float(sample_options.get("eta") or 0.0)
         kw = _noise_kwarg(discrete.sample_ddpm if method == "ddpm" else discrete.sample_ddim)
 
@@ -694,17 +697,51 @@ def build_latent_sampler(
         counter.calls = 0
         field = velocity_field(guided, path, prediction, y=y)
         extra = {}
-        if stochastic:
-            extra = {kw: noise} if kw else {"generator": torch.Generator(x0.device).manual_seed(noise.seeds[0])}
-        x, info = run_sampler(field, x0, cfg, path, table=table, progress=progress, **extra)
+        if stochastic and kw:
+            extra = {kw: noise}
+        with _row_noise_for_sde(noise if stochastic and not kw else None):
+            x, info = run_sampler(field, x0, cfg, path, table=table, prediction=prediction, progress=progress, **extra)
         info = dict(info or {})
         info["network_calls"] = counter.calls
         info.setdefault("nfe", counter.calls)
         return x, info
 
     desc = {"config": dataclasses.asdict(cfg), "path": path.name, "prediction": prediction,
-            "per_seed_step_noise": (not stochastic) or bool(kw)}
+            "per_seed_step_noise": (not stochastic) or bool(kw) or _sde_noise_hook_available()}
     return sampler_fn, desc
+
+
+def _sde_noise_hook_available() -> bool:
+    import sit.samplers.sde as sde
+
+    return callable(getattr(sde, "randn_like", None))
+
+
+@contextlib.contextmanager
+def _row_noise_for_sde(noise: RowNoise | None):
+    """Make the SDE samplers draw their step noise row by row from ``noise`` (per-sample seeds).
+
+    `sit.samplers` takes one torch.Generator for the whole batch, which would tie a sample's
+    noise to its batch. Until the samplers take a per-row noise function, this replaces their
+    single noise helper (``sit.samplers.sde.randn_like(x, generator)``) for the duration of one
+    call; tensors whose batch differs from ``noise`` fall through to the original."""
+    import sit.samplers.sde as sde
+
+    orig = getattr(sde, "randn_like", None)
+    if noise is None or orig is None:
+        yield
+        return
+
+    def per_row(x: Tensor, generator=None) -> Tensor:
+        if x.ndim >= 1 and x.shape[0] == len(noise):
+            return noise(x)
+        return orig(x, generator)
+
+    sde.randn_like = per_row
+    try:
+        yield
+    finally:
+        sde.randn_like = orig
 
 
 def _noise_kwarg(fn) -> str | None:
@@ -824,3 +861,81 @@ def sample_command(
         info=info, device=dev, png_folder=png_folder, save_latents=save_latents, grid_png=grid_png,
         keep_parts=keep_parts, progress=progress, initial_noise=init,
     )
+
+
+def sample_images(
+    sampler_fn: LatentSampler,
+    *,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    latent_shape: Sequence[int],
+    labels: str | tuple[int, ...] = "random",
+    num_classes: int | None = None,
+    device: torch.device | str = "cpu",
+    decode_fn: Decoder | None = None,
+) -> tuple[Tensor, Tensor, list]:
+    """In-memory sampling with the same per-sample seeds as `generate` (for sweeps): returns
+    (images or latents float32 on the CPU, labels (N,), distinct NFE per sample)."""
+    xs, ys, nfes = [], [], set()
+    for start in range(0, num_samples, batch_size):
+        idx = list(range(start, min(num_samples, start + batch_size)))
+        noise = RowNoise([seed + i for i in idx])
+        x0 = noise.randn(latent_shape, device=device)
+        y = labels_for(idx, labels, num_classes, noise).to(device)
+        with torch.no_grad():
+            x, info = sampler_fn(x0, y, noise)
+            if decode_fn is not None:
+                x = decode_fn(x)
+        xs.append(x.float().cpu())
+        ys.append(y.cpu())
+        nfes.add(info.get("nfe"))
+    return torch.cat(xs), torch.cat(ys), sorted(v for v in nfes if v is not None)
+
+
+def load_eval_data(spec: str, *, image_size: int | None = None, split: str = "heldout") -> tuple[Tensor, Tensor | None]:
+    """Data for likelihood, L_t, path length and sweeps: (x (N, C, H, W) float32, labels or None).
+
+    spec: an embedded dataset name ('digits', 'mnist_5k', optionally ':train', ':heldout',
+    ':all'; images in [-1, 1] resized/padded to ``image_size``), or an .npz file with either
+    uint8 images ``arr_0`` (N, H, W, C) (mapped to [-1, 1]) or float arrays (N, C, H, W)
+    (used as they are, e.g. latents), and labels in ``arr_1`` or ``labels`` when present."""
+    name, _, sp = spec.partition(":")
+    from sit.data.embedded import EMBEDDED_DATASETS, load_embedded
+
+    if name in EMBEDDED_DATASETS:
+        x, y = load_embedded(name, split=sp or split, image_size=image_size)
+        return x.float(), y.long()
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(
+            f"--data {spec!r}: neither an embedded dataset {list(EMBEDDED_DATASETS)} nor an existing .npz file"
+        )
+    if p.suffix != ".npz":
+        raise ValueError(f"unknown data file type {p.suffix!r}; expected one of ['.npz'] or {list(EMBEDDED_DATASETS)}")
+    with np.load(p) as z:
+        key = "arr_0" if "arr_0" in z else ("latents" if "latents" in z else None)
+        if key is None:
+            raise ValueError(f"{p} holds neither 'arr_0' nor 'latents' (keys: {sorted(z.keys())})")
+        a = z[key]
+        lab = z["arr_1"] if "arr_1" in z else (z["labels"] if "labels" in z else None)
+    if a.dtype == np.uint8:
+        if a.ndim != 4:
+            raise ValueError(f"{p}: uint8 images must be (N, H, W, C); got shape {a.shape}")
+        x = torch.from_numpy(a).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    else:
+        if a.ndim != 4:
+            raise ValueError(f"{p}: float data must be (N, C, H, W); got shape {a.shape}")
+        x = torch.from_numpy(np.asarray(a, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(lab)).long() if lab is not None else None
+    return x, y
+
+
+def match_model_input(x: Tensor, net) -> Tensor:
+    """Grey images for a grey model; RGB images of equal channels made grey for a 1-channel model."""
+    C = int(net.in_channels)
+    if x.shape[1] == C:
+        return x
+    if C == 1 and x.shape[1] == 3:
+        return x.mean(1, keepdim=True)
+    raise ValueError(f"data has {x.shape[1]} channels but the model expects {C}")

@@ -1,0 +1,210 @@
+"""`sit sweep`: quality against NFE for several samplers (paper Fig. 5), as CSV and PNG."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  # the demo checkpoint: classifier-feature FID (sit.evaluate.classifier) vs NFE, 4 samplers
+  sit sweep --ckpt runs/demo --samplers euler,heun,euler_maruyama:w=sigma,euler_maruyama:w=sin2 \\
+      --nfe 4,8,16,32,64,128,250 --num-samples 1000 --out sweeps/demo
+
+  # a latent model: Inception FID against an ADM reference batch (needs sit's Inception weights)
+  sit sweep --ckpt SiT-XL-2-256x256.pt --vae /models/sd-vae-ft-ema --ref VIRTUAL_imagenet256_labeled.npz \\
+      --samplers heun,euler_maruyama:w=sigma --nfe 50,100,250 --num-samples 10000 --cfg-scale 1.5 --out sweeps/xl2
+
+A sampler is METHOD[:FIELD=VALUE...] with SampleConfig fields (w, w_scale, eta, last_step, grid, ...).
+NFE is turned into steps per method (heun: 2 per step; sde_heun: 2 per step but 1 for the last
+step; euler, euler_maruyama, ddpm, ddim: 1) and the NFE actually spent is what the CSV reports.
+The summary says, for each sampler, the fewest NFE that reach the reference quality: the
+reference sampler's value at its largest NFE, within --tolerance.
+"""
+
+CALLS_PER_STEP = {"heun": 2, "sde_heun": 2}
+
+
+def register(sub) -> None:
+    from sit.commands.sample import add_model_arguments
+
+    p = sub.add_parser("sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
+                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
+                   help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
+    p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default 4,...,250)")
+    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per point (default 1000)")
+    p.add_argument("--batch-size", type=int, default=250, metavar="B")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i for every sampler (common random numbers)")
+    p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
+    p.add_argument("--cfg-scale", type=float, default=1.0, metavar="ZETA")
+    p.add_argument("--cfg-channels", default="all", metavar="all|K")
+    p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
+    p.add_argument("--ref", metavar="NPZ", help="ADM reference batch (images or mu/sigma) for Inception FID of latent models")
+    p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
+    p.add_argument("--reference", metavar="SAMPLER", help="sampler whose largest-NFE value is the target (default: the first)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default 0.05)")
+    p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
+    p.set_defaults(func=run)
+
+
+def parse_sampler(spec: str) -> tuple[str, dict]:
+    """'euler_maruyama:w=sigma:eta=0.5' -> ('euler_maruyama', {'w': 'sigma', 'eta': 0.5})."""
+    parts = [s for s in spec.strip().split(":") if s]
+    if not parts:
+        raise ValueError("empty sampler in --samplers")
+    method, opts = parts[0], {}
+    for kv in parts[1:]:
+        if "=" not in kv:
+            raise ValueError(f"sampler option {kv!r} in {spec!r} must be FIELD=VALUE")
+        k, v = kv.split("=", 1)
+        k = k.replace("-", "_")
+        if v.lower() == "none":
+            opts[k] = None
+            continue
+        try:
+            opts[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            opts[k] = v
+    return method, opts
+
+
+def steps_for_nfe(method: str, nfe: int) -> int:
+    if method == "sde_heun":
+        return (nfe + 1) // 2
+    return nfe // CALLS_PER_STEP.get(method, 1)
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    try:
+        vals = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers (got {text!r})") from None
+    if not vals or min(vals) < 1:
+        raise ValueError(f"{name} must hold integers >= 1 (got {text!r})")
+    return sorted(set(vals))
+
+
+def run(args) -> int:
+    from sit import dist
+    from sit.evaluate import sampling as S
+    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
+    from sit.models.checkpoint import load_model
+
+    nfes = parse_int_list(args.nfe, "--nfe")
+    samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
+    if args.num_samples < 4:
+        raise ValueError(f"--num-samples must be >= 4 (got {args.num_samples})")
+    if args.reference and args.reference not in [s for s, _, _ in samplers]:
+        raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
+    dev = dist.init(S.default_device(args.device))
+    net, meta = load_model(args.ckpt, prefer=args.weights)
+    net = net.to(dev).eval().requires_grad_(False)
+    num_classes = S.model_num_classes(net)
+    labels = S.parse_labels(args.labels, num_classes)
+    C, H = int(net.in_channels), int(net.config.input_size)
+
+    table = None
+    if any(o.get("w") == "kl_eta" for _, _, o in samplers):
+        from sit.diffusion_coef import LossTable
+
+        table = LossTable.load(args.lt_table) if args.lt_table else S.find_loss_table(args.ckpt, meta)
+        if table is None:
+            raise FileNotFoundError(f"w=kl_eta needs the L_t table: run `sit lt --ckpt {args.ckpt}` or pass --lt-table")
+
+    decode_fn = None
+    if C in (1, 3):
+        data = args.data or ("digits" if H <= 8 else "mnist_5k")
+        real_x, real_y = S.load_eval_data(data, image_size=H, split="all")
+        real_x = S.match_model_input(real_x, net)
+
+        def quality(fake_x, fake_y):
+            from sit.evaluate.classifier import quick_quality
+
+            q = quick_quality(real_x, real_y, fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
+            return {"fid": q["fid"], "accuracy": q["accuracy"], "precision": q["precision"], "recall": q["recall"]}
+
+        metric_name = f"classifier FID vs {data}"
+    else:
+        if not args.vae or not args.ref:
+            raise ValueError("a latent model needs --vae PATH (to decode) and --ref NPZ (reference batch) for Inception FID")
+        from sit.vae import VAE
+
+        decode_fn = VAE.from_pretrained(args.vae, device=dev).decode
+        quality = _inception_quality(args.ref, dev)
+        metric_name = f"Inception FID vs {Path(args.ref).name}"
+
+    out = Path(args.out)
+    rows = []
+    for name, method, opts in samplers:
+        for nfe in nfes:
+            steps = steps_for_nfe(method, nfe)
+            if steps < 1:
+                continue
+            so = dict(opts, num_steps=steps)
+            sampler_fn, _ = S.build_latent_sampler(
+                net, meta, method=method, sample_options=so, cfg_scale=args.cfg_scale,
+                cfg_channels=S.parse_channels(args.cfg_channels), precision=args.precision, table=table,
+            )
+            t0 = time.perf_counter()
+            x, y, spent = S.sample_images(
+                sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+                latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode_fn,
+            )
+            secs = time.perf_counter() - t0
+            q = quality(x, y)
+            row = {"sampler": name, "method": method, "num_steps": steps, "nfe": spent[-1] if spent else nfe,
+                   **q, "seconds": round(secs, 3)}
+            rows.append(row)
+            dist.print0(f"{name:<32s} steps {steps:4d}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
+            write_csv(out / "sweep.csv", rows)
+    plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=f"{metric_name}, {args.num_samples} samples")
+    summary = summarize(rows, args.reference or samplers[0][0], args.tolerance)
+    write_csv(out / "summary.csv", summary)
+    for r in summary:
+        dist.print0(f"{r['sampler']:<32s} reaches {r['target']:.4g} (ref +{args.tolerance:.0%}) at NFE {r['nfe_to_target']}")
+    dist.print0(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.csv'}")
+    return 0
+
+
+def summarize(rows: list[dict], reference: str, tolerance: float) -> list[dict]:
+    """For each sampler: its best value, and the fewest NFE reaching the reference target
+    (= the reference sampler's value at its largest NFE, times 1 + tolerance)."""
+    ref_rows = [r for r in rows if r["sampler"] == reference]
+    if not ref_rows:
+        return []
+    target_raw = max(ref_rows, key=lambda r: r["nfe"])["fid"]
+    target = target_raw * (1 + tolerance)
+    out = []
+    for name in dict.fromkeys(r["sampler"] for r in rows):
+        rs = sorted((r for r in rows if r["sampler"] == name), key=lambda r: r["nfe"])
+        hit = next((r["nfe"] for r in rs if math.isfinite(r["fid"]) and r["fid"] <= target), None)
+        out.append({"sampler": name, "reference": reference, "reference_value": target_raw, "target": target,
+                    "nfe_to_target": hit if hit is not None else "not reached",
+                    "best_fid": min(r["fid"] for r in rs), "best_at_nfe": min(rs, key=lambda r: r["fid"])["nfe"]})
+    return out
+
+
+def _inception_quality(ref: str, device):
+    """Inception FID of uint8-quantised samples against an ADM reference batch (sit.evaluate)."""
+    import numpy as np
+
+    from sit.evaluate import inception, metrics
+    from sit.evaluate.sampling import to_uint8
+
+    feats = inception.InceptionFeatures(device=device)
+    with np.load(ref) as z:
+        if "mu" in z and "sigma" in z:
+            mu_r, sig_r = z["mu"], z["sigma"]
+        else:
+            mu_r, sig_r = metrics.feature_statistics(feats.pool3(z["arr_0"]))
+
+    def quality(fake_x, fake_y):
+        f = feats.pool3(to_uint8(fake_x))
+        mu, sig = metrics.feature_statistics(f)
+        return {"fid": metrics.frechet_distance(mu, sig, mu_r, sig_r)}
+
+    return quality
