@@ -1,0 +1,51 @@
+"""`sit convert IN OUT`: official .pt <-> sit safetensors (+ JSON), direction by extension."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """examples:
+  sit convert SiT-XL-2-256x256.pt weights/sit-xl2.safetensors
+  sit convert DiT-XL-2-512x512.pt weights/dit-xl2-512.safetensors --kind dit
+  sit convert runs/s2/checkpoints/0050000 exported.pt --train-format
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert checkpoints between the official .pt format and sit safetensors",
+        description=EXAMPLES + "\nConvert a checkpoint; the output format follows OUT's extension "
+        "(.safetensors: sit weights + a .json of the config beside; .pt: the official format).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", metavar="IN", help="official .pt, sit .safetensors, checkpoint dir or run dir")
+    p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt")
+    p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
+    p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
+    p.add_argument(
+        "--train-format", action="store_true",
+        help="with OUT .pt: write a train.py-style dict (model, ema, opt, args) instead of a plain state_dict",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from sit.models.checkpoint import export_official, load_model, official_args, preset_name, save_model
+
+    out = Path(args.output)
+    if out.suffix not in (".safetensors", ".pt"):
+        raise ValueError(f"unknown output type {out.suffix!r} for {str(out)!r}; expected one of ['.pt', '.safetensors']")
+    net, meta = load_model(args.input, prefer=args.prefer, kind=args.kind)
+    if out.suffix == ".safetensors":
+        meta = dict(meta, converted_from=str(args.input))
+        written = save_model(net, out, meta)
+        print(f"wrote {written} and {written.with_suffix('.json')}")
+    else:
+        oargs = official_args(net.config, meta) if args.train_format else None
+        written = export_official(net, out, args=oargs)
+        print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
+    name = preset_name(net.config) or "custom"
+    print(f"model {name}, {net.num_params():,} parameters, {meta.get('prediction')}/{meta.get('path')}/{meta.get('time_input')}")
+    return 0

@@ -1,0 +1,77 @@
+"""`sit info CHECKPOINT`: model size, classes, parameter count, training step, config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+EXAMPLES = """examples:
+  sit info SiT-XL-2-256x256.pt
+  sit info runs/s2                      # newest checkpoint of a run
+  sit info weights/sit-xl2.safetensors --json
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "info",
+        help="describe a checkpoint (size, classes, parameters, step, config)",
+        description=EXAMPLES + "\nPrint what a checkpoint holds without running it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="official .pt, sit .safetensors, checkpoint dir or run dir")
+    p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to describe when both exist (default: ema)")
+    p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.set_defaults(func=run)
+
+
+def describe(path, prefer: str = "ema", kind: str | None = None) -> dict:
+    """Summary dict of a checkpoint: preset, params, classes, step, config, meta."""
+    from sit.config import ModelConfig, from_dict, to_dict
+    from sit.models.checkpoint import infer_config, preset_name, read_checkpoint
+    from sit.models.sit import param_count
+
+    sd, meta = read_checkpoint(path, prefer=prefer, kind=kind)
+    if isinstance(meta.get("model"), dict):
+        cfg = from_dict(ModelConfig, meta["model"])
+    else:
+        cfg = infer_config(sd, meta.get("official_args"))
+    n_stored = sum(v.numel() for v in sd.values())
+    info = {
+        "checkpoint": str(path),
+        "model": preset_name(cfg) or "custom",
+        "params": n_stored,
+        "params_expected": param_count(cfg),
+        "num_classes": cfg.num_classes,
+        "input": [cfg.in_channels, cfg.input_size, cfg.input_size],
+        "learn_sigma": cfg.learn_sigma,
+        "step": meta.get("step", 0),
+        "weights": meta.get("weights"),
+        "path": meta.get("path"),
+        "prediction": meta.get("prediction"),
+        "time_input": meta.get("time_input"),
+        "config": to_dict(cfg),
+    }
+    extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
+    if extra:
+        info["meta"] = extra
+    return info
+
+
+def run(args) -> int:
+    info = describe(args.checkpoint, args.prefer, args.kind)
+    if args.json:
+        print(json.dumps(info, indent=2, sort_keys=True))
+        return 0
+    c = info["config"]
+    print(f"checkpoint   {info['checkpoint']}")
+    print(f"model        {info['model']}  (depth {c['depth']}, hidden {c['hidden_size']}, heads {c['num_heads']}, patch {c['patch_size']})")
+    print(f"parameters   {info['params']:,}")
+    print(f"input        {c['in_channels']}x{c['input_size']}x{c['input_size']}, learn_sigma={c['learn_sigma']}")
+    print(f"classes      {c['num_classes']} (+ null label: {c['class_dropout_prob'] > 0}, dropout {c['class_dropout_prob']})")
+    print(f"step         {info['step']}  (weights: {info['weights'] or 'state_dict'})")
+    print(f"field        prediction={info['prediction']}, path={info['path']}, time_input={info['time_input']}")
+    for k, v in sorted(info.get("meta", {}).items()):
+        print(f"meta.{k:<8}{json.dumps(v)[:200]}")
+    return 0
