@@ -212,6 +212,10 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     ranges = shard_ranges(index["num_files"], shard_size)
     mine = rank_shards(len(ranges), rank, world_size)
     stats = ExtractStats()
+    for s in mine:  # leftovers of a killed run (each shard has one writer, so they are ours)
+        for suffix in (".labels.npy.tmp", ".moments.npy.tmp", ".json.tmp"):
+            if os.path.exists(shard_stem(out_dir, s) + suffix):
+                os.remove(shard_stem(out_dir, s) + suffix)
     todo = []
     for s in mine:
         (stats.shards_resumed if shard_done(out_dir, s, *ranges[s]) else todo).append(s)
