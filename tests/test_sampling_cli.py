@@ -1,0 +1,154 @@
+"""`sit sample` and the measurement commands end to end on a tiny random SiT (8x8x1 pixels)."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("sit.samplers", reason="sit.samplers (helper A1) not built yet")
+pytest.importorskip("sit.guidance", reason="sit.guidance (helper A1) not built yet")
+ckpt_mod = pytest.importorskip("sit.models.checkpoint", reason="sit.models.checkpoint (helper B) not built yet")
+
+from sit.cli import main  # noqa: E402
+from sit.config import ModelConfig  # noqa: E402
+from sit.models.sit import SiT  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # 2 shared cores: intra-op threads only add contention for these tiny models
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _tiny(tmp_path, name, meta):
+    torch.manual_seed(0)
+    cfg = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=10)
+    net = SiT(cfg)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.05)  # away from the all-zero adaLN-Zero init, so the field is not trivial
+    return str(ckpt_mod.save_model(net, tmp_path / name, meta))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return {
+        "sit": _tiny(d, "tiny_sit", {"path": "linear", "prediction": "velocity", "time_input": "continuous"}),
+        "dit": _tiny(d, "tiny_dit", {"path": "ddpm", "prediction": "noise", "time_input": "discrete"}),
+    }
+
+
+def _npz(d):
+    z = np.load(os.path.join(d, "samples.npz"))
+    return z["arr_0"], z["arr_1"]
+
+
+def test_sample_cli_writes_npz_png_manifest(ckpts, tmp_path, capsys):
+    out = tmp_path / "s"
+    rc = main(["sample", "--ckpt", ckpts["sit"], "--method", "euler", "--num-steps", "3", "--labels", "1,2,3",
+               "--num-samples", "5", "--batch-size", "2", "--cfg-scale", "2", "--grid-png", "--png-folder",
+               "--save-latents", "npy", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert "NFE per sample actually spent: 3" in capsys.readouterr().out
+    imgs, labels = _npz(out)
+    assert imgs.shape == (5, 8, 8, 3) and imgs.dtype == np.uint8
+    assert labels.tolist() == [1, 2, 3, 1, 2]
+    assert (imgs[..., 0] == imgs[..., 1]).all()  # grey repeated to 3 channels
+    assert len(os.listdir(out / "images")) == 5 and (out / "grid.png").is_file()
+    assert np.load(out / "latents.npy").shape == (5, 1, 8, 8)
+    m = json.loads((out / "manifest.json").read_text())
+    s = m["settings"]
+    assert m["complete"] and m["nfe_per_sample"] == [3]
+    assert s["interpolant"] == "linear" and s["prediction"] == "velocity"
+    assert s["guidance"] == {"cfg_scale": 2.0, "channels": "all", "interval": None}
+    assert s["sampler"]["config"]["method"] == "euler" and s["sampler"]["config"]["num_steps"] == 3
+    assert len(s["checkpoint_sha256"]) == 64 and s["precision"] == "fp32"
+    assert m["versions"]["torch"] == torch.__version__
+
+
+@pytest.mark.parametrize("method", ["heun", "euler_maruyama"])
+def test_batch_size_does_not_change_samples(ckpts, tmp_path, method):
+    """Sample i comes from seed i (initial noise and SDE step noise), whatever the batch size.
+    The network's float32 results may differ by ~1e-7 between batch shapes, hence allclose."""
+    runs = []
+    for bs in (2, 3):
+        out = tmp_path / f"b{bs}"
+        rc = main(["sample", "--ckpt", ckpts["sit"], "--method", method, "--num-steps", "3", "--num-samples", "5",
+                   "--batch-size", str(bs), "--cfg-scale", "1.5", "--save-latents", "npy", "--out", str(out),
+                   "--no-progress"])
+        assert rc == 0
+        runs.append((np.load(out / "latents.npy"), *_npz(out)))
+    (la, ia, ya), (lb, ib, yb) = runs
+    assert np.array_equal(ya, yb)
+    np.testing.assert_allclose(la, lb, rtol=0, atol=1e-5)
+    assert np.abs(ia.astype(int) - ib.astype(int)).max() <= 1
+    assert np.abs(la).max() > 0.1  # the samples are not trivial
+
+
+def test_discrete_ddpm_and_preset_override(ckpts, tmp_path, capsys):
+    out = tmp_path / "d"
+    rc = main(["sample", "--ckpt", ckpts["dit"], "--preset", "dit-ddpm250", "--num-steps", "4", "--num-samples", "3",
+               "--batch-size", "3", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    assert "NFE per sample actually spent: 4" in capsys.readouterr().out
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["preset"] == "dit-ddpm250" and m["settings"]["sampler"]["method"] == "ddpm"
+    assert m["settings"]["guidance"]["cfg_scale"] == 1.5 and m["settings"]["guidance"]["channels"] == 3
+    assert _npz(out)[0].shape == (3, 8, 8, 3)
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--num-steps", "0"], "--num-steps must be >= 1"),
+    (["--method", "bogus"], "bogus"),
+    (["--cfg-scale", "nan"], "--cfg-scale"),
+    (["--labels", "3,99"], "outside"),
+    (["--preset", "nope"], "unknown preset 'nope'"),
+    (["--cfg-interval", "0.5,0.2"], "--cfg-interval"),
+    (["--w", "zzz", "--method", "euler_maruyama"], "zzz"),
+    (["--method", "ddpm"], "discrete-time"),
+    (["--noise", "missing.npy"], "missing.npy"),
+])
+def test_bad_options_one_line_exit_2(ckpts, tmp_path, capsys, argv, msg):
+    rc = main(["sample", "--ckpt", ckpts["sit"], "--num-samples", "2", "--num-steps", "2", "--out", str(tmp_path / "x"),
+               "--no-progress", *argv])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert msg in err and len(err.splitlines()) == 1
+
+
+def test_argparse_choice_error_exit_2(ckpts, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        main(["sample", "--ckpt", ckpts["sit"], "--precision", "fp8", "--out", str(tmp_path)])
+    assert e.value.code == 2
+
+
+def test_explicit_noise_file(ckpts, tmp_path):
+    x0 = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3)).numpy()
+    np.save(tmp_path / "n.npy", x0)
+    outs = []
+    for name, extra in (("a", ["--noise", str(tmp_path / "n.npy"), "--seed", "0"]), ("b", ["--seed", "0"])):
+        out = tmp_path / name
+        assert main(["sample", "--ckpt", ckpts["sit"], "--method", "euler", "--num-steps", "2", "--num-samples", "2",
+                     "--labels", "4", "--save-latents", "npy", "--out", str(out), "--no-progress", *extra]) == 0
+        outs.append(np.load(out / "latents.npy"))
+    assert not np.allclose(outs[0], outs[1])  # the file's noise, not the seeded noise, was used
+
+
+def test_sweep_smoke(ckpts, tmp_path):
+    pytest.importorskip("sit.evaluate.classifier")
+    out = tmp_path / "sw"
+    rc = main(["sweep", "--ckpt", ckpts["sit"], "--samplers", "euler,heun", "--nfe", "2,4", "--num-samples", "20",
+               "--batch-size", "20", "--out", str(out)])
+    assert rc == 0
+    from sit.evaluate.plots import read_csv
+
+    rows = read_csv(out / "sweep.csv")
+    assert [(r["sampler"], int(r["nfe"])) for r in rows] == [("euler", 2), ("euler", 4), ("heun", 2), ("heun", 4)]
+    assert all(float(r["fid"]) >= 0 for r in rows)
+    assert (out / "sweep.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
