@@ -1,0 +1,206 @@
+"""Samplers for a velocity field in paper time (t = 1 noise -> t = 0 data; see `sit.timegrid`).
+
+Low level (explicit grid, no hidden state): `sample_euler`, `sample_heun`, `sample_torchdiffeq`
+(probability-flow ODE, eq. 2) and `sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4).
+High level: ``sample(field, x, SampleConfig(...), path) -> (x, info)`` builds the grid from the
+config, the path and the prediction type, counts network evaluations and returns them in
+``info["nfe"]`` with the grid.
+
+``num_steps`` counts steps (grid intervals), never grid points:
+  euler N NFE; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
+  of them the last step when last_step is set: N - 1 EM steps from t_start to last_step_size,
+  then one last step to 0); sde_heun 2(N - 1) + 1 with a last step, 2N without;
+  adaptive torchdiffeq methods (dopri5, ...) decide their own steps: num_steps only sets the
+  output grid, and NFE is whatever the solver used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor
+
+from sit.diffusion_coef import W_NAMES, LossTable, get_w, _ALIASES as _W_ALIASES
+from sit.paths import Path
+from sit.samplers._common import NFECounter, check_grid
+from sit.samplers.ode import ADAPTIVE_METHODS, TORCHDIFFEQ_METHODS, sample_euler, sample_heun, sample_torchdiffeq
+from sit.samplers.sde import LAST_STEPS, W_MAX, sample_euler_maruyama, sample_sde_heun
+from sit.timegrid import GRIDS, sampling_grid
+
+__all__ = [
+    "SampleConfig",
+    "sample",
+    "NFECounter",
+    "METHODS",
+    "SDE_METHODS",
+    "sample_euler",
+    "sample_heun",
+    "sample_torchdiffeq",
+    "sample_euler_maruyama",
+    "sample_sde_heun",
+    "check_grid",
+]
+
+ODE_METHODS = ("euler", "heun")
+SDE_METHODS = ("euler_maruyama", "sde_heun")
+METHODS = ODE_METHODS + SDE_METHODS + tuple(m for m in TORCHDIFFEQ_METHODS if m not in ODE_METHODS)
+SAMPLE_EPS = 1e-3  # official sample_eps: endpoint offset where a field is singular
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to sample (math.md section 6). Times are paper times (t = 1 noise, t = 0 data).
+
+    t_start / t_end None = defaults from the path, prediction and method (`time_range`):
+    start at 1, except 1 - 1e-3 where the field or w_t is infinite at t = 1 (score/noise models
+    on Linear/GVP; w_KL on Linear/GVP); end at 0 for velocity models on Linear/GVP, else 1e-3
+    (VP, score/noise); SDE with a last step: EM down to last_step_size, last step to 0."""
+
+    method: str = "heun"            # euler | heun | euler_maruyama | sde_heun | any torchdiffeq method (dopri5, rk4, ...)
+    num_steps: int = 125            # steps (grid intervals), not grid points; Heun: 2 NFE per step
+    grid: str = "uniform"           # time grid kind of sit.timegrid.sampling_grid
+    shift: float = 1.0              # grid="shifted": > 1 spends more steps near noise
+    rho: float = 7.0                # grid="edm": Karras exponent
+    t_start: float | None = None    # first time (noise end)
+    t_end: float | None = None      # last time (data end)
+    w: str = "sigma"                # SDE diffusion coefficient w_t (sit.diffusion_coef.W_NAMES)
+    w_scale: float = 1.0            # multiplies w_t (the official "norm" for official-* forms)
+    eta: float = 0.0                # w = "kl_eta" (eq. 14); needs a LossTable when > 0
+    last_step: Literal[None, "mean", "tweedie", "euler"] = "mean"   # SDE last step (official default "mean")
+    last_step_size: float = 0.04    # SDE: the last step runs from t = last_step_size to 0
+    atol: float = 1e-6              # adaptive torchdiffeq methods
+    rtol: float = 1e-3
+    heun_final_euler: bool = False  # heun: an Euler last step when it ends exactly at t = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"SampleConfig.method: unknown sampler {self.method!r}; expected one of {list(METHODS)}")
+        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:
+            raise ValueError(f"SampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
+        if self.grid not in GRIDS:
+            raise ValueError(f"SampleConfig.grid: unknown time grid {self.grid!r}; expected one of {list(GRIDS)}")
+        w = _W_ALIASES.get(str(self.w).lower(), str(self.w).lower())
+        if w not in W_NAMES:
+            raise ValueError(f"SampleConfig.w: unknown diffusion coefficient {self.w!r}; expected one of {list(W_NAMES)}")
+        for name in ("w_scale", "eta"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+                raise ValueError(f"SampleConfig.{name} must be a finite number >= 0 (got {v!r})")
+        if self.last_step not in LAST_STEPS:
+            raise ValueError(f"SampleConfig.last_step: unknown last step {self.last_step!r}; expected one of {list(LAST_STEPS)}")
+        if not (0.0 < self.last_step_size < 1.0):
+            raise ValueError(f"SampleConfig.last_step_size must lie in (0, 1) (got {self.last_step_size!r})")
+        for name in ("t_start", "t_end"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+                raise ValueError(f"SampleConfig.{name} must be None or a time in [0, 1] (got {v!r})")
+        if self.t_start is not None and self.t_end is not None and not self.t_start > self.t_end:
+            raise ValueError(f"SampleConfig.t_start must be > t_end (got {self.t_start}, {self.t_end})")
+        for name in ("atol", "rtol", "shift", "rho"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise ValueError(f"SampleConfig.{name} must be a finite number > 0 (got {v!r})")
+
+    @property
+    def is_sde(self) -> bool:
+        return self.method in SDE_METHODS
+
+    def w_fn(self, path: Path, table: LossTable | None = None) -> Callable[[Tensor], Tensor]:
+        """The diffusion coefficient t -> w_t of this config (SDE methods)."""
+        return get_w(self.w, path, scale=self.w_scale, eta=self.eta, table=table)
+
+    def time_range(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> tuple[float, float]:
+        """(t_start, t_end) with the defaults filled in (see the class docstring)."""
+        one = torch.ones(1, dtype=torch.float64)
+        zero = torch.zeros(1, dtype=torch.float64)
+        alpha_1_zero = abs(float(path.alpha(one)[0])) < 1e-6       # Linear / GVP (cos(pi/2) ~ 6e-17)
+        with torch.no_grad():
+            d0 = torch.stack([path.d_alpha(zero), path.d_sigma(zero)])
+        singular_at_0 = not bool(torch.isfinite(d0).all())       # VP: sigma_dot(0) = inf
+        start = 1.0
+        if alpha_1_zero and prediction != "velocity":
+            start = 1.0 - SAMPLE_EPS
+        if self.is_sde and alpha_1_zero:
+            w1 = self.w_fn(path, table)(one)
+            if not bool((torch.isfinite(w1) & (w1.abs() <= W_MAX)).all()):
+                start = 1.0 - SAMPLE_EPS
+        end = SAMPLE_EPS if (singular_at_0 or prediction != "velocity") else 0.0
+        if self.is_sde and self.last_step is not None:
+            if self.t_end not in (None, 0, 0.0):
+                raise ValueError(
+                    f"SampleConfig.t_end={self.t_end} conflicts with last_step={self.last_step!r}, which ends at t = 0; "
+                    "use last_step=None to stop the SDE at t_end"
+                )
+            end = 0.0
+        t_start = start if self.t_start is None else float(self.t_start)
+        t_end = end if self.t_end is None else float(self.t_end)
+        if not t_start > t_end:
+            raise ValueError(f"SampleConfig: resolved t_start={t_start} must be > t_end={t_end}")
+        return t_start, t_end
+
+    def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
+        """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""
+        t_start, t_end = self.time_range(path, prediction, table)
+        kw = dict(kind=self.grid, shift=self.shift, rho=self.rho)
+        if self.is_sde and self.last_step is not None:
+            if self.num_steps == 1:
+                return torch.tensor([t_start, 0.0], dtype=torch.float64)
+            if not t_start > self.last_step_size:
+                raise ValueError(f"SampleConfig.last_step_size={self.last_step_size} must be < t_start={t_start}")
+            em = sampling_grid(self.num_steps - 1, t_start, self.last_step_size, **kw)
+            return torch.cat([em, torch.zeros(1, dtype=torch.float64)])
+        return sampling_grid(self.num_steps, t_start, t_end, **kw)
+
+
+def sample(
+    field: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor | tuple[int, ...],
+    cfg: SampleConfig,
+    path: Path,
+    *,
+    generator: torch.Generator | None = None,
+    table: LossTable | None = None,
+    prediction: str = "velocity",
+    progress: bool = False,
+    callback: Callable[[dict], None] | None = None,
+    return_trajectory: bool = False,
+) -> tuple[Tensor, dict]:
+    """Sample with ``cfg`` from the velocity field ``field(x, t)`` (paper time) starting at the
+    noise ``x`` (B, ...) (or a shape, then x ~ N(0, I) is drawn with ``generator`` in float32).
+    ``prediction`` names what the underlying network predicts; it only changes the default time
+    range (score/noise models are singular at t = 1 on Linear/GVP). ``table`` is the L_t table for
+    w = "kl_eta". Returns (x at t_end, or the trajectory (N + 1, B, ...)) and info with "nfe",
+    "grid" (float64), "method", "t_start", "t_end" and "w" (None for ODE methods)."""
+    if not isinstance(cfg, SampleConfig):
+        raise TypeError(f"cfg must be a SampleConfig (got {type(cfg).__name__})")
+    if not isinstance(x, Tensor):
+        dev = generator.device if generator is not None else None
+        x = torch.randn(tuple(x), generator=generator, device=dev, dtype=torch.float32)
+    grid = cfg.make_grid(path, prediction, table)
+    counter = NFECounter(field)
+    common = dict(generator=generator, progress=progress, callback=callback, return_trajectory=return_trajectory)
+    w_name = None
+    if cfg.method == "euler":
+        out = sample_euler(counter, x, grid, **common)
+    elif cfg.method == "heun":
+        out = sample_heun(counter, x, grid, final_euler=cfg.heun_final_euler, **common)
+    elif cfg.is_sde:
+        w = cfg.w_fn(path, table)
+        w_name = w.name
+        fn = sample_euler_maruyama if cfg.method == "euler_maruyama" else sample_sde_heun
+        out = fn(counter, x, grid, path=path, w=w, last_step=cfg.last_step, **common)
+    else:
+        out = sample_torchdiffeq(counter, x, grid, method=cfg.method, atol=cfg.atol, rtol=cfg.rtol, **common)
+    info = {
+        "nfe": counter.nfe,
+        "grid": grid,
+        "method": cfg.method,
+        "t_start": float(grid[0]),
+        "t_end": float(grid[-1]),
+        "w": w_name,
+        "adaptive": cfg.method in ADAPTIVE_METHODS,
+    }
+    return out, info
