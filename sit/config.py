@@ -93,3 +93,118 @@ def model_preset(name: str, **overrides) -> ModelConfig:
     if key not in MODEL_PRESETS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(MODEL_PRESETS)}")
     return dataclasses.replace(MODEL_PRESETS[key], **overrides)
+
+
+# ------------------------------------------------------------------------------------------------
+# training (sit/train.py, `sit train`)
+# ------------------------------------------------------------------------------------------------
+TRAIN_CHOICES: dict[str, tuple] = {
+    "dataset": ("digits", "mnist_5k"),
+    "path": ("linear", "gvp", "vp"),
+    "prediction": ("velocity", "score", "noise"),
+    "loss_weight": (None, "velocity", "likelihood"),
+    "time_input": ("continuous", "discrete"),
+    "time_dist": ("uniform", "logit_normal"),
+    "precision": ("fp32", "bf16"),
+    "on_error": ("raise", "skip"),
+    "sample_method": ("euler", "heun", "euler_maruyama", "sde_heun", "dopri5"),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `sit train` needs besides the network (ModelConfig). Defaults are the paper's
+    ImageNet recipe (AdamW lr 1e-4, no weight decay, EMA 0.9999, batch 256, 400K steps); the
+    embedded demo overrides some of them (see docs/training.md).
+
+    Data: ``latents`` (pre-extracted shards, `sit extract`) or ``data`` (an ImageFolder encoded by
+    the VAE ``vae`` at ``image_size`` pixels) or, when both are None, the embedded ``dataset``
+    (pixel space, 1 channel). Time: ``time_input`` "continuous" trains SiT (paper time t on
+    ``path`` with ``prediction``/``loss_weight``/``time_dist``); "discrete" trains the DDPM of DiT
+    (sit.discrete; the path/prediction fields are then ignored: noise prediction, hybrid loss).
+    ``global_batch`` is split over ``world size x grad_accum`` micro-batches of equal size."""
+
+    out: str = "runs/demo"
+    # data
+    dataset: str = "digits"              # embedded dataset (data = latents = None)
+    data: str | None = None              # ImageFolder root (class per folder)
+    latents: str | None = None           # `sit extract` output folder
+    vae: str | None = None               # VAE folder / name for `data` (and decoding sample grids)
+    image_size: int | None = None        # pixels; None: 256 for `data`, the demo's size for embedded
+    on_error: str = "raise"              # unreadable image: stop ("raise") or skip and count
+    num_workers: int = 4                 # DataLoader workers (data / latents)
+    # objective
+    path: str = "linear"
+    prediction: str = "velocity"
+    loss_weight: str | None = None       # official names; only for score / noise prediction
+    time_input: str = "continuous"
+    time_dist: str = "uniform"
+    t_min: float | None = None           # None: official range for the path and prediction
+    t_max: float | None = None
+    # optimisation
+    steps: int = 400_000                 # optimizer steps (a skipped non-finite step counts)
+    global_batch: int = 256              # images per optimizer step, all ranks together
+    grad_accum: int = 1                  # micro-batches per step on each rank
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    warmup_steps: int = 0                # linear learning-rate warm-up from 0
+    grad_clip: float = 0.0               # max global grad norm; 0 = off
+    ema_decay: float = 0.9999
+    ema_warmup: bool = False             # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
+    precision: str = "fp32"              # "bf16": autocast the network to bfloat16
+    compile: bool = False                # torch.compile the network for training
+    seed: int = 0
+    device: str | None = None            # None: cuda if available, else cpu
+    # logging, checkpoints, samples
+    log_every: int = 100                 # steps per metrics.jsonl record
+    ckpt_every: int = 50_000             # steps between checkpoints (and one at the end)
+    keep_last: int = 3                   # checkpoints kept on disk
+    sample_every: int = 0                # steps between EMA sample grids; 0 = only at the end
+    cfg_scale: float = 4.0               # guidance scale zeta of sample grids (1 = off)
+    sample_method: str = "heun"
+    sample_steps: int = 50
+    samples_per_class: int = 8           # grid columns
+    max_nonfinite: int = 5               # stop after this many non-finite steps in a row
+    lt_table: bool = False               # estimate L_t (sit.lt) after training, store with the checkpoint
+    quality: bool = True                 # embedded data: quality number of EMA samples (sit.evaluate.classifier)
+    quality_samples_per_class: int = 50
+    progress: bool = True
+
+    def __post_init__(self):
+        for name, allowed in TRAIN_CHOICES.items():
+            v = getattr(self, name)
+            if v not in allowed:
+                raise ValueError(f"TrainConfig.{name}: unknown value {v!r}; expected one of {list(allowed)}")
+        if self.data is not None and self.latents is not None:
+            raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
+        for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
+                     "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
+        for name in ("warmup_steps", "sample_every", "num_workers", "seed"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"TrainConfig.{name} must be an integer >= 0 (got {v!r})")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ValueError(f"TrainConfig.image_size must be a positive integer or None (got {self.image_size!r})")
+        if not self.lr > 0:
+            raise ValueError(f"TrainConfig.lr must be > 0 (got {self.lr})")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ValueError(f"TrainConfig.weight_decay and grad_clip must be >= 0 (got {self.weight_decay}, {self.grad_clip})")
+        for name in ("beta1", "beta2", "ema_decay"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"TrainConfig.{name} must be in [0, 1) (got {v})")
+        if self.prediction == "velocity" and self.loss_weight is not None and self.time_input == "continuous":
+            raise ValueError(
+                f"TrainConfig.loss_weight={self.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
+            )
+        if self.global_batch % self.grad_accum:
+            raise ValueError(
+                f"TrainConfig.global_batch ({self.global_batch}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        if not self.cfg_scale >= 0:
+            raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {self.cfg_scale})")
