@@ -214,14 +214,24 @@ class DiscreteDiffusion:
         )
 
     # ---------------------------------------------------------------- reverse process
-    def split_output(self, out: Tensor, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """(eps-hat, v) from a raw output with 2C channels, or (eps-hat, None) with C channels."""
+    def split_output(self, out: Tensor, x: Tensor, strict: bool = True) -> tuple[Tensor, Tensor | None]:
+        """(eps-hat, v) from a raw output with 2C channels, or (eps-hat, None) with C channels.
+        With ``strict`` the channel count must match ``config.learn_sigma`` (2C if True, else C),
+        so a learned-variance model is never sampled with a fixed variance by accident."""
         C = x.shape[1]
         if out.shape[0] != x.shape[0] or out.shape[2:] != x.shape[2:] or out.shape[1] not in (C, 2 * C):
             raise ValueError(
                 f"model output must have shape (B, C or 2C, ...) = {tuple(x.shape)} with C or {2 * C} "
                 f"channels; got {tuple(out.shape)}"
             )
+        if strict:
+            want = 2 * C if self.config.learn_sigma else C
+            if out.shape[1] != want:
+                raise ValueError(
+                    f"model output has {out.shape[1]} channels but DiscreteConfig.learn_sigma="
+                    f"{self.config.learn_sigma} expects {want} (eps{' + variance v' if want == 2 * C else ''}); "
+                    "pass the raw network output or set learn_sigma to match"
+                )
         if out.shape[1] == 2 * C:
             return out[:, :C], out[:, C:]
         return out, None
@@ -364,7 +374,17 @@ def sample_ddpm(
     out = model_fn(x, k_j) (original step, int64 (B,)); x^* = sqrt(1/abar) x - sqrt(1/abar - 1) eps-hat;
     x <- c1 x^* + c2 x + exp(log Sigma / 2) xi, with no noise at j = 0. N network calls.
     ``callback`` gets dict(i, j, k, x, x_star) after each step. Returns the final x (B, C, ...)
-    or, with ``return_trajectory``, the (N + 1, B, C, ...) states starting with the input."""
+    or, with ``return_trajectory``, the (N + 1, B, C, ...) states starting with the input.
+    The state keeps x's dtype; coefficients are float32 (float64 for float64 x).
+
+    A DiT checkpoint with classifier-free guidance as DiT samples it (eps channels 0..2 guided,
+    channel 3 and the variance channels conditional; ``channels=C`` guides all eps channels).
+    GuidedModel's ``interval`` is in paper time and does not apply to integer steps::
+
+        field = ModelField(net, "noise", time_input="discrete")
+        guided = GuidedModel(field.raw, cfg_scale=4.0, null_class=1000, channels=3)
+        x_star = sample_ddpm(lambda x, k: guided(x, k, y), noise, DiscreteDiffusion().respace(250))
+    """
     traj = [x] if return_trajectory else None
     B, dtype = x.shape[0], x.dtype
     for i, j in enumerate(_steps(diffusion, progress)):
@@ -372,11 +392,9 @@ def sample_ddpm(
         with torch.no_grad():
             out = model_fn(x, diffusion.network_steps(jj))
         p = diffusion.p_mean_variance(out, x, jj, clip_denoised=clip_denoised)
-        if j > 0:
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise
-        else:
-            x = p["mean"]
+        # drawn at every step, also the last where it is unused, as DiT does (same random stream)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        x = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise if j > 0 else p["mean"]
         x = x.to(dtype)
         if callback is not None:
             callback({"i": i, "j": j, "k": int(diffusion.timesteps[j]), "x": x, "x_star": p["x_star"]})
@@ -411,7 +429,7 @@ def sample_ddim(
         jj = torch.full((B,), j, dtype=torch.int64, device=x.device)
         with torch.no_grad():
             out = model_fn(x, diffusion.network_steps(jj))
-        eps, _ = diffusion.split_output(out, x)
+        eps, _ = diffusion.split_output(out, x, strict=False)
         x_star = diffusion.x_star_from_eps(x, jj, eps)
         if clip_denoised:
             x_star = x_star.clamp(-1, 1)
@@ -420,9 +438,9 @@ def sample_ddim(
         abar_prev = diffusion._extract(diffusion.alphas_cumprod_prev, jj, x)
         s = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
         mean = abar_prev.sqrt() * x_star + torch.sqrt((1 - abar_prev - s**2).clamp(min=0)) * eps
-        if j > 0 and eta > 0:
+        if eta > 0:  # drawn also at the last step (unused there), as DiT does
             noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = (mean + s * noise).to(x.dtype)
+            x = (mean + s * noise if j > 0 else mean).to(x.dtype)
         else:
             x = mean.to(x.dtype)
         if callback is not None:

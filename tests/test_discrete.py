@@ -183,6 +183,9 @@ def test_training_losses_hybrid_and_stop_gradient():
     assert torch.equal(out2["vb"], torch.zeros(16)) and torch.allclose(out2["loss"], out2["mse"])
     with pytest.raises(ValueError, match="model output"):
         d.training_losses(lambda x, k: torch.zeros(16, 3, 4, 4), x_star, j, eps)
+    # a C-channel output for a learned-variance process is an error, not a silent fixed variance
+    with pytest.raises(ValueError, match="learn_sigma"):
+        d.training_losses(lambda x, k: net(x)[:, :2], x_star, j, eps)
 
 
 def _moments(x):
@@ -267,3 +270,32 @@ def test_ddim_with_exact_eps():
     assert torch.all((var / C**2 - 1).abs() < 0.06)
     with pytest.raises(ValueError, match="eta"):
         sample_ddim(exact_eps_fn(full), x, d, eta=-1.0)
+
+
+def test_guided_dit_model_and_low_precision():
+    guidance = pytest.importorskip("sit.guidance")
+    full = DiscreteDiffusion()
+    d = full.respace(10)
+    exact = exact_eps_fn(full, learned_v=0.0)
+    seen = []
+
+    def model_fn(x, k, y):  # conditional rows: exact eps; null rows (y = 1000): zero eps; v = 0
+        seen.append(k)
+        out = exact(x, k)
+        return torch.where((y == 1000).reshape(-1, 1, 1, 1), torch.zeros_like(out), out)
+
+    guided = guidance.GuidedModel(model_fn, cfg_scale=2.0, null_class=1000, channels=2)
+    x = torch.randn(6, 2, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    y = torch.zeros(6, dtype=torch.long)
+    out = sample_ddpm(lambda x, k: guided(x, k, y), x, d, generator=torch.Generator().manual_seed(8))
+    # guidance by 2 against a zero unconditional eps doubles eps-hat and leaves v alone
+    ref = sample_ddpm(lambda x, k: exact(x, k) * torch.tensor([2.0, 2.0, 1.0, 1.0], dtype=x.dtype).reshape(1, 4, 1, 1),
+                      x, d, generator=torch.Generator().manual_seed(8))
+    assert torch.allclose(out, ref) and guided.nfe == 10
+    assert all(k.dtype == torch.int64 and k.shape == (12,) for k in seen)
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        xs = x.to(dtype)
+        o = sample_ddpm(lambda x, k: exact(x.double(), k).to(x.dtype), xs, d, generator=torch.Generator().manual_seed(8))
+        assert o.dtype == dtype and torch.isfinite(o).all()
+        o = sample_ddim(lambda x, k: exact(x.double(), k).to(x.dtype), xs, d)
+        assert o.dtype == dtype and torch.isfinite(o).all()
