@@ -299,3 +299,30 @@ def test_guided_dit_model_and_low_precision():
         assert o.dtype == dtype and torch.isfinite(o).all()
         o = sample_ddim(lambda x, k: exact(x.double(), k).to(x.dtype), xs, d)
         assert o.dtype == dtype and torch.isfinite(o).all()
+
+
+def test_ancestral_step_matches_an_independent_implementation():
+    """diffusers' DDPMScheduler ("learned_range", DiT's kept steps as custom timesteps, float64
+    tables) is an independent implementation of the same step."""
+    diffusers = pytest.importorskip("diffusers")
+    full = DiscreteDiffusion()
+    d = full.respace(50)
+    sch = diffusers.DDPMScheduler(
+        num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+        variance_type="learned_range", clip_sample=False, prediction_type="epsilon",
+    )
+    sch.set_timesteps(timesteps=d.timesteps.flip(0).tolist())
+    sch.betas, sch.alphas_cumprod = full.betas.clone(), full.alphas_cumprod.clone()
+    sch.alphas = 1 - sch.betas
+    W = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 0.3
+
+    def model_fn(x, k):
+        return torch.tanh(torch.einsum("oc,bchw->bohw", W, x) + k.reshape(-1, 1, 1, 1) / 1000.0)
+
+    x0 = torch.randn(3, 4, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ours = sample_ddpm(model_fn, x0, d, generator=torch.Generator().manual_seed(2))
+    g = torch.Generator().manual_seed(2)
+    x = x0.clone()
+    for k in sch.timesteps:
+        x = sch.step(model_fn(x, torch.full((3,), int(k))), int(k), x, generator=g).prev_sample
+    assert torch.allclose(ours, x, atol=1e-10)
