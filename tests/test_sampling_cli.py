@@ -152,3 +152,72 @@ def test_sweep_smoke(ckpts, tmp_path):
     assert [(r["sampler"], int(r["nfe"])) for r in rows] == [("euler", 2), ("euler", 4), ("heun", 2), ("heun", 4)]
     assert all(float(r["fid"]) >= 0 for r in rows)
     assert (out / "sweep.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+
+
+def _run_dir(tmp_path, ckpt, scales):
+    """A training-run layout RUN/checkpoints/step-XXXXXXX/{config.json, ema.safetensors} whose
+    checkpoints differ only by a factor on the output layer (so v scales by that factor)."""
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(ckpt)
+    meta = json.loads(open(ckpt.replace(".safetensors", ".json")).read())
+    run = tmp_path / "run"
+    for step, s in scales:
+        d = run / "checkpoints" / f"step-{step:07d}"
+        d.mkdir(parents=True)
+        save_file({k: v * s if k.startswith("final_layer.linear") else v for k, v in sd.items()}, str(d / "ema.safetensors"))
+        (d / "config.json").write_text(json.dumps(dict(meta, step=step)))
+    return run
+
+
+def test_pathlength_scales_as_v_squared(ckpts, tmp_path):
+    """Common random numbers across checkpoints: halving v exactly quarters C(v)."""
+    run = _run_dir(tmp_path, ckpts["sit"], [(100, 1.0), (200, 0.5)])
+    out = tmp_path / "pl"
+    assert main(["pathlength", "--ckpts", str(run), "--num-points", "64", "--out", str(out)]) == 0
+    from sit.evaluate.plots import read_csv
+
+    rows = read_csv(out / "pathlength.csv")
+    assert [int(r["step"]) for r in rows] == [100, 200]
+    c1, c2 = float(rows[0]["path_length"]), float(rows[1]["path_length"])
+    assert c2 == pytest.approx(c1 / 4, rel=1e-5) and float(rows[0]["stderr"]) > 0
+    assert (out / "pathlength.png").stat().st_size > 1000
+
+
+def test_lt_stores_table_used_by_kl_eta_sampling(ckpts, tmp_path):
+    run = _run_dir(tmp_path, ckpts["sit"], [(7, 1.0)])
+    ck = run / "checkpoints" / "step-0000007"
+    out = tmp_path / "lt"
+    assert main(["lt", "--ckpt", str(run), "--t-points", "5", "--samples-per-t", "16", "--out", str(out)]) == 0
+    from sit.diffusion_coef import LossTable
+    from sit.evaluate.plots import read_csv
+
+    table = LossTable.load(ck / "lt_table.json")
+    assert table.t == (0.0, 0.25, 0.5, 0.75, 1.0) and table.dim == 64 and table.reduction == "mean"
+    rows = read_csv(out / "lt.csv")
+    assert [float(r["L_t"]) for r in rows] == pytest.approx(list(table.loss))
+    assert float(rows[2]["sigma_t"]) == pytest.approx(0.5) and float(rows[2]["w_KL"]) == pytest.approx(2.0)  # Linear: w_KL = 2t/(1-t)
+    assert (out / "lt.png").stat().st_size > 1000
+    s = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--method", "euler_maruyama", "--num-steps", "3", "--w", "kl_eta",
+                 "--eta", "1", "--num-samples", "2", "--out", str(s), "--no-progress"]) == 0
+    m = json.loads((s / "manifest.json").read_text())
+    assert m["loss_table_file"].endswith("lt_table.json") and m["settings"]["loss_table"]
+
+
+def test_kl_eta_without_table_is_a_clear_error(ckpts, tmp_path, capsys):
+    run = _run_dir(tmp_path, ckpts["sit"], [(1, 1.0)])
+    rc = main(["sample", "--ckpt", str(run), "--method", "euler_maruyama", "--w", "kl_eta", "--eta", "1",
+               "--num-samples", "2", "--out", str(tmp_path / "s"), "--no-progress"])
+    assert rc == 2 and "sit lt" in capsys.readouterr().err
+
+
+def test_likelihood_smoke(ckpts, tmp_path, capsys):
+    out = tmp_path / "bpd.csv"
+    assert main(["likelihood", "--ckpt", ckpts["sit"], "--num-samples", "4", "--method", "euler", "--num-steps", "2",
+                 "--out", str(out)]) == 0
+    assert "+-" in capsys.readouterr().out
+    from sit.evaluate.plots import read_csv
+
+    rows = read_csv(out)
+    assert len(rows) == 4 and all(np.isfinite(float(r["bpd"])) for r in rows)

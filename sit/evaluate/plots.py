@@ -145,15 +145,17 @@ def plot_loss_and_w(
     ax.set_ylabel("L_t: per-time velocity loss")
     ax.set_yscale("log")
     ax2 = ax.twinx()
+    finite = [float(y) for ys in curves.values() for y in ys if math.isfinite(float(y)) and float(y) > 0]
+    floor = max(finite) * 1e-4 if finite else 0.0  # w_t -> 0 at the ends would squash the log axis
     for name, ys in curves.items():
-        pts = [(x, float(y)) for x, y in zip(tt, ys) if math.isfinite(float(y)) and float(y) > 0]
+        pts = [(x, float(y)) for x, y in zip(tt, ys) if math.isfinite(float(y)) and float(y) > floor]
         if pts:
-            ax2.plot(*zip(*pts), label=name, lw=1.4)
+            ax2.plot(*zip(*pts), label=name, lw=1.4, ls="--")
     ax2.set_yscale("log")
     ax2.set_ylabel("w_t (right, log)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper left")
+    ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3)
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3, which="both")

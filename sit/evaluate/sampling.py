@@ -939,3 +939,42 @@ def match_model_input(x: Tensor, net) -> Tensor:
     if C == 1 and x.shape[1] == 3:
         return x.mean(1, keepdim=True)
     raise ValueError(f"data has {x.shape[1]} channels but the model expects {C}")
+
+
+# --------------------------------------------------------------------------------------------
+# shared by `sit lt`, `sit likelihood`, `sit pathlength`
+
+
+def default_data_spec(net, split: str = "heldout") -> str:
+    """The embedded dataset a pixel-space demo model was trained on, guessed from its size."""
+    C, H = int(net.in_channels), int(net.config.input_size)
+    if C != 1:
+        raise ValueError(f"a {C}-channel model needs --data FILE.npz (images or latents it was trained on)")
+    return ("digits" if H <= 8 else "mnist_5k") + f":{split}"
+
+
+def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, precision: str = "fp32"):
+    """(net, meta, model_fn (prediction in paper time), path, device) for evaluation commands."""
+    from sit import dist
+    from sit.models.checkpoint import load_model
+    from sit.models.field import ModelField
+    from sit.paths import get_path
+
+    dev = dist.init(default_device(device))
+    net, meta = load_model(ckpt, prefer=weights)
+    net = net.to(dev).eval().requires_grad_(False)
+    if meta.get("time_input", "continuous") != "continuous":
+        raise ValueError(f"{ckpt} is a discrete-time (DiT/DDPM) checkpoint; this command needs a continuous-time SiT model")
+    dtype = torch.bfloat16 if precision == "bf16" else None
+    model_fn = ModelField(net, meta.get("prediction", "velocity"), "continuous", dtype=dtype)
+    return net, meta, model_fn, get_path(meta.get("path", "linear")), dev
+
+
+def eval_batches(x: Tensor, y: Tensor | None, batch_size: int, device, conditional: bool = True) -> list:
+    """(x*, y) pairs on the device; y is the null label (None) when unconditional or unlabelled."""
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i: i + batch_size].to(device)
+        yb = y[i: i + batch_size].to(device) if (conditional and y is not None) else None
+        out.append((xb, yb))
+    return out

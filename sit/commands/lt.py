@@ -1,0 +1,101 @@
+"""`sit lt`: the per-time loss L_t of a checkpoint (for w_KL,eta, eq. 14), stored with it, plotted
+against the diffusion coefficients w_t."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  # estimate L_t of the demo on held-out digits, store it beside the checkpoint, plot it
+  sit lt --ckpt runs/demo
+
+  # a latent model on held-out latents (float npz (N, 4, 32, 32) with labels in arr_1)
+  sit lt --ckpt runs/xl2 --data heldout_latents.npz --t-points 101 --samples-per-t 2048 --etas 0.01,1,100
+
+L_t = E|v_theta(x_t, t) - alpha_dot x* - sigma_dot eps|^2 per t (score/noise models converted to
+velocity by eq. 9), reduced by the mean over the dimensions of a sample (the official mean_flat,
+the training-loss scale; --reduction sum for the sum), with its Monte-Carlo standard error.
+The table goes to DIR/lt_table.json for a checkpoint directory (NAME.lt.json beside a file), where
+`sit sample --w kl_eta` finds it; lt.csv and lt.png show L_t with w_KL, w_KL,eta for --etas,
+sigma_t and sin^2(pi t) on the same time axis.
+"""
+
+
+def register(sub) -> None:
+    from sit.commands.sample import add_model_arguments
+
+    p = sub.add_parser("lt", help="per-time loss L_t of a checkpoint (for w_KL,eta): table + CSV + plot",
+                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("--data", metavar="NAME|NPZ", help="held-out data (default: the demo dataset's held-out split)")
+    p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default 41)")
+    p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default 512)")
+    p.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="per-sample reduction over dims (default mean)")
+    p.add_argument("--etas", default="0.01,1,100", metavar="LIST", help="eta values of w_KL,eta to plot (default 0.01,1,100)")
+    p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
+    p.add_argument("--batch-size", type=int, default=256, metavar="B")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="where lt.csv / lt.png go (default: beside the stored table)")
+    p.add_argument("--no-store", action="store_true", help="do not store the table with the checkpoint (write DIR/lt_table.json)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from sit import dist
+    from sit.diffusion_coef import get_w
+    from sit.evaluate import sampling as S
+    from sit.evaluate.plots import plot_loss_and_w, write_csv
+    from sit.lt import estimate_loss_table
+    from sit.objectives import default_t_range
+
+    if args.t_points < 2:
+        raise ValueError(f"--t-points must be >= 2 (got {args.t_points})")
+    if args.samples_per_t < 2:
+        raise ValueError(f"--samples-per-t must be >= 2 (got {args.samples_per_t})")
+    etas = [float(v) for v in args.etas.split(",") if v.strip()]
+    if any(not e > 0 for e in etas):
+        raise ValueError(f"--etas must be numbers > 0 (got {args.etas!r})")
+    if args.no_store and not args.out:
+        raise ValueError("--no-store needs --out DIR")
+    net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
+                                                       precision=args.precision)
+    spec = args.data or S.default_data_spec(net, "heldout")
+    x, y = S.load_eval_data(spec, image_size=int(net.config.input_size), split="heldout")
+    x = S.match_model_input(x, net)
+    batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
+    prediction = meta.get("prediction", "velocity")
+    lo, hi = default_t_range(path, prediction)
+    grid = torch.linspace(lo, hi, args.t_points, dtype=torch.float64)
+    gen = torch.Generator(dev).manual_seed(args.seed)
+    dist.print0(f"estimating L_t of {args.ckpt} on {spec} ({x.shape[0]} samples): {args.t_points} times in "
+                f"[{lo:g}, {hi:g}], {args.samples_per_t} samples each")
+    table = estimate_loss_table(model_fn, path, prediction, batches, grid, samples_per_t=args.samples_per_t,
+                                generator=gen, reduction=args.reduction, batch_size=args.batch_size)
+    if args.no_store:
+        table_path = Path(args.out) / "lt_table.json"
+        table_path.parent.mkdir(parents=True, exist_ok=True)
+    else:
+        table_path = S.loss_table_path(args.ckpt)
+    table.save(table_path)
+    out = Path(args.out) if args.out else table_path.parent
+    t = torch.tensor(table.t, dtype=torch.float64)
+    curves = {"w_KL": get_w("kl", path)(t)}
+    for e in etas:
+        curves[f"w_KL,eta (eta={e:g})"] = get_w("kl_eta", path, eta=e, table=table)(t)
+    curves["sigma_t"] = get_w("sigma", path)(t)
+    curves["sin^2(pi t)"] = get_w("sin2", path)(t)
+    rows = []
+    for i, tv in enumerate(table.t):
+        r = {"t": tv, "L_t": table.loss[i], "stderr": table.stderr[i]}
+        r.update({k: float(v[i]) for k, v in curves.items()})
+        rows.append(r)
+    write_csv(out / "lt.csv", rows)
+    plot_loss_and_w(out / "lt.png", table.t, table.loss, {k: v.tolist() for k, v in curves.items()},
+                    loss_err=table.stderr,
+                    title=f"L_t ({table.reduction} over {table.dim} dims), {path.name}/{prediction}")
+    dist.print0(f"L_t from {min(table.loss):.4g} to {max(table.loss):.4g}; stored {table_path}; wrote {out / 'lt.csv'}, {out / 'lt.png'}")
+    return 0
