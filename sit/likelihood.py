@@ -166,6 +166,9 @@ def log_likelihood(
     interval_width: W for 8-bit data mapped to an interval of width W (adds log2(256/W) bits/dim).
     data_scale: x = data_scale * y; the density reported is that of y.
     prior_logp: log p_1 (B,) of X_1; default log N(0, I) (see the module docstring for VP).
+    t_start, t_end: the integration range; a score or noise model converted by eq. (9) is singular
+        at t = 0 (sigma_0 = 0) and, on Linear/GVP, at t = 1 (alpha_1 = 0): use e.g. t_start = 1e-3,
+        t_end = 1 - 1e-3 there (the prior is then still taken at t_end).
     Returns a LikelihoodResult (nats, bits/dim, probe standard errors, nfe)."""
     try:
         from torchdiffeq import odeint
