@@ -357,6 +357,12 @@ def _steps(diffusion: DiscreteDiffusion, progress: bool):
     return indices
 
 
+def _noise(x: Tensor, generator, noise_fn) -> Tensor:
+    if noise_fn is not None:
+        return noise_fn(x).to(device=x.device, dtype=x.dtype)
+    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+
+
 def sample_ddpm(
     model_fn: ModelFn,
     x: Tensor,
@@ -367,6 +373,7 @@ def sample_ddpm(
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
     clip_denoised: bool = False,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """Ancestral DDPM sampling (DiT's p_sample_loop) on the grid of ``diffusion``.
 
@@ -375,7 +382,9 @@ def sample_ddpm(
     x <- c1 x^* + c2 x + exp(log Sigma / 2) xi, with no noise at j = 0. N network calls.
     ``callback`` gets dict(i, j, k, x, x_star) after each step. Returns the final x (B, C, ...)
     or, with ``return_trajectory``, the (N + 1, B, C, ...) states starting with the input.
-    The state keeps x's dtype; coefficients are float32 (float64 for float64 x).
+    The state keeps x's dtype; coefficients are float32 (float64 for float64 x). Step noise comes
+    from ``generator``, or from ``noise_fn(x)`` (a standard normal tensor like x) when given, e.g.
+    per-row streams so that a sample depends only on its own seed.
 
     A DiT checkpoint with classifier-free guidance as DiT samples it (eps channels 0..2 guided,
     channel 3 and the variance channels conditional; ``channels=C`` guides all eps channels).
@@ -393,7 +402,7 @@ def sample_ddpm(
             out = model_fn(x, diffusion.network_steps(jj))
         p = diffusion.p_mean_variance(out, x, jj, clip_denoised=clip_denoised)
         # drawn at every step, also the last where it is unused, as DiT does (same random stream)
-        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        noise = _noise(x, generator, noise_fn)
         x = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise if j > 0 else p["mean"]
         x = x.to(dtype)
         if callback is not None:
@@ -414,13 +423,15 @@ def sample_ddim(
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
     clip_denoised: bool = False,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     """DDIM (Song et al. 2021) on the grid of ``diffusion``; eta = 0 is deterministic.
 
     For j = N-1 .. 0: x^* from eps-hat (eps-hat recomputed from x^* if clipped);
     s = eta sqrt((1 - abar')/(1 - abar)) sqrt(1 - abar/abar') with abar' = abar_{k_{j-1}};
     x <- sqrt(abar') x^* + sqrt(1 - abar' - s^2) eps-hat + s xi (no noise at j = 0, where x = x^*).
-    The variance channels of the output are ignored. N network calls; returns as ``sample_ddpm``."""
+    The variance channels of the output are ignored. N network calls; returns as ``sample_ddpm``
+    (``noise_fn`` too; it is used only for eta > 0)."""
     if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"DDIM eta must be a finite number >= 0 (got {eta!r})")
     traj = [x] if return_trajectory else None
@@ -439,7 +450,7 @@ def sample_ddim(
         s = eta * torch.sqrt((1 - abar_prev) / (1 - abar)) * torch.sqrt(1 - abar / abar_prev)
         mean = abar_prev.sqrt() * x_star + torch.sqrt((1 - abar_prev - s**2).clamp(min=0)) * eps
         if eta > 0:  # drawn also at the last step (unused there), as DiT does
-            noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            noise = _noise(x, generator, noise_fn)
             x = (mean + s * noise if j > 0 else mean).to(x.dtype)
         else:
             x = mean.to(x.dtype)

@@ -245,6 +245,11 @@ def test_ancestral_sampler_learned_variance_trajectory_and_callback():
     )
     assert traj.shape == (26, 4000, 2, 1, 1) and torch.equal(traj[0], x)
     assert seen == d.timesteps.flip(0).tolist()
+    # noise_fn replaces the generator
+    gen = torch.Generator().manual_seed(5)
+    again = sample_ddpm(exact_eps_fn(full, learned_v=0.0), x, d,
+                        noise_fn=lambda z: torch.randn(z.shape, generator=gen, dtype=z.dtype))
+    assert torch.equal(again, traj[-1])
     # v = 0: log Sigma halfway between log beta~ and log beta
     m, V = exact_ancestral_moments(d, 0.5 * (d.log_betas + d.posterior_log_variance_clipped))
     check_sampler_moments(traj[-1], m, V)
