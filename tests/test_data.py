@@ -365,3 +365,12 @@ def test_cli_extract(vae, images_dir, tmp_path, capsys):
     assert main(args + ["--vae", str(tmp_path / "missing")]) == 2
     assert "config.json" in capsys.readouterr().err
     assert main(["extract", "--out", str(tmp_path / "nothing"), "--check"]) == 2
+    # two independent processes (as torchrun or a job array would launch them), rank 1 first
+    args = [a.replace(str(out), str(tmp_path / "ranks")) for a in args] + ["--vae", str(tmp_path / "vae")]
+    assert main(args + ["--rank", "1", "--world-size", "2"]) == 0
+    assert main(["extract", "--out", str(tmp_path / "ranks"), "--check"]) == 2  # no index.json yet (rank 0 writes it)
+    assert main(args + ["--rank", "0", "--world-size", "2"]) == 0
+    assert main(["extract", "--out", str(tmp_path / "ranks"), "--check"]) == 0
+    a, b = shard_arrays(out), shard_arrays(tmp_path / "ranks")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert main(args + ["--rank", "2", "--world-size", "2"]) == 2

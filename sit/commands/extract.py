@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   sit extract --data imagenet/train --out latents/in256 --image-size 256 --vae /models/sd-vae-ft-ema
   torchrun --nproc-per-node 8 -m sit.cli extract --data imagenet/train --out latents/in256 --vae ema --on-error skip
   sit extract --out latents/in256 --check        # are all shards there?
+  RANK=3 WORLD_SIZE=16 sit extract --data ... --out ...   # independent jobs (e.g. a SLURM array)
 
 Rerunning the same command resumes: finished shards are skipped. Each process writes its own
 shards (rank r: shards r, r+W, ...). Per image the posterior mean and std of the image and of its
@@ -37,12 +38,15 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES",
                    help="images per VAE call (each also encoded mirrored: 2x this; default: 64)")
     p.add_argument("--num-workers", type=int, default=4, metavar="N", help="image-decoding worker processes (default: 4)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available, per local rank)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda:$LOCAL_RANK if available, else cpu)")
     p.add_argument("--on-error", default="raise", choices=["raise", "skip"],
                    help="unreadable image: stop naming its path, or skip it and count it (default: raise)")
     p.add_argument("--num-classes", type=int, default=None, metavar="K",
                    help="label range [0, K) (default: number of class folders, or max label + 1)")
     p.add_argument("--label-map", default=None, metavar="JSON", help='JSON {"folder": label} (default: sorted folders)')
+    p.add_argument("--rank", type=int, default=None, help="this process's rank (default: $RANK, set by torchrun, else 0)")
+    p.add_argument("--world-size", type=int, default=None, metavar="W",
+                   help="number of processes sharing the work (default: $WORLD_SIZE, else 1)")
     p.add_argument("--check", action="store_true", help="only report whether --out is complete (exit 1 if not)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -68,35 +72,53 @@ def run(args) -> int:
     if args.num_workers < 0:
         raise ValueError(f"--num-workers must be >= 0 (got {args.num_workers})")
 
-    from sit import dist
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
     from sit.data.latents import extract_latents
     from sit.vae import VAE
 
-    device = dist.init(args.device)
-    rank, world = dist.rank(), dist.world_size()
+    rank, world, device = _placement(args)
     class_to_idx = load_label_map(args.label_map) if args.label_map else None
     dataset = ImageFolderDataset(args.data, args.image_size, on_error=args.on_error, class_to_idx=class_to_idx,
                                  num_classes=args.num_classes)
     vae = VAE.from_pretrained(args.vae, device=device, dtype=args.vae_dtype, batch_size=2 * args.batch_size)
     vae.latent_shape(args.image_size)  # size check before any work
-    dist.print0(f"extract: {len(dataset)} images, {dataset.num_classes} classes, {world} process(es), "
-                f"vae {vae.name} on {device} -> {args.out}")
+    if rank == 0:
+        print(f"extract: {len(dataset)} images, {dataset.num_classes} classes, {world} process(es), "
+              f"vae {vae.name} on {device} -> {args.out}", flush=True)
     stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
                             progress=not args.no_progress and rank == 0)
     print(f"extract rank {rank}: wrote {len(stats.shards_written)} shard(s) ({stats.images_written} images), "
           f"{len(stats.shards_resumed)} already done, {len(stats.bad_images)} unreadable image(s) skipped",
           file=sys.stderr, flush=True)
-    dist.barrier()
-    code = 0
-    if rank == 0:
+    # no barrier: ranks never wait for each other (a slow or failed rank cannot hang the others);
+    # whichever rank finishes last sees the folder complete
+    try:
         index, missing = check_extraction(args.out)
-        if missing:
-            print(f"extract: {len(missing)} shard(s) still missing (another rank failed?): {missing[:20]}; "
-                  "rerun the same command to finish", file=sys.stderr)
-            code = 1
-        else:
-            print(f"extract: {args.out} complete ({index['num_shards']} shards)")
-    dist.cleanup()
-    return code
+    except FileNotFoundError:  # rank 0 (which writes index.json) has not started yet
+        index, missing = None, ["index.json"]
+    if missing:
+        print(f"extract rank {rank}: done; other ranks not finished yet (missing: {missing[:5]}) "
+              f"(check later with `sit extract --out {args.out} --check`)", file=sys.stderr)
+    else:
+        print(f"extract: {args.out} complete ({index['num_shards']} shards)")
+    return 0
+
+
+def _placement(args):
+    """(rank, world size, device). The ranks never communicate (each writes its own shards), so no
+    process group is needed: rank and world size come from the flags or torchrun's environment
+    (RANK, WORLD_SIZE, LOCAL_RANK), which also lets independent jobs (e.g. a SLURM array) share
+    one extraction."""
+    import os
+
+    import torch
+
+    rank = args.rank if args.rank is not None else int(os.environ.get("RANK", "0"))
+    world = args.world_size if args.world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world size (got rank {rank}, world size {world})")
+    device = args.device
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    return rank, world, torch.device(device)
