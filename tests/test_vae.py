@@ -126,3 +126,11 @@ def test_missing_diffusers_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "diffusers", None)
     with pytest.raises(ImportError, match=r'pip install "sit\[vae\]"'):
         VAE.tiny_random(0)
+
+
+def test_diffusers_is_imported_lazily():
+    import subprocess
+
+    code = "import sys, sit.vae, sit.data.latents, sit.data.imagefolder; print('diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
