@@ -195,16 +195,16 @@ def _inception_quality(ref: str, device):
     from sit.evaluate import inception, metrics
     from sit.evaluate.sampling import to_uint8
 
-    feats = inception.InceptionFeatures(device=device)
+    feats = inception.InceptionFeatures(device=device, progress=False)
     with np.load(ref) as z:
         if "mu" in z and "sigma" in z:
             mu_r, sig_r = z["mu"], z["sigma"]
         else:
-            mu_r, sig_r = metrics.feature_statistics(feats.pool3(z["arr_0"]))
+            mu_r, sig_r = metrics.feature_statistics(feats.features(z["arr_0"], spatial=False)["pool"])
 
     def quality(fake_x, fake_y):
-        f = feats.pool3(to_uint8(fake_x))
-        mu, sig = metrics.feature_statistics(f)
+        pool = feats.features(to_uint8(fake_x.clamp(-1, 1)), spatial=False)["pool"]
+        mu, sig = metrics.feature_statistics(pool)
         return {"fid": metrics.frechet_distance(mu, sig, mu_r, sig_r)}
 
     return quality
