@@ -130,3 +130,33 @@ def test_explicit_initial_noise(tmp_path):
     assert np.array_equal(np.load(res.npz)["arr_0"], to_uint8(torch.tanh(x0)))
     with pytest.raises(ValueError, match="--noise holds shape"):
         generate(tmp_path / "m", num_samples=4, batch_size=2, initial_noise=x0, **dict(KW, sampler_fn=ident))
+
+
+def _worker(rank, world, init, out, result_q):
+    from sit import dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank, world, init)
+    try:
+        generate(out, num_samples=7, batch_size=2, **KW)
+    finally:
+        dist.cleanup()
+
+
+def test_two_processes_give_the_same_set(tmp_path):
+    """Sharded over 2 gloo processes (as under torchrun): the same npz as one process."""
+    import torch.multiprocessing as mp
+
+    ref = generate(tmp_path / "one", num_samples=7, batch_size=3, **KW)
+    init = f"file://{tmp_path / 'pg'}"
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(r, 2, init, str(tmp_path / "two"), None)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    z1, z2 = np.load(ref.npz), np.load(tmp_path / "two" / "samples.npz")
+    assert np.array_equal(z1["arr_0"], z2["arr_0"]) and np.array_equal(z1["arr_1"], z2["arr_1"])
+    m = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    assert m["last_run"]["world_size"] == 2 and m["complete"]
