@@ -1,6 +1,5 @@
 """Per-time loss L_t (sit.lt) against the Gaussian closed form: the irreducible conditional variance."""
 
-import math
 
 import pytest
 import torch
