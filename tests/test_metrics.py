@@ -68,6 +68,17 @@ def test_identical_sets_fid_zero_shift_worse():
     assert fid_from_features(f, g + 1.0) > fid_from_features(f, g)
 
 
+def test_fid_svd_route_equals_sqrtm_route():
+    rng = np.random.default_rng(8)
+    f, g = rng.normal(size=(60, 10)), 0.7 * rng.normal(size=(45, 10)) @ rng.normal(size=(10, 10)) + 0.2
+    a = fid_from_features(f, g, method="sqrtm")
+    assert fid_from_features(f, g, method="svd") == pytest.approx(a, rel=1e-9)
+    # few samples in many dimensions (singular covariances): auto takes the svd route, exact 0 on itself
+    h = rng.normal(size=(12, 300))
+    assert abs(fid_from_features(h, h)) < 1e-9
+    assert fid_from_features(h, h + 1.0) == pytest.approx(300.0, rel=1e-9)
+
+
 def test_feature_statistics_float64_unbiased():
     f = torch.tensor([[0.0, 1.0], [2.0, 3.0], [4.0, 8.0]], dtype=torch.float32)
     mu, sigma = feature_statistics(f)

@@ -89,9 +89,35 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 
-def fid_from_features(feats1, feats2) -> float:
-    """Fréchet distance between the Gaussians fitted to two feature sets (N1, D) and (N2, D)."""
-    return frechet_distance(*feature_statistics(feats1), *feature_statistics(feats2))
+def fid_from_features(feats1, feats2, method: str = "auto") -> float:
+    """Fréchet distance between the Gaussians fitted to two feature sets (N1, D) and (N2, D).
+
+    ``method``: ``"sqrtm"`` (``feature_statistics`` + ``frechet_distance``, the ADM route),
+    ``"svd"``, or ``"auto"`` (``"svd"`` when a covariance is singular, min(N1, N2) <= D, else
+    ``"sqrtm"``). The svd route is exact for any N: with centred features A (N1, D), B (N2, D),
+    S1 = AᵀA/(N1-1), S2 = BᵀB/(N2-1), the nonzero eigenvalues of S1 S2 are the squared singular
+    values of A Bᵀ / sqrt((N1-1)(N2-1)), so tr (S1 S2)^{1/2} = ||A Bᵀ||_* / sqrt((N1-1)(N2-1)).
+    It avoids the ill-conditioned square root of a singular product (no eps offset) and costs
+    O(N1 N2 D) instead of O(D³), so small sets (tests, quick checks) are fast."""
+    if method not in ("auto", "sqrtm", "svd"):
+        raise ValueError(f"unknown method {method!r}; expected one of ['auto', 'sqrtm', 'svd']")
+    f1, f2 = _as_numpy64(feats1), _as_numpy64(feats2)
+    if f1.ndim != 2 or f2.ndim != 2 or f1.shape[1] != f2.shape[1]:
+        raise ValueError(f"features must be (N1, D) and (N2, D); got {f1.shape} and {f2.shape}")
+    n1, n2, d = f1.shape[0], f2.shape[0], f1.shape[1]
+    if method == "auto":
+        method = "svd" if min(n1, n2) <= d else "sqrtm"
+    if method == "sqrtm":
+        return frechet_distance(*feature_statistics(f1), *feature_statistics(f2))
+    if min(n1, n2) < 2:
+        raise ValueError(f"need at least 2 feature vectors per set for a covariance; got {n1} and {n2}")
+    mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
+    a, b = f1 - mu1, f2 - mu2
+    tr1 = np.sum(a * a) / (n1 - 1)
+    tr2 = np.sum(b * b) / (n2 - 1)
+    tr_covmean = np.linalg.svd(a @ b.T, compute_uv=False).sum() / math.sqrt((n1 - 1) * (n2 - 1))
+    diff = mu1 - mu2
+    return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)
 
 
 # --------------------------------------------------------------------------------------------
