@@ -300,3 +300,14 @@ def test_tiny_sit_learns_toy_images_and_samples_move_to_data():
     end_err = (out - target).square().mean().item()
     assert end_err < 0.1 * start_err, (start_err, end_err)
     assert (out.mean(dim=(1, 2, 3)).sign() == target.flatten().sign()).all()
+
+
+def test_matmul_attention_equals_sdpa():
+    net = tiny()
+    x, t, y = inputs()
+    with torch.no_grad():
+        a = net(x, t, y)
+        b = net.set_attn_impl("matmul")(x, t, y)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
+        net.set_attn_impl("flash")

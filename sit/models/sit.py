@@ -128,17 +128,31 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
+ATTN_IMPLS = ("sdpa", "matmul")
+
+
 class Attention(nn.Module):
-    def __init__(self, hidden_size: int, num_heads: int):
+    """Multi-head self-attention. ``impl="sdpa"`` (default) calls F.scaled_dot_product_attention;
+    ``impl="matmul"`` spells it out as softmax(q k^T / sqrt(d)) v with two batched matmuls, which
+    is about twice as fast as SDPA's CPU flash kernel for fwd+bwd in bf16 at T = 256 tokens
+    (benchmarks/bench_model.py; docs/benchmarks.md "Network"). Same result up to rounding."""
+
+    def __init__(self, hidden_size: int, num_heads: int, impl: str = "sdpa"):
         super().__init__()
         self.num_heads = num_heads
+        self.impl = impl
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
         self.proj = nn.Linear(hidden_size, hidden_size, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        h = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, nh, T, hd)
+        hd = D // self.num_heads
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
+        if self.impl == "matmul":
+            att = torch.matmul(q * hd**-0.5, k.transpose(-2, -1))  # (B, nh, T, T)
+            h = torch.matmul(att.softmax(dim=-1), v)
+        else:
+            h = F.scaled_dot_product_attention(q, k, v)
         return self.proj(h.transpose(1, 2).reshape(B, T, D))
 
 
@@ -195,9 +209,11 @@ class SiT(nn.Module):
     In train mode labels are dropped with probability class_dropout_prob; ``force_drop_ids``
     (B,) with 1 = drop overrides the random choice in any mode (official semantics).
     A freshly initialised model outputs exactly zero (adaLN-Zero).
+    grad_checkpointing: recompute each block in the backward pass (activation memory ~ 1 block).
+    attn_impl: "sdpa" or "matmul" (see ``Attention``; ``set_attn_impl`` changes it later).
     """
 
-    def __init__(self, config: ModelConfig, grad_checkpointing: bool = False):
+    def __init__(self, config: ModelConfig, grad_checkpointing: bool = False, attn_impl: str = "sdpa"):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"SiT needs a sit.config.ModelConfig (got {type(config).__name__})")
@@ -222,6 +238,17 @@ class SiT(nn.Module):
         self.blocks = nn.ModuleList([SiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
         self.final_layer = FinalLayer(D, p, self.out_channels)
         self.initialize_weights()
+        self.set_attn_impl(attn_impl)
+
+    def set_attn_impl(self, impl: str) -> "SiT":
+        """Attention kernel of every block: "sdpa" (F.scaled_dot_product_attention, default; the
+        choice on GPUs) or "matmul" (explicit softmax attention, faster on CPUs in bf16)."""
+        if impl not in ATTN_IMPLS:
+            raise ValueError(f"unknown attention impl {impl!r}; expected one of {list(ATTN_IMPLS)}")
+        for blk in self.blocks:
+            blk.attn.impl = impl
+        self.attn_impl = impl
+        return self
 
     # -- initialisation (official): xavier-uniform linears, zero biases, N(0, 0.02) embeddings,
     #    zero adaLN modulations and output layer (adaLN-Zero) --------------------------------------
