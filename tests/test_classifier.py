@@ -17,7 +17,7 @@ def digits():
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("clf")
+    return tmp_path_factory.mktemp("sitcache") / "classifier"  # = default_cache_dir() under SIT_CACHE
 
 
 def test_quick_quality_real_vs_real_and_noise(digits, cache):
@@ -39,6 +39,7 @@ def test_quick_quality_real_vs_real_and_noise(digits, cache):
 
 def test_classifier_cached_and_deterministic(digits, cache):
     x, y = digits
+    cache.mkdir(parents=True, exist_ok=True)
     a = get_classifier(x[:300], y[:300], seed=0, cache_dir=cache)
     files = sorted(cache.iterdir())
     b = get_classifier(x[:300], y[:300], seed=0, cache_dir=cache)  # from the cache
@@ -54,3 +55,23 @@ def test_quick_quality_rejects_bad_shapes(digits):
     x, y = digits
     with pytest.raises(ValueError, match="differ in shape"):
         quick_quality(x, y, torch.zeros(10, 1, 4, 4), None, cache_dir=False)
+
+
+def test_sit_eval_cli_classifier_mode(digits, cache, tmp_path, monkeypatch, capsys):
+    import json
+
+    import numpy as np
+
+    from sit.cli import main
+
+    monkeypatch.setenv("SIT_CACHE", str(cache.parent))  # reuse the classifier trained above
+    x, y = digits
+    u8 = torch.clamp(127.5 * x[:300] + 128, 0, 255).to(torch.uint8).permute(0, 2, 3, 1).expand(-1, -1, -1, 3)
+    np.savez(tmp_path / "s.npz", arr_0=u8.numpy(), arr_1=y[:300].numpy())
+    assert main(["eval", "digits", str(tmp_path / "s.npz"), "--metrics", "none", "--out", str(tmp_path / "r.json")]) == 0
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["classifier_dataset"] == "digits" and r["num_fake"] == 300
+    assert r["clf_accuracy"] > 0.95 and r["clf_precision"] > 0.9 and r["clf_fid"] < 60.0  # noise: ~600
+    assert "classifier FID" in capsys.readouterr().out
+    assert main(["eval", "digits", str(tmp_path / "s.npz"), "--metrics", "fid,bogus"]) == 2
+    assert "unknown metric 'bogus'" in capsys.readouterr().err

