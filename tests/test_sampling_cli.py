@@ -221,3 +221,11 @@ def test_likelihood_smoke(ckpts, tmp_path, capsys):
 
     rows = read_csv(out)
     assert len(rows) == 4 and all(np.isfinite(float(r["bpd"])) for r in rows)
+
+
+def test_last_step_none_reaches_the_sampler(ckpts, tmp_path):
+    out = tmp_path / "ls"
+    assert main(["sample", "--ckpt", ckpts["sit"], "--method", "euler_maruyama", "--last-step", "none",
+                 "--num-steps", "2", "--num-samples", "1", "--out", str(out), "--no-progress"]) == 0
+    cfg = json.loads((out / "manifest.json").read_text())["settings"]["sampler"]["config"]
+    assert cfg["last_step"] is None and cfg["method"] == "euler_maruyama"

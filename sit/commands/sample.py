@@ -97,8 +97,9 @@ def resolve_options(args) -> tuple[dict, str | None]:
         v = getattr(args, k, None)
         if v is not None:
             values[k] = v
-    if values.get("last_step") is not None and str(values["last_step"]).lower() == "none":
-        values["last_step"] = "none"
+    if values.get("last_step") is not None:
+        ls = str(values["last_step"]).lower()
+        values["last_step"] = ls  # "none" (no last step) becomes None in build_latent_sampler
     return values, getattr(args, "preset", None)
 
 

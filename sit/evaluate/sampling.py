@@ -683,6 +683,8 @@ def build_latent_sampler(
     path = get_path(meta.get("path", "linear"))
     names = {f.name for f in dataclasses.fields(SampleConfig)}
     opts = {k: v for k, v in sample_options.items() if v is not None}
+    if isinstance(opts.get("last_step"), str) and opts["last_step"].lower() == "none":
+        opts["last_step"] = None  # explicit: no last step (the Euler-Maruyama grid runs to t_end)
     unknown = sorted(set(opts) - names)
     if unknown:
         raise ValueError(f"sampler option(s) {unknown} are not SampleConfig fields; expected some of {sorted(names)}")
