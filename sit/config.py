@@ -169,7 +169,7 @@ class TrainConfig:
     max_nonfinite: int = 5               # stop after this many non-finite steps in a row
     lt_table: bool = False               # estimate L_t (sit.lt) after training, store with the checkpoint
     quality: bool = True                 # embedded data: quality number of EMA samples (sit.evaluate.classifier)
-    quality_samples_per_class: int = 50
+    quality_samples_per_class: int = 30
     progress: bool = True
 
     def __post_init__(self):

@@ -1,0 +1,217 @@
+"""`sit train`: train a SiT (or DiT's DDPM) on the embedded demo data, an ImageFolder or latents."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+EXAMPLES = """\
+examples:
+  sit train --out runs/demo                        # embedded digits demo, CPU, about 5 minutes
+  sit train --dataset mnist_5k --out runs/mnist    # the other embedded dataset (28x28 -> 32x32)
+  sit train --path gvp --prediction score --loss-weight likelihood --out runs/gvp_s
+  sit train --time discrete --out runs/ddpm        # DiT's DDPM baseline (sit.discrete)
+  sit train --latents latents/in256 --model SiT-XL/2 --out runs/xl2     # ImageNet latents
+  torchrun --nproc_per_node 8 -m sit.cli train --data /imagenet/train --vae sd-vae-ft-ema --out runs/xl2
+  sit train --resume runs/demo                     # continue exactly from the newest valid checkpoint
+  sit train --dry-run                              # print the resolved config JSON and exit
+"""
+
+# the embedded demo's defaults (measured in docs/training.md); a flag given on the command line wins
+DEMO_TRAIN = dict(
+    dataset="digits",
+    image_size=8,
+    steps=1800,
+    global_batch=128,
+    lr=1e-3,
+    warmup_steps=100,
+    grad_clip=1.0,
+    ema_decay=0.999,
+    ema_warmup=True,
+    log_every=20,
+    ckpt_every=500,
+    keep_last=2,
+    cfg_scale=2.0,
+    sample_method="heun",
+    sample_steps=20,
+    samples_per_class=10,
+    num_workers=0,
+)
+DEMO_MODEL = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, learn_sigma=False, class_dropout_prob=0.1)
+DEMO_MODEL_MNIST = dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1)
+
+
+def _none_or(v):
+    return None if v in (None, "none", "None", "") else v
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = p.add_argument_group("data (default: the embedded demo)")
+    d.add_argument("--dataset", choices=["digits", "mnist_5k"], help="embedded dataset (default digits)")
+    d.add_argument("--data", metavar="DIR", help="ImageFolder root (one folder per class), encoded by --vae")
+    d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
+    d.add_argument("--vae", metavar="PATH", help="SD VAE folder or cached name (ema / mse) for --data (and grids of --latents)")
+    d.add_argument("--image-size", type=int, metavar="PX", help="pixels (--data: 256; digits: 8; mnist_5k: 32)")
+    d.add_argument("--on-error", choices=["raise", "skip"], help="unreadable image: stop or skip and count")
+    d.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers (default 4)")
+
+    m = p.add_argument_group("model")
+    m.add_argument("--model", metavar="NAME", help="preset SiT-S/2 ... SiT-XL/8 (default SiT-XL/2; demo: custom small)")
+    m.add_argument("--depth", type=int)
+    m.add_argument("--hidden-size", type=int)
+    m.add_argument("--num-heads", type=int)
+    m.add_argument("--patch-size", type=int)
+    m.add_argument("--mlp-ratio", type=float)
+    m.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
+                   help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
+    m.add_argument("--label-dropout", type=float, metavar="P", help="label dropout for guidance (default 0.1)")
+
+    o = p.add_argument_group("objective (paper axes)")
+    o.add_argument("--path", choices=["linear", "gvp", "vp"], help="interpolant (default linear)")
+    o.add_argument("--prediction", choices=["velocity", "score", "noise"], help="default velocity")
+    o.add_argument("--loss-weight", choices=["none", "velocity", "likelihood"], help="score/noise loss weighting (default none)")
+    o.add_argument("--time", dest="time_input", choices=["continuous", "discrete"], help="continuous (SiT) or discrete DDPM (DiT)")
+    o.add_argument("--time-dist", choices=["uniform", "logit_normal"], help="training t distribution (default uniform)")
+    o.add_argument("--t-min", type=float)
+    o.add_argument("--t-max", type=float)
+
+    t = p.add_argument_group("optimisation")
+    t.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 400000; demo 1800)")
+    t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help="global batch over all ranks (default 256)")
+    t.add_argument("--grad-accum", type=int, metavar="K")
+    t.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    t.add_argument("--weight-decay", type=float)
+    t.add_argument("--warmup", dest="warmup_steps", type=int, metavar="STEPS", help="linear lr warm-up")
+    t.add_argument("--grad-clip", type=float, metavar="NORM", help="0 = off")
+    t.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY", help="default 0.9999")
+    t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
+    t.add_argument("--precision", choices=["fp32", "bf16"])
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
+
+    r = p.add_argument_group("run folder, logging, checkpoints")
+    r.add_argument("--out", metavar="DIR", help="run folder (default runs/demo)")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
+    r.add_argument("--log-every", type=int, metavar="STEPS")
+    r.add_argument("--ckpt-every", type=int, metavar="STEPS")
+    r.add_argument("--keep-last", type=int, metavar="K")
+    r.add_argument("--sample-every", type=int, metavar="STEPS", help="EMA sample grids (0: only at the end)")
+    r.add_argument("--cfg-scale", type=float, help="guidance scale of sample grids (1 = off)")
+    r.add_argument("--sample-method", choices=["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"])
+    r.add_argument("--sample-steps", type=int)
+    r.add_argument("--samples-per-class", type=int)
+    r.add_argument("--max-nonfinite", type=int, metavar="K", help="stop after K non-finite steps in a row (default 5)")
+    r.add_argument("--lt-table", action=argparse.BooleanOptionalAction, default=None, help="estimate L_t after training")
+    r.add_argument("--quality-samples-per-class", type=int, metavar="N", help="samples per class for the quality number (default 50)")
+    r.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None, help="quality number (embedded data)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
+
+
+TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "num_workers", "path", "prediction",
+               "loss_weight", "time_input", "time_dist", "t_min", "t_max", "steps", "global_batch", "grad_accum", "lr",
+               "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "seed",
+               "device", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
+               "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
+               "quality_samples_per_class")
+
+
+def resolve(args: argparse.Namespace):
+    """(TrainConfig, ModelConfig) from parsed flags: the demo's defaults without --data/--latents,
+    the paper's otherwise; explicit flags always win."""
+    from sit.config import ModelConfig, TrainConfig, model_preset
+
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    if "loss_weight" in given:
+        given["loss_weight"] = _none_or(given["loss_weight"])
+    if getattr(args, "no_progress", False):
+        given["progress"] = False
+    demo = args.data is None and args.latents is None
+    base = {}
+    if demo:
+        base = dict(DEMO_TRAIN)
+        if given.get("dataset") == "mnist_5k":
+            base.update(image_size=32, steps=600, global_batch=64, lr=1e-3)
+    elif args.data is not None:
+        base = {"image_size": 256}
+    cfg = TrainConfig(**{**base, **given})
+
+    # data shape
+    if demo:
+        channels, size, classes = 1, cfg.image_size, 10
+    elif cfg.latents is not None:
+        channels, size, classes = _latent_shape(cfg.latents)
+    else:
+        channels, size, classes = 4, cfg.image_size // 8, _num_folders(cfg.data)
+    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma")
+            if getattr(args, k, None) is not None}
+    if args.label_dropout is not None:
+        arch["class_dropout_prob"] = args.label_dropout
+    common = dict(input_size=size, in_channels=channels, num_classes=classes)
+    if args.model:
+        mc = model_preset(args.model, **common, **arch)
+    elif demo:
+        dm = DEMO_MODEL_MNIST if cfg.dataset == "mnist_5k" else DEMO_MODEL
+        mc = ModelConfig(**{**dm, **common, **arch})
+    else:
+        mc = model_preset("SiT-XL/2", **common, **arch)
+    if cfg.time_input == "discrete" and "learn_sigma" not in arch and not mc.learn_sigma:
+        mc = dataclasses.replace(mc, learn_sigma=True)  # DiT learns the variance (hybrid loss)
+    return cfg, mc
+
+
+def _latent_shape(root: str) -> tuple[int, int, int]:
+    from sit.data.latents import read_index
+
+    idx = read_index(root)
+    c, h, w = idx["latent_shape"]
+    return int(c), int(h), int(idx["num_classes"])
+
+
+def _num_folders(root: str) -> int:
+    from sit.data.imagefolder import find_classes
+
+    return len(find_classes(root))
+
+
+def run(args: argparse.Namespace) -> int:
+    from sit import dist
+    from sit.config import to_dict
+    from sit.train import NonFiniteLossError, run_meta, train
+
+    if args.resume:
+        if args.dry_run:
+            from sit.train import find_resumable
+
+            ck, (state, meta, *_rest) = find_resumable(args.resume)
+            print(json.dumps(dict(meta, resume_from=str(ck)), indent=2, sort_keys=True))
+            return 0
+        res = train(resume=args.resume, steps=args.steps)
+    else:
+        cfg, mc = resolve(args)
+        if args.dry_run:
+            print(json.dumps(run_meta(cfg, mc), indent=2, sort_keys=True))
+            return 0
+        try:
+            res = train(cfg, mc)
+        except NonFiniteLossError as e:
+            print(f"sit train: error: {e}", file=sys.stderr)
+            return 3
+    dist.print0(f"sit train: {res.status} at step {res.step}; run folder {str(res.run_dir)!r}")
+    dist.cleanup()
+    return 0 if res.status == "done" else 143
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a SiT (embedded digits demo by default)",
+        description="Train a SiT / DiT-DDPM model. Without --data/--latents: the embedded digits demo.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
