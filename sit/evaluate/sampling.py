@@ -434,11 +434,10 @@ def generate(
     # 3. merge on rank 0
     nfes: list = []
     if rank == 0:
-        nfes = merge_parts(out_dir, num_samples, npz_path, save_latents=save_latents, grid_png=grid_png,
-                           keep_parts=keep_parts)
+        nfes, image_shape = merge_parts(out_dir, num_samples, npz_path, save_latents=save_latents,
+                                        grid_png=grid_png, keep_parts=keep_parts)
         manifest.update({
-            "complete": True, "nfe_per_sample": nfes, "npz": npz_path.name,
-            "image_shape": list(np.load(npz_path, mmap_mode=None)["arr_0"].shape[1:]),
+            "complete": True, "nfe_per_sample": nfes, "npz": npz_path.name, "image_shape": list(image_shape),
             "last_run": {"world_size": world, "batch_size": batch_size, "generated": generated * world,
                          "wall_s": round(elapsed, 3), "images_per_s": round(rate * world, 4)},
         })
@@ -448,9 +447,9 @@ def generate(
 
 
 def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents=None, grid_png=False,
-                keep_parts=False) -> list:
+                keep_parts=False) -> tuple[list, tuple]:
     """Concatenate the part files in index order (checking there is no gap or overlap) into the
-    ADM-style npz; returns the distinct NFE-per-sample values of the parts."""
+    ADM-style npz; returns (the distinct NFE-per-sample values of the parts, image shape H, W, 3)."""
     parts_dir = out_dir / "parts"
     covered = scan_parts(parts_dir, num_samples)
     pos = 0
@@ -460,18 +459,20 @@ def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents
         pos = e
     if pos != num_samples:
         raise RuntimeError(f"samples [{pos}, {num_samples}) are missing from {parts_dir}; run the same command again")
-    images, labels, latents, nfes = [], [], [], []
+    arr = None  # filled in place: one copy of the set in memory (50K x 256^2 x 3 = 9.8 GB)
+    labels, latents, nfes = [], [], []
     for s, e in covered:
         with np.load(parts_dir / _part_name(s, e)) as z:
             im = z["images"]
             if im.shape[0] != e - s:
                 raise RuntimeError(f"part {_part_name(s, e)} holds {im.shape[0]} images, expected {e - s}")
-            images.append(im)
+            if arr is None:
+                arr = np.empty((num_samples, *im.shape[1:]), dtype=np.uint8)
+            arr[s:e] = im
             labels.append(z["labels"])
             nfes.append(float(z["nfe"]))
             if save_latents:
                 latents.append(z["latents"])
-    arr = np.concatenate(images)
     tmp = npz_path.with_name(f".{npz_path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         np.savez(f, arr_0=arr, arr_1=np.concatenate(labels))
@@ -495,7 +496,7 @@ def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents
         except OSError:
             pass
     distinct = sorted(set(v if not float(v).is_integer() else int(v) for v in nfes))
-    return distinct
+    return distinct, tuple(arr.shape[1:])
 
 
 def load_noise(path: str | os.PathLike) -> Tensor:
