@@ -13,6 +13,7 @@ from sit.evaluate.metrics import (
     fid_from_features,
     frechet_distance,
     inception_score,
+    NpzImages,
     load_image_set,
     precision_recall,
 )
@@ -135,6 +136,21 @@ def test_precision_recall_batched_equals_unbatched():
     a = precision_recall(real, fake, dtype=torch.float64)
     b = precision_recall(real, fake, dtype=torch.float64, batch_size=17)
     assert a == b
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_npz_images_streams_slices(tmp_path, save):
+    a = np.random.default_rng(10).integers(0, 256, size=(23, 4, 5, 3), dtype=np.uint8)
+    save(tmp_path / "x.npz", arr_0=a, arr_1=np.arange(23))
+    r = NpzImages(tmp_path / "x.npz")
+    assert r.shape == a.shape and len(r) == 23 and r.dtype == np.uint8
+    for lo, hi in [(0, 7), (7, 20), (2, 5), (20, 100)]:  # sequential, then backwards, then past the end
+        np.testing.assert_array_equal(r[lo:hi], a[lo:hi])
+    np.testing.assert_array_equal(np.asarray(r), a)
+    s = load_image_set(tmp_path / "x.npz", lazy=True)
+    assert isinstance(s.images, NpzImages)
+    np.testing.assert_array_equal(s.images[3:9], a[3:9])
+    np.testing.assert_array_equal(s.labels, np.arange(23))
 
 
 def test_load_image_set_npz_and_folder(tmp_path):

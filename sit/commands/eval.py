@@ -87,7 +87,7 @@ def _load_ref(ref: str, need_images: bool):
 
         x, y = load_embedded(name, "all")
         return ImageSet(images=to_uint8(x), labels=y.numpy(), source=f"embedded:{name}")
-    return load_image_set(ref, with_images=need_images)
+    return load_image_set(ref, with_images=need_images, lazy=True)
 
 
 def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
@@ -179,7 +179,7 @@ def run(args) -> int:
         raise ValueError("nothing to compute: --metrics none without --classifier-dataset (or REF = digits|mnist_5k)")
     from sit.evaluate.metrics import load_image_set
 
-    sample_set = load_image_set(args.samples)
+    sample_set = load_image_set(args.samples, lazy=True)  # 50K npz: streamed, not loaded whole
     result: dict = {"ref": args.ref, "samples": args.samples, "metrics": metrics}
     if metrics:
         # a reference batch's precomputed statistics replace its images unless P/R need them

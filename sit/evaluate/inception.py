@@ -434,7 +434,7 @@ class InceptionFeatures:
             for i in tqdm(starts, desc="inception", unit="batch", disable=not self.progress or len(starts) < 2):
                 batch = images[i : i + self.batch_size]
                 if not isinstance(batch, torch.Tensor):
-                    batch = torch.from_numpy(np.ascontiguousarray(batch))
+                    batch = torch.from_numpy(np.array(batch))  # a copy: NpzImages slices are read-only
                 x = inception_input(batch.to(self.device), INCEPTION_SIZE)
                 r = self.net(x, spatial=spatial)
                 for k in out:
