@@ -55,6 +55,10 @@ def test_quick_quality_rejects_bad_shapes(digits):
     x, y = digits
     with pytest.raises(ValueError, match="differ in shape"):
         quick_quality(x, y, torch.zeros(10, 1, 4, 4), None, cache_dir=False)
+    nan = torch.zeros(10, 1, 8, 8)
+    nan[3, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="1 of 10 generated images contain NaN"):
+        quick_quality(x, y, nan, None, cache_dir=False)
 
 
 def test_sit_eval_cli_classifier_mode(digits, cache, tmp_path, monkeypatch, capsys):

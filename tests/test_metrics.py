@@ -218,3 +218,11 @@ def test_sit_eval_precomputed_reference_statistics_match_images(tmp_path, monkey
     assert res[0]["sfid"] == pytest.approx(res[1]["sfid"], rel=1e-8)
     assert res[0]["fid"] == pytest.approx(fid_from_features(f, smp.reshape(40, -1)), rel=1e-8)
     assert 0 < res[0]["precision"] <= 1 and res[0]["is"] >= 1.0
+    # --save-ref-stats writes ADM-keyed statistics that give the same FID / sFID afterwards
+    stats = tmp_path / "saved.npz"
+    assert main(["eval", str(tmp_path / "ref_img.npz"), str(tmp_path / "s.npz"), "--metrics", "fid",
+                 "--save-ref-stats", str(stats), "--out", str(tmp_path / "a.json"), "--no-progress"]) == 0
+    assert main(["eval", str(stats), str(tmp_path / "s.npz"), "--metrics", "fid,sfid", "--out", str(tmp_path / "b.json"),
+                 "--no-progress"]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    assert b["fid"] == pytest.approx(res[0]["fid"], rel=1e-8) and b["sfid"] == pytest.approx(res[0]["sfid"], rel=1e-8)

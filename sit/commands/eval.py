@@ -52,6 +52,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="Inception batch size (default 64)")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="classifier training seed (default 0)")
+    p.add_argument("--save-ref-stats", default=None, metavar="NPZ",
+                   help="also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, ADM keys) to NPZ, "
+                        "for later runs and `sit sweep --ref`")
     p.add_argument("--out", default=None, metavar="JSON", help="results JSON (default: SAMPLES.eval.json beside SAMPLES)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -91,7 +94,7 @@ def _load_ref(ref: str, need_images: bool):
 
 
 def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
-                       progress=True, log=print) -> dict:
+                       progress=True, log=print, save_ref_stats=None) -> dict:
     """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions."""
     import numpy as np
 
@@ -105,12 +108,18 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
     t0 = time.perf_counter()
     fake = feats.features(sample_set.images, spatial=want_spatial)
     ref_needs_images = ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
-                        or (want_spatial and ref_set.mu_s is None))
+                        or (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
     real = None
     if ref_needs_images:
         if ref_set.images is None:
             raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
-        real = feats.features(ref_set.images, spatial=want_spatial and ref_set.mu_s is None)
+        real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
+        if save_ref_stats is not None:
+            mu, sigma = feature_statistics(real["pool"])
+            mu_s, sigma_s = feature_statistics(real["spatial"])
+            Path(save_ref_stats).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+            log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
     out["inception_seconds"] = round(time.perf_counter() - t0, 2)
 
     def fid(key, mu, sigma):
@@ -183,13 +192,14 @@ def run(args) -> int:
     result: dict = {"ref": args.ref, "samples": args.samples, "metrics": metrics}
     if metrics:
         # a reference batch's precomputed statistics replace its images unless P/R need them
-        ref_set = _load_ref(args.ref, need_images="pr" in metrics)
+        ref_set = _load_ref(args.ref, need_images="pr" in metrics or args.save_ref_stats is not None)
         if ref_set.images is None and "sfid" in metrics and ref_set.mu_s is None:
             ref_set = _load_ref(args.ref, need_images=True)
         explicit = args.inception not in ("auto",)
         try:
             result |= evaluate_inception(ref_set, sample_set, metrics, args.inception, device=args.device,
-                                         batch_size=args.batch_size, progress=not args.no_progress)
+                                         batch_size=args.batch_size, progress=not args.no_progress,
+                                         save_ref_stats=args.save_ref_stats)
         except (ImportError, FileNotFoundError) as e:
             if explicit or clf is None:
                 raise

@@ -195,6 +195,9 @@ def quick_quality(
             raise ValueError(f"fake_y must have shape ({fake_x.shape[0]},); got {tuple(fake_y.shape)}")
     if fake_x.shape[0] <= k or real_x.shape[0] <= k:
         raise ValueError(f"need more than k={k} real and generated images; got {real_x.shape[0]} and {fake_x.shape[0]}")
+    bad = int((~torch.isfinite(fake_x.reshape(fake_x.shape[0], -1))).any(dim=1).sum())
+    if bad:
+        raise ValueError(f"{bad} of {fake_x.shape[0]} generated images contain NaN or inf (a diverged model or sampler?)")
     num_classes = int(max(int(real_y.max()), int(fake_y.max()) if fake_y is not None else 0)) + 1
     real_x = real_x.detach().cpu().float()
     fake_x = fake_x.detach().cpu().float()
