@@ -407,7 +407,9 @@ class InceptionFeatures:
         if source == "fid-helper":
             self.path = fid_helper_weights_path()
             self.net = load_fid_helper(self.path)
-        elif isinstance(source, (str, os.PathLike)) and (os.sep in str(source) or str(source).endswith((".pth", ".pt"))):
+        elif isinstance(source, (str, os.PathLike)) and (
+            Path(source).exists() or os.sep in str(source) or str(source).endswith((".pth", ".pt"))
+        ):
             self.path = Path(source)
             self.net = load_pt_inception(self.path)
         else:
