@@ -49,6 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--classifier-dataset", default=None, metavar="digits|mnist_5k",
                    help="also compute the small-classifier metrics against this embedded dataset "
                         "(default: REF when REF is a dataset name)")
+    p.add_argument("--fit", choices=["pad", "resize"], default=None,
+                   help="how the embedded dataset is brought to the samples' size, as at training "
+                        "(default: sit.data.embedded's: pad for mnist_5k to 32, resize otherwise)")
     p.add_argument("--batch-size", type=int, default=64, metavar="B", help="Inception batch size (default 64)")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
     p.add_argument("--seed", type=int, default=0, help="classifier training seed (default 0)")
@@ -155,7 +158,7 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
     return out
 
 
-def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0) -> dict:
+def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None) -> dict:
     """Classifier-space metrics (``sit.evaluate.classifier.quick_quality``) of the samples against
     an embedded dataset at the samples' resolution; labels from the samples' ``arr_1``."""
     import torch
@@ -167,7 +170,7 @@ def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0) -> dict:
     if imgs.shape[1] != imgs.shape[2]:
         raise ValueError(f"classifier metrics need square samples; got {imgs.shape[1]}x{imgs.shape[2]}")
     fake_x = torch.from_numpy(imgs[..., :1].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # bin centres of sit's uint8
-    real_x, real_y = load_embedded(dataset, "all", image_size=imgs.shape[1])
+    real_x, real_y = load_embedded(dataset, "all", image_size=imgs.shape[1], fit=fit)
     fake_y = None
     if sample_set.labels is not None and len(sample_set.labels) == len(imgs):
         fake_y = torch.as_tensor(sample_set.labels).long()
@@ -205,7 +208,7 @@ def run(args) -> int:
                 raise
             result["inception_note"] = f"Inception metrics skipped: {e}"
     if clf is not None:
-        result |= evaluate_classifier(clf, sample_set, seed=args.seed)
+        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit)
 
     out = Path(args.out) if args.out else Path(str(Path(args.samples).resolve()).rstrip("/") + ".eval.json")
     out.parent.mkdir(parents=True, exist_ok=True)
