@@ -162,6 +162,7 @@ def sample(
     path: Path,
     *,
     generator: torch.Generator | None = None,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
     table: LossTable | None = None,
     prediction: str = "velocity",
     progress: bool = False,
@@ -171,7 +172,9 @@ def sample(
     """Sample with ``cfg`` from the velocity field ``field(x, t)`` (paper time) starting at the
     noise ``x`` (B, ...) (or a shape, then x ~ N(0, I) is drawn with ``generator`` in float32).
     ``prediction`` names what the underlying network predicts; it only changes the default time
-    range (score/noise models are singular at t = 1 on Linear/GVP). ``table`` is the L_t table for
+    range (score/noise models are singular at t = 1 on Linear/GVP). SDE step noise comes from
+    ``noise_fn(x)`` (a standard normal tensor shaped like x) when given, else from ``generator``;
+    ODE methods ignore both. ``table`` is the L_t table for
     w = "kl_eta". Returns (x at t_end, or the trajectory (N + 1, B, ...)) and info with "nfe",
     "grid" (float64), "method", "t_start", "t_end" and "w" (None for ODE methods)."""
     if not isinstance(cfg, SampleConfig):
@@ -191,7 +194,7 @@ def sample(
         w = cfg.w_fn(path, table)
         w_name = w.name
         fn = sample_euler_maruyama if cfg.method == "euler_maruyama" else sample_sde_heun
-        out = fn(counter, x, grid, path=path, w=w, last_step=cfg.last_step, **common)
+        out = fn(counter, x, grid, path=path, w=w, last_step=cfg.last_step, noise_fn=noise_fn, **common)
     else:
         out = sample_torchdiffeq(counter, x, grid, method=cfg.method, atol=cfg.atol, rtol=cfg.rtol, **common)
     info = {

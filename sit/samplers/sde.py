@@ -60,6 +60,14 @@ def _check_w(w: Callable[[Tensor], Tensor], times: Tensor, path: Path) -> None:
         )
 
 
+def _xi(x: Tensor, generator, noise_fn) -> Tensor:
+    """Step noise xi ~ N(0, I) shaped like x: from ``noise_fn(x)`` when given (e.g. per-sample
+    seeded streams, so a sample does not depend on its batch), else from ``generator``."""
+    if noise_fn is not None:
+        return noise_fn(x).to(device=x.device, dtype=x.dtype)
+    return randn_like(x, generator)
+
+
 def _drift(path: Path, w: Callable, v: Tensor, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """(v - (1/2) w_t s, w_t) with s from v by eq. (9); coefficient math in float32 or wider."""
     s = score_from_velocity(path, v, x, t)
@@ -86,13 +94,15 @@ def sample_euler_maruyama(
     w: Callable[[Tensor], Tensor],
     last_step: str | None = "mean",
     generator: torch.Generator | None = None,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
 ) -> Tensor:
     """Euler-Maruyama for eq. (4): from t to t - h (h > 0),
         X <- X - h (v - (1/2) w_t s) + sqrt(w_t h) xi,   xi ~ N(0, I) from ``generator``,
-    with v = field(X, t) and s from v by eq. (9) (one network call per step); the final grid
+    with v = field(X, t) and s from v by eq. (9) (one network call per step; xi from ``noise_fn(x)``
+    instead when given, e.g. per-sample seeded streams); the final grid
     interval is the ``last_step`` (see the module docstring). x (B, ...) is the state at grid[0].
     Returns the state at grid[-1], or the trajectory (N + 1, B, ...). Weak order 1."""
     g = check_grid(grid)
@@ -109,7 +119,7 @@ def sample_euler_maruyama(
             x = _last_step(last_step, path, w, v, x, tv, h)
         else:
             drift, wt = _drift(path, w, v, x, tv)
-            x = (x - h * drift + torch.sqrt(wt * h) * randn_like(x, generator)).to(x.dtype)
+            x = (x - h * drift + torch.sqrt(wt * h) * _xi(x, generator, noise_fn)).to(x.dtype)
         if traj is not None:
             traj.append(x)
         if callback is not None:
@@ -126,6 +136,7 @@ def sample_sde_heun(
     w: Callable[[Tensor], Tensor],
     last_step: str | None = "mean",
     generator: torch.Generator | None = None,
+    noise_fn: Callable[[Tensor], Tensor] | None = None,
     progress: bool = False,
     callback: Callable[[dict], None] | None = None,
     return_trajectory: bool = False,
@@ -152,7 +163,7 @@ def sample_sde_heun(
             x = _last_step(last_step, path, w, v, x, tv, h)
         else:
             d1, w1 = _drift(path, w, v, x, tv)
-            xi = randn_like(x, generator)
+            xi = _xi(x, generator, noise_fn)
             x_p = (x - h * d1 + torch.sqrt(w1 * h) * xi).to(x.dtype)
             if tn == 0.0:
                 x = x_p
