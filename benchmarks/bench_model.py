@@ -16,6 +16,9 @@ MSE loss against a fixed target, backward, AdamW) for these variants:
 with the model FLOPs per pass (matmuls only, ``sit.models.sit.forward_flops``; a training step
 counts 3x the forward), the achieved FLOP/s, and the ratio to the fp32 and bf16 matmul peaks
 measured with large ``torch.matmul`` in the same run. Timings are medians over ``--repeats``.
+On a shared machine the available compute changes from second to second, so the peak is also
+probed (one ``--probe-size``^3 matmul per dtype) right before every timed run, and the %-of-peak
+columns are the median of the per-run ratios.
 A short training run (``--loss-steps``) compares the bf16 loss curve with the fp32 one.
 """
 
@@ -41,26 +44,48 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def timeit(fn, device, repeats: int, warmup: int = 1) -> float:
-    """Median wall time of fn() over ``repeats`` runs after ``warmup`` runs (seconds)."""
+def timeit(fn, device, repeats: int, warmup: int = 1, probe=None) -> tuple[float, list]:
+    """Median wall time of fn() over ``repeats`` runs after ``warmup`` runs (seconds), and the
+    list of ``probe()`` results taken right before each timed run (the matmul peak of that moment:
+    on a shared machine the load changes from second to second)."""
     for _ in range(warmup):
         fn()
     sync(device)
-    ts = []
+    ts, probes = [], []
     for _ in range(repeats):
+        if probe is not None:
+            probes.append(probe())
         t0 = time.perf_counter()
         fn()
         sync(device)
         ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+    return statistics.median(ts), [(t, p) for t, p in zip(ts, probes)]
 
 
 def matmul_peak(dtype, device, n: int, repeats: int) -> float:
     """FLOP/s of an n x n x n torch.matmul (median)."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    t = timeit(lambda: torch.matmul(a, b), device, repeats, warmup=2)
+    t, _ = timeit(lambda: torch.matmul(a, b), device, repeats, warmup=2)
     return 2 * n**3 / t
+
+
+def peak_probe(device, n: int):
+    """A function measuring the fp32 and bf16 matmul FLOP/s now (one n^3 product each)."""
+    mats = {dt: (torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt))
+            for dt in (torch.float32, torch.bfloat16)}
+
+    def probe():
+        out = {}
+        for dt, (a, b) in mats.items():
+            sync(device)
+            t0 = time.perf_counter()
+            torch.matmul(a, b)
+            sync(device)
+            out[dt] = 2 * n**3 / (time.perf_counter() - t0)
+        return out
+
+    return probe
 
 
 class MasterAdamW:
@@ -108,7 +133,7 @@ def randomise(net, seed=0, scale=0.02):
 def variants(args):
     names = ["official", "fp32", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
     if args.compile:
-        names += ["bf16-w+mm+compile"]
+        names += ["bf16-auto+mm+compile", "bf16-w+mm+compile"]
     return [n for n in names if not args.only or n in args.only]
 
 
@@ -147,6 +172,8 @@ def bench_model(name, batch, args, device, peaks):
     base = randomise(SiT(cfg)).state_dict()
     x, t, y, target = make_inputs(cfg, batch, device)
     fl_fwd = forward_flops(cfg, batch)
+    probe = peak_probe(device, args.probe_size)
+    probe()
     rows = []
     for v in variants(args):
         net, fwd, ctx, opt = build(v, cfg, device, base)
@@ -156,21 +183,23 @@ def bench_model(name, batch, args, device, peaks):
                 return fwd(x, t, y)
 
         net.eval()
-        tf = timeit(forward, device, args.repeats, warmup=args.warmup)
+        tf, pf = timeit(forward, device, args.repeats, warmup=args.warmup, probe=probe)
         net.train()
-        tt = timeit(lambda: train_step(net, fwd, ctx, opt, x, t, y, target), device, args.repeats, warmup=args.warmup)
-        for kind, sec, fl in (("forward", tf, fl_fwd), ("train step", tt, 3 * fl_fwd)):
-            rows.append((name, batch, v, kind, sec, fl))
+        tt, pt = timeit(lambda: train_step(net, fwd, ctx, opt, x, t, y, target), device, args.repeats, args.warmup, probe)
+        for kind, sec, fl, pairs in (("forward", tf, fl_fwd, pf), ("train step", tt, 3 * fl_fwd, pt)):
+            # utilisation against the peak probed right before each run, median over runs
+            rel = {dt: statistics.median(fl / s / p[dt] for s, p in pairs) for dt in (torch.float32, torch.bfloat16)}
+            rows.append((name, batch, v, kind, sec, fl, rel))
         del net, fwd, opt
     print(f"\n{name}  batch {batch}  input {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}  "
           f"forward {fl_fwd / 1e9:.1f} GFLOP, train step {3 * fl_fwd / 1e9:.1f} GFLOP (matmul FLOPs)")
     print(f"{'variant':<20}{'pass':<12}{'ms':>9}{'img/s':>9}{'TFLOP/s':>9}{'%fp32pk':>9}{'%bf16pk':>9}{'vs official':>12}")
-    base_t = {k: s for (_, _, v, k, s, _) in rows if v == "official"}
-    for (_, _, v, kind, sec, fl) in rows:
-        tf = fl / sec
+    base_t = {k: s for (_, _, v, k, s, _, _) in rows if v == "official"}
+    for (_, _, v, kind, sec, fl, rel) in rows:
         ratio = f"{base_t[kind] / sec:.2f}x" if kind in base_t else "-"
-        print(f"{v:<20}{kind:<12}{sec * 1e3:9.1f}{batch / sec:9.1f}{tf / 1e12:9.3f}"
-              f"{100 * tf / peaks[torch.float32]:8.0f}%{100 * tf / peaks[torch.bfloat16]:8.0f}%{ratio:>12}")
+        print(f"{v:<20}{kind:<12}{sec * 1e3:9.1f}{batch / sec:9.1f}{fl / sec / 1e12:9.3f}"
+              f"{100 * rel[torch.float32]:8.0f}%{100 * rel[torch.bfloat16]:8.0f}%{ratio:>12}")
+    print("(%pk: achieved FLOP/s over the matmul FLOP/s probed just before each timed run, median over runs)")
     return rows
 
 
@@ -209,7 +238,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also time torch.compile variants")
     ap.add_argument("--only", nargs="*", help="variants to run (default all)")
-    ap.add_argument("--peak-size", type=int, default=4096)
+    ap.add_argument("--peak-size", type=int, default=4096, help="n of the n^3 matmul for the peak at start and end")
+    ap.add_argument("--probe-size", type=int, default=2048, help="n of the n^3 matmul probed before each timed run")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--loss-steps", type=int, default=40)
     ap.add_argument("--loss-batch", type=int, default=8)

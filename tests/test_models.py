@@ -311,3 +311,12 @@ def test_matmul_attention_equals_sdpa():
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
         net.set_attn_impl("flash")
+
+
+def test_fused_inference_mlp_equals_autograd_path():
+    net = tiny()
+    x, t, y = inputs()
+    a = net(x, t, y)  # autograd on: plain linear + GELU
+    with torch.no_grad():
+        b = net(x, t, y)  # CPU inference: fused linear+GELU kernel where available
+    torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)

@@ -156,13 +156,31 @@ class Attention(nn.Module):
         return self.proj(h.transpose(1, 2).reshape(B, T, D))
 
 
+def _fused_linear_gelu_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+FUSED_CPU_GELU = _fused_linear_gelu_available()  # inference: oneDNN linear with a tanh-GELU epilogue
+
+
 class Mlp(nn.Module):
+    """fc2(GELU_tanh(fc1(x))). On CPU without autograd, fc1 and the GELU run as one oneDNN kernel
+    (the GELU is applied while the matmul result is in registers: no extra pass over memory);
+    under autocast that kernel gets bf16 inputs, as autocast would give the linear."""
+
     def __init__(self, hidden_size: int, mlp_hidden: int):
         super().__init__()
         self.fc1 = nn.Linear(hidden_size, mlp_hidden, bias=True)
         self.fc2 = nn.Linear(mlp_hidden, hidden_size, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        w, b = self.fc1.weight, self.fc1.bias
+        if FUSED_CPU_GELU and x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+            if torch.is_autocast_enabled("cpu"):
+                dt = torch.get_autocast_dtype("cpu")
+                x, w, b = x.to(dt), w.to(dt), b.to(dt)
+            if x.dtype == w.dtype and x.dtype in (torch.float32, torch.bfloat16):
+                return self.fc2(torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "tanh"))
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
