@@ -157,6 +157,7 @@ class TrainConfig:
     compile: bool = False                # torch.compile the network for training
     seed: int = 0
     device: str | None = None            # None: cuda if available, else cpu
+    threads: int = 0                     # torch CPU threads per process; 0 = torch's default
     # logging, checkpoints, samples
     log_every: int = 100                 # steps per metrics.jsonl record
     ckpt_every: int = 50_000             # steps between checkpoints (and one at the end)
@@ -184,7 +185,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
-        for name in ("warmup_steps", "sample_every", "num_workers", "seed"):
+        for name in ("warmup_steps", "sample_every", "num_workers", "seed", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise ValueError(f"TrainConfig.{name} must be an integer >= 0 (got {v!r})")

@@ -674,7 +674,9 @@ def train(
         run_dir = Path(cfg.out)
     if cfg.device is not None:
         device = dist.init(cfg.device)
-    torch.manual_seed(_seed(cfg.seed, 0, rank))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(_seed(cfg.seed, 0))  # the same initial weights on every rank (and for the EMA copy)
 
     data = build_data(cfg, device)
     if (data.channels, data.size, data.num_classes) != (model_cfg.in_channels, model_cfg.input_size, model_cfg.num_classes):
@@ -696,6 +698,7 @@ def train(
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
+    torch.manual_seed(_seed(cfg.seed, 0, rank))  # any later use of the global RNG differs per rank
     start = 0
     window = _Window()
     consecutive_bad = 0
@@ -910,11 +913,33 @@ def train(
         if old_handler is not None:
             signal.signal(signal.SIGTERM, old_handler)
 
+    if world > 1:
+        _check_ranks_agree(net, ema, run_dir, device)
     result = TrainResult(run_dir, step, status, last_ckpt, net=net, ema=ema)
     if status == "done" and dist.is_main():
         result.quality = finish_run(run_dir, last_ckpt, ema, cfg, model_cfg, data, device)
     dist.barrier()
     return result
+
+
+def _params_digest(module: nn.Module) -> bytes:
+    h = hashlib.sha256()
+    for k, v in module.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return h.digest()
+
+
+def _check_ranks_agree(net: nn.Module, ema: nn.Module, run_dir: Path, device) -> None:
+    """DDP: every rank must hold bit-identical weights; write RUN/ddp_check.json, raise if not."""
+    d = torch.tensor(list(_params_digest(net) + _params_digest(ema)), dtype=torch.uint8 if device.type == "cpu" else torch.int32,
+                     device=device).view(1, -1)
+    allr = dist.all_gather_cat(d.to(torch.int32)).cpu()
+    same = bool((allr == allr[0:1]).all())
+    if dist.is_main():
+        (run_dir / "ddp_check.json").write_text(json.dumps({"world_size": dist.world_size(), "ranks_identical": same}) + "\n")
+    if not same:
+        raise RuntimeError("DDP ranks ended with different weights (sha256 of model/EMA differ between ranks)")
 
 
 def threading_main() -> bool:

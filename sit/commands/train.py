@@ -23,7 +23,7 @@ examples:
 DEMO_TRAIN = dict(
     dataset="digits",
     image_size=8,
-    steps=1800,
+    steps=1200,
     global_batch=128,
     lr=1e-3,
     warmup_steps=100,
@@ -91,6 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
+    t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
 
     r = p.add_argument_group("run folder, logging, checkpoints")
     r.add_argument("--out", metavar="DIR", help="run folder (default runs/demo)")
@@ -114,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "num_workers", "path", "prediction",
                "loss_weight", "time_input", "time_dist", "t_min", "t_max", "steps", "global_batch", "grad_accum", "lr",
                "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "seed",
-               "device", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
+               "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
                "quality_samples_per_class")
 

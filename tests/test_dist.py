@@ -1,0 +1,67 @@
+"""sit.dist single-process fallbacks, and 2-process gloo DDP training (torchrun) equal to one process."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sit import dist
+
+
+def test_single_process_fallbacks(capsys):
+    assert not dist.is_initialized()
+    assert dist.rank() == 0 and dist.world_size() == 1 and dist.local_rank() == 0 and dist.is_main()
+    x = torch.tensor([1.0, 3.0])
+    assert torch.equal(dist.all_reduce_mean(x.clone()), x) and torch.equal(dist.all_gather_cat(x), x)
+    dist.barrier()
+    dist.print0("hello")
+    assert capsys.readouterr().out == "hello\n"
+    assert dist.init("cpu") == torch.device("cpu")  # no torchrun variables: nothing initialised
+    assert not dist.is_initialized()
+    dist.cleanup()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+FLAGS = ["--steps", "4", "--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--patch-size", "2",
+         "--batch", "16", "--lr", "3e-3", "--warmup", "0", "--log-every", "1", "--ckpt-every", "4", "--ema", "0.9",
+         "--no-quality", "--samples-per-class", "2", "--sample-steps", "2", "--no-progress", "--threads", "1",
+         "--label-dropout", "0.25"]
+
+
+def test_two_process_gloo_ddp_equals_single_process(tmp_path):
+    pytest.importorskip("sit.objectives")
+    from safetensors.torch import load_file
+
+    from sit.cli import main
+
+    ddp = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           "-m", "sit.cli", "train", "--out", str(ddp), "--device", "cpu", *FLAGS]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    check = json.loads((ddp / "ddp_check.json").read_text())
+    assert check == {"world_size": 2, "ranks_identical": True}
+
+    one = tmp_path / "one"
+    assert main(["train", "--out", str(one), "--device", "cpu", *FLAGS]) == 0
+    for name in ("model", "ema"):
+        a = load_file(str(ddp / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        b = load_file(str(one / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    la = [json.loads(l)["loss"] for l in (ddp / "metrics.jsonl").read_text().splitlines()]
+    lb = [json.loads(l)["loss"] for l in (one / "metrics.jsonl").read_text().splitlines()]
+    assert la == pytest.approx(lb, rel=1e-5)
+    state = json.loads((ddp / "checkpoints" / "step-0000004" / "state.json").read_text())
+    assert state["world_size"] == 2
