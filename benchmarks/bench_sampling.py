@@ -1,0 +1,138 @@
+"""Sampling throughput and where the time goes (issue 6 benchmark).
+
+A class-conditional SiT (default SiT-S/2 on 32x32x4 latents, random weights: speed does not
+depend on them) samples B latents (default 4) with classifier-free guidance (default 4, all
+channels) through the public API: ModelField -> GuidedModel -> velocity_field -> sit.samplers.
+For each sampler at equal NFE it reports the network calls and rows per call (counted at the
+network), wall time (median of --repeats), images/s, time per network call and the share of
+time spent outside the network (sampler arithmetic, guidance mixing, conversions).
+
+Cases: Euler ODE (N steps), Heun ODE (N/2 steps, same NFE), Euler-Maruyama SDE (N steps, one
+network call per step: the score comes from the same call by eq. 9), and the official SiT
+structure for the same SDE, which evaluates the network twice per step (drift velocity, then
+score): emulated here by a field that calls the network twice per step.
+
+    python benchmarks/bench_sampling.py                       # SiT-S/2, 4 latents, cfg 4, 50 steps
+    python benchmarks/bench_sampling.py --device cuda --precision bf16 --batch 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import time
+
+import torch
+
+from sit.config import model_preset
+from sit.guidance import GuidedModel
+from sit.models.field import ModelField
+from sit.models.sit import SiT
+from sit.objectives import velocity_field
+from sit.paths import get_path
+from sit.samplers import SampleConfig, sample
+
+
+class TimedNet(torch.nn.Module):
+    """Counts calls, rows and the time spent inside the network (synchronising CUDA)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.in_channels, self.out_channels = net.in_channels, net.out_channels
+        self.reset()
+
+    def reset(self):
+        self.calls, self.rows, self.seconds = 0, 0, 0.0
+
+    def forward(self, x, t, y=None):
+        sync = x.device.type == "cuda"
+        if sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = self.net(x, t, y)
+        if sync:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.rows += x.shape[0]
+        return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="SiT-S/2")
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=4, help="latents per sampling run")
+    ap.add_argument("--nfe", type=int, default=50, help="network evaluations per sample (Euler / EM steps)")
+    ap.add_argument("--cfg-scale", type=float, default=4.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    cfg = model_preset(args.model, input_size=args.input_size)
+    torch.manual_seed(0)
+    net = TimedNet(SiT(cfg).to(dev).eval().requires_grad_(False))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_(0, 0.02)
+    path = get_path("linear")
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    model_fn = ModelField(net, "velocity", "continuous", dtype=dtype)
+    guided = GuidedModel(model_fn, args.cfg_scale, cfg.num_classes)
+    B, N = args.batch, args.nfe
+    y = torch.arange(B, device=dev) * 97 % cfg.num_classes
+    shape = (B, cfg.in_channels, cfg.input_size, cfg.input_size)
+
+    def field():
+        return velocity_field(guided, path, "velocity", y=y)
+
+    def twice(f):  # the official SDE step: drift (velocity) and score from two network calls
+        def g(x, t):
+            v = f(x, t)
+            f(x, t)
+            return v
+        return g
+
+    cases = [
+        ("euler ODE", SampleConfig(method="euler", num_steps=N), field),
+        ("heun ODE", SampleConfig(method="heun", num_steps=N // 2), field),
+        ("euler_maruyama SDE (sit)", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"), field),
+        ("euler_maruyama SDE, official 2 calls/step", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"),
+         lambda: twice(field())),
+    ]
+    print(f"# torch {torch.__version__}, device {dev}, {args.precision}, threads {torch.get_num_threads()}, "
+          f"{args.model} on {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}, batch {B}, cfg {args.cfg_scale}, "
+          f"median of {args.repeats}")
+    print("| sampler | steps | NFE (sampler) | network calls | rows/call | wall s | images/s | ms/network call | outside network |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    gen = torch.Generator(dev).manual_seed(0)
+    for name, scfg, make in cases:
+        x0 = torch.randn(shape, generator=gen, device=dev)
+        with torch.no_grad():  # warm-up: one short run of the same sampler
+            sample(make(), x0, dataclasses.replace(scfg, num_steps=min(scfg.num_steps, 2)), path, generator=gen)
+        walls, nets = [], []
+        for _ in range(args.repeats):
+            net.reset()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                _, info = sample(make(), x0, scfg, path, generator=gen)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            walls.append(time.perf_counter() - t0)
+            nets.append(net.seconds)
+        wall, inside = statistics.median(walls), statistics.median(nets)
+        print(f"| {name} | {scfg.num_steps} | {info['nfe']} | {net.calls} | {net.rows / max(net.calls, 1):.0f} | "
+              f"{wall:.3f} | {B / wall:.3f} | {1000 * inside / max(net.calls, 1):.1f} | "
+              f"{100 * (wall - inside) / wall:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()
