@@ -674,8 +674,18 @@ def train(
         run_dir = Path(cfg.out)
     if cfg.device is not None:
         device = dist.init(cfg.device)
+    threads_before = torch.get_num_threads()
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _train(cfg, model_cfg, run_dir, device, ckpt_loaded, hooks)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, device: torch.device, ckpt_loaded, hooks) -> TrainResult:
+    world, rank = dist.world_size(), dist.rank()
+    log = dist.print0
     torch.manual_seed(_seed(cfg.seed, 0))  # the same initial weights on every rank (and for the EMA copy)
 
     data = build_data(cfg, device)
@@ -684,8 +694,6 @@ def train(
             f"model expects {model_cfg.in_channels}x{model_cfg.input_size}x{model_cfg.input_size} inputs and "
             f"{model_cfg.num_classes} classes; the data gives {data.channels}x{data.size}x{data.size} and {data.num_classes}"
         )
-    if cfg.time_input == "discrete" and model_cfg.learn_sigma is False:
-        pass  # fixed-variance DDPM (DiscreteConfig.learn_sigma=False)
     meta = run_meta(cfg, model_cfg, data.info)
     if dist.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -31,13 +31,13 @@ TINY = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, de
                    num_classes=10, learn_sigma=False, class_dropout_prob=0.1)
 TINY_FLAGS = ["--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--patch-size", "2", "--batch", "16",
               "--lr", "3e-3", "--warmup", "0", "--log-every", "1", "--ckpt-every", "3", "--keep-last", "5",
-              "--no-quality", "--samples-per-class", "2", "--sample-steps", "2", "--no-progress"]
+              "--no-quality", "--samples-per-class", "2", "--sample-steps", "2", "--no-progress", "--threads", "1"]
 
 
 def tiny_cfg(out, **kw) -> TrainConfig:
     base = dict(out=str(out), dataset="digits", image_size=8, steps=8, global_batch=16, lr=3e-3, log_every=1,
                 ckpt_every=3, keep_last=5, ema_decay=0.9, quality=False, samples_per_class=2, sample_steps=2,
-                progress=False, num_workers=0, cfg_scale=1.5)
+                progress=False, num_workers=0, cfg_scale=1.5, threads=1)
     base.update(kw)
     return TrainConfig(**base)
 

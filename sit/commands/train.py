@@ -38,6 +38,7 @@ DEMO_TRAIN = dict(
     sample_steps=20,
     samples_per_class=10,
     num_workers=0,
+    threads=1,
 )
 DEMO_MODEL = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, learn_sigma=False, class_dropout_prob=0.1)
 DEMO_MODEL_MNIST = dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1)
