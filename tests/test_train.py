@@ -62,7 +62,7 @@ def test_step_sampler_covers_epoch_and_splits_ranks():
 
 
 def test_loss_decreases(tmp_path):
-    res = train(tiny_cfg(tmp_path / "r", steps=40, log_every=10, ckpt_every=40), TINY)
+    res = train(tiny_cfg(tmp_path / "r", steps=40, log_every=10, ckpt_every=40, lt_table=True), TINY)
     ls = losses(res.run_dir)
     assert ls[40] < 0.8 * ls[10], ls
     out = res.run_dir
@@ -76,6 +76,12 @@ def test_loss_decreases(tmp_path):
 
     net, m = load_model(out)
     assert m["path"] == "linear" and m["prediction"] == "velocity"
+    # the L_t table (sit.lt) is stored with the final checkpoint
+    from sit.diffusion_coef import LossTable
+
+    table = LossTable.load(ck / "lt_table.json")
+    assert len(table.t) == 50 and table.dim == 64 and table.reduction == "mean"
+    assert all(v > 0 for v in table.loss)
     for (k, a), b in zip(net.state_dict().items(), res.ema.state_dict().values()):
         assert torch.equal(a, b), k
 
