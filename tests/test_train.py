@@ -203,3 +203,40 @@ def test_dry_run_prints_resolved_config(capsys):
 def test_bad_flag_values_are_one_line_errors(capsys):
     assert main(["train", "--dry-run", "--prediction", "velocity", "--loss-weight", "likelihood"]) == 2
     assert "needs prediction 'score' or 'noise'" in capsys.readouterr().err
+
+
+def _image_folder(root: Path, n_per_class: int = 8, size: int = 16):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(n_per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_real_data_paths_images_and_latents(tmp_path):
+    """--data (ImageFolder through a VAE folder) and --latents (sit extract shards) both train."""
+    pytest.importorskip("diffusers")
+    from sit.data.imagefolder import ImageFolderDataset
+    from sit.data.latents import extract_latents
+    from sit.vae import VAE
+
+    _image_folder(tmp_path / "imgs")
+    vae = VAE.tiny_random(0)
+    vae.model.save_pretrained(tmp_path / "vae")
+    common = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "8",
+              "--steps", "2", "--log-every", "1", "--ckpt-every", "2", "--num-workers", "0", "--no-progress",
+              "--threads", "1", "--sample-steps", "2", "--samples-per-class", "2"]
+    out = tmp_path / "run_img"
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--vae", str(tmp_path / "vae"), "--image-size", "16",
+                 "--out", str(out), *common]) == 0
+    meta = json.loads((out / "run_config.json").read_text())
+    assert meta["model"]["in_channels"] == 4 and meta["model"]["input_size"] == 8 and meta["model"]["num_classes"] == 2
+    assert len(losses(out)) == 2 and (out / "samples" / "final.png").is_file()
+
+    extract_latents(ImageFolderDataset(tmp_path / "imgs", 16), vae, tmp_path / "lat", shard_size=8)
+    out = tmp_path / "run_lat"
+    assert main(["train", "--latents", str(tmp_path / "lat"), "--out", str(out), *common]) == 0
+    assert len(losses(out)) == 2 and all(v == v for v in losses(out).values())

@@ -147,7 +147,10 @@ def resolve(args: argparse.Namespace):
     elif cfg.latents is not None:
         channels, size, classes = _latent_shape(cfg.latents)
     else:
-        channels, size, classes = 4, cfg.image_size // 8, _num_folders(cfg.data)
+        channels, down = _vae_geometry(cfg.vae)
+        if cfg.image_size % down:
+            raise ValueError(f"--image-size {cfg.image_size} must be divisible by the VAE's downsampling factor {down}")
+        channels, size, classes = channels, cfg.image_size // down, _num_folders(cfg.data)
     arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma")
             if getattr(args, k, None) is not None}
     if args.label_dropout is not None:
@@ -171,6 +174,18 @@ def _latent_shape(root: str) -> tuple[int, int, int]:
     idx = read_index(root)
     c, h, w = idx["latent_shape"]
     return int(c), int(h), int(idx["num_classes"])
+
+
+def _vae_geometry(vae: str | None) -> tuple[int, int]:
+    """(latent channels, downsampling factor) from a VAE folder's config.json; the SD VAE's (4, 8)
+    for names and folders without one."""
+    from pathlib import Path
+
+    cfg = Path(vae).expanduser() / "config.json" if vae else None
+    if cfg is not None and cfg.is_file():
+        d = json.loads(cfg.read_text())
+        return int(d.get("latent_channels", 4)), 2 ** (len(d.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    return 4, 8
 
 
 def _num_folders(root: str) -> int:
