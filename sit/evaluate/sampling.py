@@ -434,8 +434,9 @@ def generate(
     # 3. merge on rank 0
     nfes: list = []
     if rank == 0:
+        nrow = len(labels) if isinstance(labels, tuple) and 2 <= len(labels) <= 32 else None  # a class per column
         nfes, image_shape = merge_parts(out_dir, num_samples, npz_path, save_latents=save_latents,
-                                        grid_png=grid_png, keep_parts=keep_parts)
+                                        grid_png=grid_png, keep_parts=keep_parts, grid_nrow=nrow)
         manifest.update({
             "complete": True, "nfe_per_sample": nfes, "npz": npz_path.name, "image_shape": list(image_shape),
             "last_run": {"world_size": world, "batch_size": batch_size, "generated": generated * world,
@@ -447,7 +448,7 @@ def generate(
 
 
 def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents=None, grid_png=False,
-                keep_parts=False) -> tuple[list, tuple]:
+                keep_parts=False, grid_nrow: int | None = None) -> tuple[list, tuple]:
     """Concatenate the part files in index order (checking there is no gap or overlap) into the
     ADM-style npz; returns (the distinct NFE-per-sample values of the parts, image shape H, W, 3)."""
     parts_dir = out_dir / "parts"
@@ -487,7 +488,7 @@ def merge_parts(out_dir: Path, num_samples: int, npz_path: Path, *, save_latents
             save_file({"latents": lat, "labels": np.concatenate(labels)}, str(out_dir / "latents.safetensors"))
     if grid_png:
         n = min(len(arr), 256)
-        save_png(make_grid(arr[:n]), out_dir / "grid.png", upscale=max(1, 64 // arr.shape[1]))
+        save_png(make_grid(arr[:n], nrow=grid_nrow), out_dir / "grid.png", upscale=max(1, 64 // arr.shape[1]))
     if not keep_parts:
         for s, e in covered:
             (parts_dir / _part_name(s, e)).unlink(missing_ok=True)
