@@ -130,9 +130,13 @@ def test_ode_map_of_mixture_is_deterministic_transport():
 
 
 # ---------------------------------------------------------------- SDE samplers, every w_t
-HEUN_W = ("sigma", "kl", "kl_eta", "official-decreasing")
-SDE_CASES = [("euler_maruyama", w) for w in W_NAMES] + [
-    ("sde_heun", w) if w in HEUN_W else pytest.param("sde_heun", w, marks=pytest.mark.slow) for w in W_NAMES
+# Monte-Carlo with the real generator path; every w is also covered without MC by
+# test_sde_exact_moments_every_w below, so most MC cases are marked slow.
+FAST_W = ("sigma", "kl", "kl_eta", "official-decreasing")
+SDE_CASES = [
+    (m, w) if w in FAST_W else pytest.param(m, w, marks=pytest.mark.slow)
+    for m in ("euler_maruyama", "sde_heun")
+    for w in W_NAMES
 ]
 
 
@@ -371,3 +375,54 @@ def test_noise_fn_per_sample_streams_make_samples_batch_independent():
         torch.testing.assert_close(part, full[[2, 0]])
         other, _ = sample(GAUSS.field(path), x0, cfg, path, noise_fn=row_noise([20, 21, 22, 23]))
         assert not torch.allclose(other, full)
+
+
+# ---------------------------------------------------------------- SDE: exact moments, weak order
+def sde_exact_moments(method, w, n, path, last_step=None, **cfg):
+    """Exact output mean and std of an SDE sampler for the Gaussian target, no Monte-Carlo.
+
+    With the exact (affine) field every step is affine in the state and in its noise xi_k, so
+    x_N = b + A x_0 + sum_k C_k xi_k per dimension. Row 0 (x_0 = 0, no noise) gives b, row 1
+    (x_0 = 1) gives A, row k + 2 (xi_k = 1 at step k only, via noise_fn) gives C_k; then for
+    x_0, xi ~ N(0, 1): mean b, variance A^2 + sum_k C_k^2."""
+    rows = n + 2
+    x0 = torch.zeros(rows, 3, dtype=torch.float64)
+    x0[1] = 1.0
+    step = [0]
+
+    def noise_fn(x):
+        z = torch.zeros_like(x)
+        if step[0] + 2 < rows:
+            z[step[0] + 2] = 1.0
+        step[0] += 1
+        return z
+
+    c = SampleConfig(method=method, num_steps=n, w=w, last_step=last_step, **cfg)
+    out, _ = sample(GAUSS.field(path), x0, c, path, noise_fn=noise_fn, table=LossTable(t=[0.0, 1.0], loss=[0.5, 2.0]))
+    b, A, Ck = out[0], out[1] - out[0], out[2:] - out[0]
+    return b, torch.sqrt(A**2 + (Ck**2).sum(0))
+
+
+def _sde_err(*args, **kw):
+    b, sd = sde_exact_moments(*args, **kw)
+    return float((b - MU).abs().max() + (sd - C).abs().max())
+
+
+@pytest.mark.parametrize("w", ["sigma", "sin2", "kl", "constant"])
+def test_sde_weak_order(w):
+    """Euler-Maruyama is weak order 1 (error halves per doubling), the stochastic Heun order 2."""
+    path = GVP()
+    e1, e2 = (_sde_err("euler_maruyama", w, n, path) for n in (32, 64))
+    assert 1.6 < e1 / e2 < 2.6, (w, e1, e2)
+    h1, h2 = (_sde_err("sde_heun", w, n, path) for n in (32, 64))
+    assert 3.0 < h1 / h2 < 5.2, (w, h1, h2)
+    assert h2 < e2
+
+
+@pytest.mark.parametrize("w", W_NAMES)
+def test_sde_exact_moments_every_w(w):
+    for path in (Linear(), GVP()):
+        for method in ("euler_maruyama", "sde_heun"):
+            err = _sde_err(method, w, 128, path, eta=0.5 if w == "kl_eta" else 0.0, w_scale=0.5)
+            # w_KL is stiff just below t = 1 (h w / 2 > 1 in the first step): EM's largest error
+            assert err < (6e-2 if method == "euler_maruyama" else 5e-3), (path, method, err)
