@@ -1,6 +1,5 @@
 """ODE / SDE samplers driven by exact fields of Gaussian and Gaussian-mixture targets (math.md 7)."""
 
-import math
 import subprocess
 import sys
 

@@ -119,7 +119,7 @@ DEMO_SAMPLERS = (
 )
 
 
-def run_demo(path_name="linear", num_samples=20000, num_steps=50, seed=0, out=None, progress=False):
+def run_demo(path_name="linear", num_samples=10000, num_steps=50, seed=0, out=None, progress=False):
     from sit.samplers import SampleConfig, sample
 
     path = get_path(path_name)
@@ -191,7 +191,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--path", default="linear", choices=["linear", "gvp", "vp"], help="interpolant (default: linear)")
-    p.add_argument("--num-samples", type=int, default=20000, metavar="N", help="samples per sampler (default: 20000)")
+    p.add_argument("--num-samples", type=int, default=10000, metavar="N", help="samples per sampler (default: 10000)")
     p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default=None, metavar="PNG", help="save a scatter plot of the samples here")
