@@ -51,7 +51,7 @@ def run(args) -> int:
     from sit.evaluate import sampling as S
     from sit.evaluate.plots import write_csv
     from sit.likelihood import log_likelihood, uniform_dequantize
-    from sit.objectives import to_velocity
+    from sit.objectives import default_t_range, to_velocity
 
     if args.num_samples < 2:
         raise ValueError(f"--num-samples must be >= 2 (got {args.num_samples})")
@@ -76,9 +76,7 @@ def run(args) -> int:
     D = x[0].numel()
     divergence = args.divergence if args.divergence != "auto" else ("exact" if D <= 256 else "hutchinson")
     prediction = meta.get("prediction", "velocity")
-    lo, hi = (0.0, 1.0)
-    if path.name == "vp" or prediction != "velocity":
-        lo, hi = 1e-5 if path.name == "vp" else 1e-3, 1.0 if path.name == "vp" else 1 - 1e-3
+    lo, hi = default_t_range(path, prediction)  # avoid t where the field is singular (VP at 0, score at 0 and 1)
     logps, bpds, rows = [], [], []
     nfe = 0
     for i, (xb, yb) in enumerate(S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)):

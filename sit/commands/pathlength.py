@@ -65,7 +65,7 @@ def run(args) -> int:
     from sit.evaluate import sampling as S
     from sit.evaluate.plots import plot_lines, write_csv
     from sit.likelihood import path_length
-    from sit.objectives import to_velocity
+    from sit.objectives import default_t_range, to_velocity
 
     if args.num_points < 2:
         raise ValueError(f"--num-points must be >= 2 (got {args.num_points})")
@@ -90,7 +90,7 @@ def run(args) -> int:
         batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
         if batches[0][1] is None:
             batches = [b for b, _ in batches]
-        lo, hi = (0.0, 1.0) if prediction == "velocity" and path.name != "vp" else (1e-3, 1 - 1e-3)
+        lo, hi = default_t_range(path, prediction)
         c, se = path_length(field, path, batches, num_points=args.num_points,
                             generator=torch.Generator(dev).manual_seed(args.seed), t_min=lo, t_max=hi,
                             reduction=args.reduction, batch_size=args.batch_size)
