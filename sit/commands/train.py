@@ -200,6 +200,10 @@ def run(args: argparse.Namespace) -> int:
     from sit.train import NonFiniteLossError, run_meta, train
 
     if args.resume:
+        ignored = [k for k in TRAIN_FLAGS if k != "steps" and getattr(args, k, None) is not None]
+        if ignored:
+            print(f"sit train: --resume uses the run's saved config; ignoring {['--' + k.replace('_', '-') for k in ignored]} "
+                  "(only --steps can change)", file=sys.stderr)
         if args.dry_run:
             from sit.train import find_resumable
 
@@ -226,8 +230,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a SiT (embedded digits demo by default)",
-        description="Train a SiT / DiT-DDPM model. Without --data/--latents: the embedded digits demo.",
-        epilog=EXAMPLES,
+        description="Train a SiT / DiT-DDPM model. Without --data/--latents: the embedded digits demo.\n\n" + EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_arguments(p)
