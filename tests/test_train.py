@@ -240,3 +240,18 @@ def test_real_data_paths_images_and_latents(tmp_path):
     out = tmp_path / "run_lat"
     assert main(["train", "--latents", str(tmp_path / "lat"), "--out", str(out), *common]) == 0
     assert len(losses(out)) == 2 and all(v == v for v in losses(out).values())
+
+
+def test_sigterm_checkpoints_and_stops(tmp_path):
+    import signal
+
+    def term_at_2(step, loss):
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by train(): finish the step, checkpoint, stop
+        return loss
+
+    res = train(tiny_cfg(tmp_path / "r", steps=50, ckpt_every=100, sample_every=2), TINY, hooks={"loss": term_at_2})
+    assert res.status == "terminated" and res.step == 2
+    assert [c.name for c in list_checkpoints(res.run_dir)] == ["step-0000002"]
+    assert (res.run_dir / "samples" / "step-0000002.png").is_file()  # periodic EMA grid
+    assert signal.getsignal(signal.SIGTERM) is not None
