@@ -133,7 +133,7 @@ def randomise(net, seed=0, scale=0.02):
 def variants(args):
     names = ["official", "fp32", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
     if args.compile:
-        names += ["bf16-auto+mm+compile", "bf16-w+mm+compile"]
+        names += ["bf16-auto+mm+compile"]
     return [n for n in names if not args.only or n in args.only]
 
 
@@ -191,6 +191,7 @@ def bench_model(name, batch, args, device, peaks):
             rel = {dt: statistics.median(fl / s / p[dt] for s, p in pairs) for dt in (torch.float32, torch.bfloat16)}
             rows.append((name, batch, v, kind, sec, fl, rel))
         del net, fwd, opt
+        print(f"  {name} {v}: forward {tf * 1e3:.0f} ms, train step {tt * 1e3:.0f} ms", flush=True)
     print(f"\n{name}  batch {batch}  input {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}  "
           f"forward {fl_fwd / 1e9:.1f} GFLOP, train step {3 * fl_fwd / 1e9:.1f} GFLOP (matmul FLOPs)")
     print(f"{'variant':<20}{'pass':<12}{'ms':>9}{'img/s':>9}{'TFLOP/s':>9}{'%fp32pk':>9}{'%bf16pk':>9}{'vs official':>12}")

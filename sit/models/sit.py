@@ -175,7 +175,12 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         w, b = self.fc1.weight, self.fc1.bias
-        if FUSED_CPU_GELU and x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)):
+        if (
+            FUSED_CPU_GELU
+            and x.device.type == "cpu"
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and not torch.compiler.is_compiling()  # inductor fuses the GELU itself
+        ):
             if torch.is_autocast_enabled("cpu"):
                 dt = torch.get_autocast_dtype("cpu")
                 x, w, b = x.to(dt), w.to(dt), b.to(dt)
