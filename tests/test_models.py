@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from sit.config import MODEL_PRESETS, ModelConfig, model_preset
+from sit.config import MODEL_PRESETS, ModelConfig
 from sit.models.field import ModelField
 from sit.models.sit import SiT, forward_flops, param_count, reference_forward, sincos_pos_embed_2d, timestep_embedding
 
