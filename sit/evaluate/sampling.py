@@ -26,7 +26,6 @@ zero in our tests).
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -662,20 +661,18 @@ def build_latent_sampler(
         ch = field_fn.in_channels if cfg_channels is None else min(cfg_channels, field_fn.in_channels)
         guided = GuidedModel(raw, cfg_scale, num_classes, channels=ch) if cfg_scale != 1.0 else raw
         eta = float(sample_options.get("eta") or 0.0)
-        kw = _noise_kwarg(discrete.sample_ddpm if method == "ddpm" else discrete.sample_ddim)
 
         def sampler_fn(x0: Tensor, y: Tensor, noise: RowNoise):
             raw.calls = 0
             fn = lambda x, k: guided(x, k, y)  # noqa: E731
-            extra = {kw: noise} if kw else {"generator": torch.Generator(x0.device).manual_seed(noise.seeds[0])}
             if method == "ddpm":
-                x = discrete.sample_ddpm(fn, x0, diffusion, progress=progress, **extra)
+                x = discrete.sample_ddpm(fn, x0, diffusion, progress=progress, noise_fn=noise)
             else:
-                x = discrete.sample_ddim(fn, x0, diffusion, eta=eta, progress=progress, **extra)
+                x = discrete.sample_ddim(fn, x0, diffusion, eta=eta, progress=progress, noise_fn=noise)
             return x, {"nfe": raw.calls}
 
         desc = {"method": method, "num_steps": steps, "eta": eta if method == "ddim" else None,
-                "timesteps": "DiT respacing", "per_seed_step_noise": bool(kw) or (method == "ddim" and eta == 0)}
+                "timesteps": "DiT respacing", "per_seed_step_noise": True}
         return sampler_fn, desc
 
     from sit.objectives import velocity_field
@@ -694,69 +691,22 @@ def build_latent_sampler(
     counter = _CallCounter(field_fn)
     guided = (GuidedModel(counter, cfg_scale, num_classes, channels=cfg_channels, interval=cfg_interval)
               if cfg_scale != 1.0 else counter)
-    kw = _noise_kwarg(run_sampler)
     stochastic = _is_stochastic(cfg)
 
     def sampler_fn(x0: Tensor, y: Tensor, noise: RowNoise):
         counter.calls = 0
         field = velocity_field(guided, path, prediction, y=y)
-        extra = {}
-        if stochastic and kw:
-            extra = {kw: noise}
-        with _row_noise_for_sde(noise if stochastic and not kw else None):
-            x, info = run_sampler(field, x0, cfg, path, table=table, prediction=prediction, progress=progress, **extra)
+        # per-row step noise: sample i's SDE noise depends on seed i only, not on its batch
+        extra = {"noise_fn": noise} if stochastic else {}
+        x, info = run_sampler(field, x0, cfg, path, table=table, prediction=prediction, progress=progress, **extra)
         info = dict(info or {})
         info["network_calls"] = counter.calls
         info.setdefault("nfe", counter.calls)
         return x, info
 
     desc = {"config": dataclasses.asdict(cfg), "path": path.name, "prediction": prediction,
-            "per_seed_step_noise": (not stochastic) or bool(kw) or _sde_noise_hook_available()}
+            "per_seed_step_noise": True}
     return sampler_fn, desc
-
-
-def _sde_noise_hook_available() -> bool:
-    import sit.samplers.sde as sde
-
-    return callable(getattr(sde, "randn_like", None))
-
-
-@contextlib.contextmanager
-def _row_noise_for_sde(noise: RowNoise | None):
-    """Make the SDE samplers draw their step noise row by row from ``noise`` (per-sample seeds).
-
-    `sit.samplers` takes one torch.Generator for the whole batch, which would tie a sample's
-    noise to its batch. Until the samplers take a per-row noise function, this replaces their
-    single noise helper (``sit.samplers.sde.randn_like(x, generator)``) for the duration of one
-    call; tensors whose batch differs from ``noise`` fall through to the original."""
-    import sit.samplers.sde as sde
-
-    orig = getattr(sde, "randn_like", None)
-    if noise is None or orig is None:
-        yield
-        return
-
-    def per_row(x: Tensor, generator=None) -> Tensor:
-        if x.ndim >= 1 and x.shape[0] == len(noise):
-            return noise(x)
-        return orig(x, generator)
-
-    sde.randn_like = per_row
-    try:
-        yield
-    finally:
-        sde.randn_like = orig
-
-
-def _noise_kwarg(fn) -> str | None:
-    """The name of a sampler's per-row noise hook, if it has one."""
-    import inspect
-
-    params = inspect.signature(fn).parameters
-    for name in ("noise_fn", "noise"):
-        if name in params:
-            return name
-    return None
 
 
 def _is_stochastic(cfg) -> bool:
