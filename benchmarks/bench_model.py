@@ -130,7 +130,7 @@ def randomise(net, seed=0, scale=0.02):
 
 
 def variants(args):
-    names = ["official", "fp32", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
+    names = ["official", "fp32", "fp32+mm", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
     if args.compile:
         names += ["bf16-auto+mm+compile"]
     return [n for n in names if not args.only or n in args.only]
@@ -139,8 +139,7 @@ def variants(args):
 def build(variant, cfg, device, base_state):
     net = SiT(cfg).to(device)
     net.load_state_dict(base_state)
-    if "+mm" in variant:
-        net.set_attn_impl("matmul")
+    net.set_attn_impl("matmul" if "+mm" in variant else "sdpa")  # explicit, whatever the default
     ctx = contextlib.nullcontext
     if variant.startswith("bf16-w"):
         net = net.to(torch.bfloat16)

@@ -306,9 +306,14 @@ def test_matmul_attention_equals_sdpa():
     net = tiny()
     x, t, y = inputs()
     with torch.no_grad():
-        a = net(x, t, y)
+        a = net.set_attn_impl("sdpa")(x, t, y)
         b = net.set_attn_impl("matmul")(x, t, y)
+        c = net.set_attn_impl("auto")(x, t, y)  # the default: SDPA for fp32 on a CPU
+    assert a.abs().max() > 0  # tiny() has non-zero weights, so the comparison means something
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(a, c, rtol=0, atol=0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 on a CPU: auto = matmul
+        torch.testing.assert_close(net.set_attn_impl("auto")(x, t, y), net.set_attn_impl("matmul")(x, t, y), rtol=0, atol=0)
     with pytest.raises(ValueError, match="unknown attention impl 'flash'"):
         net.set_attn_impl("flash")
 

@@ -128,16 +128,18 @@ class LabelEmbedder(nn.Module):
         return self.embedding_table(labels)
 
 
-ATTN_IMPLS = ("sdpa", "matmul")
+ATTN_IMPLS = ("auto", "sdpa", "matmul")
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention. ``impl="sdpa"`` (default) calls F.scaled_dot_product_attention;
+    """Multi-head self-attention. ``impl="sdpa"`` calls F.scaled_dot_product_attention;
     ``impl="matmul"`` spells it out as softmax(q k^T / sqrt(d)) v with two batched matmuls, which
-    is about twice as fast as SDPA's CPU flash kernel for fwd+bwd in bf16 at T = 256 tokens
-    (benchmarks/bench_model.py; docs/benchmarks.md "Network"). Same result up to rounding."""
+    is about twice as fast as SDPA's CPU flash kernel for fwd+bwd in bf16 at T = 256 tokens, and
+    faster in fp32 too (benchmarks/bench_model.py; docs/benchmarks.md "Network").
+    ``impl="auto"`` (default) uses the matmul form for bf16/fp16 attention on CPUs and SDPA
+    otherwise (GPUs; fp32 on CPUs, where the two measured on par). Same result up to rounding."""
 
-    def __init__(self, hidden_size: int, num_heads: int, impl: str = "sdpa"):
+    def __init__(self, hidden_size: int, num_heads: int, impl: str = "auto"):
         super().__init__()
         self.num_heads = num_heads
         self.impl = impl
@@ -148,7 +150,8 @@ class Attention(nn.Module):
         B, T, D = x.shape
         hd = D // self.num_heads
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
-        if self.impl == "matmul":
+        # auto: SDPA's CPU kernel is ~2x slower than two matmuls in bf16 (fp32: on par; GPUs: SDPA)
+        if self.impl == "matmul" or (self.impl == "auto" and q.device.type == "cpu" and q.dtype != torch.float32):
             att = torch.matmul(q * hd**-0.5, k.transpose(-2, -1))  # (B, nh, T, T)
             h = torch.matmul(att.softmax(dim=-1), v)
         else:
@@ -233,10 +236,11 @@ class SiT(nn.Module):
     (B,) with 1 = drop overrides the random choice in any mode (official semantics).
     A freshly initialised model outputs exactly zero (adaLN-Zero).
     grad_checkpointing: recompute each block in the backward pass (activation memory ~ 1 block).
-    attn_impl: "sdpa" or "matmul" (see ``Attention``; ``set_attn_impl`` changes it later).
+    attn_impl: "auto" (explicit matmuls for bf16 on CPUs, SDPA otherwise), "sdpa" or "matmul" (see
+        ``Attention``; ``set_attn_impl`` changes it later).
     """
 
-    def __init__(self, config: ModelConfig, grad_checkpointing: bool = False, attn_impl: str = "sdpa"):
+    def __init__(self, config: ModelConfig, grad_checkpointing: bool = False, attn_impl: str = "auto"):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise TypeError(f"SiT needs a sit.config.ModelConfig (got {type(config).__name__})")
@@ -264,8 +268,8 @@ class SiT(nn.Module):
         self.set_attn_impl(attn_impl)
 
     def set_attn_impl(self, impl: str) -> "SiT":
-        """Attention kernel of every block: "sdpa" (F.scaled_dot_product_attention, default; the
-        choice on GPUs) or "matmul" (explicit softmax attention, faster on CPUs in bf16)."""
+        """Attention kernel of every block: "auto" (default: matmul for bf16 on CPUs, else SDPA), "sdpa"
+        (F.scaled_dot_product_attention) or "matmul" (explicit softmax attention, faster on CPUs)."""
         if impl not in ATTN_IMPLS:
             raise ValueError(f"unknown attention impl {impl!r}; expected one of {list(ATTN_IMPLS)}")
         for blk in self.blocks:
