@@ -73,5 +73,5 @@ def run(args) -> int:
     print(f"step         {info['step']}  (weights: {info['weights'] or 'state_dict'})")
     print(f"field        prediction={info['prediction']}, path={info['path']}, time_input={info['time_input']}")
     for k, v in sorted(info.get("meta", {}).items()):
-        print(f"meta.{k:<8}{json.dumps(v)[:200]}")
+        print(f"{'meta.' + k:<12} {json.dumps(v)[:200]}")
     return 0
