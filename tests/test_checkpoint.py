@@ -23,14 +23,6 @@ from sit.models.sit import SiT
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny(seed=0) -> SiT:
     torch.manual_seed(seed)
     net = SiT(TINY)

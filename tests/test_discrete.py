@@ -18,15 +18,6 @@ from sit.discrete import (
 
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # elementwise ops on small tensors: OpenMP threads only contend on a loaded 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 C = torch.tensor([0.5, 1.5], dtype=torch.float64)  # target std per channel
 

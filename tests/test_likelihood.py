@@ -10,14 +10,6 @@ from sit.likelihood import iterate_batches, log_likelihood, path_length, standar
 from sit.paths import GVP, VP, Linear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 D64 = torch.float64
 MU = torch.tensor([0.5, -1.0, 0.25], dtype=D64)
 L = torch.tensor([[0.8, 0.0, 0.0], [0.6, 0.5, 0.0], [-0.3, 0.4, 1.2]], dtype=D64)

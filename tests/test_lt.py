@@ -9,14 +9,6 @@ from sit.lt import estimate_loss_table
 from sit.paths import GVP, VP, Linear
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 D64 = torch.float64
 MU = torch.tensor([1.0, -0.5, 0.0], dtype=D64)
 C = torch.tensor([0.5, 1.5, 1.0], dtype=D64)  # x* ~ N(MU, diag(C^2)), shaped (B, 3, 1, 1) below

@@ -14,15 +14,6 @@ from sit.models.sit import SiT, forward_flops, param_count, reference_forward, s
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sit_state_dict"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one thread avoids thread-pool contention."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=64, depth=2, num_heads=4, num_classes=10)
 
 
