@@ -13,12 +13,18 @@ MSE loss against a fixed target, backward, AdamW) for these variants:
   bf16-w     bf16 weights (forward); training with fp32 master weights in AdamW (``MasterAdamW``)
   +mm        attention as two explicit matmuls (``attn_impl="matmul"``) instead of SDPA
   +compile   the same under torch.compile (``--compile``)
+  official-tf32, tf32   (CUDA) the official structure with SDPA attention (timm >= 0.9's fused
+             attention) and sit's network, fp32 weights with TF32 matmuls, as the official
+             train.py runs on GPUs (``allow_tf32 = True``): the GPU baseline
+  +ckpt      a training step that ran out of device memory is retried with activation
+             checkpointing (``SiT(grad_checkpointing=True)``) and labelled so
 with the model FLOPs per pass (matmuls only, ``sit.models.sit.forward_flops``; a training step
 counts 3x the forward), the achieved FLOP/s, and the ratio to the fp32 and bf16 matmul peaks
 measured with large ``torch.matmul`` in the same run. Timings are medians over ``--repeats``.
-On a shared machine the available compute changes from second to second, so the peak is also
-probed (one ``--probe-size``^3 matmul per dtype) right before every timed run, and the %-of-peak
-columns are the median of the per-run ratios.
+On a shared machine the available compute changes from second to second, so on CPUs the peak is
+also probed (one ``--probe-size``^3 matmul per dtype) right before every timed run, and the
+%-of-peak columns are the median of the per-run ratios. On GPUs the peaks of the start are used
+(fp32, TF32 and bf16), and ``--spec-tflops`` adds model FLOPs utilisation against a datasheet peak.
 A short training run (``--loss-steps``) compares the bf16 loss curve with the fp32 one.
 """
 
@@ -28,6 +34,7 @@ import argparse
 import contextlib
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -69,19 +76,40 @@ def matmul_peak(dtype, device, n: int, repeats: int) -> float:
     return 2 * n**3 / t
 
 
+PEAK_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16}
+
+
+def set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
+def peak_kinds(device) -> list[str]:
+    return ["fp32", "tf32", "bf16"] if device.type == "cuda" else ["fp32", "bf16"]
+
+
+def measure_peaks(device, n: int, repeats: int) -> dict:
+    out = {}
+    for k in peak_kinds(device):
+        set_tf32(k == "tf32")
+        out[k] = matmul_peak(PEAK_DTYPES[k], device, n, repeats)
+    set_tf32(False)
+    return out
+
+
 def peak_probe(device, n: int):
-    """A function measuring the fp32 and bf16 matmul FLOP/s now (one n^3 product each)."""
-    mats = {dt: (torch.randn(n, n, device=device, dtype=dt), torch.randn(n, n, device=device, dtype=dt))
-            for dt in (torch.float32, torch.bfloat16)}
+    """A function measuring the fp32 and bf16 matmul FLOP/s now (one n^3 product each; CPU)."""
+    mats = {k: (torch.randn(n, n, device=device, dtype=PEAK_DTYPES[k]), torch.randn(n, n, device=device, dtype=PEAK_DTYPES[k]))
+            for k in ("fp32", "bf16")}
 
     def probe():
         out = {}
-        for dt, (a, b) in mats.items():
+        for k, (a, b) in mats.items():
             sync(device)
             t0 = time.perf_counter()
             torch.matmul(a, b)
             sync(device)
-            out[dt] = 2 * n**3 / (time.perf_counter() - t0)
+            out[k] = 2 * n**3 / (time.perf_counter() - t0)
         return out
 
     return probe
@@ -129,23 +157,38 @@ def randomise(net, seed=0, scale=0.02):
     return net
 
 
-def variants(args):
+ALL_VARIANTS = ["official", "official-tf32", "fp32", "tf32", "fp32+mm", "bf16-auto", "bf16-w", "bf16-auto+mm",
+                "bf16-w+mm", "bf16-auto+compile", "bf16-w+compile", "bf16-auto+mm+compile"]
+
+
+def variants(args, device):
+    if args.only:
+        unknown = [n for n in args.only if n not in ALL_VARIANTS]
+        if unknown:
+            raise SystemExit(f"unknown variant(s) {unknown}; choose from {ALL_VARIANTS}")
+        return list(args.only)
+    if device.type == "cuda":
+        names = ["official-tf32", "tf32", "bf16-auto", "bf16-w"]
+        return names + (["bf16-auto+compile"] if args.compile else [])
     names = ["official", "fp32", "fp32+mm", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
-    if args.compile:
-        names += ["bf16-auto+mm+compile"]
-    return [n for n in names if not args.only or n in args.only]
+    return names + (["bf16-auto+mm+compile"] if args.compile else [])
 
 
-def build(variant, cfg, device, base_state):
-    net = SiT(cfg).to(device)
+def build(variant, cfg, device, base_state, grad_checkpointing=False):
+    with torch.device(device):  # initialise on the device (fast for XL on GPUs), then load the weights
+        net = SiT(cfg, grad_checkpointing=grad_checkpointing)
     net.load_state_dict(base_state)
     net.set_attn_impl("matmul" if "+mm" in variant else "sdpa")  # explicit, whatever the default
+    set_tf32("tf32" in variant)
     ctx = contextlib.nullcontext
     if variant.startswith("bf16-w"):
         net = net.to(torch.bfloat16)
     if variant.startswith("bf16-auto"):
         ctx = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
-    fwd = (lambda x, t, y: reference_forward(net, x, t, y)) if variant == "official" else net
+    fwd = net
+    if variant.startswith("official"):
+        attn = "sdpa" if variant == "official-tf32" else "explicit"
+        fwd = lambda x, t, y: reference_forward(net, x, t, y, attn=attn)  # noqa: E731
     if variant.endswith("+compile"):
         fwd = torch.compile(net)
     if variant.startswith("bf16-w"):
@@ -165,40 +208,105 @@ def train_step(net, fwd, ctx, opt, x, t, y, target):
     return loss.detach()
 
 
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e).lower()
+
+
+def free(device):
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def bench_model(name, batch, args, device, peaks):
     cfg = model_preset(name)
     base = randomise(SiT(cfg)).state_dict()
     x, t, y, target = make_inputs(cfg, batch, device)
     fl_fwd = forward_flops(cfg, batch)
-    probe = peak_probe(device, args.probe_size)
-    probe()
+    probe = peak_probe(device, args.probe_size) if device.type == "cpu" else None
+    if probe:
+        probe()
+    kinds = peak_kinds(device)
     rows = []
-    for v in variants(args):
+
+    def record(v, kind, sec, fl, pairs):
+        if probe:  # utilisation against the peak probed right before each run, median over runs
+            rel = {k: statistics.median(fl / s / p[k] for s, p in pairs) for k in kinds}
+        else:
+            rel = {k: fl / sec / peaks[k] for k in kinds}
+        rows.append(dict(model=name, batch=batch, variant=v, kind=kind, sec=sec, flops=fl, rel=rel,
+                         img_per_s=batch / sec, tflops=fl / sec / 1e12))
+
+    for v in variants(args, device):
         net, fwd, ctx, opt = build(v, cfg, device, base)
 
         def forward():
             with torch.no_grad(), ctx():
                 return fwd(x, t, y)
 
+        msg = f"  {name} b{batch} {v}:"
         net.eval()
-        tf, pf = timeit(forward, device, args.repeats, warmup=args.warmup, probe=probe)
-        net.train()
-        tt, pt = timeit(lambda: train_step(net, fwd, ctx, opt, x, t, y, target), device, args.repeats, args.warmup, probe)
-        for kind, sec, fl, pairs in (("forward", tf, fl_fwd, pf), ("train step", tt, 3 * fl_fwd, pt)):
-            # utilisation against the peak probed right before each run, median over runs
-            rel = {dt: statistics.median(fl / s / p[dt] for s, p in pairs) for dt in (torch.float32, torch.bfloat16)}
-            rows.append((name, batch, v, kind, sec, fl, rel))
+        try:
+            tf, pf = timeit(forward, device, args.repeats, warmup=args.warmup, probe=probe)
+            record(v, "forward", tf, fl_fwd, pf)
+            msg += f" forward {tf * 1e3:.1f} ms"
+        except RuntimeError as e:
+            if not is_oom(e):
+                raise
+            msg += " forward OOM"
+        if not args.no_train:
+            label, tt = v, None
+            try:
+                net.train()
+                tt, pt = timeit(lambda: train_step(net, fwd, ctx, opt, x, t, y, target), device, args.repeats, args.warmup, probe)
+            except RuntimeError as e:
+                if not is_oom(e):
+                    raise
+            if tt is None:  # out of memory: retry with activation checkpointing (outside the except, so the
+                del net, fwd, opt  # failed step's tensors held by the traceback are freed first)
+                free(device)
+                label = v + "+ckpt"
+                net, fwd, ctx, opt = build(v, cfg, device, base, grad_checkpointing=True)
+                net.train()
+                try:
+                    tt, pt = timeit(lambda: train_step(net, fwd, ctx, opt, x, t, y, target), device, args.repeats, args.warmup, probe)
+                except RuntimeError as e2:
+                    if not is_oom(e2):
+                        raise
+            if tt is None:
+                msg += ", train step OOM (also with activation checkpointing)"
+            else:
+                record(label, "train step", tt, 3 * fl_fwd, pt)
+                msg += f", train step ({label}) {tt * 1e3:.1f} ms"
+        if device.type == "cuda":
+            msg += f", max memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB"
+            torch.cuda.reset_peak_memory_stats()
         del net, fwd, opt
-        print(f"  {name} {v}: forward {tf * 1e3:.0f} ms, train step {tt * 1e3:.0f} ms", flush=True)
+        free(device)
+        print(msg, flush=True)
+    set_tf32(False)
     print(f"\n{name}  batch {batch}  input {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}  "
           f"forward {fl_fwd / 1e9:.1f} GFLOP, train step {3 * fl_fwd / 1e9:.1f} GFLOP (matmul FLOPs)")
-    print(f"{'variant':<20}{'pass':<12}{'ms':>9}{'img/s':>9}{'TFLOP/s':>9}{'%fp32pk':>9}{'%bf16pk':>9}{'vs official':>12}")
-    base_t = {k: s for (_, _, v, k, s, _, _) in rows if v == "official"}
-    for (_, _, v, kind, sec, fl, rel) in rows:
-        ratio = f"{base_t[kind] / sec:.2f}x" if kind in base_t else "-"
-        print(f"{v:<20}{kind:<12}{sec * 1e3:9.1f}{batch / sec:9.1f}{fl / sec / 1e12:9.3f}"
-              f"{100 * rel[torch.float32]:8.0f}%{100 * rel[torch.bfloat16]:8.0f}%{ratio:>12}")
-    print("(%pk: achieved FLOP/s over the matmul FLOP/s probed just before each timed run, median over runs)")
+    spec = f"{'MFU(spec)':>10}" if args.spec_tflops else ""
+    print(f"{'variant':<22}{'pass':<12}{'ms':>9}{'img/s':>9}{'TFLOP/s':>9}" + "".join(f"{'%' + k + 'pk':>9}" for k in kinds)
+          + spec + f"{'vs official':>12}")
+    base_v = "official-tf32" if device.type == "cuda" else "official"
+    base_t = {}
+    for r in rows:
+        if r["variant"].split("+ckpt")[0] == base_v:
+            base_t.setdefault(r["kind"], r["sec"])
+    for r in rows:
+        ratio = f"{base_t[r['kind']] / r['sec']:.2f}x" if r["kind"] in base_t else "-"
+        mfu = f"{100 * r['tflops'] / args.spec_tflops:9.1f}%" if args.spec_tflops else ""
+        print(f"{r['variant']:<22}{r['kind']:<12}{r['sec'] * 1e3:9.1f}{r['img_per_s']:9.1f}{r['tflops']:9.3f}"
+              + "".join(f"{100 * r['rel'][k]:8.0f}%" for k in kinds) + mfu + f"{ratio:>12}")
+    if probe:
+        print("(%pk: achieved FLOP/s over the matmul FLOP/s probed just before each timed run, median over runs)")
+    else:
+        print("(%pk: achieved model FLOP/s over the matmul peaks measured at the start"
+              + (f"; MFU(spec): over {args.spec_tflops:.0f} TFLOP/s)" if args.spec_tflops else ")"))
     return rows
 
 
@@ -244,26 +352,39 @@ def main():
     ap.add_argument("--loss-batch", type=int, default=8)
     ap.add_argument("--loss-model", default="SiT-S/2")
     ap.add_argument("--quick", action="store_true", help="repeats 3, warmup 1, no loss tracking")
+    ap.add_argument("--no-train", action="store_true", help="forward passes only")
+    ap.add_argument("--spec-tflops", type=float, default=0.0,
+                    help="datasheet bf16 dense peak in TFLOP/s for an MFU column (H100 SXM: 989)")
+    ap.add_argument("--json", help="also write every row to this JSON file")
     args = ap.parse_args()
     if args.quick:
         args.repeats, args.warmup, args.loss_steps = 3, 1, 0
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
+    set_tf32(False)
     print(f"torch {torch.__version__}, device {device}"
           + (f" ({torch.cuda.get_device_name()})" if device.type == "cuda" else f" ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"))
-    peaks = {dt: matmul_peak(dt, device, args.peak_size, args.repeats) for dt in (torch.float32, torch.bfloat16)}
-    print(f"matmul peak ({args.peak_size}^3, median of {args.repeats}): fp32 {peaks[torch.float32] / 1e12:.3f} TFLOP/s, "
-          f"bf16 {peaks[torch.bfloat16] / 1e12:.3f} TFLOP/s (x{peaks[torch.bfloat16] / peaks[torch.float32]:.2f})")
+    peaks = measure_peaks(device, args.peak_size, args.repeats)
+    print(f"matmul peak ({args.peak_size}^3, median of {args.repeats}): "
+          + ", ".join(f"{k} {v / 1e12:.3f} TFLOP/s" for k, v in peaks.items())
+          + f" (bf16 x{peaks['bf16'] / peaks['fp32']:.2f} fp32)", flush=True)
+    rows = []
     for name in args.models:
         for b in args.batch:
-            bench_model(name, b, args, device, peaks)
-    peaks2 = {dt: matmul_peak(dt, device, args.peak_size, args.repeats) for dt in (torch.float32, torch.bfloat16)}
-    print(f"\nmatmul peak again at the end: fp32 {peaks2[torch.float32] / 1e12:.3f}, bf16 {peaks2[torch.bfloat16] / 1e12:.3f} TFLOP/s")
-    if args.loss_steps:
-        loss_tracking(args.loss_model, args, device)
+            rows += bench_model(name, b, args, device, peaks)
+    peaks2 = measure_peaks(device, args.peak_size, args.repeats)
+    print("\nmatmul peak again at the end: " + ", ".join(f"{k} {v / 1e12:.3f}" for k, v in peaks2.items()) + " TFLOP/s")
+    curves = loss_tracking(args.loss_model, args, device) if args.loss_steps else {}
+    if args.json:
+        import json
+
+        info = {"torch": torch.__version__, "device": str(device),
+                "device_name": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
+                "threads": torch.get_num_threads(), "peaks_start": peaks, "peaks_end": peaks2, "rows": rows,
+                "loss_curves": curves, "argv": sys.argv}
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -134,6 +134,9 @@ def test_matches_unfused_official_forward():
     x, t, y = inputs()
     with torch.no_grad():
         torch.testing.assert_close(net(x, t, y), reference_forward(net, x, t, y), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, t, y), reference_forward(net, x, t, y, attn="sdpa"), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="attn"):
+        reference_forward(net, x, t, y, attn="flash")
 
 
 def test_batch_equals_items_one_by_one():

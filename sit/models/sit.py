@@ -388,12 +388,16 @@ def forward_flops(config: ModelConfig, batch: int) -> int:
     )
 
 
-def reference_forward(net: SiT, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-    """The official forward, op by op and unfused (explicit softmax attention, ``modulate`` as
-    x * (1 + scale) + shift, one adaLN matmul per block inside the block, einsum unpatchify),
-    on ``net``'s weights. An oracle for tests and the "official" baseline of the benchmarks;
-    eval-mode semantics (no label dropout). Returns (B, out_channels, H, W).
+def reference_forward(net: SiT, x: Tensor, t: Tensor, y: Tensor, attn: str = "explicit") -> Tensor:
+    """The official forward, op by op and unfused (``modulate`` as x * (1 + scale) + shift, one
+    adaLN matmul per block inside the block, einsum unpatchify), on ``net``'s weights. An oracle for
+    tests and the "official" baseline of the benchmarks; eval-mode semantics (no label dropout).
+    ``attn="explicit"``: softmax(q k^T / sqrt(d)) v spelled out (timm's Attention without fused
+    attention); ``attn="sdpa"``: F.scaled_dot_product_attention, which timm >= 0.9 uses by default
+    (the fair baseline on GPUs). Returns (B, out_channels, H, W).
     """
+    if attn not in ("explicit", "sdpa"):
+        raise ValueError(f"reference_forward: attn must be 'explicit' or 'sdpa' (got {attn!r})")
     D, nh = net.config.hidden_size, net.num_heads
 
     def modulate(v, shift, scale):
@@ -410,8 +414,12 @@ def reference_forward(net: SiT, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
         B, T, _ = a.shape
         qkv = blk.attn.qkv(a).reshape(B, T, 3, nh, D // nh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        att = (q * (D // nh) ** -0.5) @ k.transpose(-2, -1)
-        a = (att.softmax(dim=-1) @ v).transpose(1, 2).reshape(B, T, D)
+        if attn == "sdpa":
+            a = F.scaled_dot_product_attention(q, k, v)
+        else:
+            att = (q * (D // nh) ** -0.5) @ k.transpose(-2, -1)
+            a = att.softmax(dim=-1) @ v
+        a = a.transpose(1, 2).reshape(B, T, D)
         h = h + ga.unsqueeze(1) * blk.attn.proj(a)
         m = modulate(ln(h), sm, cm)
         h = h + gm.unsqueeze(1) * blk.mlp.fc2(F.gelu(blk.mlp.fc1(m), approximate="tanh"))
