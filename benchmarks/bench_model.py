@@ -13,6 +13,8 @@ MSE loss against a fixed target, backward, AdamW) for these variants:
   bf16-w     bf16 weights (forward); training with fp32 master weights in AdamW (``MasterAdamW``)
   +mm        attention as two explicit matmuls (``attn_impl="matmul"``) instead of SDPA
   +compile   the same under torch.compile (``--compile``)
+  +freeze    ``sit.models.sit.compile_for_inference``: torch.compile with inductor freezing (weights
+             as constants, prepacked for oneDNN on CPUs); forward only (``--compile``)
   official-tf32, tf32   (CUDA) the official structure with SDPA attention (timm >= 0.9's fused
              attention) and sit's network, fp32 weights with TF32 matmuls, as the official
              train.py runs on GPUs (``allow_tf32 = True``): the GPU baseline
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from sit.config import model_preset
-from sit.models.sit import SiT, forward_flops, reference_forward
+from sit.models.sit import SiT, compile_for_inference, forward_flops, reference_forward
 
 
 # ------------------------------------------------------------------------------------------------
@@ -158,20 +160,21 @@ def randomise(net, seed=0, scale=0.02):
 
 
 ALL_VARIANTS = ["official", "official-tf32", "fp32", "tf32", "fp32+mm", "bf16-auto", "bf16-w", "bf16-auto+mm",
-                "bf16-w+mm", "bf16-auto+compile", "bf16-w+compile", "bf16-auto+mm+compile"]
+                "bf16-w+mm", "bf16-auto+compile", "bf16-w+compile", "bf16-auto+mm+compile", "bf16-w+mm+freeze",
+                "bf16-auto+mm+freeze", "bf16-w+freeze", "bf16-auto+freeze"]
 
 
 def variants(args, device):
-    if args.only:
-        unknown = [n for n in args.only if n not in ALL_VARIANTS]
+    if args.only:  # "--only none": no timings (e.g. only the loss tracking)
+        unknown = [n for n in args.only if n not in ALL_VARIANTS + ["none"]]
         if unknown:
             raise SystemExit(f"unknown variant(s) {unknown}; choose from {ALL_VARIANTS}")
-        return list(args.only)
+        return [n for n in args.only if n != "none"]
     if device.type == "cuda":
         names = ["official-tf32", "tf32", "bf16-auto", "bf16-w"]
         return names + (["bf16-auto+compile"] if args.compile else [])
     names = ["official", "fp32", "fp32+mm", "bf16-auto", "bf16-w", "bf16-auto+mm", "bf16-w+mm"]
-    return names + (["bf16-auto+mm+compile"] if args.compile else [])
+    return names + (["bf16-auto+mm+compile", "bf16-w+mm+freeze"] if args.compile else [])
 
 
 def build(variant, cfg, device, base_state, grad_checkpointing=False):
@@ -191,7 +194,11 @@ def build(variant, cfg, device, base_state, grad_checkpointing=False):
         fwd = lambda x, t, y: reference_forward(net, x, t, y, attn=attn)  # noqa: E731
     if variant.endswith("+compile"):
         fwd = torch.compile(net)
-    if variant.startswith("bf16-w"):
+    if variant.endswith("+freeze"):  # inference only: weights become constants (no train step)
+        fwd = compile_for_inference(net)
+    if variant.endswith("+freeze"):
+        opt = None
+    elif variant.startswith("bf16-w"):
         opt = MasterAdamW(net.parameters(), lr=1e-4, weight_decay=0)
     else:
         opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-4, weight_decay=0)
@@ -256,7 +263,7 @@ def bench_model(name, batch, args, device, peaks):
             if not is_oom(e):
                 raise
             msg += " forward OOM"
-        if not args.no_train:
+        if not args.no_train and not v.endswith("+freeze"):
             label, tt = v, None
             try:
                 net.train()

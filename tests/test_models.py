@@ -319,3 +319,22 @@ def test_fused_inference_mlp_equals_autograd_path():
     with torch.no_grad():
         b = net(x, t, y)  # CPU inference: fused linear+GELU kernel where available
     torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- compiled inference
+def test_compile_for_inference_matches_eager_and_freezes_weights():
+    from sit.models.sit import compile_for_inference
+
+    net = tiny()
+    x, t, y = inputs()
+    with torch.no_grad():
+        ref = net.eval()(x, t, y)
+    fast = compile_for_inference(net)
+    out = fast(x, t, y)  # runs under no_grad itself, even with autograd on here
+    assert not out.requires_grad and not any(p.requires_grad for p in net.parameters())
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    assert fast.config is net.config and fast.in_channels == net.in_channels  # attributes fall through
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the bf16 sampling path (matmul attention)
+        out16 = fast(x, t, y)
+    assert out16.dtype == torch.bfloat16
+    assert (out16.float() - ref).abs().max() < 0.05 * ref.abs().max()

@@ -740,9 +740,11 @@ def sample_command(
     keep_parts: bool = False,
     progress: bool = True,
     net_and_meta: tuple | None = None,
+    compile: bool = False,
 ) -> GenerateResult:
     """Everything `sit sample` does: load, build the sampler, generate, merge, manifest.
-    ``values`` are the resolved sampler/guidance/label options (see `sit.commands.sample`)."""
+    ``values`` are the resolved sampler/guidance/label options (see `sit.commands.sample`).
+    ``compile``: run the network through `sit.models.sit.compile_for_inference` (frozen weights)."""
     from sit import dist
 
     dev = dist.init(default_device(device))
@@ -753,6 +755,10 @@ def sample_command(
     else:
         net, meta = net_and_meta
     net = net.to(dev).eval().requires_grad_(False)
+    if compile:
+        from sit.models.sit import compile_for_inference
+
+        net = compile_for_inference(net)
     num_classes = model_num_classes(net)
     labels = parse_labels(values.get("labels"), num_classes)
     num_samples = values.get("num_samples") or (len(labels) if isinstance(labels, tuple) else 16)
@@ -808,7 +814,7 @@ def sample_command(
         "vae": vae_desc, "precision": precision, "loss_table": table.to_json() if table is not None else None,
     }
     info = {"checkpoint": str(ck), "model": meta.get("model"), "step": meta.get("step"), "preset": preset,
-            "loss_table_file": table_src, "device": str(dev)}
+            "loss_table_file": table_src, "device": str(dev), "compile": bool(compile)}
     return generate(
         out, num_samples=int(num_samples), batch_size=batch_size, seed=seed, latent_shape=latent_shape,
         sampler_fn=sampler_fn, decode_fn=decode_fn, labels=labels, num_classes=num_classes, settings=settings,
