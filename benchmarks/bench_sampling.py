@@ -14,6 +14,7 @@ score): emulated here by a field that calls the network twice per step.
 
     python benchmarks/bench_sampling.py                       # SiT-S/2, 4 latents, cfg 4, 50 steps
     python benchmarks/bench_sampling.py --device cuda --precision bf16 --batch 64
+    python benchmarks/bench_sampling.py --model SiT-XL/2 --device cuda --precision bf16 --batch 32 --compile
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from sit.config import model_preset
 from sit.guidance import GuidedModel
 from sit.models.field import ModelField
-from sit.models.sit import SiT
+from sit.models.sit import SiT, compile_for_inference
 from sit.objectives import velocity_field
 from sit.paths import get_path
 from sit.samplers import SampleConfig, sample
@@ -71,16 +72,19 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
+    ap.add_argument("--compile", action="store_true", help="network through sit.models.sit.compile_for_inference")
+    ap.add_argument("--only", nargs="*", help="sampler cases whose name starts with these words (default all)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
     cfg = model_preset(args.model, input_size=args.input_size)
     torch.manual_seed(0)
-    net = TimedNet(SiT(cfg).to(dev).eval().requires_grad_(False))
+    sit_net = SiT(cfg).to(dev).eval().requires_grad_(False)
     with torch.no_grad():
-        for p in net.parameters():
+        for p in sit_net.parameters():
             p.normal_(0, 0.02)
+    net = TimedNet(compile_for_inference(sit_net) if args.compile else sit_net)
     path = get_path("linear")
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     model_fn = ModelField(net, "velocity", "continuous", dtype=dtype)
@@ -106,7 +110,9 @@ def main():
         ("euler_maruyama SDE, official 2 calls/step", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"),
          lambda: twice(field())),
     ]
-    print(f"# torch {torch.__version__}, device {dev}, {args.precision}, threads {torch.get_num_threads()}, "
+    if args.only:
+        cases = [c for c in cases if any(c[0].startswith(o) for o in args.only)]
+    print(f"# torch {torch.__version__}, device {dev}, {args.precision}{'+compile' if args.compile else ''}, threads {torch.get_num_threads()}, "
           f"{args.model} on {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}, batch {B}, cfg {args.cfg_scale}, "
           f"median of {args.repeats}")
     print("| sampler | steps | NFE (sampler) | network calls | rows/call | wall s | images/s | ms/network call | outside network |")

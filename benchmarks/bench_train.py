@@ -6,7 +6,7 @@ classes, label dropout 0.1. Median of --repeats timed steps after one warm-up st
 
     python benchmarks/bench_train.py --models SiT-S/2 SiT-B/2 --batches 8 32 --precisions fp32 bf16
     python benchmarks/bench_train.py --demo            # also runs `sit train --out <tmp>` and reads quality.json
-    python benchmarks/bench_train.py --device cuda --models SiT-XL/2 --batches 32 256 --precisions bf16
+    python benchmarks/bench_train.py --device cuda --models SiT-XL/2 --batches 32 --precisions bf16 fp32 --compile
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from sit import dist
 from sit.config import model_preset
 from sit.models.field import ModelField
 from sit.models.sit import SiT
@@ -32,14 +33,15 @@ from sit.paths import get_path
 from sit.train import ema_update
 
 
-def bench_step(name: str, batch: int, precision: str, device: str, repeats: int) -> dict:
+def bench_step(name: str, batch: int, precision: str, device: str, repeats: int, compile: bool = False) -> dict:
     torch.manual_seed(0)
     cfg = model_preset(name, input_size=32, in_channels=4, num_classes=1000)
-    net = SiT(cfg).to(device)
-    ema = SiT(cfg).to(device).requires_grad_(False)
+    with torch.device(device):
+        net = SiT(cfg)
+        ema = SiT(cfg).requires_grad_(False)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0)
-    fn = ModelField(net, "velocity", "continuous")
+    fn = ModelField(torch.compile(net) if compile else net, "velocity", "continuous")
     path, lc = get_path("linear"), LossConfig()
     x = torch.randn(batch, 4, 32, 32, device=device)
     y = torch.randint(0, 1000, (batch,), device=device)
@@ -56,14 +58,15 @@ def bench_step(name: str, batch: int, precision: str, device: str, repeats: int)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    step()  # warm-up
+    step()  # warm-up (and compilation)
+    step()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    return {"model": name, "batch": batch, "precision": precision, "s_per_step": med, "img_per_s": batch / med,
+    return {"model": name, "batch": batch, "precision": precision + ("+compile" if compile else ""), "s_per_step": med, "img_per_s": batch / med,
             "params_M": sum(p.numel() for p in net.parameters()) / 1e6}
 
 
@@ -85,6 +88,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    ap.add_argument("--compile", action="store_true", help="also time each case with torch.compile (as `sit train --compile`)")
+    ap.add_argument("--no-tf32", action="store_true", help="CUDA: fp32 without TF32 (sit train's default, like the official code, is TF32)")
     ap.add_argument("--demo", action="store_true", help="also time the embedded demo (`sit train`)")
     ap.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[], help="extra flags for the demo run")
     ap.add_argument("--skip-steps", action="store_true", help="only the demo")
@@ -95,11 +100,13 @@ def main() -> None:
           f"{platform.processor() or platform.machine()}, python {platform.python_version()}", flush=True)
     if not args.skip_steps:
         print("| model | batch | precision | s/step | img/s |\n|---|---|---|---|---|", flush=True)
-        for name in args.models:
-            for b in args.batches:
-                for prec in args.precisions:
-                    r = bench_step(name, b, prec, args.device, args.repeats)
-                    print(f"| {name} | {b} | {prec} | {r['s_per_step']:.3f} | {r['img_per_s']:.2f} |", flush=True)
+        with dist.tf32(not args.no_tf32):
+            for name in args.models:
+                for b in args.batches:
+                    for prec in args.precisions:
+                        for comp in ([False, True] if args.compile else [False]):
+                            r = bench_step(name, b, prec, args.device, args.repeats, comp)
+                            print(f"| {name} | {b} | {r['precision']} | {r['s_per_step']:.3f} | {r['img_per_s']:.2f} |", flush=True)
     if args.demo:
         print(json.dumps(bench_demo(args.demo_args), indent=1), flush=True)
 

@@ -155,6 +155,7 @@ class TrainConfig:
     ema_warmup: bool = False             # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
     precision: str = "fp32"              # "bf16": autocast the network to bfloat16
     compile: bool = False                # torch.compile the network for training
+    tf32: bool = True                    # CUDA: TF32 matmuls for fp32 work (as the official train.py)
     seed: int = 0
     device: str | None = None            # None: cuda if available, else cpu
     threads: int = 0                     # torch CPU threads per process; 0 = torch's default

@@ -8,6 +8,7 @@ NCCL on CUDA, gloo on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from datetime import timedelta
@@ -63,6 +64,19 @@ def init(device: str | torch.device | None = None, timeout_s: float = 1800.0) ->
         backend = "gloo"
     _td.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return device
+
+
+@contextlib.contextmanager
+def tf32(on: bool):
+    """Allow (or forbid) TF32 tensor-core math for float32 matmuls and convolutions on CUDA inside
+    the block, restoring the previous setting after. The official SiT train.py and sample.py turn
+    it on; float32 work on GPUs then runs at the TF32 rate (about 8x float32 on an H100)."""
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(on)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def init_process_group(backend: str, rank_: int, world_size_: int, init_method: str) -> None:

@@ -678,7 +678,8 @@ def train(
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(cfg, model_cfg, run_dir, device, ckpt_loaded, hooks)
+        with dist.tf32(cfg.tf32):
+            return _train(cfg, model_cfg, run_dir, device, ckpt_loaded, hooks)
     finally:
         torch.set_num_threads(threads_before)
 

@@ -65,3 +65,15 @@ def test_two_process_gloo_ddp_equals_single_process(tmp_path):
     assert la == pytest.approx(lb, rel=1e-5)
     state = json.loads((ddp / "checkpoints" / "step-0000004" / "state.json").read_text())
     assert state["world_size"] == 2
+
+
+def test_tf32_context_sets_and_restores_both_flags():
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    for on in (True, False):
+        with dist.tf32(on):
+            assert torch.backends.cuda.matmul.allow_tf32 is on and torch.backends.cudnn.allow_tf32 is on
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(RuntimeError, match="boom"):
+        with dist.tf32(not before[0]):
+            raise RuntimeError("boom")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

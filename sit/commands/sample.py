@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network for inference with frozen weights (sit.models.sit.compile_for_inference): "
                         "faster sampling after a one-off compile of about 20-60 s per batch shape")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
+                   help="CUDA: TF32 matmuls for fp32 networks, as the official sample.py (default on)")
     add_sampler_arguments(p)
     g = p.add_argument_group("what to sample")
     g.add_argument("--preset", metavar="NAME", help="named paper setting (listed above); explicit options override it")
@@ -135,7 +137,7 @@ def run(args) -> int:
         batch_size=args.batch_size, vae=args.vae, precision=args.precision, device=args.device,
         weights=args.weights, noise=args.noise, lt_table=args.lt_table, grid_png=args.grid_png,
         png_folder=args.png_folder, save_latents=args.save_latents, keep_parts=args.keep_parts,
-        progress=not args.no_progress, compile=args.compile,
+        progress=not args.no_progress, compile=args.compile, tf32=args.tf32,
     )
     from sit import dist
 

@@ -90,6 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--precision", choices=["fp32", "bf16"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
+    t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
+                   help="CUDA: TF32 matmuls for fp32 work, as the official train.py (default on)")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
     t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
@@ -115,7 +117,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "num_workers", "path", "prediction",
                "loss_weight", "time_input", "time_dist", "t_min", "t_max", "steps", "global_batch", "grad_accum", "lr",
-               "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "seed",
+               "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "tf32", "seed",
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
                "quality_samples_per_class")

@@ -741,10 +741,12 @@ def sample_command(
     progress: bool = True,
     net_and_meta: tuple | None = None,
     compile: bool = False,
+    tf32: bool = True,
 ) -> GenerateResult:
     """Everything `sit sample` does: load, build the sampler, generate, merge, manifest.
     ``values`` are the resolved sampler/guidance/label options (see `sit.commands.sample`).
-    ``compile``: run the network through `sit.models.sit.compile_for_inference` (frozen weights)."""
+    ``compile``: run the network through `sit.models.sit.compile_for_inference` (frozen weights).
+    ``tf32``: TF32 matmuls for a float32 network on CUDA (`sit.dist.tf32`; the VAE decode too)."""
     from sit import dist
 
     dev = dist.init(default_device(device))
@@ -814,13 +816,14 @@ def sample_command(
         "vae": vae_desc, "precision": precision, "loss_table": table.to_json() if table is not None else None,
     }
     info = {"checkpoint": str(ck), "model": meta.get("model"), "step": meta.get("step"), "preset": preset,
-            "loss_table_file": table_src, "device": str(dev), "compile": bool(compile)}
-    return generate(
-        out, num_samples=int(num_samples), batch_size=batch_size, seed=seed, latent_shape=latent_shape,
-        sampler_fn=sampler_fn, decode_fn=decode_fn, labels=labels, num_classes=num_classes, settings=settings,
-        info=info, device=dev, png_folder=png_folder, save_latents=save_latents, grid_png=grid_png,
-        keep_parts=keep_parts, progress=progress, initial_noise=init,
-    )
+            "loss_table_file": table_src, "device": str(dev), "compile": bool(compile), "tf32": bool(tf32) and dev.type == "cuda"}
+    with dist.tf32(tf32):
+        return generate(
+            out, num_samples=int(num_samples), batch_size=batch_size, seed=seed, latent_shape=latent_shape,
+            sampler_fn=sampler_fn, decode_fn=decode_fn, labels=labels, num_classes=num_classes, settings=settings,
+            info=info, device=dev, png_folder=png_folder, save_latents=save_latents, grid_png=grid_png,
+            keep_parts=keep_parts, progress=progress, initial_noise=init,
+        )
 
 
 def sample_images(
