@@ -793,9 +793,14 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, run_dir: Path, device: torc
                 x, y = next(data_iter)
                 g = _generator(cfg.seed, 2, step, micro)
                 if data.kind == "images":
-                    vg = _generator(cfg.seed, 3, step, micro, rank)
+                    # posterior sample z = mean + std * noise, the noise drawn for the whole global
+                    # micro-batch on the CPU from (seed, step, micro) and this rank's rows taken: the
+                    # same on every device and any number of processes, so resume is exact
                     with torch.no_grad():
-                        x = data.vae.encode(x, generator=vg if device.type == "cpu" else None)
+                        mean, std = data.vae.encode_moments(x)
+                        vg = _generator(cfg.seed, 3, step, micro)
+                        noise = torch.randn((micro_global, *mean.shape[1:]), generator=vg)[rows]
+                        x = (mean + std * noise.to(mean.device)) * data.vae.scale_factor
                 # the whole global micro-batch's randomness, then this rank's rows
                 if cfg.time_input == "discrete":
                     t_all = torch.randint(0, n_steps, (micro_global,), generator=g)
