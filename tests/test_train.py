@@ -235,6 +235,11 @@ def test_real_data_paths_images_and_latents(tmp_path):
     meta = json.loads((out / "run_config.json").read_text())
     assert meta["model"]["in_channels"] == 4 and meta["model"]["input_size"] == 8 and meta["model"]["num_classes"] == 2
     assert len(losses(out)) == 2 and (out / "samples" / "final.png").is_file()
+    # the VAE posterior noise is seeded by (seed, step, micro-batch): a second run repeats the losses
+    out2 = tmp_path / "run_img2"
+    assert main(["train", "--data", str(tmp_path / "imgs"), "--vae", str(tmp_path / "vae"), "--image-size", "16",
+                 "--out", str(out2), "--no-quality", *common]) == 0
+    assert losses(out2) == losses(out)
 
     extract_latents(ImageFolderDataset(tmp_path / "imgs", 16), vae, tmp_path / "lat", shard_size=8)
     out = tmp_path / "run_lat"
