@@ -110,8 +110,11 @@ def test_infer_config_from_shapes():
             assert infer_config(sd) == cfg
     with torch.device("meta"):
         sd = SiT(TINY).state_dict()
-    with pytest.raises(ValueError, match="cannot infer num_heads"):
+    with pytest.raises(ValueError, match="cannot infer num_heads.*--num-heads"):
         infer_config(sd)
+    assert infer_config(sd, num_heads=4) == TINY
+    with pytest.raises(ValueError, match="num_heads must be a positive divisor of the hidden size 64"):
+        infer_config(sd, num_heads=3)
     cfg = ModelConfig(**{**MODEL_PRESETS["SiT-S/2"].__dict__, "input_size": 4, "in_channels": 1, "num_classes": 10, "learn_sigma": False})
     with torch.device("meta"):
         sd = SiT(cfg).state_dict()
@@ -203,3 +206,29 @@ def test_cli_info_official_preset(tmp_path, capsys):
     a, _ = load_model(p)
     b, _ = load_model(tmp_path / "again.pt")
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+def test_non_preset_official_file_needs_num_heads_then_converts(tmp_path, capsys):
+    """An official .pt of a size that is no paper preset: sit info / convert ask for --num-heads;
+    with it, the converted safetensors carries the config and reproduces the network."""
+    from sit.cli import main
+
+    net = SiT(TINY)
+    with torch.no_grad():
+        for p_ in net.parameters():
+            p_.normal_(0, 0.1)
+    pt = export_official(net, tmp_path / "custom.pt")
+    assert main(["info", str(pt)]) != 0  # a one-line error naming the flag
+    assert "--num-heads" in capsys.readouterr().err
+    assert main(["info", str(pt), "--num-heads", "4", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["num_heads"] == 4
+    out = tmp_path / "custom.safetensors"
+    assert main(["convert", str(pt), str(out), "--num-heads", "4"]) == 0
+    back, _ = load_model(out)
+    assert back.config == TINY
+    with pytest.raises(ValueError, match="num_heads=4, not 2"):
+        load_model(out, num_heads=2)
+    x = torch.randn(2, 4, 8, 8)
+    t, y = torch.rand(2), torch.tensor([1, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(back(x, t, y), net.eval()(x, t, y))

@@ -24,6 +24,7 @@ def register(subparsers) -> None:
     p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt")
     p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
     p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
+    p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
     p.add_argument(
         "--train-format", action="store_true",
         help="with OUT .pt: write a train.py-style dict (model, ema, opt, args) instead of a plain state_dict",
@@ -37,7 +38,7 @@ def run(args) -> int:
     out = Path(args.output)
     if out.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"unknown output type {out.suffix!r} for {str(out)!r}; expected one of ['.pt', '.safetensors']")
-    net, meta = load_model(args.input, prefer=args.prefer, kind=args.kind)
+    net, meta = load_model(args.input, prefer=args.prefer, kind=args.kind, num_heads=args.num_heads)
     if out.suffix == ".safetensors":
         meta = dict(meta, converted_from=str(args.input))
         written = save_model(net, out, meta)

@@ -22,11 +22,12 @@ def register(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="official .pt, sit .safetensors, checkpoint dir or run dir")
     p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to describe when both exist (default: ema)")
     p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
+    p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.set_defaults(func=run)
 
 
-def describe(path, prefer: str = "ema", kind: str | None = None) -> dict:
+def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int | None = None) -> dict:
     """Summary dict of a checkpoint: preset, params, classes, step, config, meta."""
     from sit.config import ModelConfig, from_dict, to_dict
     from sit.models.checkpoint import infer_config, preset_name, read_checkpoint
@@ -36,7 +37,7 @@ def describe(path, prefer: str = "ema", kind: str | None = None) -> dict:
     if isinstance(meta.get("model"), dict):
         cfg = from_dict(ModelConfig, meta["model"])
     else:
-        cfg = infer_config(sd, meta.get("official_args"))
+        cfg = infer_config(sd, meta.get("official_args"), num_heads)
     n_stored = sum(v.numel() for v in sd.values())
     info = {
         "checkpoint": str(path),
@@ -60,7 +61,7 @@ def describe(path, prefer: str = "ema", kind: str | None = None) -> dict:
 
 
 def run(args) -> int:
-    info = describe(args.checkpoint, args.prefer, args.kind)
+    info = describe(args.checkpoint, args.prefer, args.kind, args.num_heads)
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0

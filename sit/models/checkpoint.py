@@ -105,13 +105,13 @@ def preset_name(config: ModelConfig) -> str | None:
     return None
 
 
-def infer_config(state_dict: dict[str, Tensor], args: dict | None = None) -> ModelConfig:
+def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_heads: int | None = None) -> ModelConfig:
     """ModelConfig from state_dict shapes (and official train.py args when given).
 
     Shapes give hidden size, in-channels, patch, input size (pos_embed), depth, MLP ratio,
     learn_sigma (output = 2 * in-channels) and the class table size. Not in the shapes: the
-    number of heads (taken from the paper preset with the same depth and width, or from
-    args.model) and whether the table has a null row (assumed yes, dropout 0.1, as officially).
+    number of heads (``num_heads`` when given, else the paper preset with the same depth and width,
+    or args.model) and whether the table has a null row (assumed yes, dropout 0.1, as officially).
     """
     needed = ("x_embedder.proj.weight", "pos_embed", "final_layer.linear.weight", "y_embedder.embedding_table.weight")
     missing = [k for k in needed if k not in state_dict]
@@ -130,8 +130,12 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None) -> Mod
     rows = state_dict["y_embedder.embedding_table.weight"].shape[0]
     args = args or {}
     heads = None
+    if num_heads is not None:
+        if int(num_heads) < 1 or D % int(num_heads):
+            raise ValueError(f"num_heads must be a positive divisor of the hidden size {D} (got {num_heads})")
+        heads = int(num_heads)
     model_name = args.get("model")
-    if isinstance(model_name, str):
+    if heads is None and isinstance(model_name, str):
         key = model_name.replace("DiT-", "SiT-")
         if key in MODEL_PRESETS and MODEL_PRESETS[key].hidden_size == D:
             heads = MODEL_PRESETS[key].num_heads
@@ -142,8 +146,8 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None) -> Mod
                 break
     if heads is None:
         raise ValueError(
-            f"cannot infer num_heads for depth {depth}, hidden size {D} (not a paper preset); "
-            "pass config=ModelConfig(...) explicitly"
+            f"cannot infer num_heads for depth {depth}, hidden size {D} (not a paper preset; the weights' shapes "
+            "do not depend on it): pass --num-heads N on the command line, or num_heads= / config=ModelConfig(...)"
         )
     num_classes = int(args.get("num_classes", rows - 1))
     if num_classes == rows:
@@ -312,20 +316,25 @@ def load_model(
     config: ModelConfig | None = None,
     prefer: str = "ema",
     kind: str | None = None,
+    num_heads: int | None = None,
 ) -> tuple[SiT, dict]:
     """Build and load a SiT from any supported checkpoint; returns (net in eval mode, meta).
 
     config: the ModelConfig to build (default: the saved one, else inferred from the shapes).
     prefer: "ema" or "model" weights where a checkpoint has both. kind: "sit" or "dit" to
-    override the guess for official files. Shapes are checked key by key (a mismatch names the
-    key and both shapes); weights keep their saved dtype cast to float32.
+    override the guess for official files. num_heads: for official files of a size that is not a
+    paper preset (the shapes do not give it); a saved sit config that disagrees is an error.
+    Shapes are checked key by key (a mismatch names the key and both shapes); weights keep their
+    saved dtype cast to float32.
     """
     sd, meta = read_checkpoint(path, prefer, kind)
     if config is None:
         if "model" in meta and isinstance(meta["model"], dict):
             config = from_dict(ModelConfig, meta["model"])
+            if num_heads is not None and int(num_heads) != config.num_heads:
+                raise ValueError(f"{path}: its saved config has num_heads={config.num_heads}, not {num_heads}")
         else:
-            config = infer_config(sd, meta.get("official_args"))
+            config = infer_config(sd, meta.get("official_args"), num_heads)
     meta = dict(meta)
     meta["model"] = to_dict(config)
     with torch.device("meta"):
