@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
     p.add_argument("--reference", metavar="SAMPLER", help="sampler whose largest-NFE value is the target (default: the first)")
     p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default 0.05)")
+    p.add_argument("--compile", action="store_true",
+                   help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
     p.set_defaults(func=run)
 
@@ -103,6 +105,10 @@ def run(args) -> int:
     dev = dist.init(S.default_device(args.device))
     net, meta = load_model(args.ckpt, prefer=args.weights)
     net = net.to(dev).eval().requires_grad_(False)
+    if args.compile:
+        from sit.models.sit import compile_for_inference
+
+        net = compile_for_inference(net)
     num_classes = S.model_num_classes(net)
     labels = S.parse_labels(args.labels, num_classes)
     C, H = int(net.in_channels), int(net.config.input_size)
