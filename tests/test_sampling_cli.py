@@ -152,6 +152,12 @@ def test_sweep_smoke(ckpts, tmp_path):
     assert [(r["sampler"], int(r["nfe"])) for r in rows] == [("euler", 2), ("euler", 4), ("heun", 2), ("heun", 4)]
     assert all(float(r["fid"]) >= 0 for r in rows)
     assert (out / "sweep.png").stat().st_size > 1000 and (out / "summary.csv").is_file()
+    # --compile (compile_for_inference, fp32): the same points up to float reordering
+    rc = main(["sweep", "--ckpt", ckpts["sit"], "--samplers", "euler,heun", "--nfe", "2,4", "--num-samples", "20",
+               "--batch-size", "20", "--out", str(tmp_path / "swc"), "--compile"])
+    assert rc == 0
+    rows_c = read_csv(tmp_path / "swc" / "sweep.csv")
+    assert [float(r["fid"]) for r in rows_c] == pytest.approx([float(r["fid"]) for r in rows], rel=1e-3)
 
 
 def _run_dir(tmp_path, ckpt, scales):
