@@ -338,3 +338,16 @@ def test_compile_for_inference_matches_eager_and_freezes_weights():
         out16 = fast(x, t, y)
     assert out16.dtype == torch.bfloat16
     assert (out16.float() - ref).abs().max() < 0.05 * ref.abs().max()
+
+
+def test_residual_stream_is_contiguous():
+    """The token stream entering every block is a contiguous (B, T, D) tensor (with the conv's
+    transposed view it was token-strided: a copy in every LayerNorm, strided residual adds)."""
+    net = tiny().eval()
+    seen = []
+    for blk in net.blocks:
+        blk.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous()))
+    x, t, y = inputs()
+    with torch.no_grad():
+        net(x, t, y)
+    assert seen == [True] * len(net.blocks)
