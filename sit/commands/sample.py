@@ -62,7 +62,9 @@ def add_model_arguments(p) -> None:
     g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
     g.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA or raw weights where both exist (default ema)")
     g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
-    g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="network precision (sampler math stays fp32; default fp32)")
+    g.add_argument("--precision", choices=["fp32", "bf16", "bf16-weights"], default="fp32",
+                   help="network precision: bf16 = autocast, bf16-weights = weights and activations in bf16 (fastest, "
+                        "more rounding); the sampler math stays fp32 (default fp32)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
 
 

@@ -104,11 +104,7 @@ def run(args) -> int:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     dev = dist.init(S.default_device(args.device))
     net, meta = load_model(args.ckpt, prefer=args.weights)
-    net = net.to(dev).eval().requires_grad_(False)
-    if args.compile:
-        from sit.models.sit import compile_for_inference
-
-        net = compile_for_inference(net)
+    net = S.prepare_network(net, args.precision, args.compile, dev)
     num_classes = S.model_num_classes(net)
     labels = S.parse_labels(args.labels, num_classes)
     C, H = int(net.in_channels), int(net.config.input_size)

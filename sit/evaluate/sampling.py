@@ -607,6 +607,29 @@ class _CallCounter:
         return self.fn(*a, **k)
 
 
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
+
+
+def prepare_network(net, precision: str = "fp32", compile: bool = False, device=None):
+    """A loaded network ready for sampling: on ``device``, eval mode, no gradients; with
+    ``precision="bf16-weights"`` its weights (and so its activations) are cast to bfloat16 (the
+    fastest eager path: SiT-S/2 forward at ~76 % of a CPU's bf16 matmul peak against ~67 % under
+    autocast; larger rounding); ``compile`` then runs it through
+    `sit.models.sit.compile_for_inference` (after the cast, since compiling freezes the weights)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+    if device is not None:
+        net = net.to(device)
+    net = net.eval().requires_grad_(False)
+    if precision == "bf16-weights":
+        net = net.to(torch.bfloat16)
+    if compile:
+        from sit.models.sit import compile_for_inference
+
+        net = compile_for_inference(net)
+    return net
+
+
 def build_latent_sampler(
     net,
     meta: dict,
@@ -629,8 +652,8 @@ def build_latent_sampler(
     from sit.models.field import ModelField
     from sit.guidance import GuidedModel
 
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; expected one of ['fp32', 'bf16']")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
     if not (isinstance(cfg_scale, (int, float)) and math.isfinite(cfg_scale)):
         raise ValueError(f"--cfg-scale must be a finite number (got {cfg_scale!r})")
     dtype = torch.bfloat16 if precision == "bf16" else None
@@ -756,11 +779,7 @@ def sample_command(
         net, meta = load_model(ckpt, prefer=weights)
     else:
         net, meta = net_and_meta
-    net = net.to(dev).eval().requires_grad_(False)
-    if compile:
-        from sit.models.sit import compile_for_inference
-
-        net = compile_for_inference(net)
+    net = prepare_network(net, precision, compile, dev)
     num_classes = model_num_classes(net)
     labels = parse_labels(values.get("labels"), num_classes)
     num_samples = values.get("num_samples") or (len(labels) if isinstance(labels, tuple) else 16)
@@ -925,7 +944,7 @@ def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, pr
 
     dev = dist.init(default_device(device))
     net, meta = load_model(ckpt, prefer=weights)
-    net = net.to(dev).eval().requires_grad_(False)
+    net = prepare_network(net, precision, device=dev)
     if meta.get("time_input", "continuous") != "continuous":
         raise ValueError(f"{ckpt} is a discrete-time (DiT/DDPM) checkpoint; this command needs a continuous-time SiT model")
     dtype = torch.bfloat16 if precision == "bf16" else None
