@@ -140,15 +140,20 @@ def run(args) -> int:
         metric_name = f"Inception FID vs {Path(args.ref).name}"
 
     out = Path(args.out)
-    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
-        name, method, opts = samplers[0]
-        warm_fn, _ = S.build_latent_sampler(
-            net, meta, method=method, sample_options=dict(opts, num_steps=1), cfg_scale=args.cfg_scale,
+
+    def run_point(method: str, opts: dict, steps: int, decode=None):
+        sampler_fn, _ = S.build_latent_sampler(
+            net, meta, method=method, sample_options=dict(opts, num_steps=steps), cfg_scale=args.cfg_scale,
             cfg_channels=S.parse_channels(args.cfg_channels), precision=args.precision, table=table,
         )
+        return S.sample_images(
+            sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+            latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode,
+        )
+
+    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
         t0 = time.perf_counter()
-        S.sample_images(warm_fn, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                        latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev)
+        run_point(samplers[0][1], samplers[0][2], 1)
         dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
     rows = []
     for name, method, opts in samplers:
@@ -156,16 +161,8 @@ def run(args) -> int:
             steps = steps_for_nfe(method, nfe)
             if steps < 1:
                 continue
-            so = dict(opts, num_steps=steps)
-            sampler_fn, _ = S.build_latent_sampler(
-                net, meta, method=method, sample_options=so, cfg_scale=args.cfg_scale,
-                cfg_channels=S.parse_channels(args.cfg_channels), precision=args.precision, table=table,
-            )
             t0 = time.perf_counter()
-            x, y, spent = S.sample_images(
-                sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
-                latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode_fn,
-            )
+            x, y, spent = run_point(method, opts, steps, decode_fn)
             secs = time.perf_counter() - t0
             q = quality(x, y)
             row = {"sampler": name, "method": method, "num_steps": steps, "nfe": spent[-1] if spent else nfe,
