@@ -1,0 +1,56 @@
+"""sit.io: atomic writes keep the old file on failure; the folder lock is exclusive and stale locks are taken over."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sit import io
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    p = tmp_path / "a.json"
+    io.write_json(p, {"x": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert json.loads(p.read_text()) == {"x": 1}
+    assert [q.name for q in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_read_json_names_empty_and_corrupt(tmp_path):
+    (tmp_path / "e.json").write_text("")
+    (tmp_path / "c.json").write_text("{not json")
+    with pytest.raises(ValueError, match="is empty"):
+        io.read_json(tmp_path / "e.json")
+    with pytest.raises(ValueError, match="is corrupt"):
+        io.read_json(tmp_path / "c.json")
+
+
+def test_to_uint8_matches_official_rounding():
+    import torch
+
+    x = torch.tensor([-1.0, -0.5, 0.0, 0.5, 1.0]).view(1, 1, 1, 5)
+    u = io.to_uint8(x)
+    assert u.shape == (1, 1, 5, 3)
+    np.testing.assert_array_equal(u[0, 0, :, 0], [0, 64, 128, 191, 255])
+
+
+def test_folder_lock_exclusive_and_stale(tmp_path):
+    with io.FolderLock(tmp_path, "run folder"):
+        with pytest.raises(io.FolderLockedError):
+            io.FolderLock(tmp_path, "run folder").acquire()
+    assert not (tmp_path / ".lock").exists()
+    # a lock left by a dead process is taken over with a message
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    import socket
+
+    (tmp_path / ".lock").write_text(json.dumps({"pid": int(proc.stdout), "host": socket.gethostname()}))
+    msgs = []
+    with io.FolderLock(tmp_path, "run folder", log=msgs.append):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    assert msgs and "stale lock" in msgs[0]
