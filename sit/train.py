@@ -29,7 +29,6 @@ import base64
 import copy
 import dataclasses
 import hashlib
-import io
 import json
 import math
 import os
@@ -465,7 +464,6 @@ def generate(
 ) -> Tensor:
     """Class-conditional samples (B, C, S, S) of ``net`` (e.g. the EMA model) for labels ``y``,
     with guidance ``cfg_scale`` (default cfg.cfg_scale), noise seeded by ``seed``."""
-    from sit.guidance import GuidedModel
 
     scale = cfg.cfg_scale if cfg_scale is None else cfg_scale
     was_training = net.training
@@ -655,7 +653,6 @@ def train(
     """
     hooks = hooks or {}
     device = dist.init(cfg.device if cfg is not None else None)
-    world, rank = dist.world_size(), dist.rank()
     log = dist.print0
 
     ckpt_loaded = None

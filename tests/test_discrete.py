@@ -16,8 +16,6 @@ from sit.discrete import (
     sample_ddpm,
 )
 
-
-
 MU = torch.tensor([0.5, -1.0], dtype=torch.float64)
 C = torch.tensor([0.5, 1.5], dtype=torch.float64)  # target std per channel
 

@@ -9,7 +9,6 @@ from scipy.integrate import quad
 from sit.likelihood import iterate_batches, log_likelihood, path_length, standard_normal_logp, uniform_dequantize
 from sit.paths import GVP, VP, Linear
 
-
 D64 = torch.float64
 MU = torch.tensor([0.5, -1.0, 0.25], dtype=D64)
 L = torch.tensor([[0.8, 0.0, 0.0], [0.6, 0.5, 0.0], [-0.3, 0.4, 1.2]], dtype=D64)

@@ -8,7 +8,6 @@ from sit.diffusion_coef import LossTable
 from sit.lt import estimate_loss_table
 from sit.paths import GVP, VP, Linear
 
-
 D64 = torch.float64
 MU = torch.tensor([1.0, -0.5, 0.0], dtype=D64)
 C = torch.tensor([0.5, 1.5, 1.0], dtype=D64)  # x* ~ N(MU, diag(C^2)), shaped (B, 3, 1, 1) below

@@ -1,6 +1,5 @@
 """ADM-evaluator metrics on features with closed-form answers (sit/evaluate/metrics.py)."""
 
-import math
 import warnings
 
 import numpy as np
@@ -9,11 +8,11 @@ import torch
 from scipy import linalg
 
 from sit.evaluate.metrics import (
+    NpzImages,
     feature_statistics,
     fid_from_features,
     frechet_distance,
     inception_score,
-    NpzImages,
     load_image_set,
     precision_recall,
 )

@@ -1,7 +1,6 @@
 """sit train: the loop lowers the loss, resumes exactly after SIGKILL, refuses corrupt checkpoints,
 skips non-finite steps, and `--dry-run` prints the resolved config. Tiny models on 8x8 digits."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -148,7 +147,6 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
         return loss * float("nan") if step == 2 else loss
 
     cfg = tiny_cfg(tmp_path / "a", steps=4, ckpt_every=100)
-    before = {}
 
     res = train(cfg, TINY, hooks={"loss": nan_at_3})
     recs = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]

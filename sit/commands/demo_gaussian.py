@@ -145,8 +145,8 @@ def run_demo(path_name="linear", num_samples=10000, num_steps=50, seed=0, out=No
         results[label] = x
     print(f"sit demo-gaussian: path={path.name}, 2-D two-component Gaussian mixture, {num_samples} samples, "
           f"num_steps={num_steps}, seed={seed}")
-    print(f"| sampler | t range | NFE | mean error | cov error | seconds |")
-    print(f"|---|---|---|---|---|---|")
+    print("| sampler | t range | NFE | mean error | cov error | seconds |")
+    print("|---|---|---|---|---|---|")
     for label, tr, nfe, me, ce, dt in rows:
         print(f"| {label} | {tr} | {nfe} | {me:.4f} | {ce:.4f} | {dt:.2f} |")
     if out:

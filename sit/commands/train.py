@@ -198,7 +198,6 @@ def _num_folders(root: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from sit import dist
-    from sit.config import to_dict
     from sit.train import NonFiniteLossError, run_meta, train
 
     if args.resume:

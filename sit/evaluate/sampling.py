@@ -649,8 +649,8 @@ def build_latent_sampler(
     'ddpm' / 'ddim' (DiT's discrete sampler on the respaced grid of sample_options['num_steps']).
     Returns the sampler and a description (resolved sampler config) for the manifest.
     """
-    from sit.models.field import ModelField
     from sit.guidance import GuidedModel
+    from sit.models.field import ModelField
 
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
@@ -700,7 +700,8 @@ def build_latent_sampler(
 
     from sit.objectives import velocity_field
     from sit.paths import get_path
-    from sit.samplers import SampleConfig, sample as run_sampler
+    from sit.samplers import SampleConfig
+    from sit.samplers import sample as run_sampler
 
     path = get_path(meta.get("path", "linear"))
     names = {f.name for f in dataclasses.fields(SampleConfig)}

@@ -23,7 +23,8 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor
 
-from sit.diffusion_coef import W_NAMES, LossTable, get_w, _ALIASES as _W_ALIASES
+from sit.diffusion_coef import _ALIASES as _W_ALIASES
+from sit.diffusion_coef import W_NAMES, LossTable, get_w
 from sit.paths import Path
 from sit.samplers._common import NFECounter, check_grid
 from sit.samplers.ode import ADAPTIVE_METHODS, TORCHDIFFEQ_METHODS, sample_euler, sample_heun, sample_torchdiffeq
