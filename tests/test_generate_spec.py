@@ -143,3 +143,37 @@ def test_model_override_flags_are_passed_to_the_loader(tiny, tmp_path, capsys):
     assert main([*base, "--num-heads", "2", "--out", str(tmp_path / "a")]) == 0
     assert main([*base, "--num-heads", "3", "--out", str(tmp_path / "b")]) == 2
     assert "num_heads=2, not 3" in capsys.readouterr().err
+
+
+def _doc_commands(path):
+    import re
+    import shlex
+
+    text = re.sub(r"\\\n\s*", " ", open(path).read())
+    cmds = []
+    for line in text.splitlines():
+        line = line.strip().strip("`")
+        line = re.sub(r"^torchrun .*?-m sit\.cli ", "sit ", line)
+        for m in re.finditer(r"(?:^|`)(sit [a-z_]+ [^`]*)", line):
+            argv = shlex.split(m.group(1), comments=True)
+            if "--ckpt" in argv or "--ckpts" in argv:  # whole commands, not fragments such as `sit sample --w kl_eta`
+                cmds.append(argv[1:])
+    return cmds
+
+
+def test_every_command_in_docs_sampling_parses():
+    """Every `sit ...` command written in docs/sampling.md is accepted by the parser as written."""
+    from pathlib import Path
+
+    from sit.cli import build_parser
+
+    cmds = _doc_commands(Path(__file__).resolve().parents[1] / "docs" / "sampling.md")
+    assert len(cmds) >= 8 and any(c[0] == "sample" for c in cmds)
+    parser = build_parser()
+    for argv in cmds:
+        args = parser.parse_args(argv)
+        if argv[0] == "sample":
+            from sit.commands.sample import build_spec, check_args
+
+            check_args(args)
+            build_spec(args)  # the records build too
