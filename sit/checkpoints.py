@@ -85,7 +85,7 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     """The concrete checkpoint ``path`` stands for: a run folder means its newest checkpoint that
     verifies (refused ones are named through ``log``); a checkpoint folder must verify; a file is
     itself. Raises FileNotFoundError / CheckpointError with one line naming the problem."""
-    from sit.evaluate.sampling import resolve_checkpoint
+    from sit._store_legacy import resolve_checkpoint
 
     return resolve_checkpoint(path)
 
@@ -112,6 +112,6 @@ def load(
 def identity(ckpt: PathLike) -> str:
     """sha256 naming a checkpoint by its weights and config only (files added beside it later, such
     as ``lt_table.json`` from `sit lt`, do not change it)."""
-    from sit.evaluate.sampling import file_sha256
+    from sit._store_legacy import file_sha256
 
     return file_sha256(resolve(ckpt))

@@ -16,11 +16,65 @@ Options beyond the plain rule:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+
+def _check_scale(scale) -> float:
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+        raise ValueError(f"cfg_scale (guidance scale zeta) must be a finite number (got {scale!r})")
+    return float(scale)
+
+
+def _check_channels(channels) -> int | None:
+    if channels is not None and (not isinstance(channels, int) or isinstance(channels, bool) or channels < 1):
+        raise ValueError(f"channels must be None (guide all) or an integer >= 1 (got {channels!r})")
+    return channels
+
+
+def _check_interval(interval) -> tuple[float, float] | None:
+    if interval is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance interval must be a pair (t_lo, t_hi) (got {interval!r})") from None
+    if not (0.0 <= lo <= hi <= 1.0):
+        raise ValueError(f"guidance interval must satisfy 0 <= t_lo <= t_hi <= 1 (got {interval!r})")
+    return (lo, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidanceConfig:
+    """Classifier-free guidance settings: ``scale`` zeta (1 = off), ``channels`` (None = all,
+    k = guide channels 0..k-1 only), ``interval`` (None = all t, else guide only for
+    t_lo <= t <= t_hi in paper time)."""
+
+    scale: float = 1.0
+    channels: int | None = None
+    interval: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "scale", _check_scale(self.scale))
+        _check_channels(self.channels)
+        object.__setattr__(self, "interval", _check_interval(self.interval))
+
+    @property
+    def active(self) -> bool:
+        """False when guidance is off (zeta = 1): no unconditional rows at all."""
+        return self.scale != 1.0
+
+    def wrap(self, model_fn: Callable[[Tensor, Tensor, Tensor], Tensor], null_class: int | None):
+        """``model_fn`` guided by this config, or ``model_fn`` itself when guidance is off."""
+        if not self.active:
+            return model_fn
+        if null_class is None:
+            raise ValueError(f"--cfg-scale {self.scale} needs a class-conditional model (this one has no classes)")
+        return GuidedModel(model_fn, self, null_class)
 
 
 class GuidedModel:
@@ -29,27 +83,27 @@ class GuidedModel:
     model_fn(x, t, y) is a prediction function in paper time (x (B, C, ...), t (B,), y (B,) int).
     Conditional and unconditional rows go through ONE batched call (x and t concatenated, y with
     the null label), so each call of the wrapper is one network evaluation: ``nfe`` counts them
-    (``rows`` counts the rows sent to the network)."""
+    (``rows`` counts the rows sent to the network).
+
+    ``cfg_scale`` is a number or a `GuidanceConfig` (then ``channels`` / ``interval`` come from it)."""
 
     def __init__(
         self,
         model_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
-        cfg_scale: float,
+        cfg_scale: "float | GuidanceConfig",
         null_class: int,
         channels: int | None = None,
         interval: tuple[float, float] | None = None,
     ):
-        if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, (int, float)) or not math.isfinite(cfg_scale):
-            raise ValueError(f"cfg_scale (guidance scale zeta) must be a finite number (got {cfg_scale!r})")
-        if channels is not None and (not isinstance(channels, int) or isinstance(channels, bool) or channels < 1):
-            raise ValueError(f"channels must be None (guide all) or an integer >= 1 (got {channels!r})")
-        if interval is not None:
-            lo, hi = (float(v) for v in interval)
-            if not (0.0 <= lo <= hi <= 1.0):
-                raise ValueError(f"guidance interval must satisfy 0 <= t_lo <= t_hi <= 1 (got {interval!r})")
-            interval = (lo, hi)
+        if isinstance(cfg_scale, GuidanceConfig):
+            if channels is not None or interval is not None:
+                raise ValueError("GuidedModel: give channels / interval in the GuidanceConfig, not beside it")
+            cfg_scale, channels, interval = cfg_scale.scale, cfg_scale.channels, cfg_scale.interval
+        cfg_scale = _check_scale(cfg_scale)
+        channels = _check_channels(channels)
+        interval = _check_interval(interval)
         self.model_fn = model_fn
-        self.cfg_scale = float(cfg_scale)
+        self.cfg_scale = cfg_scale
         self.null_class = int(null_class)
         self.channels = channels
         self.interval = interval

@@ -1,4 +1,4 @@
-"""The sample-set engine of sit.evaluate.sampling: per-seed noise, batch-size independence,
+"""The sample-set engine of sit.generate: per-seed noise, batch-size independence,
 resume without duplicates or gaps, ADM npz layout, manifest."""
 
 import json
@@ -8,16 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sit.evaluate.sampling import (
-    RowNoise,
-    generate,
-    labels_for,
-    make_grid,
-    missing_chunks,
-    parse_labels,
-    scan_parts,
-    to_uint8,
-)
+from sit.generate.engine import generate, missing_chunks, scan_parts
+from sit.generate.noise import RowNoise, labels_for, parse_labels
+from sit.io import make_grid, to_uint8
 
 
 def fake_sampler(x0, y, noise):

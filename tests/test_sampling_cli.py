@@ -25,9 +25,9 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def _tiny(tmp_path, name, meta):
+def _tiny(tmp_path, name, meta, in_channels=1):
     torch.manual_seed(0)
-    cfg = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=10)
+    cfg = ModelConfig(input_size=8, patch_size=2, in_channels=in_channels, hidden_size=32, depth=2, num_heads=2, num_classes=10)
     net = SiT(cfg)
     with torch.no_grad():
         for p in net.parameters():
@@ -41,6 +41,8 @@ def ckpts(tmp_path_factory):
     return {
         "sit": _tiny(d, "tiny_sit", {"path": "linear", "prediction": "velocity", "time_input": "continuous"}),
         "dit": _tiny(d, "tiny_dit", {"path": "ddpm", "prediction": "noise", "time_input": "discrete"}),
+        # RGB pixels: the DiT preset guides channels 0..2, which a 1-channel model does not have
+        "dit3": _tiny(d, "tiny_dit3", {"path": "ddpm", "prediction": "noise", "time_input": "discrete"}, in_channels=3),
     }
 
 
@@ -65,10 +67,11 @@ def test_sample_cli_writes_npz_png_manifest(ckpts, tmp_path, capsys):
     m = json.loads((out / "manifest.json").read_text())
     s = m["settings"]
     assert m["complete"] and m["nfe_per_sample"] == [3]
-    assert s["interpolant"] == "linear" and s["prediction"] == "velocity"
-    assert s["guidance"] == {"cfg_scale": 2.0, "channels": "all", "interval": None}
-    assert s["sampler"]["config"]["method"] == "euler" and s["sampler"]["config"]["num_steps"] == 3
-    assert len(s["checkpoint_sha256"]) == 64 and s["precision"] == "fp32"
+    assert m["run_meta"]["path"] == "linear" and m["run_meta"]["prediction"] == "velocity"
+    assert s["guidance"] == {"scale": 2.0, "channels": None, "interval": None}
+    assert s["sample"]["method"] == "euler" and s["sample"]["num_steps"] == 3 and s["sample"]["kind"] == "continuous"
+    assert m["sampler"]["config"]["num_steps"] == 3 and s["weights"] == "ema" and s["labels"] == [1, 2, 3]
+    assert len(s["checkpoint"]) == 64 and s["precision"] == "fp32" and len(m["spec_sha256"]) == 64
     assert m["versions"]["torch"] == torch.__version__
 
 
@@ -93,13 +96,14 @@ def test_batch_size_does_not_change_samples(ckpts, tmp_path, kind, method):
 
 def test_discrete_ddpm_and_preset_override(ckpts, tmp_path, capsys):
     out = tmp_path / "d"
-    rc = main(["sample", "--ckpt", ckpts["dit"], "--preset", "dit-ddpm250", "--num-steps", "4", "--num-samples", "3",
+    rc = main(["sample", "--ckpt", ckpts["dit3"], "--preset", "dit-ddpm250", "--num-steps", "4", "--num-samples", "3",
                "--batch-size", "3", "--out", str(out), "--no-progress"])
     assert rc == 0
     assert "NFE per sample actually spent: 4" in capsys.readouterr().out
     m = json.loads((out / "manifest.json").read_text())
-    assert m["preset"] == "dit-ddpm250" and m["settings"]["sampler"]["method"] == "ddpm"
-    assert m["settings"]["guidance"]["cfg_scale"] == 1.5 and m["settings"]["guidance"]["channels"] == 3
+    assert m["preset"] == "dit-ddpm250" and m["settings"]["sample"] == {"kind": "discrete", "method": "ddpm",
+                                                                         "num_steps": 4, "eta": 0.0}
+    assert m["settings"]["guidance"]["scale"] == 1.5 and m["settings"]["guidance"]["channels"] == 3
     assert _npz(out)[0].shape == (3, 8, 8, 3)
 
 
@@ -208,7 +212,8 @@ def test_lt_stores_table_used_by_kl_eta_sampling(ckpts, tmp_path):
     assert main(["sample", "--ckpt", str(run), "--method", "euler_maruyama", "--num-steps", "3", "--w", "kl_eta",
                  "--eta", "1", "--num-samples", "2", "--out", str(s), "--no-progress"]) == 0
     m = json.loads((s / "manifest.json").read_text())
-    assert m["loss_table_file"].endswith("lt_table.json") and m["settings"]["loss_table"]
+    assert m["loss_table_file"].endswith("lt_table.json") and m["loss_table"]["t"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert len(m["settings"]["loss_table_sha256"]) == 64
 
 
 def test_kl_eta_without_table_is_a_clear_error(ckpts, tmp_path, capsys):
@@ -233,7 +238,7 @@ def test_last_step_none_reaches_the_sampler(ckpts, tmp_path):
     out = tmp_path / "ls"
     assert main(["sample", "--ckpt", ckpts["sit"], "--method", "euler_maruyama", "--last-step", "none",
                  "--num-steps", "2", "--num-samples", "1", "--out", str(out), "--no-progress"]) == 0
-    cfg = json.loads((out / "manifest.json").read_text())["settings"]["sampler"]["config"]
+    cfg = json.loads((out / "manifest.json").read_text())["settings"]["sample"]
     assert cfg["last_step"] is None and cfg["method"] == "euler_maruyama"
 
 

@@ -89,7 +89,7 @@ def _load_ref(ref: str, need_images: bool):
     name = ALIASES.get(ref, ref)
     if name in EMBEDDED and not Path(ref).exists():
         from sit.data.embedded import load_embedded
-        from sit.evaluate.sampling import to_uint8
+        from sit.io import to_uint8
 
         x, y = load_embedded(name, "all")
         return ImageSet(images=to_uint8(x), labels=y.numpy(), source=f"embedded:{name}")

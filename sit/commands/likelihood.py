@@ -48,7 +48,7 @@ def run(args) -> int:
     import torch
 
     from sit import dist
-    from sit.evaluate import sampling as S
+    from sit import generate as S
     from sit.evaluate.plots import write_csv
     from sit.likelihood import log_likelihood, uniform_dequantize
     from sit.objectives import default_t_range, to_velocity

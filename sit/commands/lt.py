@@ -46,8 +46,8 @@ def run(args) -> int:
     import torch
 
     from sit import dist
+    from sit import generate as S
     from sit.diffusion_coef import get_w
-    from sit.evaluate import sampling as S
     from sit.evaluate.plots import plot_loss_and_w, write_csv
     from sit.lt import estimate_loss_table
     from sit.objectives import default_t_range

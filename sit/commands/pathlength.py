@@ -62,7 +62,7 @@ def run(args) -> int:
     import torch
 
     from sit import dist
-    from sit.evaluate import sampling as S
+    from sit import generate as S
     from sit.evaluate.plots import plot_lines, write_csv
     from sit.likelihood import path_length
     from sit.objectives import default_t_range, to_velocity

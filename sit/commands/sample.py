@@ -1,9 +1,17 @@
-"""`sit sample`: images (and latents) from a checkpoint, for looking or for evaluation."""
+"""`sit sample`: images (and latents) from a checkpoint, for looking or for evaluation.
+
+Flags map one-to-one onto the fields of the typed records (`sit.samplers.SampleConfig` or
+`sit.generate.spec.DiscreteSampleConfig`, `sit.guidance.GuidanceConfig`, `sit.generate.spec.SampleSpec`);
+the records are built and validated before anything is loaded, and the help shows the defaults
+read from them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import re
 import time
 from pathlib import Path
 
@@ -23,9 +31,28 @@ examples:
 presets: {presets}
 """
 
+# SampleConfig field -> (type, metavar, help); the flag is --FIELD with '-' for '_'
+SAMPLER_FLAGS = {
+    "method": (str, "NAME", "euler, heun, dopri5 (or any torchdiffeq method), euler_maruyama, sde_heun; ddpm, ddim for DiT checkpoints"),
+    "num_steps": (int, "N", "steps (not grid points); Heun spends 2 NFE per step"),
+    "grid": (str, "KIND", "time grid: uniform, shifted, edm, cosine"),
+    "shift": (float, "S", "grid=shifted: > 1 spends more steps near noise"),
+    "rho": (float, "RHO", "grid=edm: Karras exponent"),
+    "t_start": (float, "T", "start time (default: 1, or 1 - 1e-3 where the field or w_t is infinite at 1)"),
+    "t_end": (float, "T", "end time before the last step (default: 0, or 1e-3 where singular)"),
+    "w": (str, "NAME", "SDE diffusion coefficient w_t: kl, sigma, sin2, kl_eta, constant, official-*"),
+    "w_scale": (float, "S", "multiplier of w_t"),
+    "eta": (float, "ETA", "eta of w_KL,eta (eq. 14) only; DDIM's eta is --ddim-eta"),
+    "last_step": (str, "KIND", "SDE last step: mean, tweedie, euler, none"),
+    "last_step_size": (float, "H", "size of the SDE last step (official 0.04)"),
+    "atol": (float, "TOL", "adaptive ODE solver absolute tolerance"),
+    "rtol": (float, "TOL", "adaptive ODE solver relative tolerance"),
+}
+FLAG_NAMES = {"cfg_scale": "--cfg-scale", "channels": "--cfg-channels", "interval": "--cfg-interval"}
+
 
 def register(sub) -> None:
-    from sit.evaluate.presets import PRESETS
+    from sit.generate.presets import PRESETS
 
     p = sub.add_parser(
         "sample",
@@ -33,20 +60,72 @@ def register(sub) -> None:
         description=EXAMPLES.format(presets=", ".join(sorted(PRESETS))),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_model_arguments(p)
+    add_model_arguments(p, overrides=True)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network for inference with frozen weights (sit.models.sit.compile_for_inference): "
                         "faster sampling after a one-off compile of about 20-60 s per batch shape")
     p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
                    help="CUDA: TF32 matmuls for fp32 networks, as the official sample.py (default on)")
     add_sampler_arguments(p)
+    add_set_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_model_arguments(p, overrides: bool = False) -> None:
+    """--ckpt, --weights, --vae, --precision, --device; with ``overrides`` also the flags for what
+    official files cannot state (`add_model_overrides`)."""
+    from sit.generate.spec import PRECISIONS, SampleSpec
+
+    g = p.add_argument_group("model")
+    g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
+    g.add_argument("--weights", choices=["ema", "model"], default=SampleSpec.weights,
+                   help="EMA or raw weights where both exist (default %(default)s)")
+    g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
+    g.add_argument("--precision", choices=list(PRECISIONS), default=SampleSpec.precision,
+                   help="network precision: bf16 = autocast, bf16-weights = weights and activations in bf16 (fastest, "
+                        "more rounding); the sampler math stays fp32 (default %(default)s)")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    if overrides:
+        add_model_overrides(g)
+
+
+def add_model_overrides(g) -> None:
+    """--kind and --num-heads: what an official .pt cannot state (the same flags as `sit convert` / `sit info`)."""
+    g.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
+    g.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
+
+
+def add_sampler_arguments(p) -> None:
+    from sit.generate.presets import DEFAULT_SAMPLE
+    from sit.generate.spec import DiscreteSampleConfig
+
+    g = p.add_argument_group("sampler (defaults: shown, or the preset's values)")
+    for name, (typ, metavar, text) in SAMPLER_FLAGS.items():
+        default = getattr(DEFAULT_SAMPLE, name)
+        g.add_argument(f"--{name.replace('_', '-')}", type=typ, metavar=metavar, help=f"{text} (default {default})")
+    g.add_argument("--ddim-eta", type=float, metavar="ETA",
+                   help=f"DDIM's eta for --method ddim (default {DiscreteSampleConfig.eta})")
+    g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
+    from sit.guidance import GuidanceConfig
+
+    g.add_argument("--cfg-scale", type=float, metavar="ZETA",
+                   help=f"classifier-free guidance scale (1 = off; default {GuidanceConfig.scale})")
+    g.add_argument("--cfg-channels", metavar="all|K", help="guide all channels (default) or the first K (official: 3)")
+    g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
+
+
+def add_set_arguments(p) -> None:
+    from sit.generate.spec import SampleSpec
+
     g = p.add_argument_group("what to sample")
     g.add_argument("--preset", metavar="NAME", help="named paper setting (listed above); explicit options override it")
-    g.add_argument("--labels", metavar="LIST", help="'random' (default; per-sample seeded), 'null' (unconditional) or class indices 207,360 (cycled)")
-    g.add_argument("--num-samples", type=int, metavar="N", help="samples to make (default: the number of --labels, else 16)")
-    g.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i (default 0)")
+    g.add_argument("--labels", metavar="LIST", help=f"'random' (default {SampleSpec.labels}; per-sample seeded), "
+                                                    "'null' (unconditional) or class indices 207,360 (cycled)")
+    g.add_argument("--num-samples", type=int, metavar="N",
+                   help=f"samples to make (default: the number of --labels, else the preset's, else {SampleSpec.num_samples})")
+    g.add_argument("--seed", type=int, default=SampleSpec.seed, help="sample i uses seed SEED + i (default %(default)s)")
     g.add_argument("--noise", metavar="FILE", help="explicit initial noise (N, C, H, W) as .npy or .safetensors")
-    g.add_argument("--batch-size", type=int, default=32, metavar="B", help="samples per batch and process (default 32)")
+    g.add_argument("--batch-size", type=int, default=32, metavar="B", help="samples per batch and process (default %(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="output folder: samples.npz (ADM layout), manifest.json, ...")
     o.add_argument("--grid-png", action="store_true", help="write grid.png of (up to 256) samples")
@@ -54,60 +133,6 @@ def register(sub) -> None:
     o.add_argument("--save-latents", choices=["npy", "safetensors"], help="also write the sampled latents")
     o.add_argument("--keep-parts", action="store_true", help="keep the per-batch part files after merging")
     o.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
-
-
-def add_model_arguments(p) -> None:
-    g = p.add_argument_group("model")
-    g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
-    g.add_argument("--weights", choices=["ema", "model"], default="ema", help="EMA or raw weights where both exist (default ema)")
-    g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
-    g.add_argument("--precision", choices=["fp32", "bf16", "bf16-weights"], default="fp32",
-                   help="network precision: bf16 = autocast, bf16-weights = weights and activations in bf16 (fastest, "
-                        "more rounding); the sampler math stays fp32 (default fp32)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-
-
-def add_sampler_arguments(p) -> None:
-    g = p.add_argument_group("sampler (defaults: Heun 50 steps, or the preset's values)")
-    g.add_argument("--method", metavar="NAME", help="euler, heun, dopri5 (or any torchdiffeq method), euler_maruyama, sde_heun; ddpm, ddim for DiT checkpoints")
-    g.add_argument("--num-steps", type=int, metavar="N", help="steps (not grid points); Heun spends 2 NFE per step")
-    g.add_argument("--atol", type=float, help="adaptive ODE solver absolute tolerance")
-    g.add_argument("--rtol", type=float, help="adaptive ODE solver relative tolerance")
-    g.add_argument("--grid", metavar="KIND", help="time grid: uniform, shifted, edm, cosine")
-    g.add_argument("--t-start", type=float, metavar="T", help="start time (default 1; use 1 - eps for w_KL on Linear/GVP)")
-    g.add_argument("--t-end", type=float, metavar="T", help="end time before the last step")
-    g.add_argument("--w", metavar="NAME", help="SDE diffusion coefficient w_t: kl, sigma, sin2, kl_eta, constant, official-*")
-    g.add_argument("--w-scale", type=float, metavar="S", help="multiplier of w_t")
-    g.add_argument("--eta", type=float, help="eta of w_KL,eta (eq. 14); DDIM eta for --method ddim")
-    g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
-    g.add_argument("--last-step", metavar="KIND", help="SDE last step: mean, tweedie, euler, none")
-    g.add_argument("--last-step-size", type=float, metavar="H", help="size of the SDE last step (official 0.04)")
-    g.add_argument("--cfg-scale", type=float, metavar="ZETA", help="classifier-free guidance scale (1 = off, default)")
-    g.add_argument("--cfg-channels", metavar="all|K", help="guide all channels (default) or the first K (official: 3)")
-    g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI]")
-
-
-# option name -> SampleConfig field name (same names; listed so the mapping is explicit)
-SAMPLER_OPTIONS = ("num_steps", "atol", "rtol", "grid", "t_start", "t_end", "w", "w_scale", "eta", "last_step", "last_step_size")
-DEFAULTS = dict(method="heun", num_steps=50, cfg_scale=1.0, cfg_channels="all", labels="random")
-
-
-def resolve_options(args) -> tuple[dict, str | None]:
-    """Explicit options > preset > built-in defaults. Returns (values, preset name)."""
-    from sit.evaluate.presets import get_preset
-
-    values = dict(DEFAULTS)
-    if getattr(args, "preset", None):
-        values.update(get_preset(args.preset))
-    for k in ("method", "cfg_scale", "cfg_channels", "cfg_interval", "labels", "num_samples", *SAMPLER_OPTIONS):
-        v = getattr(args, k, None)
-        if v is not None:
-            values[k] = v
-    if values.get("last_step") is not None:
-        ls = str(values["last_step"]).lower()
-        values["last_step"] = ls  # "none" (no last step) becomes None in build_latent_sampler
-    return values, getattr(args, "preset", None)
 
 
 def check_args(args) -> None:
@@ -120,29 +145,98 @@ def check_args(args) -> None:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
         raise ValueError(f"--cfg-scale must be a finite number (got {args.cfg_scale})")
-    if args.eta is not None and not (math.isfinite(args.eta) and args.eta >= 0):
-        raise ValueError(f"--eta must be a finite number >= 0 (got {args.eta})")
-    for name in ("atol", "rtol", "last_step_size", "w_scale"):
-        v = getattr(args, name)
+    for name in ("eta", "ddim_eta", "atol", "rtol", "last_step_size", "w_scale"):
+        v = getattr(args, name, None)
         if v is not None and not (math.isfinite(v) and v >= 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
 
 
+def _flag_error(e: ValueError) -> ValueError:
+    """A record's error with its field named as the flag (SampleConfig.num_steps -> --num-steps)."""
+    text = re.sub(r"(?:Discrete)?SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))
+    return ValueError(text)
+
+
+def sample_config_from_args(args, base):
+    """Explicit sampler flags over ``base`` (the preset's or the default config), as a typed record."""
+    from sit.generate.spec import DISCRETE_METHODS, DiscreteSampleConfig
+    from sit.samplers import SampleConfig
+
+    given = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    method = given.get("method", base.method)
+    if "last_step" in given and given["last_step"].lower() == "none":
+        given["last_step"] = None  # explicit: no last step (the Euler-Maruyama grid runs to t_end)
+    try:
+        if method in DISCRETE_METHODS:
+            if "eta" in given:
+                raise ValueError("--eta is w_KL,eta's eta; for --method ddim give --ddim-eta")
+            extra = sorted(k for k in given if k not in ("method", "num_steps"))
+            if extra:
+                raise ValueError(f"--{extra[0].replace('_', '-')} does not apply to --method {method}")
+            eta = args.ddim_eta if args.ddim_eta is not None else getattr(base, "eta", 0.0) if base.method == method else 0.0
+            return DiscreteSampleConfig(method=method, num_steps=given.get("num_steps", base.num_steps), eta=eta)
+        if args.ddim_eta is not None:
+            raise ValueError(f"--ddim-eta applies to --method ddim only (got --method {method})")
+        fields = dataclasses.asdict(base) if isinstance(base, SampleConfig) else {"num_steps": base.num_steps}
+        return SampleConfig(**{**fields, **given, "method": method})
+    except ValueError as e:
+        raise _flag_error(e) from None
+
+
+def guidance_from_args(args, base):
+    from sit.generate.spec import parse_channels, parse_interval
+
+    kw = {}
+    if args.cfg_scale is not None:
+        kw["scale"] = args.cfg_scale
+    if args.cfg_channels is not None:
+        kw["channels"] = parse_channels(args.cfg_channels)
+    if args.cfg_interval is not None:
+        kw["interval"] = parse_interval(args.cfg_interval)
+    try:
+        return dataclasses.replace(base, **kw)
+    except ValueError as e:
+        raise ValueError(re.sub(r"cfg_scale \(guidance scale zeta\)", "--cfg-scale", str(e))) from None
+
+
+def build_spec(args):
+    """(SampleSpec without the checkpoint's fields, preset name): explicit flags > preset > defaults."""
+    from sit.generate.noise import parse_labels
+    from sit.generate.presets import DEFAULT_GUIDANCE, DEFAULT_SAMPLE, Preset, get_preset
+    from sit.generate.spec import SampleSpec
+
+    preset = get_preset(args.preset) if args.preset else Preset(DEFAULT_SAMPLE, DEFAULT_GUIDANCE)
+    sample = sample_config_from_args(args, preset.sample)
+    guidance = guidance_from_args(args, preset.guidance)
+    labels = parse_labels(args.labels if args.labels is not None else preset.labels, check=False)
+    num_samples = args.num_samples or (len(labels) if isinstance(labels, tuple) else None) \
+        or preset.num_samples or SampleSpec.num_samples
+    spec = SampleSpec(weights=args.weights, sample=sample, guidance=guidance, labels=labels, seed=args.seed,
+                      num_samples=int(num_samples), precision=args.precision, vae=args.vae,
+                      save_latents=args.save_latents)
+    return spec, args.preset
+
+
 def run(args) -> int:
-    from sit.evaluate.sampling import sample_command
+    from sit import dist
+    from sit.generate.noise import load_noise
+    from sit.generate.run import Outputs, sample_set
+    from sit.generate.spec import noise_sha256
 
     check_args(args)
-    values, preset = resolve_options(args)
+    spec, preset = build_spec(args)  # every flag checked: nothing is loaded yet
+    noise = None
+    if args.noise:
+        noise = load_noise(args.noise)
+        spec = dataclasses.replace(spec, initial_noise_sha256=noise_sha256(noise))
     t0 = time.perf_counter()
-    res = sample_command(
-        ckpt=args.ckpt, out=Path(args.out), values=values, preset=preset, seed=args.seed,
-        batch_size=args.batch_size, vae=args.vae, precision=args.precision, device=args.device,
-        weights=args.weights, noise=args.noise, lt_table=args.lt_table, grid_png=args.grid_png,
-        png_folder=args.png_folder, save_latents=args.save_latents, keep_parts=args.keep_parts,
-        progress=not args.no_progress, compile=args.compile, tf32=args.tf32,
+    res = sample_set(
+        args.ckpt, Path(args.out), spec, batch_size=args.batch_size, device=args.device, initial_noise=noise,
+        noise_file=args.noise, lt_table=args.lt_table, kind=args.kind, num_heads=args.num_heads,
+        compile=args.compile, tf32=args.tf32, preset=preset,
+        outputs=Outputs(grid_png=args.grid_png, png_folder=args.png_folder, keep_parts=args.keep_parts,
+                        progress=not args.no_progress),
     )
-    from sit import dist
-
     dist.print0(
         f"wrote {res.npz} ({res.num_generated} samples generated now); NFE per sample actually spent: "
         f"{', '.join(str(v) for v in res.nfe) or 'n/a'}; {time.perf_counter() - t0:.1f} s; manifest {res.manifest}"

@@ -92,7 +92,7 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 def run(args) -> int:
     from sit import dist
-    from sit.evaluate import sampling as S
+    from sit import generate as S
     from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
     from sit.models.checkpoint import load_model
 
@@ -202,7 +202,7 @@ def _inception_quality(ref: str, device):
     import numpy as np
 
     from sit.evaluate import inception, metrics
-    from sit.evaluate.sampling import to_uint8
+    from sit.io import to_uint8
 
     feats = inception.InceptionFeatures(device=device, progress=False)
     with np.load(ref) as z:

@@ -1,0 +1,121 @@
+"""A sample set from a checkpoint and a `SampleSpec`: everything `sit sample` does after parsing.
+
+Order: lock the folder (rank 0), resolve and identify the checkpoint, load it
+(`sit.checkpoints.load`), check the spec against the model, build the latent sampler
+(`sit.generate.glue.latent_sampler`), decode with the VAE for latent models, then
+`sit.generate.engine.generate` with ``spec.to_json()`` as the set's identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from torch import Tensor
+
+from sit import io
+from sit.generate.engine import GenerateResult, generate
+from sit.generate.spec import SampleSpec, check_against_model, settings_sha256
+
+
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """What is written beside samples.npz (none of it changes a sample)."""
+
+    grid_png: bool = False
+    png_folder: bool = False
+    keep_parts: bool = False
+    progress: bool = True
+
+
+def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
+    """(table, source file) for w = kl_eta with eta > 0, else (None, None)."""
+    cfg = spec.sample
+    if spec.discrete or str(cfg.w) != "kl_eta" or not cfg.eta > 0:
+        return None, None
+    from sit.diffusion_coef import LossTable
+    from sit.generate.glue import find_loss_table, loss_table_path
+
+    if lt_table:
+        return LossTable.load(lt_table), str(lt_table)
+    table = find_loss_table(ck, meta)
+    if table is None:
+        raise FileNotFoundError(
+            f"--w kl_eta needs the model's L_t table: run `sit lt --ckpt {ck}` first "
+            f"(stores {loss_table_path(ck)}) or pass --lt-table FILE"
+        )
+    p = loss_table_path(ck)
+    return table, (str(p) if p.is_file() else None)
+
+
+def _decoder(vae: str | None, channels: int, dev):
+    if channels in (1, 3):
+        return None, None
+    if not vae:
+        raise ValueError(
+            f"this is a latent model ({channels} channels): pass --vae PATH (a local SD VAE folder, e.g. sd-vae-ft-ema) to decode"
+        )
+    from sit.vae import VAE
+
+    v = VAE.from_pretrained(vae, device=dev)
+    return v.decode, v.scale_factor
+
+
+def sample_set(
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike,
+    spec: SampleSpec,
+    *,
+    batch_size: int = 32,
+    outputs: Outputs = Outputs(),
+    device: str | None = None,
+    initial_noise: Tensor | None = None,
+    noise_file: str | None = None,
+    lt_table: str | None = None,
+    kind: str | None = None,
+    num_heads: int | None = None,
+    compile: bool = False,
+    tf32: bool = True,
+    preset: str | None = None,
+) -> GenerateResult:
+    """Make (or resume, or verify) the sample set ``spec`` of ``ckpt`` in ``out``. ``spec`` comes
+    without the fields only the checkpoint gives (``checkpoint``, ``latent_shape``,
+    ``loss_table_sha256``, ``tf32``); they are filled in here."""
+    from sit import checkpoints, dist
+    from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
+
+    dev = dist.init(default_device(device))
+    lock = io.FolderLock(out, "sample folder", log=dist.eprint0) if dist.rank() == 0 else None
+    with lock if lock is not None else contextlib.nullcontext():
+        ck = checkpoints.resolve(ckpt, log=dist.eprint0)
+        net, meta = checkpoints.load(ck, weights=spec.weights, kind=kind, num_heads=num_heads, log=dist.eprint0)
+        net = prepare_network(net, spec.precision, compile, dev)
+        num_classes = model_num_classes(net)
+        C, H = int(net.in_channels), int(net.config.input_size)
+        check_against_model(spec, C, num_classes, meta.time_input)
+        table, table_src = _loss_table(spec, ck, meta, lt_table)
+        decode_fn, vae_scale = _decoder(spec.vae, C, dev)
+        spec = dataclasses.replace(
+            spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
+            loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
+        )
+        sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table)
+        info = {"checkpoint": str(ck), "model": io.canonical(meta.model), "step": meta.step, "preset": preset,
+                "run_meta": {"path": meta.path, "prediction": meta.prediction, "time_input": meta.time_input,
+                             "kind": meta.kind, "weights_taken": meta.weights},
+                "sampler": desc, "vae_scale_factor": vae_scale, "loss_table_file": table_src,
+                "loss_table": json.loads(table.to_json()) if table is not None else None,
+                "device": str(dev), "compile": bool(compile)}
+        origin = f" from checkpoint {ck}" + (f" with --noise file {noise_file}" if noise_file else "")
+        with dist.tf32(tf32):
+            return generate(
+                out, num_samples=spec.num_samples, batch_size=batch_size, seed=spec.seed,
+                latent_shape=spec.latent_shape, sampler_fn=sampler_fn, decode_fn=decode_fn, labels=spec.labels,
+                num_classes=num_classes, settings=spec.to_json(), info=info, device=dev,
+                png_folder=outputs.png_folder, save_latents=spec.save_latents, grid_png=outputs.grid_png,
+                keep_parts=outputs.keep_parts, progress=outputs.progress, initial_noise=initial_noise,
+                origin=origin, lock=False,
+            )

@@ -1,0 +1,176 @@
+"""What a sample set is: the typed `SampleSpec` whose every field is part of the set's identity.
+
+A set on disk (``OUT/manifest.json`` + ``OUT/parts/`` + ``OUT/samples.npz``) belongs to exactly
+one spec: the manifest stores ``spec.to_json()`` and its sha256, every part file stores that
+sha256, and resuming with a spec that differs in any field is refused naming the fields.
+Records are built and validated before anything is loaded (`sit.commands.sample`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Literal, Mapping, Sequence
+
+from sit.guidance import GuidanceConfig
+from sit.samplers import SampleConfig
+
+DISCRETE_METHODS = ("ddpm", "ddim")
+PRECISIONS = ("fp32", "bf16", "bf16-weights")
+WEIGHTS = ("ema", "model")
+LATENT_FORMATS = (None, "npy", "safetensors")
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteSampleConfig:
+    """DiT's discrete-time samplers (`sit.discrete`) on the respaced grid of ``num_steps`` steps:
+    ancestral ``ddpm`` or ``ddim`` with its own ``eta`` (0 = deterministic DDIM)."""
+
+    method: Literal["ddpm", "ddim"] = "ddpm"
+    num_steps: int = 250
+    eta: float = 0.0                # DDIM's eta (`--ddim-eta`); must be 0 for ddpm
+
+    def __post_init__(self):
+        if self.method not in DISCRETE_METHODS:
+            raise ValueError(f"DiscreteSampleConfig.method: unknown sampler {self.method!r}; expected one of {list(DISCRETE_METHODS)}")
+        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:
+            raise ValueError(f"DiscreteSampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
+        if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta < float("inf")):
+            raise ValueError(f"DiscreteSampleConfig.eta must be a finite number >= 0 (got {self.eta!r})")
+        if self.method == "ddpm" and self.eta != 0:
+            raise ValueError(f"DiscreteSampleConfig.eta applies to ddim only (got eta={self.eta} with ddpm)")
+
+
+AnySampleConfig = SampleConfig | DiscreteSampleConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+    """Everything that determines the samples of a set (each field maps onto one `sit sample` flag
+    or onto what the CLI derives before sampling). Batch size, world size, device, ``--compile``
+    and the output extras (PNGs, grid, kept parts) are not part of it: they change samples only
+    by floating-point reordering (~1e-7) or not at all."""
+
+    checkpoint: str = ""                      # sit.checkpoints.identity of the checkpoint ("" = not resolved yet)
+    weights: str = "ema"                      # --weights
+    sample: AnySampleConfig = SampleConfig()  # --method, --num-steps, ..., --ddim-eta
+    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval
+    labels: str | tuple[int, ...] = "random"  # --labels
+    seed: int = 0                             # --seed: sample i uses seed + i
+    num_samples: int = 16                     # --num-samples
+    precision: str = "fp32"                   # --precision
+    tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
+    vae: str | None = None                    # --vae (the folder given)
+    initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
+    loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
+    latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
+    save_latents: str | None = None           # --save-latents: also store latents (npy | safetensors)
+
+    def __post_init__(self):
+        if not isinstance(self.sample, (SampleConfig, DiscreteSampleConfig)):
+            raise TypeError(f"SampleSpec.sample must be a SampleConfig or DiscreteSampleConfig (got {type(self.sample).__name__})")
+        if not isinstance(self.guidance, GuidanceConfig):
+            raise TypeError(f"SampleSpec.guidance must be a GuidanceConfig (got {type(self.guidance).__name__})")
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"SampleSpec.weights: unknown weights {self.weights!r}; expected one of {list(WEIGHTS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {list(PRECISIONS)}")
+        if self.save_latents not in LATENT_FORMATS:
+            raise ValueError(f"unknown latent format {self.save_latents!r}; expected one of {list(LATENT_FORMATS[1:])}")
+        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
+            raise ValueError(f"--num-samples must be >= 1 (got {self.num_samples})")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ValueError(f"--seed must be an integer >= 0 (got {self.seed!r})")
+        if not (self.labels in ("random", "null") or (isinstance(self.labels, tuple) and self.labels
+                                                       and all(isinstance(v, int) for v in self.labels))):
+            raise ValueError(f"SampleSpec.labels must be 'random', 'null' or a tuple of class indices (got {self.labels!r})")
+        if self.latent_shape is not None:
+            object.__setattr__(self, "latent_shape", tuple(int(v) for v in self.latent_shape))
+
+    @property
+    def discrete(self) -> bool:
+        return isinstance(self.sample, DiscreteSampleConfig)
+
+    def to_json(self) -> dict[str, Any]:
+        """The identity as JSON (tuples as lists), as stored in the manifest's ``settings``."""
+        d = dataclasses.asdict(self)
+        d["sample"] = {"kind": "discrete" if self.discrete else "continuous", **d["sample"]}
+        return json.loads(json.dumps(d, sort_keys=True))
+
+    def sha256(self) -> str:
+        return settings_sha256(self.to_json())
+
+
+def settings_sha256(settings: Mapping[str, Any]) -> str:
+    """sha256 of the canonical (sorted, compact) JSON of a set's identity."""
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def differing_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the fields where two identities differ ('sample.num_steps', 'weights')."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differing_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def noise_sha256(noise) -> str:
+    """sha256 of an initial-noise tensor's float32 bytes (the whole file's tensor)."""
+    return hashlib.sha256(noise.float().contiguous().numpy().tobytes()).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------
+# values of flags as typed values (used by `sit sample` and `sit sweep`)
+
+
+def parse_interval(spec: str | Sequence[float] | None) -> tuple[float, float] | None:
+    """'0.1,0.9' -> (0.1, 0.9): guidance only for t in [lo, hi] (paper time); None/'none' -> None."""
+    if spec is None or spec == "" or spec == "none":
+        return None
+    try:
+        lo, hi = (float(v) for v in (spec.split(",") if isinstance(spec, str) else spec))
+    except (TypeError, ValueError):
+        raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})")
+    return (lo, hi)
+
+
+def parse_channels(spec: str | int | None) -> int | None:
+    """'all' (None: guide every channel, the default) or a count k (guide channels 0..k-1;
+    the official SiT/DiT forward_with_cfg uses 3 of the 4 latent channels)."""
+    if spec is None or str(spec).lower() == "all":
+        return None
+    try:
+        k = int(spec)
+    except ValueError:
+        raise ValueError(f"--cfg-channels must be 'all' or a channel count such as 3 (got {spec!r})") from None
+    if k < 1:
+        raise ValueError(f"--cfg-channels must be 'all' or a count >= 1 (got {spec!r})")
+    return k
+
+
+def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | None, time_input: str) -> None:
+    """Errors for a spec that the loaded model cannot run (sampler kind, guided channels, classes)."""
+    from sit.generate.noise import check_labels
+
+    method = spec.sample.method
+    if time_input == "discrete" and not spec.discrete:
+        raise ValueError(f"this checkpoint is a discrete-time DDPM model (DiT); --method must be one of "
+                         f"{list(DISCRETE_METHODS)} (got {method!r})")
+    if time_input != "discrete" and spec.discrete:
+        raise ValueError(f"--method {method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
+    if spec.discrete and spec.guidance.interval is not None:
+        raise ValueError("--cfg-interval is in continuous time t; it does not apply to --method ddpm/ddim")
+    ch = spec.guidance.channels
+    if ch is not None and ch > in_channels:
+        raise ValueError(f"--cfg-channels {ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
+    if spec.guidance.active and num_classes is None:
+        raise ValueError(f"--cfg-scale {spec.guidance.scale} needs a class-conditional model (this one has no classes)")
+    check_labels(spec.labels, num_classes)
