@@ -114,7 +114,6 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
         fid_from_features,
         fid_sample_note,
         frechet_distance,
-        inception_score,
         precision_recall,
     )
 
@@ -158,22 +157,13 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
         out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
         out["sfid_reference"] = how
     if "is" in metrics:
-        if fake["logits"] is None:
-            out["is"] = None
-            out["is_note"] = ("unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
-                              "to pt_inception-2015-12-05-6726825d.pth for the Inception Score")
-        else:
-            n = len(fake["logits"])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out["is"] = inception_score(fake["logits"], split_size=5000)
-            splits = max(1, -(-n // 5000))
-            out["is_note"] = f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")
+        out |= _inception_score(fake["logits"])
     if "pr" in metrics:
         import torch
 
         dev = feats.device if feats.device.type == "cuda" else None
-        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev)
+        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev,
+                                                            progress=progress)
     out["num_samples"] = int(len(sample_set))
     out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
     if "fid" in metrics or "sfid" in metrics:
@@ -183,6 +173,21 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
             out["fid_note"] = note
             log(f"warning: {note}")
     return out
+
+
+def _inception_score(logits) -> dict:
+    """``is`` and ``is_note`` of the samples' logits (None: weights without a softmax layer)."""
+    from sit.evaluate.metrics import inception_score
+
+    if logits is None:
+        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
+                                       "to pt_inception-2015-12-05-6726825d.pth for the Inception Score"}
+    n = len(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        score = inception_score(logits, split_size=5000)
+    splits = max(1, -(-n // 5000))
+    return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
 
 
 def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None, log=print) -> dict:

@@ -196,7 +196,18 @@ def _pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (na - 2.0 * (a @ b.T) + nb).clamp_min_(0.0)
 
 
-def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None) -> torch.Tensor:
+def _bar(it, desc: str, progress: bool):
+    """tqdm (rate, ETA) over ``it`` when ``progress`` and more than one step, else ``it``."""
+    it = list(it)
+    if not progress or len(it) < 2:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit="block")
+
+
+def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None,
+                   progress: bool = False) -> torch.Tensor:
     """Squared distance of each point (N, D) to its k-th nearest neighbour within the set,
     self excluded (index k of the sorted row, whose index 0 is the point itself). Shape (N,)."""
     f = torch.as_tensor(np.asarray(feats) if not isinstance(feats, torch.Tensor) else feats)
@@ -205,7 +216,7 @@ def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.fl
     if n <= k:
         raise ValueError(f"need more than k={k} points for k-nearest-neighbour radii; got {n}")
     radii = torch.empty(n, dtype=dtype, device=f.device)
-    for i in range(0, n, batch_size):
+    for i in _bar(range(0, n, batch_size), "P/R radii", progress):
         rows = f[i : i + batch_size]
         d = torch.cat([_pairwise_sq_dists(rows, f[j : j + batch_size]) for j in range(0, n, batch_size)], dim=1)
         radii[i : i + batch_size] = torch.kthvalue(d, k + 1, dim=1).values
@@ -213,25 +224,26 @@ def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.fl
 
 
 def precision_recall(
-    real_feats, fake_feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None
+    real_feats, fake_feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None, progress: bool = False
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN radii, as ADM.
 
     real_feats (N1, D) are the reference, fake_feats (N2, D) the samples. Returns
     (precision, recall): precision = share of samples within the reference manifold, recall =
     share of reference points within the sample manifold. Distances are computed in batches of
-    ``batch_size`` rows (torch, ``dtype`` float32 as ADM by default) on ``device``."""
+    ``batch_size`` rows (torch, ``dtype`` float32 as ADM by default) on ``device``; ``progress``
+    shows tqdm bars (rate, ETA) over the row blocks."""
     r = torch.as_tensor(np.asarray(real_feats) if not isinstance(real_feats, torch.Tensor) else real_feats)
     g = torch.as_tensor(np.asarray(fake_feats) if not isinstance(fake_feats, torch.Tensor) else fake_feats)
     r = r.to(device=device, dtype=dtype)
     g = g.to(device=device, dtype=dtype)
     if r.ndim != 2 or g.ndim != 2 or r.shape[1] != g.shape[1]:
         raise ValueError(f"features must be (N1, D) and (N2, D); got {tuple(r.shape)} and {tuple(g.shape)}")
-    radii_r = manifold_radii(r, k, batch_size=batch_size, dtype=dtype, device=device)
-    radii_g = manifold_radii(g, k, batch_size=batch_size, dtype=dtype, device=device)
+    radii_r = manifold_radii(r, k, batch_size=batch_size, dtype=dtype, device=device, progress=progress)
+    radii_g = manifold_radii(g, k, batch_size=batch_size, dtype=dtype, device=device, progress=progress)
     real_in_fake = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
     fake_in_real = torch.zeros(g.shape[0], dtype=torch.bool, device=r.device)
-    for i in range(0, r.shape[0], batch_size):
+    for i in _bar(range(0, r.shape[0], batch_size), "P/R", progress):
         for j in range(0, g.shape[0], batch_size):
             d = _pairwise_sq_dists(r[i : i + batch_size], g[j : j + batch_size])  # (bi, bj)
             real_in_fake[i : i + batch_size] |= (d <= radii_g[j : j + batch_size][None, :]).any(dim=1)
