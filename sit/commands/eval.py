@@ -117,9 +117,16 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
         precision_recall,
     )
 
+    out: dict = {}
+    if "fid" in metrics or "sfid" in metrics:  # said before the long part, and kept in the JSON
+        n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
+        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
+        if note:
+            out["fid_note"] = note
+            log(f"warning: {note}")
     feats = InceptionFeatures(source, device=device, batch_size=batch_size, progress=progress)
     log(f"inception: {feats.describe()}")
-    out: dict = {"inception_weights": str(feats.path)}
+    out["inception_weights"] = str(feats.path)
     want_spatial = "sfid" in metrics
     t0 = time.perf_counter()
     fake = feats.features(sample_set.images, spatial=want_spatial)
@@ -166,12 +173,6 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
                                                             progress=progress)
     out["num_samples"] = int(len(sample_set))
     out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
-    if "fid" in metrics or "sfid" in metrics:
-        n = min(out["num_samples"], out["num_reference"] or out["num_samples"])
-        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
-        if note:
-            out["fid_note"] = note
-            log(f"warning: {note}")
     return out
 
 
