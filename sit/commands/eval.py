@@ -191,7 +191,8 @@ def _inception_score(logits) -> dict:
     return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
 
 
-def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None, log=print) -> dict:
+def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None, log=print,
+                        progress: bool = False) -> dict:
     """Classifier-space metrics (``sit.evaluate.classifier.quick_quality``) of the samples against
     an embedded dataset at the samples' resolution; labels from the samples' ``arr_1``."""
     import torch
@@ -214,7 +215,7 @@ def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | N
     note = fid_sample_note(n, FEATURE_DIM, recommended=RECOMMENDED_CLASSIFIER_SAMPLES, name="classifier FID")
     if note:
         log(f"warning: {note}")
-    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed)
+    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed, progress=progress)
     out = {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()}
     return out | {"classifier_dataset": dataset} | ({"clf_fid_note": note} if note else {})
 
@@ -286,7 +287,7 @@ def run(args) -> int:
                 raise
             result["inception_note"] = f"Inception metrics skipped: {e}"
     if clf is not None:
-        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit, log=_log)
+        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit, log=_log, progress=not args.no_progress)
 
     from sit.io import write_json
 
