@@ -170,15 +170,18 @@ def test_bad_inception_weights_are_one_line(tmp_path, capsys):
 # ----------------------------------------------------------------------------- item 2: reference cache
 
 
-def test_embedded_reference_features_are_cached_and_verified(stub, tmp_path, capsys):
+def test_embedded_reference_features_are_cached_and_verified(stub, tmp_path, capsys, monkeypatch):
+    import sit.evaluate.classifier as classifier
+
+    monkeypatch.setattr(classifier, "quick_quality", lambda *a, **k: {"fid": 1.0})  # not the point here
     s = digits_like(tmp_path, n=50)
-    argv = ["eval", "digits", str(s), "--metrics", "fid,sfid,pr", "--no-progress", "--out"]
+    argv = ["eval", "digits", str(s), "--metrics", "fid,sfid", "--no-progress", "--out"]
     assert main(argv + [str(tmp_path / "a.json")]) == 0
     assert stub.calls == [50, 1797]  # samples, then the reference once
     assert main(argv + [str(tmp_path / "b.json")]) == 0
     assert stub.calls == [50, 1797, 50]  # second run: reference from the cache
     a, b = (json.loads((tmp_path / f"{k}.json").read_text()) for k in "ab")
-    assert {k: a[k] for k in ("fid", "sfid", "precision", "recall")} == {k: b[k] for k in ("fid", "sfid", "precision", "recall")}
+    assert (a["fid"], a["sfid"]) == (b["fid"], b["sfid"]) and a["fid"] > 0
     entries = list((tmp_path / "cache" / "refstats").glob("digits-*.npz"))
     assert len(entries) == 1
     capsys.readouterr()
