@@ -113,6 +113,59 @@ def test_imagefolder_grey_and_rgba_become_rgb(tmp_path):
     assert ds[0][0].shape == ds[1][0].shape == (3, 16, 16)
 
 
+def test_imagefolder_symlink_loop_is_not_followed_and_is_named(tmp_path, caplog):
+    root = make_folder(tmp_path / "d")
+    os.symlink("..", root / "cat" / "up")  # a loop that also reaches the other classes
+    os.symlink(root / "dog", root / "cat" / "dogs")
+    with caplog.at_level("WARNING", logger="sit.data"):
+        ds = ImageFolderDataset(root, 16)
+    assert len(ds) == 7 and ds.targets == [0, 0, 0, 0, 1, 1, 1]  # as without the links
+    msgs = [r.getMessage() for r in caplog.records if "symlink" in r.getMessage()]
+    assert len(msgs) == 1 and "2 directory symlink(s)" in msgs[0] and os.path.join("cat", "dogs") in msgs[0]
+    # a class folder that is itself a symlink is still read
+    other = make_folder(tmp_path / "o")
+    os.symlink(other / "dog", root / "fox")
+    assert ImageFolderDataset(root, 16).targets.count(2) == 3
+
+
+def _grey_of(path):
+    from sit.data.imagefolder import load_rgb
+
+    a = np.asarray(load_rgb(str(path)))
+    assert a.shape[-1] == 3 and a.dtype == np.uint8
+    return a[..., 0].astype(int)
+
+
+def test_imagefolder_image_modes_are_scaled_not_clipped(tmp_path):
+    ramp = np.arange(16 * 16).reshape(16, 16)  # 0..255
+    Image.fromarray((ramp * 257).astype(np.uint16)).save(tmp_path / "g16.png")  # opens as I;16
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    assert np.array_equal(_grey_of(tmp_path / "g16.png"), ramp)  # Pillow's convert("RGB") gives 0 / 255 only
+    Image.fromarray((ramp * 257).astype(np.int32)).save(tmp_path / "g32.tif")  # mode I
+    assert np.array_equal(_grey_of(tmp_path / "g32.tif"), ramp)
+    Image.fromarray((ramp / 255.0).astype(np.float32)).save(tmp_path / "f01.tif")  # mode F in [0, 1]
+    assert np.abs(_grey_of(tmp_path / "f01.tif") - ramp).max() <= 0
+    Image.fromarray(ramp.astype(np.float32)).save(tmp_path / "f255.tif")  # mode F in [0, 255]
+    assert np.array_equal(_grey_of(tmp_path / "f255.tif"), ramp)
+    Image.fromarray(np.full((4, 4), 300.0, np.float32)).save(tmp_path / "fbad.tif")
+    with pytest.raises(CorruptImageError, match=r"values in \[300, 300\]; expected \[0, 1\] or \[0, 255\]"):
+        _grey_of(tmp_path / "fbad.tif")
+    # alpha over white: a fully transparent pixel is white, an opaque one keeps its colour
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (10, 20, 30, 255)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    from sit.data.imagefolder import load_rgb
+
+    out = np.asarray(load_rgb(str(tmp_path / "a.png")))
+    assert out[0, 0].tolist() == [10, 20, 30] and out[1, 1].tolist() == [255, 255, 255]
+    Image.fromarray(np.array([[100, 0]], np.uint8), "L").convert("LA").save(tmp_path / "la.png")
+    assert np.asarray(load_rgb(str(tmp_path / "la.png")))[0].tolist() == [[100] * 3, [0] * 3]
+    pal = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    pal.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    pal.save(tmp_path / "p.png", transparency=1)
+    assert np.asarray(load_rgb(str(tmp_path / "p.png")))[0].tolist() == [[255, 0, 0], [255, 255, 255]]
+
+
 def test_imagefolder_flip_is_a_mirror_and_reproducible(tmp_path):
     root = make_folder(tmp_path / "d")
     plain = ImageFolderDataset(root, 16)
@@ -254,6 +307,18 @@ def test_latent_items(reference):
     mean_only = LatentShardDataset(reference, flip=False, sample=False)
     m = lat.moments(7)
     torch.testing.assert_close(mean_only[7][0], torch.from_numpy(m[0, 0].astype(np.float32)) * 0.18215)
+
+
+@pytest.mark.parametrize("bad", [2, 5, -1])
+def test_latent_labels_out_of_range_are_named_at_open(reference, tmp_path, bad):
+    # num_classes is 2: label 2 would train as the null class, 5 and -1 crashed later with an IndexError
+    root = tmp_path / "lat"
+    shutil.copytree(reference, root)
+    labels = np.load(root / "shard-000002.labels.npy")
+    labels[1] = bad
+    np.save(root / "shard-000002.labels.npy", labels)
+    with pytest.raises(ValueError, match=rf"shard-000002.labels.npy.*label {bad} outside the allowed range \[0, 2\)"):
+        LatentShardDataset(root)
 
 
 def test_latent_samples_have_posterior_statistics(reference):

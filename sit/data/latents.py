@@ -274,6 +274,19 @@ def check_extraction(root: str | os.PathLike) -> tuple[dict[str, Any], list[int]
     return index, missing
 
 
+def _check_labels(labels: np.ndarray, path: str, num_classes: int) -> None:
+    """Labels must be integers in [0, num_classes): num_classes itself is the null (unconditional)
+    label of classifier-free guidance, and would silently train as such."""
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"latent shard {path!r}: labels must be a 1-d integer array; got {labels.dtype} {labels.shape}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        raise ValueError(
+            f"latent shard {path!r}: label {int(bad[0])} outside the allowed range [0, {num_classes}) "
+            f"({bad.size} bad label(s); num_classes {num_classes} from index.json; {num_classes} is the null class)"
+        )
+
+
 class LatentShardDataset(Dataset):
     """Training items from an extraction folder: i -> (latent float32 (C, h, w), label int).
 
@@ -305,6 +318,7 @@ class LatentShardDataset(Dataset):
         labels, counts = [], []
         for s in range(index["num_shards"]):
             lab = np.load(shard_stem(root, s) + ".labels.npy")
+            _check_labels(lab, shard_stem(root, s) + ".labels.npy", self.num_classes)
             labels.append(lab)
             counts.append(len(lab))
         self.targets = np.concatenate(labels) if labels else np.zeros((0,), np.int64)

@@ -82,6 +82,7 @@ def train_classifier(
     epochs: int | None = None,
     batch_size: int = 128,
     lr: float = 3e-3,
+    progress: bool = False,
 ) -> DigitClassifier:
     """Train a DigitClassifier on x (N, 1, H, W) in [-1, 1], y (N,) int. Deterministic given the
     data and seed (seeded init and shuffling, no dropout, one CPU thread so the float summation
@@ -104,7 +105,9 @@ def train_classifier(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for _ in range(epochs):
+        from tqdm.auto import tqdm
+
+        for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
             perm = torch.randperm(n, generator=g)
             for i in range(0, n, batch_size):
                 idx = perm[i : i + batch_size]
@@ -119,7 +122,7 @@ def train_classifier(
 
 
 def get_classifier(
-    x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None, seed: int = 0, cache_dir=None
+    x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None, seed: int = 0, cache_dir=None, progress: bool = False
 ) -> DigitClassifier:
     """The classifier trained on (x, y) with ``seed``: loaded from the cache when present,
     otherwise trained and saved there (``cache_dir`` default: ``default_cache_dir()``;
@@ -137,7 +140,7 @@ def get_classifier(
                 return net.eval()
             except (RuntimeError, OSError, ValueError):
                 pass  # corrupt or stale cache entry: retrain and overwrite
-    net = train_classifier(x, y, num_classes=k, seed=seed)
+    net = train_classifier(x, y, num_classes=k, seed=seed, progress=progress)
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -169,6 +172,7 @@ def quick_quality(
     cache_dir=None,
     heldout_fraction: float = 0.2,
     k: int = 3,
+    progress: bool = False,
 ) -> dict:
     """Quality of generated images ``fake_x`` against real ones, in a small classifier's feature
     space (see the module docstring).
@@ -178,6 +182,8 @@ def quick_quality(
     None (unconditional: ``accuracy`` is None). The classifier is trained (or loaded from the
     cache) on a seeded ``1 - heldout_fraction`` share of the real set and tested on the rest.
     FID / precision / recall compare all real images with all samples.
+
+    ``progress``: a tqdm bar over the classifier's training epochs (when it is not cached).
 
     Returns dict(accuracy, fid, precision, recall, classifier_test_accuracy, num_real, num_fake)."""
     for name, t in (("real_x", real_x), ("fake_x", fake_x)):
@@ -206,7 +212,8 @@ def quick_quality(
     perm = torch.randperm(real_x.shape[0], generator=g)
     n_held = int(round(heldout_fraction * real_x.shape[0]))
     train_idx, held_idx = perm[n_held:], perm[:n_held]
-    net = get_classifier(real_x[train_idx], real_y[train_idx], num_classes=num_classes, seed=seed, cache_dir=cache_dir)
+    net = get_classifier(real_x[train_idx], real_y[train_idx], num_classes=num_classes, seed=seed, cache_dir=cache_dir,
+                         progress=progress)
 
     real_f, real_logits = _predict(net, real_x)
     fake_f, fake_logits = _predict(net, fake_x)

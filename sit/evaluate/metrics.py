@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,27 @@ def fid_from_features(feats1, feats2, method: str = "auto") -> float:
     return float(diff @ diff + tr1 + tr2 - 2.0 * tr_covmean)
 
 
+RECOMMENDED_FID_SAMPLES = 10_000   # below this an Inception FID is noticeably biased
+PAPER_FID_SAMPLES = 50_000         # what the SiT / ADM tables use
+RECOMMENDED_CLASSIFIER_SAMPLES = 1_000  # the 64-d classifier space of sit.evaluate.classifier
+
+
+def fid_sample_note(n: int, dim: int, *, recommended: int, paper: int | None = None, name: str = "FID") -> str | None:
+    """How far a Fréchet distance on ``n`` samples (the smaller set) in ``dim`` dimensions can be
+    trusted: None when n >= ``recommended``; otherwise one line saying why it is unreliable. n < 2 is
+    refused (no covariance). With n <= dim the covariance has rank <= n - 1 < dim; in any case the
+    estimate is biased upward, roughly like 1/n (Chong & Forsyth 2020), so FIDs on different n do
+    not compare."""
+    if n < 2:
+        raise ValueError(f"{name} needs at least 2 images per set for a covariance; got {n}")
+    if n >= recommended:
+        return None
+    rank = f"the covariance is rank-deficient (N = {n} <= feature dimension {dim}, rank <= {n - 1}) and " if n <= dim else ""
+    target = f"use >= {recommended:,} samples" + (f" ({paper:,} for paper numbers)" if paper else "")
+    return (f"{name} on {n} images is unreliable: {rank}it is biased upward roughly like 1/N, so it only compares "
+            f"with {name}s on the same N; {target}")
+
+
 # --------------------------------------------------------------------------------------------
 # Inception Score
 
@@ -173,7 +196,18 @@ def _pairwise_sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (na - 2.0 * (a @ b.T) + nb).clamp_min_(0.0)
 
 
-def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None) -> torch.Tensor:
+def _bar(it, desc: str, progress: bool):
+    """tqdm (rate, ETA) over ``it`` when ``progress`` and more than one step, else ``it``."""
+    it = list(it)
+    if not progress or len(it) < 2:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, unit="block")
+
+
+def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None,
+                   progress: bool = False) -> torch.Tensor:
     """Squared distance of each point (N, D) to its k-th nearest neighbour within the set,
     self excluded (index k of the sorted row, whose index 0 is the point itself). Shape (N,)."""
     f = torch.as_tensor(np.asarray(feats) if not isinstance(feats, torch.Tensor) else feats)
@@ -182,7 +216,7 @@ def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.fl
     if n <= k:
         raise ValueError(f"need more than k={k} points for k-nearest-neighbour radii; got {n}")
     radii = torch.empty(n, dtype=dtype, device=f.device)
-    for i in range(0, n, batch_size):
+    for i in _bar(range(0, n, batch_size), "P/R radii", progress):
         rows = f[i : i + batch_size]
         d = torch.cat([_pairwise_sq_dists(rows, f[j : j + batch_size]) for j in range(0, n, batch_size)], dim=1)
         radii[i : i + batch_size] = torch.kthvalue(d, k + 1, dim=1).values
@@ -190,25 +224,26 @@ def manifold_radii(feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.fl
 
 
 def precision_recall(
-    real_feats, fake_feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None
+    real_feats, fake_feats, k: int = 3, *, batch_size: int = 10000, dtype=torch.float32, device=None, progress: bool = False
 ) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN radii, as ADM.
 
     real_feats (N1, D) are the reference, fake_feats (N2, D) the samples. Returns
     (precision, recall): precision = share of samples within the reference manifold, recall =
     share of reference points within the sample manifold. Distances are computed in batches of
-    ``batch_size`` rows (torch, ``dtype`` float32 as ADM by default) on ``device``."""
+    ``batch_size`` rows (torch, ``dtype`` float32 as ADM by default) on ``device``; ``progress``
+    shows tqdm bars (rate, ETA) over the row blocks."""
     r = torch.as_tensor(np.asarray(real_feats) if not isinstance(real_feats, torch.Tensor) else real_feats)
     g = torch.as_tensor(np.asarray(fake_feats) if not isinstance(fake_feats, torch.Tensor) else fake_feats)
     r = r.to(device=device, dtype=dtype)
     g = g.to(device=device, dtype=dtype)
     if r.ndim != 2 or g.ndim != 2 or r.shape[1] != g.shape[1]:
         raise ValueError(f"features must be (N1, D) and (N2, D); got {tuple(r.shape)} and {tuple(g.shape)}")
-    radii_r = manifold_radii(r, k, batch_size=batch_size, dtype=dtype, device=device)
-    radii_g = manifold_radii(g, k, batch_size=batch_size, dtype=dtype, device=device)
+    radii_r = manifold_radii(r, k, batch_size=batch_size, dtype=dtype, device=device, progress=progress)
+    radii_g = manifold_radii(g, k, batch_size=batch_size, dtype=dtype, device=device, progress=progress)
     real_in_fake = torch.zeros(r.shape[0], dtype=torch.bool, device=r.device)
     fake_in_real = torch.zeros(g.shape[0], dtype=torch.bool, device=r.device)
-    for i in range(0, r.shape[0], batch_size):
+    for i in _bar(range(0, r.shape[0], batch_size), "P/R", progress):
         for j in range(0, g.shape[0], batch_size):
             d = _pairwise_sq_dists(r[i : i + batch_size], g[j : j + batch_size])  # (bi, bj)
             real_in_fake[i : i + batch_size] |= (d <= radii_g[j : j + batch_size][None, :]).any(dim=1)
@@ -244,25 +279,27 @@ class NpzImages:
     member stream is kept open between calls) and ``np.asarray(x)``."""
 
     def __init__(self, path, key: str = "arr_0"):
-        import zipfile
-
         self.path, self.key = str(path), key
-        with zipfile.ZipFile(self.path) as zf:
-            if f"{key}.npy" not in zf.namelist():
-                raise ValueError(f"{self.path!r} has no {key!r} (members {zf.namelist()})")
-        self._open()
+        try:
+            with zipfile.ZipFile(self.path) as zf:
+                names = zf.namelist()
+            if f"{key}.npy" not in names:
+                raise ImageSetError(f"{self.path!r} has no {key!r} (members {names})")
+            self._open()
+        except ImageSetError:
+            raise
+        except _READ_ERRORS as e:
+            raise npz_error(self.path, e) from e
         self.shape, self.dtype = self._shape, self._dtype
 
     def _open(self):
-        import zipfile
-
         self._zf = zipfile.ZipFile(self.path)
         self._f = self._zf.open(f"{self.key}.npy")
         version = np.lib.format.read_magic(self._f)
         read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, dtype = read_header(self._f)
         if fortran:
-            raise ValueError(f"{self.path!r}: Fortran-ordered {self.key} is not supported")
+            raise ImageSetError(f"{self.path!r}: Fortran-ordered {self.key} is not supported")
         self._shape, self._dtype, self._pos = tuple(shape), np.dtype(dtype), 0
         self._row = int(np.prod(shape[1:], dtype=np.int64)) * self._dtype.itemsize
 
@@ -274,12 +311,19 @@ class NpzImages:
             return np.asarray(self)[idx]
         start, stop, _ = idx.indices(len(self))
         stop = max(start, stop)
-        if start < self._pos:
-            self.close()
-            self._open()
-        if start > self._pos:
-            self._f.read((start - self._pos) * self._row)
-        buf = self._f.read((stop - start) * self._row)
+        try:
+            if start < self._pos:
+                self.close()
+                self._open()
+            if start > self._pos:
+                self._f.read((start - self._pos) * self._row)
+            buf = self._f.read((stop - start) * self._row)
+        except ImageSetError:
+            raise
+        except _READ_ERRORS as e:  # e.g. "Bad CRC-32" at the end of a bit-flipped member
+            raise npz_error(self.path, e) from e
+        if len(buf) != (stop - start) * self._row:
+            raise npz_error(self.path, EOFError(f"{self.key} ends after {self._pos + len(buf) // max(1, self._row)} of {len(self)} rows"))
         self._pos = stop
         return np.frombuffer(buf, dtype=self.dtype).reshape((stop - start,) + self.shape[1:])
 
@@ -314,28 +358,56 @@ def load_image_set(path, *, with_images: bool = True, lazy: bool = False) -> Ima
         return ImageSet(images=np.stack(imgs), source=str(p))
     if p.suffix != ".npz":
         raise ValueError(f"unknown image set format {p.suffix!r} for {str(p)!r}; expected one of ['.npz', a folder]")
-    with np.load(p, allow_pickle=False) as z:
-        keys = set(z.files)
-        stats = {k: (z[k].astype(np.float64) if k in keys else None) for k in ("mu", "sigma", "mu_s", "sigma_s")}
-        images = labels = None
-        if with_images or stats["mu"] is None:
-            if "arr_0" not in keys:
-                raise ValueError(f"{str(p)!r} has no 'arr_0' (keys {sorted(keys)}); expected ADM npz with arr_0 uint8 NxHxWx3")
-            images = _check_images(NpzImages(p) if lazy else z["arr_0"], str(p))
-        if "arr_1" in keys:
-            labels = z["arr_1"]
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            keys = set(z.files)
+            stats = {k: (z[k].astype(np.float64) if k in keys else None) for k in ("mu", "sigma", "mu_s", "sigma_s")}
+            images = labels = None
+            if with_images or stats["mu"] is None:
+                if "arr_0" not in keys:
+                    raise ImageSetError(f"{str(p)!r} has no 'arr_0' (keys {sorted(keys)}); expected ADM npz with arr_0 uint8 NxHxWx3")
+                images = _check_images(NpzImages(p) if lazy else z["arr_0"], str(p))
+            if "arr_1" in keys:
+                labels = z["arr_1"]
+    except ImageSetError:
+        raise
+    except _READ_ERRORS as e:
+        raise npz_error(p, e) from e
     return ImageSet(images=images, labels=labels, source=str(p), **stats)
+
+
+class ImageSetError(ValueError):
+    """An image set that was read but is not what is expected (already a full message)."""
+
+
+# what numpy / zipfile raise on an empty, truncated or corrupt .npz (ValueError: bad .npy header,
+# "pickled data" for a file that is not a zip; EOFError: empty; BadZipFile: no zip directory, bad CRC)
+_READ_ERRORS = (zipfile.BadZipFile, EOFError, zlib.error, OSError, ValueError, KeyError)
+
+
+def npz_error(path, e: BaseException) -> ImageSetError:
+    """One line saying whether ``path`` is empty, truncated or corrupt (and what it should be)."""
+    if isinstance(e, ImageSetError):
+        return e
+    size = Path(path).stat().st_size if Path(path).exists() else 0
+    if size == 0:
+        what = "is empty (0 bytes)"
+    elif isinstance(e, zipfile.BadZipFile) and "not a zip file" in str(e):
+        what = f"is truncated or not an .npz at all ({size} bytes, no zip directory)"
+    else:
+        what = f"is corrupt or truncated ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    return ImageSetError(f"image set {str(path)!r} {what}; expected an ADM .npz (arr_0 uint8 NxHxWx3): write or copy it again")
 
 
 def _check_images(a, where: str):
     if len(a.shape) == 3:
         if isinstance(a, NpzImages):
-            raise ValueError(f"{where}: lazily read images must be (N, H, W, C); got {a.shape}")
+            raise ImageSetError(f"{where}: lazily read images must be (N, H, W, C); got {a.shape}")
         a = a[..., None]
     if len(a.shape) != 4 or a.shape[-1] not in (1, 3):
-        raise ValueError(f"{where}: images must be (N, H, W, 3) or (N, H, W, 1); got {a.shape}")
+        raise ImageSetError(f"{where}: images must be (N, H, W, 3) or (N, H, W, 1); got {a.shape}")
     if a.dtype != np.uint8:
-        raise ValueError(f"{where}: images must be uint8 (0..255); got {a.dtype}")
+        raise ImageSetError(f"{where}: images must be uint8 (0..255); got {a.dtype}")
     return a
 
 
