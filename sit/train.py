@@ -33,7 +33,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -46,15 +45,23 @@ import torch
 from torch import Tensor, nn
 
 from sit import dist
+from sit.checkpoints import (  # noqa: F401  (re-exported: the store's names as sit.train had them)
+    CKPT_FILES,
+    CheckpointError,
+    clean_stale,
+    find_resumable,
+    list_checkpoints,
+    read_training_state,
+    run_dir_of,
+    save_checkpoint,
+    verify,
+)
 from sit.config import ModelConfig, TrainConfig, from_dict, to_dict
 
-CKPT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "config.json")
+verify_checkpoint = verify
+load_checkpoint_files = read_training_state
 NUM_T_BINS = 10
 DEMO_STEP_ENV = "SIT_TRAIN_KILL_AT_STEP"  # test hook: SIGKILL this process after that step
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory that is incomplete, truncated or corrupt."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -274,32 +281,6 @@ def run_meta(cfg: TrainConfig, model_cfg: ModelConfig, data_info: dict | None = 
 # ------------------------------------------------------------------------------------------------
 # checkpoints
 # ------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _b64(b: bytes) -> str:
     return base64.b64encode(b).decode("ascii")
 
@@ -328,130 +309,6 @@ def set_rng_state(state: dict) -> None:
         cs = [torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8) for s in state["cuda"]]
         if len(cs) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cs)
-
-
-def _state_dict_cpu(net: nn.Module) -> dict[str, Tensor]:
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
-
-
-def save_checkpoint(
-    run_dir: Path, step: int, net: nn.Module, ema: nn.Module, opt: torch.optim.Optimizer, state: dict, meta: dict,
-    keep_last: int,
-) -> Path:
-    """Write RUN/checkpoints/step-NNNNNNN atomically: files into RUN/.tmp-..., fsync, os.replace.
-    state.json records each file's size and sha256 (checked on resume). Keeps the newest
-    ``keep_last`` checkpoints. Call on rank 0 only."""
-    from safetensors.torch import save_file
-
-    ck_root = run_dir / "checkpoints"
-    ck_root.mkdir(parents=True, exist_ok=True)
-    final = ck_root / f"step-{step:07d}"
-    tmp = run_dir / f".tmp-step-{step:07d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    save_file(_state_dict_cpu(net), str(tmp / "model.safetensors"))
-    save_file(_state_dict_cpu(ema), str(tmp / "ema.safetensors"))
-    torch.save(opt.state_dict(), tmp / "optimizer.pt")
-    (tmp / "config.json").write_text(json.dumps(dict(meta, step=step), indent=2, sort_keys=True) + "\n")
-    files = {}
-    for name in CKPT_FILES:
-        p = tmp / name
-        _fsync_file(p)
-        files[name] = {"size": p.stat().st_size, "sha256": _sha256(p)}
-    state = dict(state, step=step, files=files)
-    (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
-    _fsync_file(tmp / "state.json")
-    _fsync_dir(tmp)
-    if final.exists():
-        trash = run_dir / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    os.replace(tmp, final)
-    _fsync_dir(ck_root)
-    for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Checkpoint directories of a run, oldest first (by step)."""
-    ck = Path(run_dir) / "checkpoints"
-    if not ck.is_dir():
-        return []
-    out = []
-    for p in ck.iterdir():
-        if p.is_dir() and p.name.startswith("step-") and p.name[5:].isdigit():
-            out.append((int(p.name[5:]), p))
-    return [p for _, p in sorted(out)]
-
-
-def verify_checkpoint(ckpt: Path) -> dict:
-    """Return the parsed state.json of ``ckpt`` after checking that every file is present, has the
-    recorded size and sha256, and parses; raise CheckpointError naming the problem otherwise."""
-    ckpt = Path(ckpt)
-    sp = ckpt / "state.json"
-    if not sp.is_file():
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} is incomplete: no state.json")
-    try:
-        state = json.loads(sp.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint {str(ckpt)!r}: state.json is corrupt ({e})") from e
-    files = state.get("files")
-    if not isinstance(files, dict) or "step" not in state:
-        raise CheckpointError(f"checkpoint {str(ckpt)!r}: state.json lacks 'files' or 'step'")
-    for name in CKPT_FILES:
-        p = ckpt / name
-        rec = files.get(name)
-        if rec is None or not p.is_file():
-            raise CheckpointError(f"checkpoint {str(ckpt)!r} is incomplete: {name} is missing")
-        size = p.stat().st_size
-        if size != rec["size"]:
-            raise CheckpointError(
-                f"checkpoint {str(ckpt)!r}: {name} is truncated or altered ({size} bytes, expected {rec['size']})"
-            )
-        if _sha256(p) != rec["sha256"]:
-            raise CheckpointError(f"checkpoint {str(ckpt)!r}: {name} is corrupt (sha256 mismatch)")
-    return state
-
-
-def load_checkpoint_files(ckpt: Path) -> tuple[dict, dict, dict, dict, dict]:
-    """(state, meta, model_sd, ema_sd, optimizer_sd) of a verified checkpoint (weights_only loads)."""
-    from safetensors.torch import load_file
-
-    state = verify_checkpoint(ckpt)
-    try:
-        meta = json.loads((ckpt / "config.json").read_text())
-        model_sd = load_file(str(ckpt / "model.safetensors"))
-        ema_sd = load_file(str(ckpt / "ema.safetensors"))
-        opt_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  any parse failure means a bad checkpoint
-        raise CheckpointError(f"checkpoint {str(ckpt)!r} cannot be read: {e}") from e
-    return state, meta, model_sd, ema_sd, opt_sd
-
-
-def find_resumable(run_dir: Path, log: Callable[[str], None] = print) -> tuple[Path, tuple]:
-    """The newest checkpoint of ``run_dir`` (or ``run_dir`` itself if it is a checkpoint) that
-    verifies; corrupt ones are reported through ``log`` and skipped. CheckpointError if none."""
-    run_dir = Path(run_dir)
-    if (run_dir / "state.json").is_file():
-        return run_dir, load_checkpoint_files(run_dir)
-    cands = list_checkpoints(run_dir)
-    if not cands:
-        raise FileNotFoundError(f"no checkpoint to resume under {str(run_dir / 'checkpoints')!r}")
-    errors = []
-    for ck in reversed(cands):
-        try:
-            return ck, load_checkpoint_files(ck)
-        except CheckpointError as e:
-            errors.append(str(e))
-            log(f"sit train: refusing {e}; trying the previous checkpoint")
-    raise CheckpointError(f"no usable checkpoint under {str(run_dir)!r}: " + "; ".join(errors))
-
-
-def run_dir_of(ckpt: Path) -> Path:
-    ckpt = Path(ckpt)
-    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
 
 
 # ------------------------------------------------------------------------------------------------
@@ -658,8 +515,8 @@ def train(
     ckpt_loaded = None
     if resume is not None:
         ck, (state, meta, model_sd, ema_sd, opt_sd) = find_resumable(Path(resume), log=log)
-        cfg = from_dict(TrainConfig, meta["train"])
-        model_cfg = from_dict(ModelConfig, meta["model"])
+        cfg = from_dict(TrainConfig, dict(meta.train))
+        model_cfg = meta.model
         if steps is not None:
             cfg = dataclasses.replace(cfg, steps=steps)
         run_dir = run_dir_of(ck)
