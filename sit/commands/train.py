@@ -107,7 +107,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--precision", choices=["fp32", "bf16"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
     t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
-                   help="CUDA: TF32 matmuls for fp32 work, as the official train.py (default on)")
+                   help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
     t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
