@@ -159,3 +159,13 @@ def test_help_defaults_come_from_the_code(capsys):
                 assert m.group(2) == (f"{dv:g}" if isinstance(dv, float) else str(dv)), a.dest
             checked += 1
     assert checked >= 15
+
+
+def test_docs_demo_parameter_count_is_the_computed_one():
+    from sit.commands.train import DEMO_MODEL
+    from sit.config import ModelConfig
+    from sit.models.sit import SiT
+
+    n = SiT(ModelConfig(**DEMO_MODEL, input_size=8, in_channels=1, num_classes=10)).num_params()
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    assert f"{n:,} parameters" in text
