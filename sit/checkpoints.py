@@ -271,7 +271,7 @@ def _check_files(ckpt: Path, files: Any, required: tuple[str, ...], source: str)
             raise CheckpointError(ckpt, f"{name} is corrupt: sha256 mismatch")
 
 
-def _check_steps(ckpt: Path, steps: dict[str, Any]) -> int:
+def _check_steps(ckpt: Path, steps: dict[str, Any], required: bool = True) -> int | None:
     m = _STEP_DIR.fullmatch(ckpt.name)
     if m:
         steps = {"folder name": int(m.group(1)), **steps}
@@ -279,7 +279,9 @@ def _check_steps(ckpt: Path, steps: dict[str, Any]) -> int:
     if len(set(known.values())) > 1:
         raise CheckpointError(ckpt, "step mismatch: " + ", ".join(f"{k} {v}" for k, v in known.items()))
     if not known:
-        raise CheckpointError(ckpt, "no step recorded")
+        if required:
+            raise CheckpointError(ckpt, "no step recorded")
+        return None
     return int(next(iter(known.values())))
 
 
@@ -315,20 +317,21 @@ def verify(ckpt: PathLike) -> dict:
 
 def is_training_checkpoint(path: PathLike) -> bool:
     p = Path(path)
-    return p.is_dir() and ((p / MANIFEST).is_file() or (p / STATE).is_file() or bool(_STEP_DIR.fullmatch(p.name)))
+    return p.is_dir() and ((p / MANIFEST).is_file() or (p / STATE).is_file())
 
 
 def check(ckpt: PathLike) -> Path:
-    """``ckpt`` after the checks its kind allows: training checkpoints `verify`; a plain
-    checkpoint folder (config.json + weights, no manifest) must have a config.json that parses
-    and a step that agrees with its name; files are checked when read."""
+    """``ckpt`` after the checks its kind allows: training checkpoints (manifest.json or
+    state.json) `verify`; a plain checkpoint folder (config.json + weights, e.g. an export) must
+    have a config.json that parses and, if named step-NNNNNNN, the same step; files are checked
+    when read."""
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint at {str(ckpt)!r}")
     if is_training_checkpoint(ckpt):
         verify(ckpt)
     elif ckpt.is_dir() and (ckpt / "config.json").is_file():
-        _read_json(ckpt, "config.json")
+        _check_steps(ckpt, {"config.json": _read_json(ckpt, "config.json").get("step")}, required=False)
     return ckpt
 
 

@@ -293,6 +293,14 @@ def _read_safetensors(path: Path, meta_path: Path | None = None) -> tuple[dict[s
     return sd, meta
 
 
+def _newest_checkpoint(run_dir: Path) -> Path:
+    """Kept for importers not yet moved to the store: `sit.checkpoints.resolve` of a run folder
+    (its newest checkpoint that verifies)."""
+    from sit import checkpoints as store
+
+    return store.resolve(run_dir)
+
+
 def read_checkpoint(
     path: str | os.PathLike, prefer: str = "ema", kind: str | None = None, log=None
 ) -> tuple[dict[str, Tensor], dict]:
