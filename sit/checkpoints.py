@@ -1,14 +1,20 @@
-"""The one checkpoint store: list, verify, resolve and read checkpoints and run folders.
+"""The one checkpoint store: write, list, verify, resolve and read checkpoints and run folders.
 
 Owns: what a path given to any reader stands for (a run folder = its newest checkpoint that
-verifies; a checkpoint folder; an official ``.pt``; a sit ``.safetensors``), the verification of
-training checkpoints (sha256 of every file against the manifest written last), the fall-back to
-the previous valid checkpoint with a message naming the refused one and the one used, the typed
+verifies; a checkpoint folder; an official ``.pt``; a sit ``.safetensors``), the atomic writing
+of training checkpoints, their verification (sha256 + size of every file, ``state.json`` and
+``config.json`` included, against ``manifest.json``, which is written last), the fall-back to the
+previous valid checkpoint with a message naming the refused one and the one used, the typed
 `RunMeta` every reader gets, and a checkpoint's identity (its weights and config, not files added
 beside it later, such as ``lt_table.json``).
 
+A training checkpoint ``RUN/checkpoints/step-NNNNNNN/`` holds model.safetensors, ema.safetensors,
+optimizer.pt, config.json (the run's `RunMeta` + step), state.json (step, data position, RNG
+states, logging window) and manifest.json. The folder name, state.json's step, config.json's step
+and the manifest's step must agree.
+
 Every reader (`sit train --resume`, sample, convert, info, eval, lt, likelihood, pathlength,
-sweep, study) goes through `resolve` / `load`, so all get the same checks.
+sweep, study) goes through `resolve` / `load` / `read_training_state`, so all get the same checks.
 
 Must not import: ``sit.train``, ``sit.generate``, ``sit.evaluate``, ``sit.commands``.
 """
@@ -16,18 +22,39 @@ Must not import: ``sit.train``, ``sit.generate``, ``sit.evaluate``, ``sit.comman
 from __future__ import annotations
 
 import dataclasses
+import errno
+import json
 import os
+import re
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sit.config import ModelConfig, from_dict, to_dict
+from sit.io import fsync_dir, fsync_file, no_space_message, sha256_file
 
 PathLike = str | os.PathLike
 Log = Callable[[str], None]
 
+CKPT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "config.json")
+STATE = "state.json"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 1
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+_STEP_DIR = re.compile(r"step-(\d{7,})")
+# the config.json layout (read by every earlier sit version)
+CONFIG_KEYS = ("model", "path", "prediction", "loss_weight", "time_input", "train", "data", "sit_version", "step")
+
 
 class CheckpointError(RuntimeError):
-    """A checkpoint that is incomplete, truncated, corrupt or inconsistent."""
+    """A checkpoint that is incomplete, truncated, corrupt or inconsistent.
+
+    ``ckpt`` is the checkpoint refused, ``reason`` the problem alone (for fall-back messages)."""
+
+    def __init__(self, ckpt: PathLike | str, reason: str):
+        self.ckpt, self.reason = str(ckpt), reason
+        super().__init__(f"checkpoint {str(ckpt)!r}: {reason}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,14 +107,319 @@ class RunMeta:
         d.update(self.extra)
         return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
 
+    def to_config(self) -> dict[str, Any]:
+        """The config.json of a training run and checkpoint: keys model, path, prediction,
+        loss_weight, time_input, train, data, sit_version, step (the layout every sit reader
+        knows; reader-side fields such as ``weights`` / ``kind`` are not written)."""
+        d = self.to_dict()
+        return {k: d[k] for k in CONFIG_KEYS if k in d}
+
+
+def _default_log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------
+# hashing (cached per (path, size, mtime), so verifying then hashing a checkpoint reads it once)
+# ------------------------------------------------------------------------------------------------
+_HASHES: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _HASHES:
+        _HASHES[key] = sha256_file(path)
+    return _HASHES[key]
+
+
+def _record(path: Path) -> dict:
+    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+
+
+# ------------------------------------------------------------------------------------------------
+# writing
+# ------------------------------------------------------------------------------------------------
+def _json_text(obj: Any, indent: int = 2) -> str:
+    return json.dumps(obj, indent=indent, sort_keys=indent == 2) + "\n"
+
+
+def _tensor_bytes(obj: Any) -> int:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, Mapping):
+        return sum(_tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in obj)
+    return 0
+
+
+def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, config: dict) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    save_file(model_sd, str(tmp / "model.safetensors"))
+    save_file(ema_sd, str(tmp / "ema.safetensors"))
+    torch.save(opt_sd, tmp / "optimizer.pt")
+    (tmp / "config.json").write_text(_json_text(dict(config, step=step)))
+    files = {}
+    for name in CKPT_FILES:
+        fsync_file(tmp / name)
+        files[name] = _record(tmp / name)
+    # ``files`` in state.json too: earlier sit versions verify with it
+    (tmp / STATE).write_text(_json_text(dict(state, step=step, files=files), indent=1))
+    fsync_file(tmp / STATE)
+    files[STATE] = _record(tmp / STATE)
+    manifest = {"format": MANIFEST_FORMAT, "step": step, "files": files}
+    (tmp / MANIFEST).write_text(_json_text(manifest))  # last: its presence means complete
+    fsync_file(tmp / MANIFEST)
+    fsync_dir(tmp)
+
+
+def save_checkpoint(
+    run_dir: PathLike, step: int, net, ema, opt, state: Mapping[str, Any], meta: RunMeta | Mapping[str, Any],
+    keep_last: int,
+) -> Path:
+    """Write RUN/checkpoints/step-NNNNNNN atomically: the files into RUN/.tmp-step-NNNNNNN-PID,
+    fsync, manifest.json last, then one rename. Keeps the newest ``keep_last`` checkpoints.
+    A full disk raises OSError(ENOSPC) "no space left on ... (needed about N MB)" after removing
+    the partial folder; the previous checkpoints are untouched. Call on rank 0 only."""
+    run_dir = Path(run_dir)
+    ck_root = run_dir / "checkpoints"
+    ck_root.mkdir(parents=True, exist_ok=True)
+    final = ck_root / f"step-{step:07d}"
+    tmp = run_dir / f".tmp-step-{step:07d}-{os.getpid()}"
+    config = meta.to_config() if isinstance(meta, RunMeta) else dict(meta)
+    model_sd, ema_sd = _state_dict_cpu(net), _state_dict_cpu(ema)
+    opt_sd = opt.state_dict() if hasattr(opt, "state_dict") else opt
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        _write_files(tmp, step, model_sd, ema_sd, opt_sd, dict(state), config)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            need = _tensor_bytes(model_sd) + _tensor_bytes(ema_sd) + _tensor_bytes(opt_sd)
+            raise OSError(errno.ENOSPC, no_space_message(run_dir, need) + f" writing checkpoint step {step}; "
+                          f"the previous checkpoints are kept") from e
+        raise
+    if final.exists():
+        trash = run_dir / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tmp, final)
+    fsync_dir(ck_root)
+    for old in list_checkpoints(run_dir)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _state_dict_cpu(net) -> dict:
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in net.state_dict().items()}
+
+
+def clean_stale(run_dir: PathLike, log: Log | None = None) -> list[Path]:
+    """Remove RUN/.tmp-step-* / .old-step-* folders left by a killed writer (call with the run's
+    lock held, so no live writer owns them). Returns what was removed."""
+    run_dir = Path(run_dir)
+    gone = [p for p in sorted(run_dir.glob(".tmp-step-*")) + sorted(run_dir.glob(".old-step-*")) if p.is_dir()]
+    for p in gone:
+        shutil.rmtree(p, ignore_errors=True)
+    if gone and log is not None:
+        log(f"sit: removed {len(gone)} partial checkpoint folder(s) left by an interrupted run: {[p.name for p in gone]}")
+    return gone
+
+
+# ------------------------------------------------------------------------------------------------
+# listing and verifying
+# ------------------------------------------------------------------------------------------------
+def list_checkpoints(run_dir: PathLike) -> list[Path]:
+    """Training checkpoint folders ``RUN/checkpoints/step-NNNNNNN`` of a run, oldest first (by step)."""
+    ck = Path(run_dir) / "checkpoints"
+    if not ck.is_dir():
+        return []
+    out = [(int(m.group(1)), p) for p in ck.iterdir() if p.is_dir() and (m := _STEP_DIR.fullmatch(p.name))]
+    return [p for _, p in sorted(out)]
+
+
+def _read_json(ckpt: Path, name: str) -> dict:
+    try:
+        d = json.loads((ckpt / name).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(ckpt, f"{name} is corrupt ({e})") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(ckpt, f"{name} is corrupt (not a JSON object)")
+    return d
+
+
+def _check_files(ckpt: Path, files: Any, required: tuple[str, ...], source: str) -> None:
+    if not isinstance(files, dict):
+        raise CheckpointError(ckpt, f"{source} lacks 'files'")
+    for name in required:
+        if name not in files:
+            raise CheckpointError(ckpt, f"{source} does not cover {name}")
+    for name, rec in files.items():
+        p = ckpt / name
+        if not p.is_file():
+            raise CheckpointError(ckpt, f"incomplete: {name} is missing")
+        size = p.stat().st_size
+        if size != rec.get("size"):
+            raise CheckpointError(ckpt, f"{name} is truncated or altered ({size} bytes, expected {rec.get('size')})")
+        if _sha256(p) != rec.get("sha256"):
+            raise CheckpointError(ckpt, f"{name} is corrupt: sha256 mismatch")
+
+
+def _check_steps(ckpt: Path, steps: dict[str, Any], required: bool = True) -> int | None:
+    m = _STEP_DIR.fullmatch(ckpt.name)
+    if m:
+        steps = {"folder name": int(m.group(1)), **steps}
+    known = {k: v for k, v in steps.items() if v is not None}
+    if len(set(known.values())) > 1:
+        raise CheckpointError(ckpt, "step mismatch: " + ", ".join(f"{k} {v}" for k, v in known.items()))
+    if not known:
+        if required:
+            raise CheckpointError(ckpt, "no step recorded")
+        return None
+    return int(next(iter(known.values())))
+
+
+def verify(ckpt: PathLike) -> dict:
+    """The parsed state.json of training checkpoint ``ckpt`` after checking every file against
+    manifest.json (size and sha256; state.json and config.json included) and that the folder name,
+    state.json, config.json and the manifest agree on the step; CheckpointError naming the problem
+    otherwise.
+
+    Backward compatible read: a checkpoint written before manifest.json existed (sit <= 0.x: the
+    hashes of model/ema/optimizer/config in state.json's ``files``) is verified that older way,
+    state.json itself then being covered only by the step agreement check."""
+    ckpt = Path(ckpt)
+    if not ckpt.is_dir():
+        raise FileNotFoundError(f"no checkpoint folder {str(ckpt)!r}")
+    if (ckpt / MANIFEST).is_file():
+        manifest = _read_json(ckpt, MANIFEST)
+        _check_files(ckpt, manifest.get("files"), (*CKPT_FILES, STATE), MANIFEST)
+        state = _read_json(ckpt, STATE)
+        step_m = manifest.get("step")
+    elif (ckpt / STATE).is_file():
+        state = _read_json(ckpt, STATE)
+        _check_files(ckpt, state.get("files"), CKPT_FILES, STATE)
+        step_m = None
+    else:
+        raise CheckpointError(ckpt, "incomplete: no manifest.json or state.json")
+    config = _read_json(ckpt, "config.json")
+    if "step" not in state:
+        raise CheckpointError(ckpt, "state.json lacks 'step'")
+    _check_steps(ckpt, {"state.json": state["step"], "config.json": config.get("step"), "manifest.json": step_m})
+    return state
+
+
+def is_training_checkpoint(path: PathLike) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / MANIFEST).is_file() or (p / STATE).is_file())
+
+
+def check(ckpt: PathLike) -> Path:
+    """``ckpt`` after the checks its kind allows: training checkpoints (manifest.json or
+    state.json) `verify`; a plain checkpoint folder (config.json + weights, e.g. an export) must
+    have a config.json that parses and, if named step-NNNNNNN, the same step; files are checked
+    when read."""
+    ckpt = Path(ckpt)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(ckpt)!r}")
+    if is_training_checkpoint(ckpt):
+        verify(ckpt)
+    elif ckpt.is_dir() and (ckpt / "config.json").is_file():
+        _check_steps(ckpt, {"config.json": _read_json(ckpt, "config.json").get("step")}, required=False)
+    return ckpt
+
+
+def _candidates(run_dir: Path) -> list[Path]:
+    """Everything under RUN/checkpoints a reader could take, oldest first (step in the name, then mtime)."""
+    from sit.models.checkpoint import _step_from_name
+
+    ck = run_dir / "checkpoints"
+    cands = [p for p in ck.iterdir() if (p.is_dir() and (is_training_checkpoint(p) or (p / "config.json").is_file()))
+             or (p.is_file() and p.suffix in (".pt", ".safetensors"))]
+
+    def key(p: Path):
+        step = _step_from_name(p.name[5:] if _STEP_DIR.fullmatch(p.name) else p.name)
+        return (step if step is not None else -1, p.stat().st_mtime)
+
+    return sorted(cands, key=key)
+
+
+def _newest_valid(cands: list[Path], where: Path, log: Log, what: str, verifier=check) -> tuple[Path, Any]:
+    refused: list[CheckpointError] = []
+    for ck in reversed(cands):
+        try:
+            got = verifier(ck)
+        except CheckpointError as e:
+            refused.append(e)
+            continue
+        if refused:
+            log("sit: " + "; ".join(f"refusing {Path(e.ckpt).name} ({e.reason})" for e in refused) + f"; using {ck.name}")
+        return ck, got
+    if not cands:
+        raise FileNotFoundError(f"no checkpoint {what} under {str(where / 'checkpoints')!r}")
+    raise CheckpointError(where, "no usable checkpoint: " + "; ".join(f"{Path(e.ckpt).name}: {e.reason}" for e in refused))
+
 
 def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     """The concrete checkpoint ``path`` stands for: a run folder means its newest checkpoint that
-    verifies (refused ones are named through ``log``); a checkpoint folder must verify; a file is
-    itself. Raises FileNotFoundError / CheckpointError with one line naming the problem."""
-    from sit._store_legacy import resolve_checkpoint
+    verifies (refused ones are named through ``log``, default stderr: "refusing step-0000200
+    (model.safetensors is corrupt: sha256 mismatch); using step-0000100"); a checkpoint folder must
+    verify; a file is itself. Raises FileNotFoundError / CheckpointError with one line."""
+    path = Path(path)
+    log = log or _default_log
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
+        if (path / "checkpoints").is_dir():
+            return _newest_valid(_candidates(path), path, log, "to read")[0]
+        raise FileNotFoundError(
+            f"{str(path)!r} is neither a checkpoint directory (config.json + ema/model.safetensors) nor a run directory (checkpoints/)"
+        )
+    return check(path)
 
-    return resolve_checkpoint(path)
+
+def run_dir_of(ckpt: PathLike) -> Path:
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+# ------------------------------------------------------------------------------------------------
+def read_training_state(ckpt: PathLike) -> tuple[dict, RunMeta, dict, dict, dict]:
+    """(state, RunMeta, model_sd, ema_sd, optimizer_sd) of a verified training checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    state = verify(ckpt)
+    try:
+        meta = RunMeta.from_dict(json.loads((ckpt / "config.json").read_text()), source=ckpt)
+        model_sd = load_file(str(ckpt / "model.safetensors"))
+        ema_sd = load_file(str(ckpt / "ema.safetensors"))
+        opt_sd = torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  any parse failure means a bad checkpoint
+        raise CheckpointError(ckpt, f"cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+    return state, meta, model_sd, ema_sd, opt_sd
+
+
+def find_resumable(path: PathLike, log: Log | None = None) -> tuple[Path, tuple]:
+    """(checkpoint, read_training_state(checkpoint)) of the newest training checkpoint of run folder
+    ``path`` that verifies (or of ``path`` itself if it is a checkpoint); refused ones are named
+    through ``log``. FileNotFoundError when there is none, CheckpointError when none verifies."""
+    path = Path(path)
+    log = log or _default_log
+    if is_training_checkpoint(path):
+        return path, read_training_state(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no run folder {str(path)!r} to resume")
+    return _newest_valid(list_checkpoints(path), path, log, "to resume", read_training_state)
 
 
 def load(
@@ -100,8 +432,9 @@ def load(
     log: Log | None = None,
 ):
     """(net (SiT, eval mode, float32, CPU), RunMeta) of the checkpoint ``path`` stands for
-    (`resolve`), with ``weights`` "ema" or "model" where both exist. ``kind`` / ``num_heads`` /
-    ``config`` override what official files cannot state (see `sit.models.checkpoint.load_model`)."""
+    (`resolve`, which verifies), with ``weights`` "ema" or "model" where both exist. ``kind`` /
+    ``num_heads`` / ``config`` override what official files cannot state (see
+    `sit.models.checkpoint.load_model`)."""
     from sit.models.checkpoint import load_model
 
     ck = resolve(path, log=log)
@@ -109,9 +442,22 @@ def load(
     return net, RunMeta.from_dict(meta, source=ck)
 
 
-def identity(ckpt: PathLike) -> str:
-    """sha256 naming a checkpoint by its weights and config only (files added beside it later, such
-    as ``lt_table.json`` from `sit lt`, do not change it)."""
-    from sit._store_legacy import file_sha256
+def _identity_files(ckpt: Path) -> list[Path]:
+    return sorted(p for p in ckpt.iterdir() if p.is_file() and (
+        p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name != "optimizer.pt")))
 
-    return file_sha256(resolve(ckpt))
+
+def identity(ckpt: PathLike) -> str:
+    """sha256 naming a checkpoint by its weights and config only: for a folder, over (name, sha256)
+    of its weight files (model/ema .safetensors, .pt; not optimizer.pt) and config.json, so files
+    added beside it later (``lt_table.json`` from `sit lt`) do not change it; for a file, its sha256."""
+    import hashlib
+
+    ck = resolve(ckpt)
+    if ck.is_file():
+        return _sha256(ck)
+    h = hashlib.sha256()
+    for p in _identity_files(ck):
+        h.update(p.name.encode())
+        h.update(_sha256(p).encode())
+    return h.hexdigest()

@@ -111,6 +111,14 @@ TRAIN_CHOICES: dict[str, tuple] = {
 }
 
 
+# TrainConfig fields `sit train --resume` may change: they alter neither the data order nor the model,
+# so the run stays one run (learning-rate schedule, clipping, stopping, cadence, previews, report)
+RESUME_OVERRIDES = ("steps", "lr", "warmup_steps", "grad_clip", "max_nonfinite", "log_every", "ckpt_every",
+                    "sample_every", "keep_last", "progress", "threads", "num_workers", "device", "cfg_scale",
+                    "sample_method", "sample_steps", "samples_per_class", "quality", "quality_samples_per_class",
+                    "lt_table")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything `sit train` needs besides the network (ModelConfig). Defaults are the paper's

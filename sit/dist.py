@@ -42,15 +42,30 @@ def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device`` as a torch.device (None: cuda if available, else cpu). A CUDA device on a torch
+    without CUDA, or with no visible GPU, is a ValueError with one line saying what to use."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {str(device)!r}; expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            raise ValueError(f"--device {device}: this torch has no CUDA; use --device cpu")
+        raise ValueError(f"--device {device}: no CUDA GPU is visible to this torch (CUDA {torch.version.cuda}); "
+                         "use --device cpu")
+    return dev
+
+
 def init(device: str | torch.device | None = None, timeout_s: float = 1800.0) -> torch.device:
     """Initialise the process group from the torchrun environment and return this process's device.
 
     Without torchrun variables this is a no-op and returns ``device`` (default: cuda if available,
     else cpu). Backend: NCCL when the device is CUDA, gloo otherwise.
     """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    device = resolve_device(device)
     if not launched_by_torchrun() or is_initialized():
         if is_initialized() and device.type == "cuda":
             device = torch.device("cuda", local_rank())

@@ -232,3 +232,34 @@ def test_non_preset_official_file_needs_num_heads_then_converts(tmp_path, capsys
     t, y = torch.rand(2), torch.tensor([1, 2])
     with torch.no_grad():
         torch.testing.assert_close(back(x, t, y), net.eval()(x, t, y))
+
+
+def test_train_format_export_keeps_step_and_pixel_image_size(tmp_path):
+    pix = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=10)
+    st = save_model(SiT(pix), tmp_path / "p", {"step": 1200})
+    pt = tmp_path / "p.pt"
+    assert main(["convert", str(st), str(pt), "--train-format"]) == 0
+    args = safe_torch_load(pt)["args"]
+    assert args.image_size == 8 and args.step == 1200  # a pixel model: no VAE factor
+    _, meta = load_model(pt, num_heads=2)
+    assert meta["step"] == 1200
+    lat = save_model(tiny(), tmp_path / "l", {"step": 5})
+    assert main(["convert", str(lat), str(tmp_path / "l.pt"), "--train-format"]) == 0
+    assert safe_torch_load(tmp_path / "l.pt")["args"].image_size == 64  # 8x8 latents of the SD VAE
+
+
+def test_info_wraps_long_meta_lines_without_cutting_words(tmp_path, capsys):
+    words = " ".join(f"word{i}" for i in range(80))
+    st = save_model(tiny(), tmp_path / "m", {"note": words})
+    assert main(["info", str(st)]) == 0
+    text = capsys.readouterr().out
+    joined = " ".join(line.strip() for line in text.splitlines() if "meta.note" in line or line.startswith(" " * 13))
+    assert json.dumps(words) in joined.replace("meta.note", "").strip()
+    assert all(len(line) <= 120 for line in text.splitlines())
+
+
+def test_convert_help_names_step_folders(capsys):
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    out = capsys.readouterr().out
+    assert "checkpoints/step-0050000" in out and "checkpoints/0050000" not in out

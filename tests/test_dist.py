@@ -89,3 +89,18 @@ def test_tf32_context_sets_and_restores_both_flags():
         with dist.tf32(not before[0]):
             raise RuntimeError("boom")
     assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+def test_cuda_device_without_cuda_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(ValueError, match="this torch has no CUDA; use --device cpu"):
+        dist.init("cuda")
+    assert dist.resolve_device("cpu").type == "cpu" and dist.resolve_device(None).type == "cpu"
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        dist.resolve_device("gpu0")
+    from sit.cli import main
+
+    assert main(["train", "--device", "cuda", "--steps", "1", "--out", "/nonexistent/never"]) == 2
+    err = capsys.readouterr().err
+    assert "this torch has no CUDA; use --device cpu" in err and len(err.strip().splitlines()) == 1

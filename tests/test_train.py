@@ -14,17 +14,13 @@ import torch
 pytest.importorskip("sit.objectives")
 pytest.importorskip("sit.models.sit")
 
+from sit.checkpoints import CheckpointError, find_resumable, list_checkpoints  # noqa: E402
+from sit.checkpoints import verify as verify_checkpoint  # noqa: E402
 from sit.cli import main  # noqa: E402
 from sit.config import ModelConfig, TrainConfig  # noqa: E402
-from sit.train import (  # noqa: E402
-    CheckpointError,
-    NonFiniteLossError,
-    StepSampler,
-    find_resumable,
-    list_checkpoints,
-    train,
-    verify_checkpoint,
-)
+from sit.train import Callbacks, NonFiniteLossError, StepSampler, train  # noqa: E402
+
+HELPER = Path(__file__).with_name("train_kill_helper.py")
 
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
                    num_classes=10, learn_sigma=False, class_dropout_prob=0.1)
@@ -75,6 +71,10 @@ def test_loss_decreases(tmp_path):
 
     net, m = load_model(out)
     assert m["path"] == "linear" and m["prediction"] == "velocity"
+    from sit import checkpoints
+
+    net2, rm = checkpoints.load(out)
+    assert rm.path == "linear" and rm.step == 40 and rm.train["steps"] == 40
     # the L_t table (sit.lt) is stored with the final checkpoint
     from sit.diffusion_coef import LossTable
 
@@ -90,9 +90,8 @@ def test_exact_resume_after_sigkill(tmp_path):
     assert main(["train", "--out", str(tmp_path / "ref"), *flags]) == 0  # uninterrupted reference
     ref_losses = losses(tmp_path / "ref")
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "sit.cli", "train", "--out", str(run), *flags]
-    env = dict(os.environ, SIT_TRAIN_KILL_AT_STEP="7")
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, str(HELPER), "7", "--out", str(run), *flags]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert p.returncode == -9, p.stderr[-2000:]
     before_kill = losses(run)
     assert max(before_kill) == 7  # step 7 was logged, its checkpoint (6) is older
@@ -148,7 +147,7 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
 
     cfg = tiny_cfg(tmp_path / "a", steps=4, ckpt_every=100)
 
-    res = train(cfg, TINY, hooks={"loss": nan_at_3})
+    res = train(cfg, TINY, callbacks=Callbacks(on_losses=nan_at_3))
     recs = [json.loads(l) for l in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
     bad = [r for r in recs if r.get("nonfinite")]
     assert len(bad) == 1 and bad[0]["step"] == 3 and len(bad[0]["bad_t"]) == 16
@@ -161,7 +160,7 @@ def test_nonfinite_steps_are_skipped_then_stop(tmp_path):
 
     cfg = tiny_cfg(tmp_path / "b", steps=20, ckpt_every=100, max_nonfinite=3)
     with pytest.raises(NonFiniteLossError, match="3 non-finite") as e:
-        train(cfg, TINY, hooks={"loss": nan_from_2})
+        train(cfg, TINY, callbacks=Callbacks(on_losses=nan_from_2))
     assert "step-0000004" in str(e.value)
     ck = tmp_path / "b" / "checkpoints" / "step-0000004"
     state = verify_checkpoint(ck)
@@ -253,7 +252,8 @@ def test_sigterm_checkpoints_and_stops(tmp_path):
             os.kill(os.getpid(), signal.SIGTERM)  # handled by train(): finish the step, checkpoint, stop
         return loss
 
-    res = train(tiny_cfg(tmp_path / "r", steps=50, ckpt_every=100, sample_every=2), TINY, hooks={"loss": term_at_2})
+    res = train(tiny_cfg(tmp_path / "r", steps=50, ckpt_every=100, sample_every=2), TINY,
+                callbacks=Callbacks(on_losses=term_at_2))
     assert res.status == "terminated" and res.step == 2
     assert [c.name for c in list_checkpoints(res.run_dir)] == ["step-0000002"]
     assert (res.run_dir / "samples" / "step-0000002.png").is_file()  # periodic EMA grid

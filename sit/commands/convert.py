@@ -8,7 +8,8 @@ from pathlib import Path
 EXAMPLES = """examples:
   sit convert SiT-XL-2-256x256.pt weights/sit-xl2.safetensors
   sit convert DiT-XL-2-512x512.pt weights/dit-xl2-512.safetensors --kind dit
-  sit convert runs/s2/checkpoints/0050000 exported.pt --train-format
+  sit convert runs/s2/checkpoints/step-0050000 exported.pt --train-format
+  sit convert runs/s2 exported.safetensors       # the run's newest checkpoint that verifies
 """
 
 
@@ -33,20 +34,21 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sit.models.checkpoint import export_official, load_model, official_args, preset_name, save_model
+    from sit import checkpoints as store
+    from sit.models.checkpoint import export_official, official_args, preset_name, save_model
 
     out = Path(args.output)
     if out.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"unknown output type {out.suffix!r} for {str(out)!r}; expected one of ['.pt', '.safetensors']")
-    net, meta = load_model(args.input, prefer=args.prefer, kind=args.kind, num_heads=args.num_heads)
+    net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
+    d = meta.to_dict()
     if out.suffix == ".safetensors":
-        meta = dict(meta, converted_from=str(args.input))
-        written = save_model(net, out, meta)
+        written = save_model(net, out, dict(d, converted_from=str(args.input)))
         print(f"wrote {written} and {written.with_suffix('.json')}")
     else:
-        oargs = official_args(net.config, meta) if args.train_format else None
+        oargs = official_args(net.config, d) if args.train_format else None
         written = export_official(net, out, args=oargs)
         print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
     name = preset_name(net.config) or "custom"
-    print(f"model {name}, {net.num_params():,} parameters, {meta.get('prediction')}/{meta.get('path')}/{meta.get('time_input')}")
+    print(f"model {name}, {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import textwrap
 
 EXAMPLES = """examples:
   sit info SiT-XL-2-256x256.pt
@@ -29,18 +30,20 @@ def register(subparsers) -> None:
 
 def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int | None = None) -> dict:
     """Summary dict of a checkpoint: preset, params, classes, step, config, meta."""
+    from sit import checkpoints as store
     from sit.config import ModelConfig, from_dict, to_dict
     from sit.models.checkpoint import infer_config, preset_name, read_checkpoint
     from sit.models.sit import param_count
 
-    sd, meta = read_checkpoint(path, prefer=prefer, kind=kind)
+    ck = store.resolve(path)  # verifies; a run folder: its newest valid checkpoint (refusals named)
+    sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
     if isinstance(meta.get("model"), dict):
         cfg = from_dict(ModelConfig, meta["model"])
     else:
         cfg = infer_config(sd, meta.get("official_args"), num_heads)
     n_stored = sum(v.numel() for v in sd.values())
     info = {
-        "checkpoint": str(path),
+        "checkpoint": str(ck),
         "model": preset_name(cfg) or "custom",
         "params": n_stored,
         "params_expected": param_count(cfg),
@@ -74,5 +77,8 @@ def run(args) -> int:
     print(f"step         {info['step']}  (weights: {info['weights'] or 'state_dict'})")
     print(f"field        prediction={info['prediction']}, path={info['path']}, time_input={info['time_input']}")
     for k, v in sorted(info.get("meta", {}).items()):
-        print(f"{'meta.' + k:<12} {json.dumps(v)[:200]}")
+        lines = textwrap.wrap(json.dumps(v), width=100, break_long_words=False, break_on_hyphens=False) or [""]
+        print(f"{'meta.' + k:<12} {lines[0]}")
+        for line in lines[1:]:
+            print(" " * 13 + line)
     return 0

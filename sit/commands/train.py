@@ -19,7 +19,8 @@ examples:
   sit train --dry-run                              # print the resolved config JSON and exit
 """
 
-# the embedded demo's defaults (measured in docs/training.md); a flag given on the command line wins
+# the embedded demo's defaults (measured in docs/training.md; --help reads them from here); a flag given on the
+# command line wins
 DEMO_TRAIN = dict(
     dataset="digits",
     image_size=8,
@@ -40,6 +41,9 @@ DEMO_TRAIN = dict(
     num_workers=0,
     threads=1,
 )
+DEMO_MNIST = dict(image_size=32, steps=600, global_batch=64, lr=1e-3)  # --dataset mnist_5k on top of DEMO_TRAIN
+DATA_IMAGE_SIZE = 256       # --data default pixels
+DEFAULT_PRESET = "SiT-XL/2"  # the model without --model (paper runs)
 DEMO_MODEL = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, learn_sigma=False, class_dropout_prob=0.1)
 DEMO_MODEL_MNIST = dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1)
 
@@ -48,18 +52,30 @@ def _none_or(v):
     return None if v in (None, "none", "None", "") else v
 
 
+def _demo(field: str):
+    """The demo's value of a TrainConfig field (its DEMO_TRAIN entry, else the TrainConfig default)."""
+    from sit.config import TrainConfig
+
+    return DEMO_TRAIN.get(field, getattr(TrainConfig(), field))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags; every default in a help text is read from TrainConfig / ModelConfig / DEMO_TRAIN."""
+    from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig
+
+    D, M = TrainConfig(), ModelConfig()
+    _RESUME_FLAGS = [_flag(k) for k in RESUME_OVERRIDES]
     d = p.add_argument_group("data (default: the embedded demo)")
-    d.add_argument("--dataset", choices=["digits", "mnist_5k"], help="embedded dataset (default digits)")
+    d.add_argument("--dataset", choices=["digits", "mnist_5k"], help=f"embedded dataset (default {D.dataset})")
     d.add_argument("--data", metavar="DIR", help="ImageFolder root (one folder per class), encoded by --vae")
     d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
     d.add_argument("--vae", metavar="PATH", help="SD VAE folder or cached name (ema / mse) for --data (and grids of --latents)")
-    d.add_argument("--image-size", type=int, metavar="PX", help="pixels (--data: 256; digits: 8; mnist_5k: 32)")
-    d.add_argument("--on-error", choices=["raise", "skip"], help="unreadable image: stop or skip and count")
-    d.add_argument("--num-workers", type=int, metavar="N", help="DataLoader workers (default 4)")
+    d.add_argument("--image-size", type=int, metavar="PX", help=f"pixels (--data: {DATA_IMAGE_SIZE}; digits: {DEMO_TRAIN['image_size']}; mnist_5k: {DEMO_MNIST['image_size']})")
+    d.add_argument("--on-error", choices=["raise", "skip"], help=f"unreadable image: stop or skip and count (default {D.on_error})")
+    d.add_argument("--num-workers", type=int, metavar="N", help=f"DataLoader workers (default {D.num_workers}; demo {_demo('num_workers')})")
 
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="NAME", help="preset SiT-S/2 ... SiT-XL/8 (default SiT-XL/2; demo: custom small)")
+    m.add_argument("--model", metavar="NAME", help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
     m.add_argument("--depth", type=int)
     m.add_argument("--hidden-size", type=int)
     m.add_argument("--num-heads", type=int)
@@ -67,49 +83,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--mlp-ratio", type=float)
     m.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
                    help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
-    m.add_argument("--label-dropout", type=float, metavar="P", help="label dropout for guidance (default 0.1)")
+    m.add_argument("--label-dropout", type=float, metavar="P", help=f"label dropout for guidance (default {M.class_dropout_prob})")
 
     o = p.add_argument_group("objective (paper axes)")
-    o.add_argument("--path", choices=["linear", "gvp", "vp"], help="interpolant (default linear)")
-    o.add_argument("--prediction", choices=["velocity", "score", "noise"], help="default velocity")
-    o.add_argument("--loss-weight", choices=["none", "velocity", "likelihood"], help="score/noise loss weighting (default none)")
-    o.add_argument("--time", dest="time_input", choices=["continuous", "discrete"], help="continuous (SiT) or discrete DDPM (DiT)")
-    o.add_argument("--time-dist", choices=["uniform", "logit_normal"], help="training t distribution (default uniform)")
+    o.add_argument("--path", choices=["linear", "gvp", "vp"], help=f"interpolant (default {D.path})")
+    o.add_argument("--prediction", choices=["velocity", "score", "noise"], help=f"network output (default {D.prediction})")
+    o.add_argument("--loss-weight", choices=["none", "velocity", "likelihood"], help=f"score/noise loss weighting (default {D.loss_weight or 'none'})")
+    o.add_argument("--time", dest="time_input", choices=["continuous", "discrete"], help=f"continuous (SiT) or discrete DDPM (DiT) (default {D.time_input})")
+    o.add_argument("--time-dist", choices=["uniform", "logit_normal"], help=f"training t distribution (default {D.time_dist})")
     o.add_argument("--t-min", type=float)
     o.add_argument("--t-max", type=float)
 
     t = p.add_argument_group("optimisation")
-    t.add_argument("--steps", type=int, metavar="N", help="optimizer steps (default 400000; demo 1800)")
-    t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help="global batch over all ranks (default 256)")
+    t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
+    t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help=f"global batch over all ranks (default {D.global_batch}; demo {_demo('global_batch')})")
     t.add_argument("--grad-accum", type=int, metavar="K")
-    t.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    t.add_argument("--lr", type=float, help=f"AdamW learning rate (default {D.lr:g}; demo {_demo('lr'):g})")
     t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup", dest="warmup_steps", type=int, metavar="STEPS", help="linear lr warm-up")
-    t.add_argument("--grad-clip", type=float, metavar="NORM", help="0 = off")
-    t.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY", help="default 0.9999")
+    t.add_argument("--warmup", dest="warmup_steps", type=int, metavar="STEPS", help=f"linear lr warm-up (default {D.warmup_steps}; demo {_demo('warmup_steps')})")
+    t.add_argument("--grad-clip", type=float, metavar="NORM", help=f"0 = off (default {D.grad_clip:g}; demo {_demo('grad_clip'):g})")
+    t.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY", help=f"EMA decay (default {D.ema_decay}; demo {_demo('ema_decay')})")
     t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--precision", choices=["fp32", "bf16"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
     t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
-                   help="CUDA: TF32 matmuls for fp32 work, as the official train.py (default on)")
+                   help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
     t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's; 1 is faster on a busy machine)")
 
     r = p.add_argument_group("run folder, logging, checkpoints")
-    r.add_argument("--out", metavar="DIR", help="run folder (default runs/demo)")
-    r.add_argument("--resume", metavar="RUN_DIR", help="continue a run exactly from its newest valid checkpoint")
-    r.add_argument("--log-every", type=int, metavar="STEPS")
-    r.add_argument("--ckpt-every", type=int, metavar="STEPS")
-    r.add_argument("--keep-last", type=int, metavar="K")
+    r.add_argument("--out", metavar="DIR", help=f"run folder (default {D.out})")
+    r.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run exactly from its newest valid checkpoint; only these flags may change it: "
+                   + ", ".join(_RESUME_FLAGS))
+    r.add_argument("--overwrite", action="store_true",
+                   help="start a fresh run in an --out folder that holds one, deleting its contents first")
+    r.add_argument("--log-every", type=int, metavar="STEPS", help=f"(default {D.log_every}; demo {_demo('log_every')})")
+    r.add_argument("--ckpt-every", type=int, metavar="STEPS", help=f"(default {D.ckpt_every}; demo {_demo('ckpt_every')})")
+    r.add_argument("--keep-last", type=int, metavar="K", help=f"checkpoints kept (default {D.keep_last}; demo {_demo('keep_last')})")
     r.add_argument("--sample-every", type=int, metavar="STEPS", help="EMA sample grids (0: only at the end)")
-    r.add_argument("--cfg-scale", type=float, help="guidance scale of sample grids (1 = off)")
+    r.add_argument("--cfg-scale", type=float, help=f"guidance scale of sample grids, 1 = off (default {D.cfg_scale:g}; demo {_demo('cfg_scale'):g})")
     r.add_argument("--sample-method", choices=["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"])
-    r.add_argument("--sample-steps", type=int)
-    r.add_argument("--samples-per-class", type=int)
-    r.add_argument("--max-nonfinite", type=int, metavar="K", help="stop after K non-finite steps in a row (default 5)")
+    r.add_argument("--sample-steps", type=int, help=f"(default {D.sample_steps}; demo {_demo('sample_steps')})")
+    r.add_argument("--samples-per-class", type=int, help=f"grid columns (default {D.samples_per_class}; demo {_demo('samples_per_class')})")
+    r.add_argument("--max-nonfinite", type=int, metavar="K", help=f"stop after K non-finite steps in a row (default {D.max_nonfinite})")
     r.add_argument("--lt-table", action=argparse.BooleanOptionalAction, default=None, help="estimate L_t after training")
-    r.add_argument("--quality-samples-per-class", type=int, metavar="N", help="samples per class for the quality number (default 50)")
+    r.add_argument("--quality-samples-per-class", type=int, metavar="N", help=f"samples per class for the quality number (default {D.quality_samples_per_class})")
     r.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None, help="quality number (embedded data)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
@@ -121,6 +141,7 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
                "quality_samples_per_class")
+ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 
 def resolve(args: argparse.Namespace):
@@ -138,9 +159,9 @@ def resolve(args: argparse.Namespace):
     if demo:
         base = dict(DEMO_TRAIN)
         if given.get("dataset") == "mnist_5k":
-            base.update(image_size=32, steps=600, global_batch=64, lr=1e-3)
+            base.update(DEMO_MNIST)
     elif args.data is not None:
-        base = {"image_size": 256}
+        base = {"image_size": DATA_IMAGE_SIZE}
     cfg = TrainConfig(**{**base, **given})
 
     # data shape
@@ -164,7 +185,7 @@ def resolve(args: argparse.Namespace):
         dm = DEMO_MODEL_MNIST if cfg.dataset == "mnist_5k" else DEMO_MODEL
         mc = ModelConfig(**{**dm, **common, **arch})
     else:
-        mc = model_preset("SiT-XL/2", **common, **arch)
+        mc = model_preset(DEFAULT_PRESET, **common, **arch)
     if cfg.time_input == "discrete" and "learn_sigma" not in arch and not mc.learn_sigma:
         mc = dataclasses.replace(mc, learn_sigma=True)  # DiT learns the variance (hybrid loss)
     return cfg, mc
@@ -196,32 +217,52 @@ def _num_folders(root: str) -> int:
     return len(find_classes(root))
 
 
+def resume_overrides(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line with --resume; a flag outside
+    `sit.train.RESUME_OVERRIDES` is refused by name."""
+    from sit.config import RESUME_OVERRIDES
+
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    if getattr(args, "no_progress", False):
+        given["progress"] = False
+    bad = sorted(k for k in given if k not in RESUME_OVERRIDES)
+    bad += [k for k in ARCH_FLAGS if getattr(args, k, None) is not None]
+    if getattr(args, "overwrite", False):
+        bad.append("overwrite")
+    if bad:
+        allowed = ", ".join(_flag(k) for k in RESUME_OVERRIDES)
+        raise ValueError(f"--resume continues the run's saved config; {', '.join(_flag(k) for k in bad)} cannot change "
+                         f"(allowed with --resume: {allowed})")
+    return given
+
+
+def _flag(field: str) -> str:
+    return {"progress": "--no-progress", "global_batch": "--batch", "warmup_steps": "--warmup", "ema_decay": "--ema",
+            "time_input": "--time", "class_dropout_prob": "--label-dropout"}.get(field, "--" + field.replace("_", "-"))
+
+
 def run(args: argparse.Namespace) -> int:
     from sit import dist
-    from sit.train import NonFiniteLossError, run_meta, train
+    from sit.train import NonFiniteLossError, find_resumable, run_meta, train
+    from sit.train.folder import run_config
 
-    if args.resume:
-        ignored = [k for k in TRAIN_FLAGS if k != "steps" and getattr(args, k, None) is not None]
-        if ignored:
-            print(f"sit train: --resume uses the run's saved config; ignoring {['--' + k.replace('_', '-') for k in ignored]} "
-                  "(only --steps can change)", file=sys.stderr)
-        if args.dry_run:
-            from sit.train import find_resumable
-
-            ck, (state, meta, *_rest) = find_resumable(args.resume)
-            print(json.dumps(dict(meta, resume_from=str(ck)), indent=2, sort_keys=True))
-            return 0
-        res = train(resume=args.resume, steps=args.steps)
-    else:
-        cfg, mc = resolve(args)
-        if args.dry_run:
-            print(json.dumps(run_meta(cfg, mc), indent=2, sort_keys=True))
-            return 0
-        try:
-            res = train(cfg, mc)
-        except NonFiniteLossError as e:
-            print(f"sit train: error: {e}", file=sys.stderr)
-            return 3
+    try:
+        if args.resume:
+            overrides = resume_overrides(args)
+            if args.dry_run:
+                ck, (state, meta, *_rest) = find_resumable(args.resume)
+                print(json.dumps(dict(meta.to_config(), resume_from=str(ck), overrides=overrides), indent=2, sort_keys=True))
+                return 0
+            res = train(resume=args.resume, overrides=overrides)
+        else:
+            cfg, mc = resolve(args)
+            if args.dry_run:
+                print(json.dumps(run_config(run_meta(cfg, mc), []), indent=2, sort_keys=True))
+                return 0
+            res = train(cfg, mc, overwrite=args.overwrite)
+    except NonFiniteLossError as e:
+        print(f"sit train: error: {e}", file=sys.stderr)
+        return 3
     dist.print0(f"sit train: {res.status} at step {res.step}; run folder {str(res.run_dir)!r}")
     dist.cleanup()
     return 0 if res.status == "done" else 143

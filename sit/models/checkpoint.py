@@ -7,7 +7,7 @@ What ``load_model(path)`` accepts:
   * a sit ``.safetensors`` with its ``.json`` beside it (``save_model``);
   * a training checkpoint directory (``ema.safetensors`` and/or ``model.safetensors`` plus a
     ``config.json`` whose "model" key is the ModelConfig dict);
-  * a run directory: the newest checkpoint under ``RUN/checkpoints/``.
+  * a run directory: its newest checkpoint that verifies (``sit.checkpoints.resolve``).
 
 Every ``.pt`` is read with ``torch.load(weights_only=True)`` and an allow-list of exactly one
 class, ``argparse.Namespace``; a pickle that would construct anything else (a callable such as
@@ -70,21 +70,35 @@ def _safe_globals_ctx():
 
 def safe_torch_load(path: str | os.PathLike) -> Any:
     """``torch.load(path, weights_only=True)`` allowing tensors, containers, primitives and
-    ``argparse.Namespace`` only; anything that could run code raises ValueError (nothing is run)."""
+    ``argparse.Namespace`` only; anything that could run code raises ValueError (nothing is run).
+    An empty, truncated or non-torch file raises ValueError with one line saying so."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes): not a torch checkpoint")
     try:
         with _safe_globals_ctx():
             return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
     except pickle.UnpicklingError as e:
-        m = re.search(r"(unsupported GLOBAL [^\s]+|Unsupported (?:global|operand)[^\n]*)", str(e), re.I)
-        why = f" ({m.group(1).strip()})" if m else ""
-        raise ValueError(
-            f"refusing to load {str(path)!r}: it contains pickled Python objects that could run code{why}; "
-            "sit only reads tensors, plain containers and argparse.Namespace (weights_only=True). "
-            "Convert it with the code that wrote it to a plain state_dict or to safetensors."
-        ) from None
+        raise ValueError(_unpickling_message(path, str(e))) from None
+    except (EOFError, RuntimeError, OSError) as e:
+        first = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
+        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: corrupt or truncated ({first})") from None
+
+
+def _unpickling_message(path: Path, text: str) -> str:
+    """One line for a refused weights_only load: the disallowed global, or 'not a torch file'."""
+    m = re.search(r"unsupported GLOBAL (\S+)", text, re.I) or re.search(r"Unsupported global: GLOBAL (\S+)", text, re.I)
+    if m:
+        return (
+            f"refusing to load {str(path)!r}: it would construct {m.group(1).rstrip('.')}, a pickled Python object "
+            "that could run code; sit only reads tensors, plain containers and argparse.Namespace. "
+            "Re-save it with the code that wrote it as a plain state_dict or as safetensors."
+        )
+    m = re.search(r"(Unsupported operand \d+|invalid load key[^\n]*)", text, re.I)
+    why = f" ({m.group(1).strip()})" if m else ""
+    return f"{str(path)!r} is not a torch checkpoint or is corrupt: it does not unpickle{why}"
 
 
 def _is_zip(path: Path) -> bool:
@@ -240,17 +254,33 @@ def _read_official(path: Path, prefer: str, kind: str | None) -> tuple[dict[str,
         if args.get("prediction"):
             meta["prediction"] = str(args["prediction"]).lower()
     step = _step_from_name(path.name)
+    if step is None and isinstance(args.get("step"), int):
+        step = args["step"]  # written by export_official (official files name the step instead)
     meta.update(step=step if step is not None else 0, kind=kind, source=f"official {source}", weights=source)
     if args:
         meta["official_args"] = _jsonable(args)
     return dict(sd), meta
 
 
-def _read_safetensors(path: Path, meta_path: Path | None = None) -> tuple[dict[str, Tensor], dict]:
-    from safetensors import safe_open
+def load_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """``safetensors.torch.load_file`` with a one-line ValueError for an empty, truncated or
+    non-safetensors file."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    sd = load_file(str(path), device="cpu")
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{str(path)!r} is empty (0 bytes): not a safetensors file")
+    try:
+        return load_file(str(path), device="cpu")
+    except SafetensorError as e:
+        raise ValueError(f"{str(path)!r} is not a valid safetensors file: corrupt or truncated ({e})") from None
+
+
+def _read_safetensors(path: Path, meta_path: Path | None = None) -> tuple[dict[str, Tensor], dict]:
+    from safetensors import safe_open
+
+    sd = load_safetensors(path)
     meta_path = meta_path or path.with_suffix(".json")
     if meta_path.is_file():
         meta = json.loads(meta_path.read_text())
@@ -263,29 +293,18 @@ def _read_safetensors(path: Path, meta_path: Path | None = None) -> tuple[dict[s
     return sd, meta
 
 
-def _newest_checkpoint(run_dir: Path) -> Path:
-    ck = run_dir / "checkpoints"
-    cands = [p for p in ck.iterdir() if (p.is_dir() and (p / "config.json").is_file()) or p.suffix in (".pt", ".safetensors")]
-    if not cands:
-        raise FileNotFoundError(f"no checkpoint under {str(ck)!r}")
-
-    def key(p: Path):
-        step = _step_from_name(p.name)
-        return (step if step is not None else -1, p.stat().st_mtime)
-
-    return max(cands, key=key)
-
-
 def read_checkpoint(
-    path: str | os.PathLike, prefer: str = "ema", kind: str | None = None
+    path: str | os.PathLike, prefer: str = "ema", kind: str | None = None, log=None
 ) -> tuple[dict[str, Tensor], dict]:
     """(state_dict, meta) from any supported checkpoint (module docstring), without building a net.
-    meta["model"] is filled only when the checkpoint states it (sit files); see ``infer_config``."""
+    meta["model"] is filled only when the checkpoint states it (sit files); see ``infer_config``.
+    Goes through `sit.checkpoints.resolve`: checkpoint folders are verified, a run folder falls
+    back to its newest valid checkpoint (refusals named through ``log``)."""
     if prefer not in PREFER:
         raise ValueError(f"unknown prefer {prefer!r}; expected one of {list(PREFER)}")
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    from sit import checkpoints as store
+
+    path = store.resolve(path, log=log)  # a run folder: its newest valid checkpoint; folders verify
     if path.is_dir():
         if (path / "config.json").is_file():
             order = (prefer, "model" if prefer == "ema" else "ema")
@@ -299,11 +318,7 @@ def read_checkpoint(
                 step = _step_from_name(path.name)
                 meta["step"] = step if step is not None else 0
             return sd, meta
-        if (path / "checkpoints").is_dir():
-            return read_checkpoint(_newest_checkpoint(path), prefer, kind)
-        raise FileNotFoundError(
-            f"{str(path)!r} is neither a checkpoint directory (config.json + ema/model.safetensors) nor a run directory (checkpoints/)"
-        )
+        raise store.CheckpointError(path, "incomplete: no config.json")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
@@ -317,6 +332,7 @@ def load_model(
     prefer: str = "ema",
     kind: str | None = None,
     num_heads: int | None = None,
+    log=None,
 ) -> tuple[SiT, dict]:
     """Build and load a SiT from any supported checkpoint; returns (net in eval mode, meta).
 
@@ -327,7 +343,7 @@ def load_model(
     Shapes are checked key by key (a mismatch names the key and both shapes); weights keep their
     saved dtype cast to float32.
     """
-    sd, meta = read_checkpoint(path, prefer, kind)
+    sd, meta = read_checkpoint(path, prefer, kind, log=log)
     if config is None:
         if "model" in meta and isinstance(meta["model"], dict):
             config = from_dict(ModelConfig, meta["model"])
@@ -415,17 +431,20 @@ def export_official(
 
 def official_args(config: ModelConfig, meta: dict | None = None) -> dict:
     """train.py-style args for ``export_official`` from a config and meta (model name, image
-    size = 8 x latent size, classes, path_type, prediction)."""
+    size = 8 x latent size for 4-channel latent models, the input size for pixel models (1 or 3
+    channels), classes, path_type, prediction, and the training step)."""
     meta = meta or {}
     name = preset_name(config) or "custom"
+    image_size = config.input_size * 8 if config.in_channels == 4 else config.input_size
     path_type = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}.get(str(meta.get("path", "linear")), "Linear")
     return {
         "model": name,
-        "image_size": config.input_size * 8,
+        "image_size": image_size,
         "num_classes": config.num_classes,
         "path_type": path_type,
         "prediction": str(meta.get("prediction", "velocity")),
         "loss_weight": meta.get("loss_weight"),
+        "step": int(meta.get("step") or 0),
     }
 
 

@@ -1,0 +1,54 @@
+"""`sit train`: SiT (continuous time) or DiT's DDPM (discrete time), one process or ``torchrun``.
+
+``train(cfg, model_cfg)`` writes a run folder:
+
+    RUN/run_config.json              resolved config (also inside every checkpoint as config.json)
+    RUN/metrics.jsonl                one record per ``log_every`` steps: step, loss, loss by t bin,
+                                     lr, grad norm, images/s, skipped (non-finite) steps
+    RUN/checkpoints/step-0000100/    model.safetensors, ema.safetensors, optimizer.pt, state.json,
+                                     config.json, manifest.json (+ lt_table.json with ``lt_table``)
+    RUN/samples/step-0000100.png     EMA sample grids (one row per class)
+    RUN/loss_curve.png, RUN/samples.png (samples beside real images), RUN/quality.json (embedded data)
+
+Determinism, the basis of exact resume and of DDP = single process: everything random in a step
+is a function of (seed, step) (`sit.train.seeds`). So a run resumed from a checkpoint repeats the
+uninterrupted run exactly (same process count), and N processes compute the same mean loss and
+gradient as one process on the same global batch.
+
+The package: `loop` (the loop), `objective` (continuous SiT / discrete DDPM: time draw, losses,
+preview sampler), `data` (data sources and the step sampler), `folder` (run folder, lock, resume
+and its overrides), `log` (metrics.jsonl, TensorBoard, progress), `report` (grids, loss curve,
+quality, L_t table), `seeds`; checkpoint I/O is `sit.checkpoints`.
+"""
+
+from sit.checkpoints import (
+    CKPT_FILES,
+    CheckpointError,
+    find_resumable,
+    list_checkpoints,
+    read_training_state,
+    run_dir_of,
+    save_checkpoint,
+)
+from sit.checkpoints import verify as verify_checkpoint
+from sit.train.data import DataSource, StepSampler, build_data
+from sit.train.folder import RESUME_OVERRIDES, apply_overrides, run_meta
+from sit.train.log import NUM_T_BINS, plot_loss_curve
+from sit.train.loop import (
+    Callbacks,
+    NonFiniteLossError,
+    TrainResult,
+    ema_decay_at,
+    ema_update,
+    lr_at,
+    train,
+)
+from sit.train.objective import build_objective, generate
+from sit.train.seeds import rng_state, set_rng_state
+
+__all__ = [
+    "CKPT_FILES", "CheckpointError", "find_resumable", "list_checkpoints", "read_training_state", "run_dir_of",
+    "save_checkpoint", "verify_checkpoint", "DataSource", "StepSampler", "build_data", "RESUME_OVERRIDES",
+    "apply_overrides", "run_meta", "NUM_T_BINS", "plot_loss_curve", "Callbacks", "NonFiniteLossError", "TrainResult",
+    "ema_decay_at", "ema_update", "lr_at", "train", "build_objective", "generate", "rng_state", "set_rng_state",
+]

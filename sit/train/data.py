@@ -1,0 +1,232 @@
+"""The data sources of `sit train`: which rows each (step, micro-batch, rank) gets, and the
+batches themselves (embedded pixels, an ImageFolder through the VAE, or latent shards).
+
+A source owns its batches: `DataSource.batches` yields the network inputs (for an ImageFolder
+the VAE posterior draw z = (mean + std * noise) * scale, the noise drawn on the CPU for the whole
+global micro-batch from (seed, 3, step, micro) and this rank's rows taken, so it is the same for
+any number of processes and on resume), the preview pixels (`to_pixels`), the real images shown
+beside the samples and the quality reference (embedded data only), and a held-out batch for the
+L_t table. The loop never asks which kind of data it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import torch
+from torch import Tensor
+
+from sit.config import TrainConfig
+from sit.train.seeds import generator
+
+
+class StepSampler:
+    """Indices of every (step, micro-batch, rank): the global batch of step s is the slice s of a
+    permutation of range(n) seeded by (seed, epoch), epochs of n // global_batch steps (the
+    remainder of each epoch is dropped). Rank r takes rows [r*b, (r+1)*b) of each micro-batch."""
+
+    def __init__(self, n: int, global_batch: int, grad_accum: int, world_size: int, rank: int, seed: int):
+        if global_batch % (grad_accum * world_size):
+            raise ValueError(
+                f"global batch {global_batch} must be divisible by grad_accum x world size = {grad_accum} x {world_size}"
+            )
+        if n < global_batch:
+            raise ValueError(f"the dataset has {n} items, fewer than one global batch ({global_batch})")
+        self.n, self.global_batch, self.grad_accum = n, global_batch, grad_accum
+        self.world_size, self.rank, self.seed = world_size, rank, seed
+        self.micro_global = global_batch // grad_accum
+        self.local = self.micro_global // world_size
+        self.steps_per_epoch = n // global_batch
+        self._perm: tuple[int, Tensor] | None = None
+
+    def position(self, step: int) -> dict[str, int]:
+        """Data position before step ``step`` (0-based): epoch and the index into its permutation."""
+        return {"epoch": step // self.steps_per_epoch, "index": (step % self.steps_per_epoch) * self.global_batch}
+
+    def permutation(self, epoch: int) -> Tensor:
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(self.n, generator=generator(self.seed, 1, epoch)))
+        return self._perm[1]
+
+    def indices(self, step: int, micro: int) -> tuple[int, Tensor]:
+        """(epoch, indices (local,)) of this rank's rows of micro-batch ``micro`` of step ``step``."""
+        pos = self.position(step)
+        start = pos["index"] + micro * self.micro_global + self.rank * self.local
+        return pos["epoch"], self.permutation(pos["epoch"])[start : start + self.local]
+
+    def rows(self) -> slice:
+        """This rank's rows within a global micro-batch."""
+        return slice(self.rank * self.local, (self.rank + 1) * self.local)
+
+
+class _EpochItems(torch.utils.data.Dataset):
+    """Wraps a dataset with ``set_epoch``: item (index, epoch) sets the epoch in this worker first."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, item):
+        index, epoch = item
+        if hasattr(self.dataset, "set_epoch") and getattr(self.dataset, "epoch", None) != epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+class _BatchList(torch.utils.data.Sampler):
+    """Batch sampler yielding this rank's (index, epoch) lists for steps [start, stop)."""
+
+    def __init__(self, sampler: StepSampler, start: int, stop: int):
+        self.sampler, self.start, self.stop = sampler, start, stop
+
+    def __len__(self):
+        return (self.stop - self.start) * self.sampler.grad_accum
+
+    def __iter__(self):
+        for s in range(self.start, self.stop):
+            for m in range(self.sampler.grad_accum):
+                epoch, idx = self.sampler.indices(s, m)
+                yield [(int(i), epoch) for i in idx]
+
+
+class DataSource:
+    """What the loop needs from the data: size, shape, classes and batches per (step, micro)."""
+
+    n: int
+    channels: int
+    size: int                       # network input side (pixels for embedded, latent side otherwise)
+    num_classes: int
+    info: dict                      # the "data" entry of config.json
+
+    def batches(self, sampler: StepSampler, start: int, stop: int, num_workers: int,
+                device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
+        """(x, y) network inputs on ``device`` for every micro-batch of steps [start, stop) (this rank)."""
+        raise NotImplementedError
+
+    def to_pixels(self, x: Tensor) -> Tensor | None:
+        """Images in [-1, 1] of network-space samples ``x``; None when they cannot be decoded."""
+        return None
+
+    def real_images(self, k: int, n: int) -> Tensor | None:
+        """``n`` real training images of each of the first ``k`` classes (for samples.png), or None."""
+        return None
+
+    def quality_reference(self) -> tuple[Tensor, Tensor] | None:
+        """(images, labels) the quality number compares samples against, or None (not offered)."""
+        return None
+
+    def heldout(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """A held-out batch (network space) for the L_t table."""
+        raise NotImplementedError
+
+
+class EmbeddedSource(DataSource):
+    """The embedded demo datasets (pixels, 1 channel), held on the device."""
+
+    def __init__(self, cfg: TrainConfig, device: torch.device):
+        from sit.data.embedded import NUM_CLASSES, load_embedded
+
+        x, y = load_embedded(cfg.dataset, "train", image_size=cfg.image_size, seed=0)
+        self.dataset_name = cfg.dataset
+        self.n, self.channels, self.size, self.num_classes = x.shape[0], 1, int(x.shape[-1]), NUM_CLASSES
+        self.info = {"kind": "embedded", "dataset": cfg.dataset, "image_size": int(x.shape[-1]), "split": "train",
+                     "heldout_fraction": 0.1, "split_seed": 0}
+        self.x, self.y = x.to(device), y.to(device)
+
+    def batches(self, sampler, start, stop, num_workers, device):
+        for s in range(start, stop):
+            for m in range(sampler.grad_accum):
+                _, idx = sampler.indices(s, m)
+                idx = idx.to(self.x.device)
+                yield self.x[idx], self.y[idx]
+
+    def to_pixels(self, x):
+        return x
+
+    def real_images(self, k, n):
+        return torch.cat([self.x[self.y == c][:n] for c in range(k)])
+
+    def quality_reference(self):
+        from sit.data.embedded import load_embedded
+
+        return load_embedded(self.dataset_name, "all", image_size=self.size)
+
+    def heldout(self, device):
+        from sit.data.embedded import load_embedded
+
+        return load_embedded(self.dataset_name, "heldout", image_size=self.size)
+
+
+class FolderSource(DataSource):
+    """Latent shards (`sit extract`), or an ImageFolder encoded by the VAE on the fly
+    (``posterior_seed`` set: the VAE posterior draw of the module docstring)."""
+
+    def __init__(self, dataset: Any, vae: Any, info: dict, channels: int, size: int, posterior_seed: int | None = None):
+        self.dataset, self.vae, self.info, self.posterior_seed = dataset, vae, info, posterior_seed
+        self.n, self.channels, self.size, self.num_classes = len(dataset), channels, size, dataset.num_classes
+
+    def batches(self, sampler, start, stop, num_workers, device):
+        dl = torch.utils.data.DataLoader(
+            _EpochItems(self.dataset),
+            batch_sampler=_BatchList(sampler, start, stop),
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+            persistent_workers=False,
+        )
+        micros = ((s, m) for s in range(start, stop) for m in range(sampler.grad_accum))
+        for (step, micro), (xb, yb) in zip(micros, dl):
+            x = xb.to(device, non_blocking=True)
+            if self.posterior_seed is not None:
+                x = self._posterior(x, step, micro, sampler)
+            yield x, torch.as_tensor(yb).long().to(device, non_blocking=True)
+
+    @torch.no_grad()
+    def _posterior(self, x: Tensor, step: int, micro: int, sampler: StepSampler) -> Tensor:
+        mean, std = self.vae.encode_moments(x)
+        vg = generator(self.posterior_seed, 3, step, micro)
+        noise = torch.randn((sampler.micro_global, *mean.shape[1:]), generator=vg)[sampler.rows()]
+        return (mean + std * noise.to(mean.device)) * self.vae.scale_factor
+
+    def to_pixels(self, x):
+        return self.vae.decode(x.to(self.vae.device)) if self.vae is not None else None
+
+    def heldout(self, device):
+        n = min(len(self.dataset), 512)
+        items = [self.dataset[i] for i in range(len(self.dataset) - n, len(self.dataset))]
+        hx = torch.stack([a for a, _ in items])
+        hy = torch.tensor([b for _, b in items])
+        if self.posterior_seed is not None:
+            hx = self.vae.encode(hx.to(device))
+        return hx, hy
+
+
+def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
+    """The training data of ``cfg``: embedded (pixels), ImageFolder through the VAE, or latent shards."""
+    if cfg.latents is not None:
+        from sit.data.latents import LatentShardDataset
+
+        ds = LatentShardDataset(cfg.latents, flip=True, seed=cfg.seed)
+        c, h, w = ds.latent_shape
+        if h != w:
+            raise ValueError(f"latents must be square (got {h}x{w} in {cfg.latents!r})")
+        vae = None
+        if cfg.vae is not None:
+            from sit.vae import VAE
+
+            vae = VAE.from_pretrained(cfg.vae, device=device)
+        info = {"kind": "latents", "root": str(cfg.latents), "latent_shape": [c, h, w], "scale_factor": ds.scale_factor}
+        return FolderSource(ds, vae, info, c, h)
+    if cfg.data is not None:
+        from sit.data.imagefolder import ImageFolderDataset
+        from sit.vae import VAE
+
+        size = cfg.image_size or 256
+        ds = ImageFolderDataset(cfg.data, size, flip=True, on_error=cfg.on_error, seed=cfg.seed)
+        vae = VAE.from_pretrained(cfg.vae or "ema", device=device)
+        c, h, w = vae.latent_shape(size)
+        info = {"kind": "images", "root": str(cfg.data), "image_size": size, "vae": vae.name,
+                "latent_shape": [c, h, w], "scale_factor": vae.scale_factor}
+        return FolderSource(ds, vae, info, c, h, posterior_seed=cfg.seed)
+    return EmbeddedSource(cfg, device)

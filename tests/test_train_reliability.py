@@ -1,0 +1,171 @@
+"""sit train's run-folder reliability: refusing to overwrite a run, --overwrite, the run lock,
+full disk during a checkpoint write, stale partial checkpoints, --resume overrides and their
+history, --no-progress on resume, help defaults read from the code."""
+
+import errno
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sit.cli import main
+from sit.config import TrainConfig
+
+FLAGS = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "16",
+         "--warmup", "0", "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1",
+         "--sample-steps", "1", "--no-progress", "--threads", "1"]
+
+
+def _train(out, *extra, steps=2):
+    return main(["train", "--out", str(out), "--steps", str(steps), *FLAGS, *extra])
+
+
+def _snapshot(run: Path) -> dict:
+    return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_existing_run_folder_is_refused_then_overwritten(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _train(run) == 0
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert _train(run, steps=4) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert _snapshot(run) == before  # nothing of the old run changed
+    (run / "extra.txt").write_text("old")
+    assert _train(run, "--overwrite", steps=4) == 0
+    assert not (run / "extra.txt").exists()
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs] == [1, 2, 3, 4]
+    assert [p.name for p in (run / "checkpoints").iterdir()] and not (run / ".lock").exists()
+
+
+def test_run_lock_refuses_a_second_writer_and_takes_over_a_stale_one(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (run / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname()}))
+        assert _train(run) == 2
+        err = capsys.readouterr().err
+        assert f"in use by process {sleeper.pid}" in err
+        assert not (run / "checkpoints").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert _train(run) == 0  # the holder is gone: its lock is taken over with a message
+    out = capsys.readouterr()
+    assert "stale lock" in out.out + out.err
+    assert not (run / ".lock").exists()
+
+
+def test_full_disk_keeps_previous_checkpoint_and_resume_cleans_stale(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from sit import checkpoints
+
+    run = tmp_path / "r"
+    assert _train(run) == 0
+    real_save = torch.save
+
+    def full(obj, f, *a, **k):
+        if str(f).endswith("optimizer.pt"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(torch, "save", full)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"no space left on .*needed about [0-9.]+ MB", err), err
+    assert [p.name for p in checkpoints.list_checkpoints(run)] == ["step-0000002"]
+    assert not list(run.glob(".tmp-*"))
+    monkeypatch.setattr(torch, "save", real_save)
+    stale = run / ".tmp-step-0000004-123456"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    assert main(["train", "--resume", str(run), "--steps", "4", "--no-progress"]) == 0
+    out = capsys.readouterr()
+    assert not stale.exists() and "partial checkpoint" in out.out + out.err
+    assert [p.name for p in checkpoints.list_checkpoints(run)][-1] == "step-0000004"
+
+
+def test_resume_overrides_are_recorded_and_others_refused(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _train(run) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--path", "gvp", "--depth", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--path, --depth cannot change" in err and "--lr" in err
+    assert main(["train", "--resume", str(run), "--steps", "4", "--lr", "5e-4", "--grad-clip", "0.5",
+                 "--no-progress"]) == 0
+    rc = json.loads((run / "run_config.json").read_text())
+    assert rc["history"] == [{"step": 2, "changed": {"steps": [2, 4], "lr": [1e-3, 5e-4], "grad_clip": [1.0, 0.5]}}]
+    assert rc["train"]["lr"] == 5e-4
+    cfg = json.loads((run / "checkpoints" / "step-0000004" / "config.json").read_text())
+    assert cfg["train"]["lr"] == 5e-4 and cfg["train"]["steps"] == 4
+    recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in recs] == [1e-3, 1e-3, 5e-4, 5e-4]
+
+
+def test_no_progress_is_honoured_on_resume(tmp_path):
+    run = tmp_path / "r"
+    assert _train(run) == 0
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-m", "sit.cli", "train", "--resume", str(run), "--steps", "3"]
+    p = subprocess.run([*cmd, "--no-progress"], capture_output=True, text=True, timeout=300, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "train:" not in p.stderr and "it/s" not in p.stderr and "s/it" not in p.stderr, p.stderr
+    rc = json.loads((run / "run_config.json").read_text())
+    assert rc["train"]["progress"] is False
+
+
+def test_help_defaults_come_from_the_code(capsys):
+    from sit.commands.train import DEMO_TRAIN
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    d = TrainConfig()
+    assert f"optimizer steps (default {d.steps}; demo {DEMO_TRAIN['steps']})" in text
+    assert f"quality number (default {d.quality_samples_per_class})" in text
+    assert f"global batch over all ranks (default {d.global_batch}; demo {DEMO_TRAIN['global_batch']})" in text
+    # every "(default X; demo Y)" names TrainConfig's and the demo's value of that flag's field
+    import argparse
+
+    from sit.commands.train import _demo, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    checked = 0
+    for a in p._actions:
+        m = re.search(r"default ([^;)]+)(?:; demo ([^)]+))?\)", a.help or "")
+        if m and hasattr(d, a.dest):
+            want = getattr(d, a.dest)
+            got = m.group(1)
+            if isinstance(want, bool):
+                want = "on" if want else "off"
+            assert got == (f"{want:g}" if isinstance(want, float) else str(want if want is not None else "none")), a.dest
+            if m.group(2):
+                dv = _demo(a.dest)
+                assert m.group(2) == (f"{dv:g}" if isinstance(dv, float) else str(dv)), a.dest
+            checked += 1
+    assert checked >= 15
+
+
+def test_docs_demo_parameter_count_is_the_computed_one():
+    from sit.commands.train import DEMO_MODEL
+    from sit.config import ModelConfig
+    from sit.models.sit import SiT
+
+    n = SiT(ModelConfig(**DEMO_MODEL, input_size=8, in_channels=1, num_classes=10)).num_params()
+    text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
+    assert f"{n:,} parameters" in text
