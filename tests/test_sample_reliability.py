@@ -228,3 +228,18 @@ def test_empty_or_truncated_noise_file_one_line_exit_2(ckpt, tmp_path, capsys, k
         p.write_bytes(full.read_bytes()[:120])
     assert _sample(ckpt, tmp_path / "s", "--noise", str(p)) == 2
     _one_line_error(capsys, str(p))
+
+
+def test_sit_lt_beside_a_checkpoint_keeps_its_sample_sets_valid(ema_model_dir, tmp_path):
+    """Issue 14.4: `sit lt` writes lt_table.json into the checkpoint folder; the same `sit sample`
+    into the same folder afterwards must still be accepted (identity = weights + config)."""
+    ck = tmp_path / "step-0000010"
+    shutil.copytree(ema_model_dir, ck)
+    out = tmp_path / "s"
+    assert _sample(ck, out) == 0
+    before = _arrays(out)
+    assert main(["lt", "--ckpt", str(ck), "--t-points", "3", "--samples-per-t", "4", "--batch-size", "4"]) == 0
+    assert (ck / "lt_table.json").is_file()
+    assert _sample(ck, out) == 0
+    after = _arrays(out)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
