@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pathlib
 import platform
 import statistics
 import sys
@@ -43,7 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from sit.config import model_preset
-from sit.models.sit import SiT, compile_for_inference, forward_flops, reference_forward
+from sit.models.sit import SiT, compile_for_inference, forward_flops
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from reference_forward import reference_forward  # noqa: E402  (the official forward, op by op: tests/reference_forward.py)
 
 
 # ------------------------------------------------------------------------------------------------

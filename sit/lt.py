@@ -24,7 +24,7 @@ from torch import Tensor
 from sit.diffusion_coef import LossTable
 from sit.likelihood import iterate_batches
 from sit.objectives import check_prediction, to_velocity
-from sit.paths import Path
+from sit.paths import Path, coef_dtype
 
 REDUCTIONS = ("mean", "sum")
 
@@ -78,7 +78,7 @@ def estimate_loss_table(
                 if y is not None:
                     y = y[:B]
                 dim = x_star[0].numel()
-                tdt = torch.float64 if x_star.dtype == torch.float64 else torch.float32
+                tdt = coef_dtype(x_star)
                 t = torch.full((B,), t_value, dtype=tdt, device=x_star.device)
                 eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
                 x_t = path.x_t(x_star, eps, t)

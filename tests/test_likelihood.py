@@ -125,8 +125,10 @@ def test_bad_inputs_are_named():
         log_likelihood(f, x, method="euler")
     with pytest.raises(ValueError, match="num_probes"):
         log_likelihood(f, x, divergence="hutchinson", num_probes=0)
-    with pytest.raises(ValueError, match="t_end"):
-        log_likelihood(f, x, t_end=1.5)
+    with pytest.raises(ValueError, match="t_noise"):
+        log_likelihood(f, x, t_noise=1.5)
+    with pytest.raises(ValueError, match="t_noise must be greater than t_data"):
+        log_likelihood(f, x, t_data=0.5, t_noise=0.2)
     with pytest.raises(ValueError, match="reduction"):
         path_length(f, Linear(), x, reduction="max")
     with pytest.raises(ValueError, match="no data"):

@@ -6,7 +6,6 @@ import sys
 import pytest
 import torch
 
-from sit.commands.demo_gaussian import GaussianMixture, default_mixture
 from sit.diffusion_coef import W_NAMES, LossTable, get_w
 from sit.paths import GVP, VP, Linear
 from sit.samplers import (
@@ -21,6 +20,8 @@ from sit.samplers import (
     sample_torchdiffeq,
 )
 from sit.timegrid import sampling_grid
+from sit.toy import GaussianMixture, default_mixture
+from sit.toy import sde_exact_moments as toy_sde_moments
 
 MU = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
 C = torch.tensor([0.5, 1.0, 0.2], dtype=torch.float64)
@@ -378,28 +379,10 @@ def test_noise_fn_per_sample_streams_make_samples_batch_independent():
 
 # ---------------------------------------------------------------- SDE: exact moments, weak order
 def sde_exact_moments(method, w, n, path, last_step=None, **cfg):
-    """Exact output mean and std of an SDE sampler for the Gaussian target, no Monte-Carlo.
-
-    With the exact (affine) field every step is affine in the state and in its noise xi_k, so
-    x_N = b + A x_0 + sum_k C_k xi_k per dimension. Row 0 (x_0 = 0, no noise) gives b, row 1
-    (x_0 = 1) gives A, row k + 2 (xi_k = 1 at step k only, via noise_fn) gives C_k; then for
-    x_0, xi ~ N(0, 1): mean b, variance A^2 + sum_k C_k^2."""
-    rows = n + 2
-    x0 = torch.zeros(rows, 3, dtype=torch.float64)
-    x0[1] = 1.0
-    step = [0]
-
-    def noise_fn(x):
-        z = torch.zeros_like(x)
-        if step[0] + 2 < rows:
-            z[step[0] + 2] = 1.0
-        step[0] += 1
-        return z
-
+    """Exact output mean and std of an SDE sampler for the Gaussian target (`sit.toy.sde_exact_moments`)."""
     c = SampleConfig(method=method, num_steps=n, w=w, last_step=last_step, **cfg)
-    out, _ = sample(GAUSS.field(path), x0, c, path, noise_fn=noise_fn, table=LossTable(t=[0.0, 1.0], loss=[0.5, 2.0]))
-    b, A, Ck = out[0], out[1] - out[0], out[2:] - out[0]
-    return b, torch.sqrt(A**2 + (Ck**2).sum(0))
+    b, sd, _ = toy_sde_moments(GAUSS.field(path), path, c, 3, table=LossTable(t=[0.0, 1.0], loss=[0.5, 2.0]))
+    return b, sd
 
 
 def _sde_err(*args, **kw):
