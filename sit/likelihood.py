@@ -244,7 +244,11 @@ def log_likelihood(
     else:
         ts = torch.tensor([t_data, t_noise], dtype=dtype, device=x0.device)
     state0 = (x0, torch.zeros(B, P, dtype=dtype, device=x0.device))
-    kwargs = {"atol": atol, "rtol": rtol} if method in ADAPTIVE_METHODS else {}
+    kwargs = {}
+    if method in ADAPTIVE_METHODS:
+        # land a step exactly on t_noise: otherwise the solver steps past it and interpolates back,
+        # evaluating the field at t > 1 (as the samplers do, sit.samplers.ode.sample_torchdiffeq)
+        kwargs = {"atol": atol, "rtol": rtol, "options": {"step_t": ts[-1:]}}
     xs, divs = odeint(rhs, state0, ts, method=method, **kwargs)
     x_end, delta = xs[-1], divs[-1]  # (B, ...), (B, P)
     prior = (standard_normal_logp if prior_logp is None else prior_logp)(x_end).to(dtype)

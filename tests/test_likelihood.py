@@ -160,3 +160,11 @@ def test_path_length_of_a_gaussian(path):
         generator=torch.Generator().manual_seed(7),
     )
     assert abs(per_dim - exact / 2) < 4 * se_dim
+
+
+def test_adaptive_solve_never_evaluates_the_field_past_t_noise():
+    """dopri5 lands its last step on t_noise instead of stepping past it (t > 1) and interpolating back."""
+    seen = []
+    f = gaussian_velocity(Linear())
+    log_likelihood(f, torch.zeros(2, 3, dtype=D64), t_noise=0.7, callback=lambda t, n: seen.append(t))
+    assert seen and max(seen) <= 0.7 + 1e-12 and min(seen) >= 0.0
