@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import pathlib
 import platform
 import statistics
 import sys
@@ -43,7 +44,10 @@ import torch
 import torch.nn.functional as F
 
 from sit.config import model_preset
-from sit.models.sit import SiT, compile_for_inference, forward_flops, reference_forward
+from sit.models.sit import SiT, compile_for_inference, forward_flops
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+from reference_forward import reference_forward  # noqa: E402  (the official forward, op by op: tests/reference_forward.py)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,6 +298,11 @@ def bench_model(name, batch, args, device, peaks):
         free(device)
         print(msg, flush=True)
     set_tf32(False)
+    print_table(name, batch, cfg, fl_fwd, rows, kinds, args, device, probe)
+    return rows
+
+
+def print_table(name, batch, cfg, fl_fwd, rows, kinds, args, device, probe):
     print(f"\n{name}  batch {batch}  input {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}  "
           f"forward {fl_fwd / 1e9:.1f} GFLOP, train step {3 * fl_fwd / 1e9:.1f} GFLOP (matmul FLOPs)")
     spec = f"{'MFU(spec)':>10}" if args.spec_tflops else ""
@@ -314,7 +323,6 @@ def bench_model(name, batch, args, device, peaks):
     else:
         print("(%pk: achieved model FLOP/s over the matmul peaks measured at the start"
               + (f"; MFU(spec): over {args.spec_tflops:.0f} TFLOP/s)" if args.spec_tflops else ")"))
-    return rows
 
 
 def loss_tracking(name, args, device):

@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from sit.commands.demo_gaussian import GaussianMixture
 from sit.paths import Linear
 from sit.samplers import SampleConfig, sample
+from sit.toy import GaussianMixture, sde_exact_moments
 
 OVERHEAD = [
     ("euler", {}),
@@ -103,27 +103,6 @@ def overhead_table(device, dtype, steps, repeats):
     return rows
 
 
-def _sde_exact_moments(field, path, cfg, mu):
-    """Exact output mean/std of an SDE sampler for an affine (Gaussian-target) field: every step is
-    affine in the state and its noise, x_N = b + A x_0 + sum_k C_k xi_k per dimension; rows with
-    x_0 = 0, x_0 = 1 and a unit xi at step k only (via noise_fn) give b, A and C_k."""
-    rows = cfg.num_steps + 2
-    x0 = torch.zeros(rows, mu.numel(), dtype=torch.float64)
-    x0[1] = 1.0
-    step = [0]
-
-    def noise_fn(x):
-        z = torch.zeros_like(x)
-        if step[0] + 2 < rows:
-            z[step[0] + 2] = 1.0
-        step[0] += 1
-        return z
-
-    out, info = sample(field, x0, cfg, path, noise_fn=noise_fn)
-    b, A, Ck = out[0], out[1] - out[0], out[2:] - out[0]
-    return b, torch.sqrt(A**2 + (Ck**2).sum(0)), info
-
-
 def accuracy_table():
     mu = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
     c = torch.tensor([0.5, 1.0, 0.2], dtype=torch.float64)
@@ -141,7 +120,7 @@ def accuracy_table():
             for last in (None, "mean"):
                 for steps in (16, 32, 64, 128):
                     cfg = SampleConfig(method=method, num_steps=steps, w=w, last_step=last)
-                    b, sd, info = _sde_exact_moments(gauss.field(path), path, cfg, mu)
+                    b, sd, info = sde_exact_moments(gauss.field(path), path, cfg, mu.numel())
                     rows.append((f"{method} (w={w}, last step {last})", steps, info["nfe"],
                                  float((b - mu).abs().max()), float((sd - c).abs().max())))
     return rows

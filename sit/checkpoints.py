@@ -335,8 +335,9 @@ def check(ckpt: PathLike) -> Path:
     return ckpt
 
 
-def _candidates(run_dir: Path) -> list[Path]:
-    """Everything under RUN/checkpoints a reader could take, oldest first (step in the name, then mtime)."""
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """Everything under RUN/checkpoints a reader could take (training checkpoint folders, exported
+    folders, .pt / .safetensors files), oldest first (step in the name, then mtime)."""
     from sit.models.checkpoint import _step_from_name
 
     ck = run_dir / "checkpoints"
@@ -377,7 +378,7 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
-            return _newest_valid(_candidates(path), path, log, "to read")[0]
+            return _newest_valid(run_checkpoints(path), path, log, "to read")[0]
         raise FileNotFoundError(
             f"{str(path)!r} is neither a checkpoint directory (config.json + ema/model.safetensors) nor a run directory (checkpoints/)"
         )

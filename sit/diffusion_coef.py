@@ -32,14 +32,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from sit.paths import Path
+from sit.paths import Path, as_coef
 
-W_NAMES = (
+WName = Literal[
     "kl",
     "sigma",
     "sin2",
@@ -51,7 +51,8 @@ W_NAMES = (
     "official-decreasing",
     "official-increasing-decreasing",
     "official-constant",
-)
+]
+W_NAMES: tuple[str, ...] = get_args(WName)
 _ALIASES = {
     "w_kl": "kl",
     "sbdm": "official-sbdm",
@@ -108,9 +109,8 @@ class LossTable:
     def __call__(self, t: Tensor | float) -> Tensor:
         """L_t at times t (any shape), linear interpolation, clamped to the end values.
         Returned in float32 (float64 for a float64 t) on t's device."""
-        t = torch.as_tensor(t)
-        dt = torch.float64 if t.dtype == torch.float64 else torch.float32
-        t = t.to(dt)
+        t = as_coef(t)
+        dt = t.dtype
         grid = torch.tensor(self.t, dtype=dt, device=t.device)
         vals = torch.tensor(self.loss, dtype=dt, device=t.device)
         if len(self.t) == 1:
@@ -155,13 +155,6 @@ class LossTable:
             return cls.from_json(f.read())
 
 
-def _float_t(t) -> Tensor:
-    t = torch.as_tensor(t)
-    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    return t
-
-
 def kl_eta(w_kl: Tensor, L: Tensor, eta: float) -> Tensor:
     """w_KL,eta = w_KL sqrt(L / (L + 2 eta w_KL^2)), eq. (14), written as sqrt(L / (L/w_KL^2 + 2 eta))
     so that it stays finite (-> sqrt(L / (2 eta))) where w_KL is infinite and eta > 0; 0 where w_KL = 0."""
@@ -171,47 +164,57 @@ def kl_eta(w_kl: Tensor, L: Tensor, eta: float) -> Tensor:
     return torch.where(w_kl > 0, torch.sqrt(L / den), torch.zeros_like(w_kl))
 
 
+# w_t(path, t, scale, eta, table) for each name; t is float32/float64 (see the module table)
+def _w_kl(path: Path, t: Tensor, scale: float, eta: float, table) -> Tensor:
+    return scale * path.w_kl(t)  # "kl" and "official-sbdm" (norm * w_KL) are one formula
+
+
+def _w_kl_eta(path: Path, t: Tensor, scale: float, eta: float, table) -> Tensor:
+    L = table(t).to(t.device) if table is not None else torch.zeros_like(t)
+    return scale * kl_eta(path.w_kl(t), L, eta)
+
+
+W_FUNCTIONS: dict[str, Callable[[Path, Tensor, float, float, LossTable | None], Tensor]] = {
+    "kl": _w_kl,
+    "sigma": lambda path, t, scale, eta, table: scale * path.sigma(t),
+    "sin2": lambda path, t, scale, eta, table: scale * torch.sin(math.pi * t) ** 2,
+    "kl_eta": _w_kl_eta,
+    "constant": lambda path, t, scale, eta, table: torch.full_like(t, scale),
+    "official-sbdm": _w_kl,
+    "official-sigma": lambda path, t, scale, eta, table: 2 * scale * path.sigma(t),
+    "official-linear": lambda path, t, scale, eta, table: 2 * scale * t,
+    "official-decreasing": lambda path, t, scale, eta, table: 0.5 * (scale * torch.cos(math.pi * (1 - t)) + 1) ** 2,
+    "official-increasing-decreasing": lambda path, t, scale, eta, table: 2 * scale * torch.sin(math.pi * t) ** 2,
+    "official-constant": lambda path, t, scale, eta, table: torch.full_like(t, 2 * scale),
+}
+assert tuple(W_FUNCTIONS) == W_NAMES
+
+
+def canonical_w(name: str) -> str:
+    """The canonical name of a diffusion coefficient (lower case, aliases resolved), or ValueError."""
+    key = str(name).lower()
+    key = _ALIASES.get(key, key)
+    if key not in W_FUNCTIONS:
+        raise ValueError(f"unknown diffusion coefficient w {name!r}; expected one of {list(W_NAMES)}")
+    return key
+
+
 def get_w(
     name: str, path: Path, scale: float = 1.0, eta: float = 0.0, table: LossTable | None = None
 ) -> Callable[[Tensor], Tensor]:
     """The diffusion coefficient w_t named ``name`` (see the module table) as a callable t -> w_t.
     ``kl_eta`` needs ``table`` (a LossTable) unless eta = 0 (then it equals w_KL)."""
-    key = str(name).lower()
-    key = _ALIASES.get(key, key)
-    if key not in W_NAMES:
-        raise ValueError(f"unknown diffusion coefficient w {name!r}; expected one of {list(W_NAMES)}")
+    key = canonical_w(name)
     if not (isinstance(scale, (int, float)) and math.isfinite(scale)) or scale < 0:
         raise ValueError(f"w scale must be a finite number >= 0 (got {scale!r})")
     if not (isinstance(eta, (int, float)) and math.isfinite(eta)) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0 (got {eta!r})")
     if key == "kl_eta" and eta > 0 and table is None:
         raise ValueError("w 'kl_eta' with eta > 0 needs a LossTable of the model's per-time loss L_t (table=...)")
-    scale = float(scale)
+    scale, fn = float(scale), W_FUNCTIONS[key]
 
     def w(t: Tensor) -> Tensor:
-        t = _float_t(t)
-        if key == "kl":
-            return scale * path.w_kl(t)
-        if key == "sigma":
-            return scale * path.sigma(t)
-        if key == "sin2":
-            return scale * torch.sin(math.pi * t) ** 2
-        if key == "kl_eta":
-            L = table(t).to(t.device) if table is not None else torch.zeros_like(t)
-            return scale * kl_eta(path.w_kl(t), L, eta)
-        if key == "constant":
-            return torch.full_like(t, scale)
-        if key == "official-sbdm":
-            return scale * path.w_kl(t)
-        if key == "official-sigma":
-            return 2 * scale * path.sigma(t)
-        if key == "official-linear":
-            return 2 * scale * t
-        if key == "official-decreasing":
-            return 0.5 * (scale * torch.cos(math.pi * (1 - t)) + 1) ** 2
-        if key == "official-increasing-decreasing":
-            return 2 * scale * torch.sin(math.pi * t) ** 2
-        return torch.full_like(t, 2 * scale)  # official-constant
+        return fn(path, as_coef(t), scale, eta, table)
 
     w.name = key  # type: ignore[attr-defined]
     return w

@@ -37,14 +37,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
 
+from sit.paths import coef_dtype
+
 ModelFn = Callable[[Tensor, Tensor], Tensor]  # (x_k (B, C, ...), k (B,) int64) -> (B, C or 2C, ...)
 
-VARIANCES = ("large", "small")
+Variance = Literal["large", "small"]
+VARIANCES: tuple[str, ...] = get_args(Variance)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class DiscreteConfig:
     beta_start: float = 1e-4        # beta_0 of the linear schedule (at T = 1000)
     beta_end: float = 0.02          # beta_{T-1}
     learn_sigma: bool = True        # network outputs eps and the variance channel v (2C channels)
-    fixed_variance: Literal["large", "small"] = "large"  # used when the output has C channels
+    fixed_variance: Variance = "large"  # used when the output has C channels
 
     def __post_init__(self):
         T = self.num_train_steps
@@ -173,7 +176,7 @@ class DiscreteDiffusion:
     def _extract(self, table: Tensor, j: Tensor, x: Tensor) -> Tensor:
         """table[j] broadcast to x's rank, float32 (as DiT) or float64 when x is float64."""
         j = self._check_index(j)
-        dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dtype = coef_dtype(x)
         out = table.to(x.device)[j.to(x.device)].to(dtype)
         return out.reshape(-1, *([1] * (x.ndim - 1)))
 
@@ -314,7 +317,7 @@ class DiscreteDiffusion:
 # -------------------------------------------------------------------- helpers
 def _up(x: Tensor) -> Tensor:
     """float32 for half precision inputs (losses are computed in float32), float64 kept."""
-    return x if x.dtype == torch.float64 else x.float()
+    return x.to(coef_dtype(x))
 
 
 def mean_flat(x: Tensor) -> Tensor:

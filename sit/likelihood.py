@@ -35,12 +35,12 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
-from sit.paths import Path
+from sit.paths import Path, coef_dtype
+from sit.samplers.ode import ADAPTIVE_METHODS
 
 Field = Callable[..., Tensor]  # field(x, t) -> velocity (or field(x, t, y) for labelled batches)
 
 DIVERGENCES = ("exact", "hutchinson")
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 REDUCTIONS = ("sum", "mean")
 
@@ -53,7 +53,7 @@ class LikelihoodResult:
     bpd_dequantized: bpd + log2(256 / W) when an interval width W was given, else None.
     logp_stderr: standard error of logp over the Hutchinson probes of one sample (0 for the exact
     divergence, nan with a single probe). prior_logp: log p_1(X_1); delta_logp: int div v dt.
-    x_end: X at t_end, (B, ...). nfe: field evaluations. dim: D."""
+    x_end: X at t_noise, (B, ...). nfe: field evaluations. dim: D."""
 
     logp: Tensor
     bpd: Tensor
@@ -135,12 +135,51 @@ def _call(fn: Field, x: Tensor, t: Tensor, y: Any) -> Tensor:
     return fn(x, t) if y is None else fn(x, t, y)
 
 
+def _check_likelihood_args(method, num_steps, divergence, num_probes, t_data, t_noise, interval_width, data_scale):
+    if divergence not in DIVERGENCES:
+        raise ValueError(f"unknown divergence {divergence!r}; expected one of {list(DIVERGENCES)}")
+    if method not in ADAPTIVE_METHODS + FIXED_METHODS:
+        raise ValueError(f"unknown ODE method {method!r}; expected one of {list(ADAPTIVE_METHODS + FIXED_METHODS)}")
+    if method in FIXED_METHODS and (
+        not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1
+    ):
+        raise ValueError(f"fixed-step method {method!r} needs num_steps >= 1 (got {num_steps!r})")
+    if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 1:
+        raise ValueError(f"num_probes must be an integer >= 1 (got {num_probes!r})")
+    for name, v in (("t_data", t_data), ("t_noise", t_noise)):
+        if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+            raise ValueError(f"{name} must lie in [0, 1] (t = 0 data, t = 1 noise); got {v!r}")
+    if not t_noise > t_data:
+        raise ValueError(f"t_noise must be greater than t_data (data -> noise); got {t_data} -> {t_noise}")
+    if interval_width is not None and not (math.isfinite(interval_width) and interval_width > 0):
+        raise ValueError(f"interval_width must be a finite number > 0 (got {interval_width!r})")
+    if not (math.isfinite(data_scale) and data_scale > 0):
+        raise ValueError(f"data_scale must be a finite number > 0 (got {data_scale!r})")
+
+
+def _result(prior: Tensor, delta: Tensor, x_end: Tensor, probes, nfe: int, data_scale: float, interval_width):
+    """LikelihoodResult from log p_1(X_1) (B,) and the integrated divergence per probe (B, P)."""
+    B, P, D = delta.shape[0], delta.shape[1], x_end[0].numel()
+    logp_p = prior[:, None] + delta + D * math.log(data_scale)  # (B, P)
+    logp = logp_p.mean(1)
+    if probes is None:
+        stderr = torch.zeros(B, dtype=logp.dtype, device=logp.device)
+    elif P == 1:
+        stderr = torch.full((B,), float("nan"), dtype=logp.dtype, device=logp.device)
+    else:
+        stderr = logp_p.std(1) / math.sqrt(P)
+    bpd = -logp / (D * math.log(2.0))
+    bpd_deq = bpd + math.log2(256.0 / interval_width) if interval_width is not None else None
+    return LikelihoodResult(logp=logp, bpd=bpd, bpd_dequantized=bpd_deq, logp_stderr=stderr, prior_logp=prior,
+                            delta_logp=delta.mean(1), x_end=x_end, nfe=nfe, dim=D)
+
+
 def log_likelihood(
     field: Field,
     x: Tensor,
     *,
-    t_end: float = 1.0,
-    t_start: float = 0.0,
+    t_data: float = 0.0,
+    t_noise: float = 1.0,
     method: str = "dopri5",
     num_steps: int | None = None,
     divergence: str = "exact",
@@ -152,51 +191,35 @@ def log_likelihood(
     data_scale: float = 1.0,
     prior_logp: Callable[[Tensor], Tensor] | None = None,
     y: Any = None,
+    callback: Callable[[float, int], None] | None = None,
 ) -> LikelihoodResult:
-    """log p_0(x) = log p_1(X_1) + int_{t_start}^{t_end} div v(X_t, t) dt along the probability-flow
-    ODE (2) from the data x (t = t_start = 0) to noise (t = t_end = 1) (math.md section 6).
+    """log p_0(x) = log p_1(X_1) + int_{t_data}^{t_noise} div v(X_t, t) dt along the probability-flow
+    ODE (2) from the data x (t = t_data ~ 0) up to noise (t = t_noise ~ 1) (math.md section 6).
+    (The integration runs data -> noise, the opposite direction of sampling, whose
+    `SampleConfig.t_start` is the noise end.)
 
     field: velocity field(x, t) in paper time, t of shape (B,) (``field(x, t, y)`` if y is given);
         it is differentiated by autograd (grad is enabled inside, whatever the caller's mode).
     x: data (B, ...), float32 or float64 (the ODE runs in x's dtype).
     method: torchdiffeq method; adaptive ones (dopri5, ...) use atol/rtol (defaults as the official
         SiT sampler), fixed-grid ones (euler, midpoint, rk4, heun2, ...) need ``num_steps``.
-    divergence: "exact" (small D) or "hutchinson" with ``num_probes`` Rademacher probes per sample
-        drawn from ``generator``.
+    divergence: "exact" (D backward passes per evaluation: small D only) or "hutchinson" with
+        ``num_probes`` Rademacher probes per sample drawn from ``generator`` (one backward each).
     interval_width: W for 8-bit data mapped to an interval of width W (adds log2(256/W) bits/dim).
     data_scale: x = data_scale * y; the density reported is that of y.
     prior_logp: log p_1 (B,) of X_1; default log N(0, I) (see the module docstring for VP).
-    t_start, t_end: the integration range; a score or noise model converted by eq. (9) is singular
-        at t = 0 (sigma_0 = 0) and, on Linear/GVP, at t = 1 (alpha_1 = 0): use e.g. t_start = 1e-3,
-        t_end = 1 - 1e-3 there (the prior is then still taken at t_end).
+    t_data, t_noise: the integration range; a score or noise model converted by eq. (9) is singular
+        at t = 0 (sigma_0 = 0) and, on Linear/GVP, at t = 1 (alpha_1 = 0): use e.g.
+        `Path.train_t_range(prediction)` there (the prior is then still taken at t_noise).
+    callback: called as callback(t, nfe) after every field evaluation (progress display).
     Returns a LikelihoodResult (nats, bits/dim, probe standard errors, nfe)."""
     try:
         from torchdiffeq import odeint
     except ImportError as e:  # pragma: no cover - torchdiffeq is a dependency
         raise ImportError("log_likelihood needs torchdiffeq: pip install torchdiffeq") from e
-    if divergence not in DIVERGENCES:
-        raise ValueError(f"unknown divergence {divergence!r}; expected one of {list(DIVERGENCES)}")
-    if method not in ADAPTIVE_METHODS + FIXED_METHODS:
-        raise ValueError(f"unknown ODE method {method!r}; expected one of {list(ADAPTIVE_METHODS + FIXED_METHODS)}")
-    if method in FIXED_METHODS and (
-        not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1
-    ):
-        raise ValueError(f"fixed-step method {method!r} needs num_steps >= 1 (got {num_steps!r})")
-    if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 1:
-        raise ValueError(f"num_probes must be an integer >= 1 (got {num_probes!r})")
-    for name, v in (("t_start", t_start), ("t_end", t_end)):
-        if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
-            raise ValueError(f"{name} must lie in [0, 1] (t = 0 data, t = 1 noise); got {v!r}")
-    if not t_end > t_start:
-        raise ValueError(f"t_end must be greater than t_start (data -> noise); got {t_start} -> {t_end}")
-    if interval_width is not None and not (math.isfinite(interval_width) and interval_width > 0):
-        raise ValueError(f"interval_width must be a finite number > 0 (got {interval_width!r})")
-    if not (math.isfinite(data_scale) and data_scale > 0):
-        raise ValueError(f"data_scale must be a finite number > 0 (got {data_scale!r})")
-
+    _check_likelihood_args(method, num_steps, divergence, num_probes, t_data, t_noise, interval_width, data_scale)
     B = x.shape[0]
-    D = x[0].numel()
-    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
+    dtype = coef_dtype(x)
     x0 = x.detach().to(dtype)
     probes = None
     if divergence == "hutchinson":
@@ -207,47 +230,29 @@ def log_likelihood(
     def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         nonlocal nfe
         nfe += 1
-        xs = state[0]
         tt = t.to(dtype).expand(B)
         with torch.enable_grad():
-            xg = xs.detach().requires_grad_(True)
+            xg = state[0].detach().requires_grad_(True)
             v = _call(field, xg, tt, y)
             div = _divergence(v, xg, probes)
+        if callback is not None:
+            callback(float(t), nfe)
         return v.detach().to(dtype), div.detach().to(dtype).expand(B, P)
 
     if method in FIXED_METHODS:
-        ts = torch.linspace(t_start, t_end, num_steps + 1, dtype=dtype, device=x0.device)
-        options = None
+        ts = torch.linspace(t_data, t_noise, num_steps + 1, dtype=dtype, device=x0.device)
     else:
-        ts = torch.tensor([t_start, t_end], dtype=dtype, device=x0.device)
-        options = None
+        ts = torch.tensor([t_data, t_noise], dtype=dtype, device=x0.device)
     state0 = (x0, torch.zeros(B, P, dtype=dtype, device=x0.device))
-    kwargs = {"atol": atol, "rtol": rtol} if method in ADAPTIVE_METHODS else {}
-    xs, divs = odeint(rhs, state0, ts, method=method, options=options, **kwargs)
+    kwargs = {}
+    if method in ADAPTIVE_METHODS:
+        # land a step exactly on t_noise: otherwise the solver steps past it and interpolates back,
+        # evaluating the field at t > 1 (as the samplers do, sit.samplers.ode.sample_torchdiffeq)
+        kwargs = {"atol": atol, "rtol": rtol, "options": {"step_t": ts[-1:]}}
+    xs, divs = odeint(rhs, state0, ts, method=method, **kwargs)
     x_end, delta = xs[-1], divs[-1]  # (B, ...), (B, P)
-
     prior = (standard_normal_logp if prior_logp is None else prior_logp)(x_end).to(dtype)
-    logp_p = prior[:, None] + delta + D * math.log(data_scale)  # (B, P)
-    logp = logp_p.mean(1)
-    if probes is None:
-        stderr = torch.zeros(B, dtype=dtype, device=x0.device)
-    elif P == 1:
-        stderr = torch.full((B,), float("nan"), dtype=dtype, device=x0.device)
-    else:
-        stderr = logp_p.std(1) / math.sqrt(P)
-    bpd = -logp / (D * math.log(2.0))
-    bpd_deq = bpd + math.log2(256.0 / interval_width) if interval_width is not None else None
-    return LikelihoodResult(
-        logp=logp,
-        bpd=bpd,
-        bpd_dequantized=bpd_deq,
-        logp_stderr=stderr,
-        prior_logp=prior,
-        delta_logp=delta.mean(1),
-        x_end=x_end,
-        nfe=nfe,
-        dim=D,
-    )
+    return _result(prior, delta, x_end, probes, nfe, data_scale, interval_width)
 
 
 def iterate_batches(batches: Tensor | Iterable, batch_size: int = 256) -> Iterator[tuple[Tensor, Any]]:
@@ -306,7 +311,7 @@ def path_length(
             if y is not None:
                 y = y[: x_star.shape[0]]
             B = x_star.shape[0]
-            tdt = torch.float64 if x_star.dtype == torch.float64 else torch.float32
+            tdt = coef_dtype(x_star)
             u = torch.rand(B, generator=generator, device=x_star.device, dtype=tdt)
             t = t_min + (t_max - t_min) * u
             eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)

@@ -20,11 +20,12 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from sit.diffusion_coef import LossTable
 from sit.likelihood import iterate_batches
 from sit.objectives import check_prediction, to_velocity
-from sit.paths import Path
+from sit.paths import Path, coef_dtype
 
 REDUCTIONS = ("mean", "sum")
 
@@ -40,6 +41,7 @@ def estimate_loss_table(
     generator: torch.Generator | None = None,
     reduction: str = "mean",
     batch_size: int = 256,
+    progress: bool = False,
 ) -> LossTable:
     """L_t on ``t_grid`` with standard errors, as a ``LossTable`` (sit.diffusion_coef).
 
@@ -52,7 +54,7 @@ def estimate_loss_table(
         and t = 1 for Linear/GVP): a non-finite loss there raises ValueError naming t.
     samples_per_t: Monte-Carlo samples (x*, eps) per grid point.
     reduction: "mean" (per-dimension mean, official mean_flat; default) or "sum" over dims.
-    Runs without gradients."""
+    progress: a tqdm bar over the grid points. Runs without gradients."""
     check_prediction(prediction)
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; expected one of {list(REDUCTIONS)}")
@@ -69,7 +71,7 @@ def estimate_loss_table(
     stream = iterate_batches(batches, batch_size)
     losses, stderrs, dim = [], [], None
     with torch.no_grad():
-        for t_value in grid:
+        for t_value in tqdm(grid, desc="L_t", unit="t", disable=not progress):
             vals, n = [], 0
             while n < samples_per_t:
                 x_star, y = next(stream)
@@ -78,7 +80,7 @@ def estimate_loss_table(
                 if y is not None:
                     y = y[:B]
                 dim = x_star[0].numel()
-                tdt = torch.float64 if x_star.dtype == torch.float64 else torch.float32
+                tdt = coef_dtype(x_star)
                 t = torch.full((B,), t_value, dtype=tdt, device=x_star.device)
                 eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
                 x_t = path.x_t(x_star, eps, t)

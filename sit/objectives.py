@@ -33,19 +33,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from sit.paths import Path, expand_like
-from sit.timegrid import sample_training_t
-
-PREDICTIONS = ("velocity", "score", "noise")
-LOSS_WEIGHTS = (None, "velocity", "likelihood")
-TIME_DISTS = ("uniform", "logit_normal")
+from sit.paths import Path, as_coef, coef_dtype, expand_like
+from sit.timegrid import TIME_DISTS, TimeDist, sample_training_t
 
 Prediction = Literal["velocity", "score", "noise"]
+LossWeight = Literal[None, "velocity", "likelihood"]
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
 
 
 def check_prediction(prediction: str) -> str:
@@ -57,11 +56,7 @@ def check_prediction(prediction: str) -> str:
 
 def _coefs(path: Path, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(alpha, sigma, d_alpha, d_sigma) at t, in float32/float64, broadcast to ``like``'s rank."""
-    t = torch.as_tensor(t, device=like.device)
-    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
-        t = t.to(torch.float32)
-    if like.dtype == torch.float64:
-        t = t.to(torch.float64)
+    t = as_coef(t, like)
     return tuple(expand_like(c, like) for c in path.coefficients(t))  # type: ignore[return-value]
 
 
@@ -112,7 +107,7 @@ def velocity_from_score(path: Path, score: Tensor, x: Tensor, t: Tensor) -> Tens
     Linear/GVP; finite on [0, 1] for VP (lambda_t = beta_t / 2)."""
     a, s, da, ds = _coefs(path, t, x)
     sc, xx = _work(score, x, coef=a)
-    lam = expand_like(path.lam(_t_like(t, a)), x)
+    lam = expand_like(path.lam(as_coef(t, x)), x)
     return (da / a * xx - lam * sc).to(score.dtype)
 
 
@@ -123,11 +118,6 @@ def velocity_from_noise(path: Path, noise: Tensor, x: Tensor, t: Tensor) -> Tens
     a, s, da, ds = _coefs(path, t, x)
     e, xx = _work(noise, x, coef=a)
     return (da * (xx - s * e) / a + ds * e).to(noise.dtype)
-
-
-def _t_like(t, coef: Tensor) -> Tensor:
-    t = torch.as_tensor(t, device=coef.device)
-    return t.to(coef.dtype)
 
 
 # ---------------------------------------------------------------- score <-> noise, x_hat*
@@ -233,14 +223,9 @@ def mean_flat(x: Tensor) -> Tensor:
 
 
 def default_t_range(path: Path, prediction: str) -> tuple[float, float]:
-    """Official training time range in paper time (math.md section 4): VP [1e-5, 1] for every
-    prediction; Linear/GVP (and custom paths) velocity [0, 1], score/noise [1e-3, 1 - 1e-3]."""
-    check_prediction(prediction)
-    if getattr(path, "name", "") == "vp":
-        return 1e-5, 1.0
-    if prediction == "velocity":
-        return 0.0, 1.0
-    return 1e-3, 1.0 - 1e-3
+    """Official training time range in paper time (math.md section 4), `Path.train_t_range`:
+    VP [1e-5, 1] for every prediction; Linear/GVP velocity [0, 1], score/noise [1e-3, 1 - 1e-3]."""
+    return path.train_t_range(check_prediction(prediction))
 
 
 @dataclass(frozen=True)
@@ -257,10 +242,10 @@ class LossConfig:
     t ~ time_dist on [t_min, t_max]; None means the official range of `default_t_range`."""
 
     prediction: Prediction = "velocity"
-    loss_weight: Literal[None, "velocity", "likelihood"] = None
+    loss_weight: LossWeight = None
     t_min: float | None = None
     t_max: float | None = None
-    time_dist: Literal["uniform", "logit_normal"] = "uniform"
+    time_dist: TimeDist = "uniform"
     loc: float = 0.0      # logit-normal location (of the logit of u, before mapping to [t_min, t_max])
     scale: float = 1.0    # logit-normal scale
 
@@ -305,7 +290,7 @@ def loss_weight(path: Path, t: Tensor, weight: str | None) -> Tensor:
     if weight is None:
         return torch.ones_like(a)
     lam_over_sigma = ds - da * s / a
-    if getattr(path, "name", "") == "vp":
+    if path.singular_at_0:  # sigma_dot_0 = inf: the closed-form lambda_t (VP: beta_t / 2) instead
         lam_over_sigma = path.lam(t) / s
     if weight == "velocity":
         return lam_over_sigma**2
@@ -336,7 +321,7 @@ def training_losses(
     if not isinstance(cfg, LossConfig):
         raise TypeError(f"cfg must be a LossConfig (got {type(cfg).__name__})")
     B = x_star.shape[0]
-    tdt = torch.float64 if x_star.dtype == torch.float64 else torch.float32
+    tdt = coef_dtype(x_star)
     if t is None:
         lo, hi = cfg.t_range(path)
         t = sample_training_t(
@@ -349,7 +334,7 @@ def training_losses(
         if t.shape != (B,):
             raise ValueError(f"t must have shape ({B},) (got {tuple(t.shape)})")
         if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
-            t = t.to(torch.float32)
+            t = t.to(torch.float32)  # float32 and float64 times are kept as given
     if eps is None:
         eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
     elif eps.shape != x_star.shape:

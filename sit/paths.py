@@ -12,10 +12,18 @@ dtype, and returned with t's shape; `expand_like` broadcasts a (B,) time to a te
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
+
+PathName = Literal["linear", "gvp", "vp"]
+PATH_NAMES: tuple[str, ...] = get_args(PathName)
+
+# official endpoint offsets (willisma/SiT transport.create_transport / check_interval)
+TRAIN_EPS = 1e-3         # score/noise models on Linear/GVP: train on [1e-3, 1 - 1e-3]
+TRAIN_EPS_SINGULAR = 1e-5  # paths singular at t = 0 (SBDM-VP): train on [1e-5, 1]
+SAMPLE_EPS = 1e-3        # sampling stops (or starts) this far from a singular endpoint
 
 
 def expand_like(t: Tensor, x: Tensor) -> Tensor:
@@ -28,11 +36,17 @@ def expand_like(t: Tensor, x: Tensor) -> Tensor:
     return t.reshape(-1, *([1] * (x.ndim - 1)))
 
 
-def _coef_dtype(t: Tensor) -> Tensor:
-    t = torch.as_tensor(t)
-    if not t.is_floating_point():
-        return t.to(torch.float32)
-    return t if t.dtype == torch.float64 else t.to(torch.float32)
+def coef_dtype(*xs: Tensor) -> torch.dtype:
+    """The dtype coefficients are computed in: float64 when any of ``xs`` is float64, else
+    float32 (also for bf16/fp16/integer inputs, so a low-precision network output is combined
+    with full-precision coefficients). The one rule of the math core."""
+    return torch.float64 if any(getattr(x, "dtype", None) == torch.float64 for x in xs) else torch.float32
+
+
+def as_coef(t, *like: Tensor) -> Tensor:
+    """t as a tensor in ``coef_dtype(t, *like)`` (on the device of the first of ``like``, if any)."""
+    t = torch.as_tensor(t, device=like[0].device if like else None)
+    return t.to(coef_dtype(t, *like))
 
 
 class Path:
@@ -45,6 +59,41 @@ class Path:
     """
 
     name: str = "path"
+
+    @property
+    def alpha_1_zero(self) -> bool:
+        """alpha_1 = 0 (Linear, GVP): x_1 = eps is pure noise, so score/noise -> velocity (9) and
+        w_KL (13) are infinite at t = 1. Computed from alpha(1) (|alpha_1| < 1e-6) unless a
+        subclass states it."""
+        return abs(float(self.alpha(torch.ones(1, dtype=torch.float64))[0])) < 1e-6
+
+    @property
+    def singular_at_0(self) -> bool:
+        """alpha_dot or sigma_dot is infinite at t = 0 (SBDM-VP: sigma_dot_0 = inf), so even a
+        velocity field's conversions (noise, x_hat*) and the training target are singular there.
+        (Score conversions need sigma_t > 0, t > 0, on every path.) Computed unless stated."""
+        zero = torch.zeros(1, dtype=torch.float64)
+        with torch.no_grad():
+            d0 = torch.stack([self.d_alpha(zero), self.d_sigma(zero)])
+        return not bool(torch.isfinite(d0).all())
+
+    def train_t_range(self, prediction: str = "velocity") -> tuple[float, float]:
+        """Official training range (t_min, t_max) (math.md section 4): [1e-5, 1] on a path singular
+        at t = 0 (VP); [0, 1] for velocity models otherwise; score/noise models stay 1e-3 away
+        from t = 0 and (where alpha_1 = 0) from t = 1."""
+        if self.singular_at_0:
+            return TRAIN_EPS_SINGULAR, 1.0
+        if prediction == "velocity":
+            return 0.0, 1.0
+        return TRAIN_EPS, (1.0 - TRAIN_EPS) if self.alpha_1_zero else 1.0
+
+    def sample_t_range(self, prediction: str = "velocity") -> tuple[float, float]:
+        """Default ODE sampling range (t_start, t_end), t_start > t_end: start at 1, or 1 - 1e-3
+        where a score/noise model is infinite at t = 1 (alpha_1 = 0); end at 0 for velocity models,
+        else (singular at 0, or a score/noise model) at 1e-3."""
+        start = 1.0 - SAMPLE_EPS if (self.alpha_1_zero and prediction != "velocity") else 1.0
+        end = SAMPLE_EPS if (self.singular_at_0 or prediction != "velocity") else 0.0
+        return start, end
 
     def alpha(self, t: Tensor) -> Tensor:
         raise NotImplementedError
@@ -60,7 +109,7 @@ class Path:
 
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(alpha_t, sigma_t, d_alpha_t, d_sigma_t) in one call."""
-        t = _coef_dtype(t)
+        t = as_coef(t)
         return self.alpha(t), self.sigma(t), self.d_alpha(t), self.d_sigma(t)
 
     def lam(self, t: Tensor) -> Tensor:
@@ -76,13 +125,13 @@ class Path:
 
     def x_t(self, x_star: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """x_t = alpha_t x* + sigma_t eps, eq. (1). x_star, eps (B, ...); t (B,)."""
-        a, s = self.alpha(_coef_dtype(t)), self.sigma(_coef_dtype(t))
+        a, s = self.alpha(as_coef(t)), self.sigma(as_coef(t))
         a, s = expand_like(a, x_star), expand_like(s, x_star)
         return (a * x_star + s * eps).to(x_star.dtype)
 
     def velocity_target(self, x_star: Tensor, eps: Tensor, t: Tensor) -> Tensor:
         """d/dt x_t = alpha_dot x* + sigma_dot eps, the regression target of L_v (eq. 7)."""
-        da, ds = self.d_alpha(_coef_dtype(t)), self.d_sigma(_coef_dtype(t))
+        da, ds = self.d_alpha(as_coef(t)), self.d_sigma(as_coef(t))
         da, ds = expand_like(da, x_star), expand_like(ds, x_star)
         return (da * x_star + ds * eps).to(x_star.dtype)
 
@@ -94,6 +143,8 @@ class Linear(Path):
     """alpha_t = 1 - t, sigma_t = t (eq. 12)."""
 
     name = "linear"
+    alpha_1_zero = True
+    singular_at_0 = False
 
     def alpha(self, t):
         return 1 - t
@@ -112,6 +163,8 @@ class GVP(Path):
     """alpha_t = cos(pi t / 2), sigma_t = sin(pi t / 2) (eq. 12); alpha^2 + sigma^2 = 1."""
 
     name = "gvp"
+    alpha_1_zero = True    # cos(pi / 2) ~ 6e-17
+    singular_at_0 = False
 
     def alpha(self, t):
         return torch.cos(t * (math.pi / 2))
@@ -133,6 +186,7 @@ class VP(Path):
     at t = 0."""
 
     name = "vp"
+    singular_at_0 = True   # sigma_dot_0 = inf (alpha_1 ~ 6.6e-3 for 0.1 -> 20: alpha_1_zero is computed)
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         if not (0 <= beta_min < beta_max and math.isfinite(beta_max)):
@@ -160,7 +214,7 @@ class VP(Path):
 
     def lam(self, t):
         # closed form: lambda_t = beta_t / 2 (so w_KL = beta_t), finite everywhere
-        return 0.5 * self.beta(_coef_dtype(t))
+        return 0.5 * self.beta(as_coef(t))
 
     def __repr__(self):
         return f"VP(beta_min={self.beta_min}, beta_max={self.beta_max})"
@@ -206,6 +260,7 @@ class CustomPath(Path):
 
 
 PATHS: dict[str, type[Path]] = {"linear": Linear, "gvp": GVP, "vp": VP}
+assert tuple(PATHS) == PATH_NAMES
 
 
 def get_path(name: str | Path, **kwargs) -> Path:

@@ -11,12 +11,15 @@ knows about that.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
-GRIDS = ("uniform", "shifted", "edm", "cosine")
+GridKind = Literal["uniform", "shifted", "edm", "cosine"]
+TimeDist = Literal["uniform", "logit_normal"]
+GRIDS: tuple[str, ...] = get_args(GridKind)
+TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
 def check_t(t: Tensor | float, name: str = "t") -> None:
@@ -35,7 +38,7 @@ def sampling_grid(
     num_steps: int,
     t_start: float = 1.0,
     t_end: float = 0.0,
-    kind: str = "uniform",
+    kind: GridKind = "uniform",
     shift: float = 1.0,
     rho: float = 7.0,
     dtype: torch.dtype = torch.float64,
@@ -79,9 +82,6 @@ def sampling_grid(
     t = t_end + s * (t_start - t_end)
     t[0], t[-1] = t_start, t_end
     return t.to(dtype=dtype, device=device)
-
-
-TimeDist = Literal["uniform", "logit_normal"]
 
 
 def sample_training_t(

@@ -92,3 +92,15 @@ def test_bad_w_inputs_named():
     for name in W_NAMES:  # every name builds and evaluates finitely inside (0, 1)
         tab = LossTable(t=[0.0, 1.0], loss=[1.0, 1.0])
         assert torch.isfinite(get_w(name, GVP(), eta=0.5, table=tab)(torch.tensor([0.3, 0.7]))).all()
+
+
+def test_w_table_is_the_one_list_and_kl_is_official_sbdm():
+    from sit.diffusion_coef import W_FUNCTIONS, W_NAMES, canonical_w
+
+    assert tuple(W_FUNCTIONS) == W_NAMES
+    assert W_FUNCTIONS["kl"] is W_FUNCTIONS["official-sbdm"]
+    assert canonical_w("SBDM") == "official-sbdm" and canonical_w("w_kl") == "kl"
+    with pytest.raises(ValueError, match="unknown diffusion coefficient w 'nope'"):
+        canonical_w("nope")
+    t = torch.linspace(0, 0.9, 5, dtype=torch.float64)
+    torch.testing.assert_close(get_w("official-sbdm", GVP(), scale=0.5)(t), get_w("kl", GVP(), scale=0.5)(t))

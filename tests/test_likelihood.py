@@ -125,8 +125,10 @@ def test_bad_inputs_are_named():
         log_likelihood(f, x, method="euler")
     with pytest.raises(ValueError, match="num_probes"):
         log_likelihood(f, x, divergence="hutchinson", num_probes=0)
-    with pytest.raises(ValueError, match="t_end"):
-        log_likelihood(f, x, t_end=1.5)
+    with pytest.raises(ValueError, match="t_noise"):
+        log_likelihood(f, x, t_noise=1.5)
+    with pytest.raises(ValueError, match="t_noise must be greater than t_data"):
+        log_likelihood(f, x, t_data=0.5, t_noise=0.2)
     with pytest.raises(ValueError, match="reduction"):
         path_length(f, Linear(), x, reduction="max")
     with pytest.raises(ValueError, match="no data"):
@@ -158,3 +160,11 @@ def test_path_length_of_a_gaussian(path):
         generator=torch.Generator().manual_seed(7),
     )
     assert abs(per_dim - exact / 2) < 4 * se_dim
+
+
+def test_adaptive_solve_never_evaluates_the_field_past_t_noise():
+    """dopri5 lands its last step on t_noise instead of stepping past it (t > 1) and interpolating back."""
+    seen = []
+    f = gaussian_velocity(Linear())
+    log_likelihood(f, torch.zeros(2, 3, dtype=D64), t_noise=0.7, callback=lambda t, n: seen.append(t))
+    assert seen and max(seen) <= 0.7 + 1e-12 and min(seen) >= 0.0

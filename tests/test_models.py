@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reference_forward import reference_forward
 
 from sit.config import MODEL_PRESETS, ModelConfig
 from sit.models.field import ModelField
-from sit.models.sit import SiT, forward_flops, param_count, reference_forward, sincos_pos_embed_2d, timestep_embedding
+from sit.models.sit import SiT, forward_flops, param_count, sincos_pos_embed_2d, timestep_embedding
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference" / "sit_state_dict"
 

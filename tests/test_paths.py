@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sit.paths import GVP, VP, CustomPath, Linear, expand_like, get_path
+from sit.paths import GVP, VP, CustomPath, Linear, expand_like, get_path  # noqa: F401
 from sit.timegrid import GRIDS, check_t, sample_training_t, sampling_grid
 
 PATHS = [Linear(), GVP(), VP(), VP(beta_min=0.5, beta_max=10.0)]
@@ -143,3 +143,26 @@ def test_sample_training_t():
         sample_training_t(4, -0.5, 1.0)
     with pytest.raises(ValueError, match="'beta'"):
         sample_training_t(4, dist="beta")
+
+
+# ---------------------------------------------------------------- one source of truth
+def test_path_properties_and_default_ranges():
+    from sit.paths import PATH_NAMES, coef_dtype
+
+    assert PATH_NAMES == ("linear", "gvp", "vp")
+    lin, gvp, vp = Linear(), GVP(), VP()
+    assert (lin.alpha_1_zero, gvp.alpha_1_zero, vp.alpha_1_zero) == (True, True, False)
+    assert (lin.singular_at_0, gvp.singular_at_0, vp.singular_at_0) == (False, False, True)
+    # the generic (computed) properties agree with the stated ones
+    for p in (lin, gvp, vp):
+        c = CustomPath(p.alpha, p.sigma)
+        assert (c.alpha_1_zero, c.singular_at_0) == (p.alpha_1_zero, p.singular_at_0), p
+    assert lin.train_t_range("velocity") == (0.0, 1.0)
+    assert gvp.train_t_range("score") == (1e-3, 1 - 1e-3)
+    assert vp.train_t_range("noise") == (1e-5, 1.0)
+    assert lin.sample_t_range("velocity") == (1.0, 0.0)
+    assert lin.sample_t_range("noise") == (1 - 1e-3, 1e-3)
+    assert vp.sample_t_range("velocity") == (1.0, 1e-3)
+    assert coef_dtype(torch.zeros(1, dtype=torch.bfloat16)) == torch.float32
+    assert coef_dtype(torch.zeros(1), torch.zeros(1, dtype=torch.float64)) == torch.float64
+    assert coef_dtype(torch.zeros(1, dtype=torch.int64)) == torch.float32

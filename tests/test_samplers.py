@@ -6,7 +6,6 @@ import sys
 import pytest
 import torch
 
-from sit.commands.demo_gaussian import GaussianMixture, default_mixture
 from sit.diffusion_coef import W_NAMES, LossTable, get_w
 from sit.paths import GVP, VP, Linear
 from sit.samplers import (
@@ -21,6 +20,8 @@ from sit.samplers import (
     sample_torchdiffeq,
 )
 from sit.timegrid import sampling_grid
+from sit.toy import GaussianMixture, default_mixture
+from sit.toy import sde_exact_moments as toy_sde_moments
 
 MU = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
 C = torch.tensor([0.5, 1.0, 0.2], dtype=torch.float64)
@@ -378,28 +379,10 @@ def test_noise_fn_per_sample_streams_make_samples_batch_independent():
 
 # ---------------------------------------------------------------- SDE: exact moments, weak order
 def sde_exact_moments(method, w, n, path, last_step=None, **cfg):
-    """Exact output mean and std of an SDE sampler for the Gaussian target, no Monte-Carlo.
-
-    With the exact (affine) field every step is affine in the state and in its noise xi_k, so
-    x_N = b + A x_0 + sum_k C_k xi_k per dimension. Row 0 (x_0 = 0, no noise) gives b, row 1
-    (x_0 = 1) gives A, row k + 2 (xi_k = 1 at step k only, via noise_fn) gives C_k; then for
-    x_0, xi ~ N(0, 1): mean b, variance A^2 + sum_k C_k^2."""
-    rows = n + 2
-    x0 = torch.zeros(rows, 3, dtype=torch.float64)
-    x0[1] = 1.0
-    step = [0]
-
-    def noise_fn(x):
-        z = torch.zeros_like(x)
-        if step[0] + 2 < rows:
-            z[step[0] + 2] = 1.0
-        step[0] += 1
-        return z
-
+    """Exact output mean and std of an SDE sampler for the Gaussian target (`sit.toy.sde_exact_moments`)."""
     c = SampleConfig(method=method, num_steps=n, w=w, last_step=last_step, **cfg)
-    out, _ = sample(GAUSS.field(path), x0, c, path, noise_fn=noise_fn, table=LossTable(t=[0.0, 1.0], loss=[0.5, 2.0]))
-    b, A, Ck = out[0], out[1] - out[0], out[2:] - out[0]
-    return b, torch.sqrt(A**2 + (Ck**2).sum(0))
+    b, sd, _ = toy_sde_moments(GAUSS.field(path), path, c, 3, table=LossTable(t=[0.0, 1.0], loss=[0.5, 2.0]))
+    return b, sd
 
 
 def _sde_err(*args, **kw):
@@ -425,3 +408,57 @@ def test_sde_exact_moments_every_w(w):
             err = _sde_err(method, w, 128, path, eta=0.5 if w == "kl_eta" else 0.0, w_scale=0.5)
             # w_KL is stiff just below t = 1 (h w / 2 > 1 in the first step): EM's largest error
             assert err < (6e-2 if method == "euler_maruyama" else 5e-3), (path, method, err)
+
+
+# ---------------------------------------------------------------- NFE bookkeeping (one source)
+@pytest.mark.parametrize("method", ["euler", "heun", "midpoint", "heun2", "heun3", "rk4", "euler_maruyama", "sde_heun"])
+def test_expected_nfe_matches_the_count_and_steps_for_nfe_inverts_it(method):
+    from sit.samplers import nfe_per_step, steps_for_nfe
+
+    path = GVP()
+    variants = [{}]
+    if method == "heun":
+        variants.append({"heun_final_euler": True})
+    if method in ("euler_maruyama", "sde_heun"):
+        variants += [{"last_step": None}, {"last_step": None, "t_end": 0.01}]
+    for extra in variants:
+        for n in (1, 3, 6):
+            cfg = SampleConfig(method=method, num_steps=n, **extra)
+            counter = NFECounter(GAUSS.field(path))
+            sample(counter, torch.zeros(2, 3, dtype=torch.float64), cfg, path)
+            assert cfg.expected_nfe(path) == counter.nfe, (method, extra, n)
+    per = nfe_per_step(method)
+    for budget in (4, 9, 16):
+        n = steps_for_nfe(method, budget)
+        assert SampleConfig(method=method, num_steps=max(n, 1)).expected_nfe(path) <= budget or n == 0
+        assert n >= budget // per - 1
+
+
+def test_nfe_of_adaptive_methods_is_left_to_the_solver():
+    from sit.samplers import nfe_per_step, steps_for_nfe
+
+    assert nfe_per_step("dopri5") is None and SampleConfig(method="dopri5").expected_nfe(Linear()) is None
+    with pytest.raises(ValueError, match="atol/rtol"):
+        steps_for_nfe("dopri5", 10)
+    with pytest.raises(ValueError, match="unknown sampler 'leapfrog'"):
+        nfe_per_step("leapfrog")
+
+
+def test_nfe_counter_counts_calls_and_rows_and_resets():
+    c = NFECounter(lambda x, t: -x)
+    c(torch.zeros(3, 2), torch.zeros(3))
+    c(torch.zeros(5, 2), torch.zeros(5))
+    assert (c.nfe, c.calls, c.rows) == (2, 2, 8)
+    c.reset()
+    assert (c.nfe, c.rows) == (0, 0)
+    c.calls = 4
+    assert c.nfe == 4
+
+
+def test_choice_tuples_come_from_the_literals():
+    from typing import get_args
+
+    from sit.samplers import METHODS, Method
+
+    assert METHODS == get_args(Method) and METHODS[:4] == ("euler", "heun", "euler_maruyama", "sde_heun")
+    assert METHODS.count("euler") == 1 and "dopri5" in METHODS

@@ -4,110 +4,19 @@ A self-contained check of the samplers: for x* ~ sum_k pi_k N(mu_k, diag c_k^2) 
 x_t = alpha_t x* + sigma_t eps is again a Gaussian mixture, so the score and velocity are exact
 (math.md section 7). Each sampler is driven by that field and the mean / covariance of its samples
 are compared with the target's; the table also prints the Monte-Carlo noise floor (the same
-statistics of as many exact target samples). `GaussianMixture` is also what the tests use.
+statistics of as many exact target samples). The mixture is `sit.toy.GaussianMixture`.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
 from torch import Tensor
 
-from sit.paths import Path, get_path
-
-
-class GaussianMixture:
-    """x* ~ sum_k weights_k N(means_k, diag(stds_k^2)) in D dimensions; exact fields for any path.
-
-    weights (K,), means (K, D), stds (K, D); all math in float64, results in the dtype of x."""
-
-    def __init__(self, weights, means, stds):
-        self.weights = torch.as_tensor(weights, dtype=torch.float64)
-        self.means = torch.as_tensor(means, dtype=torch.float64)
-        self.stds = torch.as_tensor(stds, dtype=torch.float64)
-        if self.means.ndim != 2 or self.stds.shape != self.means.shape or self.weights.shape != self.means.shape[:1]:
-            raise ValueError("GaussianMixture needs weights (K,), means (K, D) and stds (K, D)")
-        if not bool((self.weights > 0).all()) or not bool((self.stds > 0).all()):
-            raise ValueError("GaussianMixture weights and stds must be > 0")
-        self.weights = self.weights / self.weights.sum()
-
-    @classmethod
-    def gaussian(cls, mean, std) -> "GaussianMixture":
-        """A single Gaussian N(mean, diag std^2)."""
-        mean = torch.as_tensor(mean, dtype=torch.float64)
-        return cls([1.0], mean[None], torch.as_tensor(std, dtype=torch.float64).expand_as(mean)[None])
-
-    @property
-    def dim(self) -> int:
-        return self.means.shape[1]
-
-    def mean(self) -> Tensor:
-        return self.weights @ self.means
-
-    def cov(self) -> Tensor:
-        m = self.mean()
-        second = sum(w * (torch.diag(s**2) + torch.outer(mu, mu)) for w, mu, s in zip(self.weights, self.means, self.stds))
-        return second - torch.outer(m, m)
-
-    def marginal(self, path: Path, t: float) -> "GaussianMixture":
-        """p_t as a GaussianMixture (means alpha_t mu_k, variances alpha_t^2 c_k^2 + sigma_t^2)."""
-        tt = torch.tensor([float(t)], dtype=torch.float64)
-        a, s = float(path.alpha(tt)[0]), float(path.sigma(tt)[0])
-        return GaussianMixture(self.weights, a * self.means, torch.sqrt(a * a * self.stds**2 + s * s))
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
-        z = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
-        return self.means[k] + self.stds[k] * z
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """log p(x) of the data distribution (t = 0); x (B, D) -> (B,)."""
-        x = x.to(torch.float64)
-        lp = _component_log_prob(x, self.means, self.stds**2)
-        return torch.logsumexp(lp + self.weights.log(), dim=1)
-
-    def _posterior(self, path: Path, x: Tensor, t: Tensor):
-        x = x.to(torch.float64)
-        t = torch.as_tensor(t, dtype=torch.float64, device=x.device).reshape(-1)
-        if t.numel() == 1:
-            t = t.expand(x.shape[0])
-        a, s, da, ds = (c[:, None, None] for c in path.coefficients(t))  # (B, 1, 1)
-        var = a * a * self.stds**2 + s * s  # (B, K, D)
-        diff = x[:, None, :] - a * self.means  # (B, K, D)
-        lp = -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1) + self.weights.log()
-        r = torch.softmax(lp, dim=1)[:, :, None]  # (B, K, 1) responsibilities
-        return x, a, s, da, ds, var, diff, r
-
-    def score(self, path: Path, x: Tensor, t: Tensor) -> Tensor:
-        """grad log p_t(x) = sum_k r_k(x) (-(x - alpha mu_k) / (alpha^2 c_k^2 + sigma^2)). x (B, D); t (B,)."""
-        xx, a, s, da, ds, var, diff, r = self._posterior(path, x, t)
-        return (r * (-diff / var)).sum(1).to(x.dtype)
-
-    def velocity(self, path: Path, x: Tensor, t: Tensor) -> Tensor:
-        """v = E[alpha_dot x* + sigma_dot eps | x_t = x] (eq. 3), from the per-component posterior
-        means x_hat*_k = mu_k + alpha c_k^2 (x - alpha mu_k)/var_k and eps_hat_k = sigma (x - alpha mu_k)/var_k.
-        Finite on [0, 1] for Linear/GVP (no division by alpha); on (0, 1] for VP."""
-        xx, a, s, da, ds, var, diff, r = self._posterior(path, x, t)
-        x_star = self.means + a * self.stds**2 * diff / var
-        eps = s * diff / var
-        return (r * (da * x_star + ds * eps)).sum(1).to(x.dtype)
-
-    def field(self, path: Path):
-        """The exact velocity field (x, t) -> v for the samplers."""
-        return lambda x, t: self.velocity(path, x, t)
-
-
-def _component_log_prob(x: Tensor, means: Tensor, var: Tensor) -> Tensor:
-    diff = x[:, None, :] - means
-    return -0.5 * (diff**2 / var + torch.log(2 * math.pi * var)).sum(-1)
-
-
-def default_mixture() -> GaussianMixture:
-    return GaussianMixture([0.3, 0.7], [[-2.0, 0.5], [1.5, -1.0]], [[0.5, 0.8], [0.7, 0.4]])
-
+from sit.paths import PATH_NAMES, get_path
+from sit.toy import default_mixture
 
 DEMO_SAMPLERS = (
     ("euler", None),
@@ -132,7 +41,7 @@ def run_demo(path_name="linear", num_samples=10000, num_steps=50, seed=0, out=No
     for method, w in DEMO_SAMPLERS:
         g = torch.Generator().manual_seed(seed)
         x0 = torch.randn(num_samples, 2, generator=g, dtype=torch.float64)
-        if path.name == "vp":  # VP never reaches N(0, I): start from the exact p_1 (math.md section 7)
+        if not path.alpha_1_zero:  # VP never reaches N(0, I): start from the exact p_1 (math.md section 7)
             x0 = gm.marginal(path, 1.0).sample(num_samples, g)
         cfg = SampleConfig(method=method, num_steps=num_steps, w=w or "sigma")
         t0 = time.perf_counter()
@@ -190,7 +99,7 @@ def register(subparsers) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--path", default="linear", choices=["linear", "gvp", "vp"], help="interpolant (default: linear)")
+    p.add_argument("--path", default="linear", choices=PATH_NAMES, help="interpolant (default: linear)")
     p.add_argument("--num-samples", type=int, default=10000, metavar="N", help="samples per sampler (default: 10000)")
     p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sit.lt import REDUCTIONS
+
 EXAMPLES = """\
 examples:
   # estimate L_t of the demo on held-out digits, store it beside the checkpoint, plot it
@@ -30,14 +32,15 @@ def register(sub) -> None:
                        description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p)
     p.add_argument("--data", metavar="NAME|NPZ", help="held-out data (default: the demo dataset's held-out split)")
-    p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default 41)")
-    p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default 512)")
-    p.add_argument("--reduction", choices=["mean", "sum"], default="mean", help="per-sample reduction over dims (default mean)")
-    p.add_argument("--etas", default="0.01,1,100", metavar="LIST", help="eta values of w_KL,eta to plot (default 0.01,1,100)")
+    p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default %(default)s)")
+    p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default %(default)s)")
+    p.add_argument("--reduction", choices=REDUCTIONS, default="mean", help="per-sample reduction over dims (default %(default)s)")
+    p.add_argument("--etas", default="0.01,1,100", metavar="LIST", help="eta values of w_KL,eta to plot (default %(default)s)")
     p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
     p.add_argument("--batch-size", type=int, default=256, metavar="B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="where lt.csv / lt.png go (default: beside the stored table)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-store", action="store_true", help="do not store the table with the checkpoint (write DIR/lt_table.json)")
     p.set_defaults(func=run)
 
@@ -50,7 +53,6 @@ def run(args) -> int:
     from sit.diffusion_coef import get_w
     from sit.evaluate.plots import plot_loss_and_w, write_csv
     from sit.lt import estimate_loss_table
-    from sit.objectives import default_t_range
 
     if args.t_points < 2:
         raise ValueError(f"--t-points must be >= 2 (got {args.t_points})")
@@ -67,14 +69,15 @@ def run(args) -> int:
     x, y = S.load_eval_data(spec, image_size=int(net.config.input_size), split="heldout")
     x = S.match_model_input(x, net)
     batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
-    prediction = meta.get("prediction", "velocity")
-    lo, hi = default_t_range(path, prediction)
+    prediction = meta.prediction
+    lo, hi = path.train_t_range(prediction)
     grid = torch.linspace(lo, hi, args.t_points, dtype=torch.float64)
     gen = torch.Generator(dev).manual_seed(args.seed)
     dist.print0(f"estimating L_t of {args.ckpt} on {spec} ({x.shape[0]} samples): {args.t_points} times in "
                 f"[{lo:g}, {hi:g}], {args.samples_per_t} samples each")
     table = estimate_loss_table(model_fn, path, prediction, batches, grid, samples_per_t=args.samples_per_t,
-                                generator=gen, reduction=args.reduction, batch_size=args.batch_size)
+                                generator=gen, reduction=args.reduction, batch_size=args.batch_size,
+                                progress=not args.no_progress and dist.is_main())
     if args.no_store:
         table_path = Path(args.out) / "lt_table.json"
         table_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,13 @@ examples:
   # every checkpoint of a training run (RUN/checkpoints/step-*), 10,000 points each as in the paper
   sit pathlength --ckpts runs/demo --out runs/demo/pathlength
 
-  # two runs' final checkpoints side by side (e.g. Linear vs GVP)
-  sit pathlength --ckpts runs/linear/checkpoints/step-0002000 runs/gvp/checkpoints/step-0002000 --num-points 2000 --out pl/
+  # two runs, one curve each against training step (e.g. Linear vs GVP, as Fig. 4)
+  sit pathlength --ckpts runs/linear runs/gvp --num-points 2000 --out pl/
 
 |v|^2 is summed over the dimensions of a sample (the paper's |.|^2). Every checkpoint sees the
 same (t, x*, eps) draws (common random numbers), so differences between checkpoints are not
-Monte-Carlo noise; the standard error of each estimate is reported too.
+Monte-Carlo noise; the standard error of each estimate is reported too. The plot draws one
+curve per run (a run directory, or RUN for RUN/checkpoints/step-N) against training step.
 """
 
 
@@ -29,82 +30,104 @@ def register(sub) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default=None)
     p.add_argument("--data", metavar="NAME|NPZ", help="x* data (default: the demo dataset's training split)")
-    p.add_argument("--num-points", type=int, default=10_000, metavar="N", help="Monte-Carlo points (default 10,000 as the paper)")
+    p.add_argument("--num-points", type=int, default=10_000, metavar="N", help="Monte-Carlo points (default %(default)s as the paper)")
     p.add_argument("--reduction", choices=["sum", "mean"], default="sum", help="|v|^2 summed (paper) or averaged over dims")
     p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
     p.add_argument("--batch-size", type=int, default=256, metavar="B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="writes pathlength.csv and pathlength.png")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def expand_checkpoints(specs: list[str]) -> list[Path]:
-    """Run directories become all their checkpoints (ordered by step); others are kept as given."""
-    from sit.models.checkpoint import _step_from_name
+def expand_checkpoints(specs: list[str]) -> list[tuple[str, Path]]:
+    """(run label, checkpoint) pairs: a run directory becomes all its checkpoints (ordered by step),
+    labelled by the directory; a checkpoint given directly is labelled by its run directory
+    (RUN/checkpoints/step-N -> RUN) or, outside a run, by its own name."""
+    from sit import checkpoints
 
-    out: list[Path] = []
+    out: list[tuple[str, Path]] = []
     for s in specs:
         p = Path(s)
         if not p.exists():
             raise FileNotFoundError(f"no checkpoint at {s!r}")
         if p.is_dir() and not (p / "config.json").is_file() and (p / "checkpoints").is_dir():
-            cands = [c for c in (p / "checkpoints").iterdir()
-                     if (c.is_dir() and (c / "config.json").is_file()) or c.suffix in (".pt", ".safetensors")]
+            cands = checkpoints.run_checkpoints(p)
             if not cands:
                 raise FileNotFoundError(f"no checkpoint under {str(p / 'checkpoints')!r}")
-            out.extend(sorted(cands, key=lambda c: (_step_from_name(c.name) or -1, c.name)))
+            out.extend((str(p), c) for c in cands)
         else:
-            out.append(p)
+            out.append((str(checkpoints.run_dir_of(p)), p))
     return out
 
 
-def run(args) -> int:
+def _measure(args, ck: Path, data_cache: dict) -> dict:
+    """C(v) of one checkpoint as a CSV row."""
     import torch
 
-    from sit import dist
     from sit import generate as S
-    from sit.evaluate.plots import plot_lines, write_csv
     from sit.likelihood import path_length
-    from sit.objectives import default_t_range, to_velocity
+    from sit.objectives import to_velocity
+
+    net, meta, model_fn, path, dev = S.load_eval_model(ck, weights=args.weights, device=args.device,
+                                                       precision=args.precision)
+    spec = args.data or S.default_data_spec(net, "train")
+    key = (spec, int(net.config.input_size))
+    if key not in data_cache:
+        x, y = S.load_eval_data(spec, image_size=key[1], split="train")
+        data_cache[key] = (S.match_model_input(x, net), y)
+    x, y = data_cache[key]
+    prediction = meta.prediction
+
+    def field(xx, tt, yy=None):
+        return to_velocity(path, prediction, model_fn(xx, tt, yy), xx, tt)
+
+    batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
+    if batches[0][1] is None:
+        batches = [b for b, _ in batches]
+    lo, hi = path.train_t_range(prediction)
+    c, se = path_length(field, path, batches, num_points=args.num_points,
+                        generator=torch.Generator(dev).manual_seed(args.seed), t_min=lo, t_max=hi,
+                        reduction=args.reduction, batch_size=args.batch_size)
+    step = meta.step
+    return {"checkpoint": str(ck), "step": step if step is not None else "", "path": path.name,
+            "prediction": prediction, "path_length": c, "stderr": se, "num_points": args.num_points,
+            "reduction": args.reduction, "t_min": lo, "t_max": hi}
+
+
+def curves(rows: list[dict]) -> tuple[dict, dict, str]:
+    """One (xs, ys) series per run (Fig. 4): x = training step when every checkpoint of every run
+    has a distinct step within its run, else the checkpoint's position in its run."""
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    have_steps = all(r["step"] != "" for r in rows) and all(
+        len({r["step"] for r in rows if r["run"] == run}) == sum(r["run"] == run for r in rows) for run in runs)
+    series, errors = {}, {}
+    for run in runs:
+        rs = [r for r in rows if r["run"] == run]
+        xs = [float(r["step"]) if have_steps else i for i, r in enumerate(rs)]
+        series[run] = (xs, [r["path_length"] for r in rs])
+        errors[run] = [r["stderr"] for r in rs]
+    return series, errors, "training step" if have_steps else "checkpoint # (within its run)"
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from sit import dist
+    from sit.evaluate.plots import plot_lines, write_csv
 
     if args.num_points < 2:
         raise ValueError(f"--num-points must be >= 2 (got {args.num_points})")
     ckpts = expand_checkpoints(args.ckpts)
-    rows = []
-    out = Path(args.out)
-    data_cache: dict = {}
-    for ck in ckpts:
-        net, meta, model_fn, path, dev = S.load_eval_model(ck, weights=args.weights, device=args.device,
-                                                           precision=args.precision)
-        spec = args.data or S.default_data_spec(net, "train")
-        key = (spec, int(net.config.input_size))
-        if key not in data_cache:
-            x, y = S.load_eval_data(spec, image_size=key[1], split="train")
-            data_cache[key] = (S.match_model_input(x, net), y)
-        x, y = data_cache[key]
-        prediction = meta.get("prediction", "velocity")
-
-        def field(xx, tt, yy=None, _fn=model_fn, _path=path, _pred=prediction):
-            return to_velocity(_path, _pred, _fn(xx, tt, yy), xx, tt)
-
-        batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
-        if batches[0][1] is None:
-            batches = [b for b, _ in batches]
-        lo, hi = default_t_range(path, prediction)
-        c, se = path_length(field, path, batches, num_points=args.num_points,
-                            generator=torch.Generator(dev).manual_seed(args.seed), t_min=lo, t_max=hi,
-                            reduction=args.reduction, batch_size=args.batch_size)
-        step = meta.get("step")
-        rows.append({"checkpoint": str(ck), "step": step if step is not None else "", "path": path.name,
-                     "prediction": prediction, "path_length": c, "stderr": se, "num_points": args.num_points,
-                     "reduction": args.reduction, "t_min": lo, "t_max": hi})
-        dist.print0(f"{ck}: step {step}  C(v) = {c:.5g} +- {se:.2g}")
+    rows, out, data_cache = [], Path(args.out), {}
+    bar = tqdm(ckpts, desc="path length", unit="ckpt", disable=args.no_progress or not dist.is_main())
+    for run_label, ck in bar:
+        row = {"run": run_label, **_measure(args, ck, data_cache)}
+        rows.append(row)
+        bar.write(f"{ck}: step {row['step']}  C(v) = {row['path_length']:.5g} +- {row['stderr']:.2g}")
         write_csv(out / "pathlength.csv", rows)
-    have_steps = all(r["step"] != "" for r in rows) and len({r["step"] for r in rows}) == len(rows)
-    xs = [float(r["step"]) if have_steps else i for i, r in enumerate(rows)]
-    plot_lines(out / "pathlength.png", {"C(v)": (xs, [r["path_length"] for r in rows])},
-               errors={"C(v)": [r["stderr"] for r in rows]},
-               xlabel="training step" if have_steps else "checkpoint #",
+    series, errors, xlabel = curves(rows)
+    plot_lines(out / "pathlength.png", series, errors=errors, xlabel=xlabel,
                ylabel=f"path length C(v) ({args.reduction} over dims)", title="Path length over training (Fig. 4)")
-    dist.print0(f"wrote {out / 'pathlength.csv'}, {out / 'pathlength.png'}")
+    dist.print0(f"wrote {out / 'pathlength.csv'}, {out / 'pathlength.png'} ({len(series)} run(s))")
     return 0

@@ -17,14 +17,17 @@ examples:
   sit sweep --ckpt SiT-XL-2-256x256.pt --vae /models/sd-vae-ft-ema --ref VIRTUAL_imagenet256_labeled.npz \\
       --samplers heun,euler_maruyama:w=sigma --nfe 50,100,250 --num-samples 10000 --cfg-scale 1.5 --out sweeps/xl2
 
-A sampler is METHOD[:FIELD=VALUE...] with SampleConfig fields (w, w_scale, eta, last_step, grid, ...).
-NFE is turned into steps per method (heun: 2 per step; sde_heun: 2 per step but 1 for the last
-step; euler, euler_maruyama, ddpm, ddim: 1) and the NFE actually spent is what the CSV reports.
-The summary says, for each sampler, the fewest NFE that reach the reference quality: the
-reference sampler's value at its largest NFE, within --tolerance.
-"""
+  # the official adaptive solver: one point per tolerance (atol = rtol = TOL), plotted at its real NFE
+  sit sweep --ckpt runs/demo --samplers heun,dopri5 --nfe 8,16,32,64 --tolerances 1e-2,1e-3,1e-4 --out sweeps/ode
 
-CALLS_PER_STEP = {"heun": 2, "sde_heun": 2}
+A sampler is METHOD[:FIELD=VALUE...] with SampleConfig fields (w, w_scale, eta, last_step, grid, ...).
+Each NFE budget is turned into steps by sit.samplers.steps_for_nfe (heun, midpoint: 2 per step;
+sde_heun: 2 per step but 1 for the last; rk4: 4; euler, euler_maruyama, ddpm, ddim: 1). Adaptive
+solvers (dopri5, ...) choose their own steps: they ignore --nfe and run once per --tolerances
+value instead. The NFE actually spent is what the CSV reports and the plot uses. The summary says,
+for each sampler, the fewest NFE that come within --tolerance of the reference quality (the
+reference sampler's value at its largest NFE).
+"""
 
 
 def register(sub) -> None:
@@ -35,7 +38,9 @@ def register(sub) -> None:
     add_model_arguments(p)
     p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
                    help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
-    p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default 4,...,250)")
+    p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
+    p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", metavar="LIST",
+                   help="adaptive solvers (dopri5, ...): one point per tolerance, atol = rtol = TOL (default %(default)s)")
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per point (default 1000)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i for every sampler (common random numbers)")
@@ -46,10 +51,11 @@ def register(sub) -> None:
     p.add_argument("--ref", metavar="NPZ", help="ADM reference batch (images or mu/sigma) for Inception FID of latent models")
     p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
     p.add_argument("--reference", metavar="SAMPLER", help="sampler whose largest-NFE value is the target (default: the first)")
-    p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default 0.05)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default %(default)s)")
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
@@ -74,10 +80,31 @@ def parse_sampler(spec: str) -> tuple[str, dict]:
     return method, opts
 
 
-def steps_for_nfe(method: str, nfe: int) -> int:
-    if method == "sde_heun":
-        return (nfe + 1) // 2
-    return nfe // CALLS_PER_STEP.get(method, 1)
+def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[float]) -> list[tuple[int, dict]]:
+    """(num_steps, extra SampleConfig options) for each point of one sampler: one per NFE budget
+    (steps from `sit.samplers.steps_for_nfe`; budgets below one step are skipped), or for an
+    adaptive solver one per tolerance (atol = rtol = tol; num_steps is then irrelevant)."""
+    from sit.generate.spec import DISCRETE_METHODS
+    from sit.samplers import ADAPTIVE_METHODS, SampleConfig, nfe_per_step, steps_for_nfe
+
+    if method in ADAPTIVE_METHODS:
+        return [(1, {"atol": tol, "rtol": tol}) for tol in tolerances]
+    if method in DISCRETE_METHODS or nfe_per_step(method) is None:  # DDPM/DDIM 1 per step; Adams: about 1
+        steps = list(nfes)
+    else:
+        last = opts.get("last_step", SampleConfig.last_step)
+        steps = [steps_for_nfe(method, n, last_step=last) for n in nfes]
+    return [(n, {}) for n in dict.fromkeys(steps) if n >= 1]
+
+
+def parse_float_list(text: str, name: str) -> list[float]:
+    try:
+        vals = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers (got {text!r})") from None
+    if not vals or not all(math.isfinite(v) and v > 0 for v in vals):
+        raise ValueError(f"{name} must hold numbers > 0 (got {text!r})")
+    return sorted(set(vals), reverse=True)
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -90,34 +117,11 @@ def parse_int_list(text: str, name: str) -> list[int]:
     return sorted(set(vals))
 
 
-def run(args) -> int:
-    from sit import dist
+def _quality_fn(args, net, labels, dev):
+    """(quality(x, y) -> dict with 'fid', metric name, decode_fn) for a pixel or a latent model."""
     from sit import generate as S
-    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
-    from sit.models.checkpoint import load_model
 
-    nfes = parse_int_list(args.nfe, "--nfe")
-    samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
-    if args.num_samples < 4:
-        raise ValueError(f"--num-samples must be >= 4 (got {args.num_samples})")
-    if args.reference and args.reference not in [s for s, _, _ in samplers]:
-        raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
-    dev = dist.init(S.default_device(args.device))
-    net, meta = load_model(args.ckpt, prefer=args.weights)
-    net = S.prepare_network(net, args.precision, args.compile, dev)
-    num_classes = S.model_num_classes(net)
-    labels = S.parse_labels(args.labels, num_classes)
     C, H = int(net.in_channels), int(net.config.input_size)
-
-    table = None
-    if any(o.get("w") == "kl_eta" for _, _, o in samplers):
-        from sit.diffusion_coef import LossTable
-
-        table = LossTable.load(args.lt_table) if args.lt_table else S.find_loss_table(args.ckpt, meta)
-        if table is None:
-            raise FileNotFoundError(f"w=kl_eta needs the L_t table: run `sit lt --ckpt {args.ckpt}` or pass --lt-table")
-
-    decode_fn = None
     if C in (1, 3):
         data = args.data or ("digits" if H <= 8 else "mnist_5k")
         real_x, real_y = S.load_eval_data(data, image_size=H, split="all")
@@ -129,16 +133,52 @@ def run(args) -> int:
             q = quick_quality(real_x, real_y, fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
             return {"fid": q["fid"], "accuracy": q["accuracy"], "precision": q["precision"], "recall": q["recall"]}
 
-        metric_name = f"classifier FID vs {data}"
-    else:
-        if not args.vae or not args.ref:
-            raise ValueError("a latent model needs --vae PATH (to decode) and --ref NPZ (reference batch) for Inception FID")
-        from sit.vae import VAE
+        return quality, f"classifier FID vs {data}", None
+    if not args.vae or not args.ref:
+        raise ValueError("a latent model needs --vae PATH (to decode) and --ref NPZ (reference batch) for Inception FID")
+    from sit.vae import VAE
 
-        decode_fn = VAE.from_pretrained(args.vae, device=dev).decode
-        quality = _inception_quality(args.ref, dev)
-        metric_name = f"Inception FID vs {Path(args.ref).name}"
+    decode_fn = VAE.from_pretrained(args.vae, device=dev).decode
+    return _inception_quality(args.ref, dev), f"Inception FID vs {Path(args.ref).name}", decode_fn
 
+
+def _loss_table(args, samplers, meta):
+    from sit import generate as S
+
+    if not any(o.get("w") == "kl_eta" for _, _, o in samplers):
+        return None
+    from sit.diffusion_coef import LossTable
+
+    table = LossTable.load(args.lt_table) if args.lt_table else S.find_loss_table(args.ckpt, meta)
+    if table is None:
+        raise FileNotFoundError(f"w=kl_eta needs the L_t table: run `sit lt --ckpt {args.ckpt}` or pass --lt-table")
+    return table
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from sit import checkpoints, dist
+    from sit import generate as S
+    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
+
+    nfes = parse_int_list(args.nfe, "--nfe")
+    tolerances = parse_float_list(args.tolerances, "--tolerances")
+    samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
+    if args.num_samples < 4:
+        raise ValueError(f"--num-samples must be >= 4 (got {args.num_samples})")
+    if args.reference and args.reference not in [s for s, _, _ in samplers]:
+        raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
+    points = [(name, method, opts, steps, extra) for name, method, opts in samplers
+              for steps, extra in sweep_points(method, opts, nfes, tolerances)]
+    dev = dist.init(S.default_device(args.device))
+    net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
+    net = S.prepare_network(net, args.precision, args.compile, dev)
+    num_classes = S.model_num_classes(net)
+    labels = S.parse_labels(args.labels, num_classes)
+    C, H = int(net.in_channels), int(net.config.input_size)
+    table = _loss_table(args, samplers, meta)
+    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
     out = Path(args.out)
 
     def run_point(method: str, opts: dict, steps: int, decode=None):
@@ -156,27 +196,35 @@ def run(args) -> int:
         run_point(samplers[0][1], samplers[0][2], 1)
         dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
     rows = []
-    for name, method, opts in samplers:
-        for nfe in nfes:
-            steps = steps_for_nfe(method, nfe)
-            if steps < 1:
-                continue
-            t0 = time.perf_counter()
-            x, y, spent = run_point(method, opts, steps, decode_fn)
-            secs = time.perf_counter() - t0
-            q = quality(x, y)
-            row = {"sampler": name, "method": method, "num_steps": steps, "nfe": spent[-1] if spent else nfe,
-                   **q, "seconds": round(secs, 3)}
-            rows.append(row)
-            dist.print0(f"{name:<32s} steps {steps:4d}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
-            write_csv(out / "sweep.csv", rows)
+    bar = tqdm(points, desc="sweep", unit="point", disable=args.no_progress or not dist.is_main())
+    for name, method, opts, steps, extra in bar:
+        t0 = time.perf_counter()
+        x, y, spent = run_point(method, {**opts, **extra}, steps, decode_fn)
+        secs = time.perf_counter() - t0
+        q = quality(x, y)
+        row = {"sampler": name, "method": method, "num_steps": steps, "tol": extra.get("rtol", ""),
+               "nfe": spent[-1] if spent else steps, **q, "seconds": round(secs, 3)}
+        rows.append(row)
+        what = f"tol {extra['rtol']:g}" if extra else f"steps {steps:4d}"
+        bar.write(f"{name:<32s} {what}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
+        write_csv(out / "sweep.csv", rows)
     plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=f"{metric_name}, {args.num_samples} samples")
     summary = summarize(rows, args.reference or samplers[0][0], args.tolerance)
     write_csv(out / "summary.csv", summary)
     for r in summary:
-        dist.print0(f"{r['sampler']:<32s} reaches {r['target']:.4g} (ref +{args.tolerance:.0%}) at NFE {r['nfe_to_target']}")
+        dist.print0(summary_line(r, args.tolerance))
     dist.print0(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.csv'}")
     return 0
+
+
+def summary_line(r: dict, tolerance: float) -> str:
+    """One line of the summary, e.g. 'heun  reaches FID <= 22.4 (within 5% of euler's 21.3 at NFE 250)
+    at NFE 32' or '... never comes within 5% of ... at the NFEs tried (best 30.1 at NFE 64)'."""
+    ref = f"within {tolerance:.0%} of {r['reference']}'s {r['reference_value']:.4g} at NFE {r['reference_nfe']}"
+    if r["nfe_to_target"] == "not reached":
+        return (f"{r['sampler']:<32s} never comes {ref} at the NFEs tried "
+                f"(best FID {r['best_fid']:.4g} at NFE {r['best_at_nfe']})")
+    return f"{r['sampler']:<32s} reaches FID <= {r['target']:.4g} ({ref}) at NFE {r['nfe_to_target']}"
 
 
 def summarize(rows: list[dict], reference: str, tolerance: float) -> list[dict]:
@@ -185,13 +233,15 @@ def summarize(rows: list[dict], reference: str, tolerance: float) -> list[dict]:
     ref_rows = [r for r in rows if r["sampler"] == reference]
     if not ref_rows:
         return []
-    target_raw = max(ref_rows, key=lambda r: r["nfe"])["fid"]
+    ref_row = max(ref_rows, key=lambda r: r["nfe"])
+    target_raw = ref_row["fid"]
     target = target_raw * (1 + tolerance)
     out = []
     for name in dict.fromkeys(r["sampler"] for r in rows):
         rs = sorted((r for r in rows if r["sampler"] == name), key=lambda r: r["nfe"])
         hit = next((r["nfe"] for r in rs if math.isfinite(r["fid"]) and r["fid"] <= target), None)
-        out.append({"sampler": name, "reference": reference, "reference_value": target_raw, "target": target,
+        out.append({"sampler": name, "reference": reference, "reference_value": target_raw,
+                    "reference_nfe": ref_row["nfe"], "target": target,
                     "nfe_to_target": hit if hit is not None else "not reached",
                     "best_fid": min(r["fid"] for r in rs), "best_at_nfe": min(rs, key=lambda r: r["fid"])["nfe"]})
     return out

@@ -77,9 +77,11 @@ def plot_lines(
     errors: Mapping[str, Sequence[float]] | None = None,
     markers: bool = True,
     hline: tuple[float, str] | None = None,
+    xticks: Sequence[float] | None = None,
 ) -> Path:
     """One line per entry of ``series`` (name -> (xs, ys)), optional error bars (name -> yerr) and a
-    dashed horizontal reference line ``hline = (y, label)``. Non-finite points are dropped."""
+    dashed horizontal reference line ``hline = (y, label)``. Non-finite points are dropped.
+    ``xticks``: the only x ticks, labelled as plain numbers (also on a log axis)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, (xs, ys) in series.items():
@@ -98,6 +100,13 @@ def plot_lines(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
+    if xticks is not None:
+        from matplotlib.ticker import FixedLocator, NullLocator
+
+        ticks = sorted({float(v) for v in xticks})
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticklabels([f"{v:g}" for v in ticks], fontsize=8 if len(ticks) > 10 else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
@@ -111,7 +120,8 @@ def plot_lines(
 
 
 def plot_quality_vs_nfe(path, rows: Iterable[Mapping[str, object]], metric: str = "fid", title: str = "") -> Path:
-    """Fig. 5: ``metric`` against NFE, one line per sampler (rows with keys 'sampler', 'nfe', metric)."""
+    """Fig. 5: ``metric`` against NFE, one line per sampler (rows with keys 'sampler', 'nfe', metric);
+    log x axis with a tick at every NFE that occurs."""
     series: dict[str, tuple[list[float], list[float]]] = {}
     for r in rows:
         xs, ys = series.setdefault(str(r["sampler"]), ([], []))
@@ -120,7 +130,9 @@ def plot_quality_vs_nfe(path, rows: Iterable[Mapping[str, object]], metric: str 
     for name, (xs, ys) in series.items():
         order = sorted(range(len(xs)), key=xs.__getitem__)
         series[name] = ([xs[i] for i in order], [ys[i] for i in order])
-    return plot_lines(path, series, xlabel="NFE (network evaluations per sample)", ylabel=metric, title=title, logx=True)
+    ticks = [x for xs, _ in series.values() for x in xs]
+    return plot_lines(path, series, xlabel="NFE (network evaluations per sample)", ylabel=metric, title=title, logx=True,
+                      xticks=ticks)
 
 
 def plot_loss_and_w(

@@ -67,7 +67,7 @@ def default_data_spec(net, split: str = "heldout") -> str:
 
 
 def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, precision: str = "fp32"):
-    """(net, meta (the RunMeta as a dict), model_fn (prediction in paper time), path, device) for
+    """(net, meta (`sit.checkpoints.RunMeta`), model_fn (prediction in paper time), path, device) for
     evaluation commands; the checkpoint is read through `sit.checkpoints.load`."""
     from sit import checkpoints, dist
     from sit.generate.glue import default_device, prepare_network
@@ -81,7 +81,7 @@ def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, pr
         raise ValueError(f"{ckpt} is a discrete-time (DiT/DDPM) checkpoint; this command needs a continuous-time SiT model")
     dtype = torch.bfloat16 if precision == "bf16" else None
     model_fn = ModelField(net, meta.prediction, "continuous", dtype=dtype)
-    return net, meta.to_dict(), model_fn, get_path(meta.path), dev
+    return net, meta, model_fn, get_path(meta.path), dev
 
 
 def eval_batches(x: Tensor, y: Tensor | None, batch_size: int, device, conditional: bool = True) -> list:

@@ -20,12 +20,16 @@ returns float32 (or the input dtype), so sampler coefficients stay in full preci
 from __future__ import annotations
 
 import contextlib
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-PREDICTIONS = ("velocity", "score", "noise")
-TIME_INPUTS = ("continuous", "discrete")
+from sit.objectives import PREDICTIONS, Prediction
+
+TimeInput = Literal["continuous", "discrete"]
+TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
+__all__ = ["ModelField", "PREDICTIONS", "TIME_INPUTS", "TimeInput"]
 
 
 class ModelField:
@@ -44,8 +48,8 @@ class ModelField:
     def __init__(
         self,
         net: nn.Module,
-        prediction: str = "velocity",
-        time_input: str = "continuous",
+        prediction: Prediction = "velocity",
+        time_input: TimeInput = "continuous",
         learn_sigma_drop: bool = True,
         dtype: torch.dtype | None = None,
     ):

@@ -10,32 +10,36 @@ config, the path and the prediction type, counts network evaluations and returns
   euler N NFE; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
   of them the last step when last_step is set: N - 1 EM steps from t_start to last_step_size,
   then one last step to 0); sde_heun 2(N - 1) + 1 with a last step, 2N without;
-  adaptive torchdiffeq methods (dopri5, ...) decide their own steps: num_steps only sets the
-  output grid, and NFE is whatever the solver used.
+  fixed-step torchdiffeq methods: midpoint, heun2 2N, heun3 3N, rk4 4N (explicit/implicit Adams
+  vary); adaptive torchdiffeq methods (dopri5, ...) decide their own steps: num_steps only sets
+  the output grid, and NFE is whatever the solver used (set by atol/rtol).
+`nfe_per_step`, `steps_for_nfe` and `SampleConfig.expected_nfe` give these counts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
 
-from sit.diffusion_coef import _ALIASES as _W_ALIASES
-from sit.diffusion_coef import W_NAMES, LossTable, get_w
-from sit.paths import Path
+from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
+from sit.paths import SAMPLE_EPS, Path
 from sit.samplers._common import NFECounter, check_grid
-from sit.samplers.ode import ADAPTIVE_METHODS, TORCHDIFFEQ_METHODS, sample_euler, sample_heun, sample_torchdiffeq
-from sit.samplers.sde import LAST_STEPS, W_MAX, sample_euler_maruyama, sample_sde_heun
-from sit.timegrid import GRIDS, sampling_grid
+from sit.samplers.ode import ADAPTIVE_METHODS, TorchdiffeqMethod, sample_euler, sample_heun, sample_torchdiffeq
+from sit.samplers.sde import LAST_STEPS, W_MAX, LastStep, sample_euler_maruyama, sample_sde_heun
+from sit.timegrid import GRIDS, GridKind, sampling_grid
 
 __all__ = [
     "SampleConfig",
     "sample",
     "NFECounter",
+    "Method",
     "METHODS",
+    "nfe_per_step",
+    "steps_for_nfe",
     "SDE_METHODS",
     "sample_euler",
     "sample_heun",
@@ -45,10 +49,37 @@ __all__ = [
     "check_grid",
 ]
 
-ODE_METHODS = ("euler", "heun")
-SDE_METHODS = ("euler_maruyama", "sde_heun")
-METHODS = ODE_METHODS + SDE_METHODS + tuple(m for m in TORCHDIFFEQ_METHODS if m not in ODE_METHODS)
-SAMPLE_EPS = 1e-3  # official sample_eps: endpoint offset where a field is singular
+OdeMethod = Literal["euler", "heun"]
+SdeMethod = Literal["euler_maruyama", "sde_heun"]
+Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod]  # torchdiffeq's "euler" is ours
+ODE_METHODS: tuple[str, ...] = get_args(OdeMethod)
+SDE_METHODS: tuple[str, ...] = get_args(SdeMethod)
+METHODS: tuple[str, ...] = get_args(Method)
+
+# network evaluations per step; adaptive solvers and the Adams methods vary (None)
+NFE_PER_STEP: dict[str, int] = {
+    "euler": 1, "heun": 2, "euler_maruyama": 1, "sde_heun": 2, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
+}  # fmt: skip
+
+
+def nfe_per_step(method: str) -> int | None:
+    """Network evaluations per step of ``method``, None where the solver decides (adaptive
+    torchdiffeq methods, Adams). Heun-type last steps may save one (see `SampleConfig.expected_nfe`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown sampler {method!r}; expected one of {list(METHODS)}")
+    return NFE_PER_STEP.get(method)
+
+
+def steps_for_nfe(method: str, nfe: int, last_step: str | None = "mean") -> int:
+    """The most steps whose NFE does not exceed ``nfe`` (0 if even one step costs more):
+    nfe // per-step, except sde_heun with a last step (2 (N - 1) + 1 NFE). ValueError for
+    methods whose NFE is not set by the step count (use atol/rtol for those)."""
+    per = nfe_per_step(method)
+    if per is None:
+        raise ValueError(f"the NFE of {method!r} is chosen by the solver, not by num_steps; set atol/rtol instead")
+    if method == "sde_heun" and last_step is not None:
+        return (nfe + 1) // 2
+    return nfe // per
 
 
 @dataclass(frozen=True)
@@ -60,17 +91,17 @@ class SampleConfig:
     on Linear/GVP; w_KL on Linear/GVP); end at 0 for velocity models on Linear/GVP, else 1e-3
     (VP, score/noise); SDE with a last step: EM down to last_step_size, last step to 0."""
 
-    method: str = "heun"            # euler | heun | euler_maruyama | sde_heun | any torchdiffeq method (dopri5, rk4, ...)
+    method: Method = "heun"         # euler | heun | euler_maruyama | sde_heun | any torchdiffeq method (dopri5, rk4, ...)
     num_steps: int = 125            # steps (grid intervals), not grid points; Heun: 2 NFE per step
-    grid: str = "uniform"           # time grid kind of sit.timegrid.sampling_grid
+    grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid
     shift: float = 1.0              # grid="shifted": > 1 spends more steps near noise
     rho: float = 7.0                # grid="edm": Karras exponent
     t_start: float | None = None    # first time (noise end)
     t_end: float | None = None      # last time (data end)
-    w: str = "sigma"                # SDE diffusion coefficient w_t (sit.diffusion_coef.W_NAMES)
+    w: WName = "sigma"              # SDE diffusion coefficient w_t (sit.diffusion_coef.W_NAMES)
     w_scale: float = 1.0            # multiplies w_t (the official "norm" for official-* forms)
     eta: float = 0.0                # w = "kl_eta" (eq. 14); needs a LossTable when > 0
-    last_step: Literal[None, "mean", "tweedie", "euler"] = "mean"   # SDE last step (official default "mean")
+    last_step: LastStep = "mean"   # SDE last step (official default "mean")
     last_step_size: float = 0.04    # SDE: the last step runs from t = last_step_size to 0
     atol: float = 1e-6              # adaptive torchdiffeq methods
     rtol: float = 1e-3
@@ -83,9 +114,10 @@ class SampleConfig:
             raise ValueError(f"SampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
         if self.grid not in GRIDS:
             raise ValueError(f"SampleConfig.grid: unknown time grid {self.grid!r}; expected one of {list(GRIDS)}")
-        w = _W_ALIASES.get(str(self.w).lower(), str(self.w).lower())
-        if w not in W_NAMES:
-            raise ValueError(f"SampleConfig.w: unknown diffusion coefficient {self.w!r}; expected one of {list(W_NAMES)}")
+        try:
+            canonical_w(self.w)
+        except ValueError as e:
+            raise ValueError(f"SampleConfig.w: {e}") from None
         for name in ("w_scale", "eta"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
@@ -115,20 +147,11 @@ class SampleConfig:
 
     def time_range(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> tuple[float, float]:
         """(t_start, t_end) with the defaults filled in (see the class docstring)."""
-        one = torch.ones(1, dtype=torch.float64)
-        zero = torch.zeros(1, dtype=torch.float64)
-        alpha_1_zero = abs(float(path.alpha(one)[0])) < 1e-6       # Linear / GVP (cos(pi/2) ~ 6e-17)
-        with torch.no_grad():
-            d0 = torch.stack([path.d_alpha(zero), path.d_sigma(zero)])
-        singular_at_0 = not bool(torch.isfinite(d0).all())       # VP: sigma_dot(0) = inf
-        start = 1.0
-        if alpha_1_zero and prediction != "velocity":
-            start = 1.0 - SAMPLE_EPS
-        if self.is_sde and alpha_1_zero:
-            w1 = self.w_fn(path, table)(one)
+        start, end = path.sample_t_range(prediction)
+        if self.is_sde and path.alpha_1_zero:
+            w1 = self.w_fn(path, table)(torch.ones(1, dtype=torch.float64))
             if not bool((torch.isfinite(w1) & (w1.abs() <= W_MAX)).all()):
                 start = 1.0 - SAMPLE_EPS
-        end = SAMPLE_EPS if (singular_at_0 or prediction != "velocity") else 0.0
         if self.is_sde and self.last_step is not None:
             if self.t_end not in (None, 0, 0.0):
                 raise ValueError(
@@ -141,6 +164,20 @@ class SampleConfig:
         if not t_start > t_end:
             raise ValueError(f"SampleConfig: resolved t_start={t_start} must be > t_end={t_end}")
         return t_start, t_end
+
+    def expected_nfe(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> int | None:
+        """Network evaluations `sample` will spend with this config, or None where the solver
+        decides (adaptive methods, Adams). Counts the Heun-type last steps that save one call."""
+        per = nfe_per_step(self.method)
+        if per is None:
+            return None
+        n = self.num_steps
+        ends_at_0 = float(self.make_grid(path, prediction, table)[-1]) == 0.0
+        if self.method == "heun" and self.heun_final_euler and ends_at_0:
+            return 2 * n - 1
+        if self.method == "sde_heun" and (self.last_step is not None or ends_at_0):
+            return 2 * n - 1
+        return per * n
 
     def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
         """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""

@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from sit.paths import coef_dtype
 from sit.timegrid import check_t
 
 
@@ -21,14 +22,9 @@ def check_grid(grid: Tensor | list, min_points: int = 2) -> Tensor:
     return g
 
 
-def time_dtype(x: Tensor) -> torch.dtype:
-    """Times and coefficients are float32, or float64 when the state is float64."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def t_vec(t: float, x: Tensor) -> Tensor:
-    """The time t as a (B,) tensor for the field, on x's device."""
-    return torch.full((x.shape[0],), float(t), dtype=time_dtype(x), device=x.device)
+    """The time t as a (B,) tensor for the field, on x's device, in `sit.paths.coef_dtype` of x."""
+    return torch.full((x.shape[0],), float(t), dtype=coef_dtype(x), device=x.device)
 
 
 def steps(n: int, progress: bool, desc: str):
@@ -44,15 +40,34 @@ def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 class NFECounter:
-    """Wrap a field (or any callable) and count its calls in ``nfe``."""
+    """Wrap a field or prediction function (any callable whose first argument is the batch x)
+    and count its calls in ``nfe`` (network evaluations per sample: a guided call that sends the
+    conditional and unconditional rows in one batch is one evaluation) and the rows it was sent
+    in ``rows``. ``reset()`` zeroes both; ``calls`` is another name for ``nfe``. The one call
+    counter of sit: sampling and guidance wrap their functions in it."""
 
     def __init__(self, fn: Callable[..., Tensor]):
         self.fn = fn
         self.nfe = 0
+        self.rows = 0
 
     def __call__(self, *args, **kwargs) -> Tensor:
         self.nfe += 1
+        if args and isinstance(args[0], Tensor) and args[0].ndim > 0:
+            self.rows += int(args[0].shape[0])
         return self.fn(*args, **kwargs)
+
+    def reset(self) -> None:
+        self.nfe = 0
+        self.rows = 0
+
+    @property
+    def calls(self) -> int:
+        return self.nfe
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self.nfe = int(value)
 
     def __getattr__(self, name):  # forward attributes such as .path of a velocity_field
         if name == "fn":

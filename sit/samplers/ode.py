@@ -14,7 +14,7 @@ half-precision state in float32 and returns it in x's dtype.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -23,12 +23,12 @@ from sit.samplers._common import check_grid, steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
-TORCHDIFFEQ_METHODS = (
-    "dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun",
-    "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams",
-    "euler",
-)  # fmt: skip
-ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+AdaptiveMethod = Literal["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"]
+FixedTorchdiffeqMethod = Literal["midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "euler"]
+TorchdiffeqMethod = Literal[AdaptiveMethod, FixedTorchdiffeqMethod]
+ADAPTIVE_METHODS: tuple[str, ...] = get_args(AdaptiveMethod)
+FIXED_TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(FixedTorchdiffeqMethod)
+TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(TorchdiffeqMethod)
 
 
 def _finish(traj: list[Tensor] | None, x: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ network call and reported as a ValueError (never NaN samples).
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -33,7 +33,8 @@ from sit.paths import Path, expand_like
 from sit.samplers._common import check_grid, randn_like, steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
-LAST_STEPS = (None, "mean", "tweedie", "euler")
+LastStep = Literal[None, "mean", "tweedie", "euler"]
+LAST_STEPS: tuple[str | None, ...] = get_args(LastStep)
 W_MAX = 1e8  # a larger w_t is treated as infinite (GVP: alpha_1 = cos(pi/2) ~ 6e-17, not 0, so w_KL(1) ~ 1e17)
 
 
