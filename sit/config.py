@@ -9,7 +9,19 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
+
+# The paper's design axes as choice types, defined once (the math core and the CLI import them).
+PathName = Literal["linear", "gvp", "vp"]
+Prediction = Literal["velocity", "score", "noise"]
+LossWeight = Literal[None, "velocity", "likelihood"]
+TimeInput = Literal["continuous", "discrete"]
+TimeDist = Literal["uniform", "logit_normal"]
+PATH_NAMES: tuple[str, ...] = get_args(PathName)
+PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
+TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
+TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
 def to_dict(cfg) -> dict[str, Any]:
@@ -100,11 +112,11 @@ def model_preset(name: str, **overrides) -> ModelConfig:
 # ------------------------------------------------------------------------------------------------
 TRAIN_CHOICES: dict[str, tuple] = {
     "dataset": ("digits", "mnist_5k"),
-    "path": ("linear", "gvp", "vp"),
-    "prediction": ("velocity", "score", "noise"),
-    "loss_weight": (None, "velocity", "likelihood"),
-    "time_input": ("continuous", "discrete"),
-    "time_dist": ("uniform", "logit_normal"),
+    "path": PATH_NAMES,
+    "prediction": PREDICTIONS,
+    "loss_weight": LOSS_WEIGHTS,
+    "time_input": TIME_INPUTS,
+    "time_dist": TIME_DISTS,
     "precision": ("fp32", "bf16"),
     "on_error": ("raise", "skip"),
     "sample_method": ("euler", "heun", "euler_maruyama", "sde_heun", "dopri5"),

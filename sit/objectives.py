@@ -33,18 +33,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 import torch
 from torch import Tensor
 
+from sit.config import LOSS_WEIGHTS, PREDICTIONS, TIME_DISTS, LossWeight, Prediction, TimeDist  # noqa: F401
 from sit.paths import Path, as_coef, coef_dtype, expand_like
-from sit.timegrid import TIME_DISTS, TimeDist, sample_training_t
-
-Prediction = Literal["velocity", "score", "noise"]
-LossWeight = Literal[None, "velocity", "likelihood"]
-PREDICTIONS: tuple[str, ...] = get_args(Prediction)
-LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
+from sit.timegrid import sample_training_t
 
 
 def check_prediction(prediction: str) -> str:

@@ -12,13 +12,12 @@ dtype, and returned with t's shape; `expand_like` broadcasts a (B,) time to a te
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 import torch
 from torch import Tensor
 
-PathName = Literal["linear", "gvp", "vp"]
-PATH_NAMES: tuple[str, ...] = get_args(PathName)
+from sit.config import PATH_NAMES  # the choice types live in sit.config
 
 # official endpoint offsets (willisma/SiT transport.create_transport / check_interval)
 TRAIN_EPS = 1e-3         # score/noise models on Linear/GVP: train on [1e-3, 1 - 1e-3]

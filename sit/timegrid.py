@@ -16,10 +16,10 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
+from sit.config import TimeDist
+
 GridKind = Literal["uniform", "shifted", "edm", "cosine"]
-TimeDist = Literal["uniform", "logit_normal"]
 GRIDS: tuple[str, ...] = get_args(GridKind)
-TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
 def check_t(t: Tensor | float, name: str = "t") -> None:

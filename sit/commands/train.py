@@ -61,17 +61,17 @@ def _demo(field: str):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags; every default in a help text is read from TrainConfig / ModelConfig / DEMO_TRAIN."""
-    from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig
+    from sit.config import RESUME_OVERRIDES, TRAIN_CHOICES, ModelConfig, TrainConfig
 
     D, M = TrainConfig(), ModelConfig()
     _RESUME_FLAGS = [_flag(k) for k in RESUME_OVERRIDES]
     d = p.add_argument_group("data (default: the embedded demo)")
-    d.add_argument("--dataset", choices=["digits", "mnist_5k"], help=f"embedded dataset (default {D.dataset})")
+    d.add_argument("--dataset", choices=TRAIN_CHOICES["dataset"], help=f"embedded dataset (default {D.dataset})")
     d.add_argument("--data", metavar="DIR", help="ImageFolder root (one folder per class), encoded by --vae")
     d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
     d.add_argument("--vae", metavar="PATH", help="SD VAE folder or cached name (ema / mse) for --data (and grids of --latents)")
     d.add_argument("--image-size", type=int, metavar="PX", help=f"pixels (--data: {DATA_IMAGE_SIZE}; digits: {DEMO_TRAIN['image_size']}; mnist_5k: {DEMO_MNIST['image_size']})")
-    d.add_argument("--on-error", choices=["raise", "skip"], help=f"unreadable image: stop or skip and count (default {D.on_error})")
+    d.add_argument("--on-error", choices=TRAIN_CHOICES["on_error"], help=f"unreadable image: stop or skip and count (default {D.on_error})")
     d.add_argument("--num-workers", type=int, metavar="N", help=f"DataLoader workers (default {D.num_workers}; demo {_demo('num_workers')})")
 
     m = p.add_argument_group("model")
@@ -86,11 +86,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--label-dropout", type=float, metavar="P", help=f"label dropout for guidance (default {M.class_dropout_prob})")
 
     o = p.add_argument_group("objective (paper axes)")
-    o.add_argument("--path", choices=["linear", "gvp", "vp"], help=f"interpolant (default {D.path})")
-    o.add_argument("--prediction", choices=["velocity", "score", "noise"], help=f"network output (default {D.prediction})")
-    o.add_argument("--loss-weight", choices=["none", "velocity", "likelihood"], help=f"score/noise loss weighting (default {D.loss_weight or 'none'})")
-    o.add_argument("--time", dest="time_input", choices=["continuous", "discrete"], help=f"continuous (SiT) or discrete DDPM (DiT) (default {D.time_input})")
-    o.add_argument("--time-dist", choices=["uniform", "logit_normal"], help=f"training t distribution (default {D.time_dist})")
+    o.add_argument("--path", choices=TRAIN_CHOICES["path"], help=f"interpolant (default {D.path})")
+    o.add_argument("--prediction", choices=TRAIN_CHOICES["prediction"], help=f"network output (default {D.prediction})")
+    o.add_argument("--loss-weight", choices=[v or "none" for v in TRAIN_CHOICES["loss_weight"]], help=f"score/noise loss weighting (default {D.loss_weight or 'none'})")
+    o.add_argument("--time", dest="time_input", choices=TRAIN_CHOICES["time_input"], help=f"continuous (SiT) or discrete DDPM (DiT) (default {D.time_input})")
+    o.add_argument("--time-dist", choices=TRAIN_CHOICES["time_dist"], help=f"training t distribution (default {D.time_dist})")
     o.add_argument("--t-min", type=float)
     o.add_argument("--t-max", type=float)
 
@@ -104,7 +104,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--grad-clip", type=float, metavar="NORM", help=f"0 = off (default {D.grad_clip:g}; demo {_demo('grad_clip'):g})")
     t.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY", help=f"EMA decay (default {D.ema_decay}; demo {_demo('ema_decay')})")
     t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--precision", choices=["fp32", "bf16"])
+    t.add_argument("--precision", choices=TRAIN_CHOICES["precision"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
     t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
                    help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
@@ -124,7 +124,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     r.add_argument("--keep-last", type=int, metavar="K", help=f"checkpoints kept (default {D.keep_last}; demo {_demo('keep_last')})")
     r.add_argument("--sample-every", type=int, metavar="STEPS", help="EMA sample grids (0: only at the end)")
     r.add_argument("--cfg-scale", type=float, help=f"guidance scale of sample grids, 1 = off (default {D.cfg_scale:g}; demo {_demo('cfg_scale'):g})")
-    r.add_argument("--sample-method", choices=["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"])
+    r.add_argument("--sample-method", choices=TRAIN_CHOICES["sample_method"])
     r.add_argument("--sample-steps", type=int, help=f"(default {D.sample_steps}; demo {_demo('sample_steps')})")
     r.add_argument("--samples-per-class", type=int, help=f"grid columns (default {D.samples_per_class}; demo {_demo('samples_per_class')})")
     r.add_argument("--max-nonfinite", type=int, metavar="K", help=f"stop after K non-finite steps in a row (default {D.max_nonfinite})")

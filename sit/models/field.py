@@ -20,15 +20,12 @@ returns float32 (or the input dtype), so sampler coefficients stay in full preci
 from __future__ import annotations
 
 import contextlib
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
-from sit.objectives import PREDICTIONS, Prediction
+from sit.config import PREDICTIONS, TIME_INPUTS, Prediction, TimeInput
 
-TimeInput = Literal["continuous", "discrete"]
-TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 __all__ = ["ModelField", "PREDICTIONS", "TIME_INPUTS", "TimeInput"]
 
 
