@@ -155,13 +155,9 @@ def _loss_table(args, samplers, meta):
     return table
 
 
-def run(args) -> int:
-    from tqdm.auto import tqdm
-
-    from sit import checkpoints, dist
-    from sit import generate as S
-    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
-
+def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, dict, int, dict]]]:
+    """The samplers (name, method, options) of --samplers and the sweep points
+    (name, method, options, num_steps, extra options) over --nfe / --tolerances."""
     nfes = parse_int_list(args.nfe, "--nfe")
     tolerances = parse_float_list(args.tolerances, "--tolerances")
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
@@ -171,15 +167,15 @@ def run(args) -> int:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
               for steps, extra in sweep_points(method, opts, nfes, tolerances)]
-    dev = dist.init(S.default_device(args.device))
-    net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
-    net = S.prepare_network(net, args.precision, args.compile, dev)
+    return samplers, points
+
+
+def _point_runner(args, net, meta, table, labels, dev):
+    """run_point(method, opts, steps, decode=None) -> (x, y, nfe per batch) for one sweep point."""
+    from sit import generate as S
+
     num_classes = S.model_num_classes(net)
-    labels = S.parse_labels(args.labels, num_classes)
     C, H = int(net.in_channels), int(net.config.input_size)
-    table = _loss_table(args, samplers, meta)
-    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
-    out = Path(args.out)
 
     def run_point(method: str, opts: dict, steps: int, decode=None):
         sampler_fn, _ = S.build_latent_sampler(
@@ -191,10 +187,16 @@ def run(args) -> int:
             latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode,
         )
 
-    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
-        t0 = time.perf_counter()
-        run_point(samplers[0][1], samplers[0][2], 1)
-        dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
+    return run_point
+
+
+def _sweep_rows(args, points, run_point, quality, decode_fn, out: Path) -> list[dict]:
+    """One CSV row per point (rewriting out/sweep.csv after each), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from sit import dist
+    from sit.evaluate.plots import write_csv
+
     rows = []
     bar = tqdm(points, desc="sweep", unit="point", disable=args.no_progress or not dist.is_main())
     for name, method, opts, steps, extra in bar:
@@ -208,6 +210,28 @@ def run(args) -> int:
         what = f"tol {extra['rtol']:g}" if extra else f"steps {steps:4d}"
         bar.write(f"{name:<32s} {what}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
         write_csv(out / "sweep.csv", rows)
+    return rows
+
+
+def run(args) -> int:
+    from sit import checkpoints, dist
+    from sit import generate as S
+    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
+
+    samplers, points = _parse_plan(args)
+    dev = dist.init(S.default_device(args.device))
+    net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
+    net = S.prepare_network(net, args.precision, args.compile, dev)
+    labels = S.parse_labels(args.labels, S.model_num_classes(net))
+    table = _loss_table(args, samplers, meta)
+    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
+    out = Path(args.out)
+    run_point = _point_runner(args, net, meta, table, labels, dev)
+    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
+        t0 = time.perf_counter()
+        run_point(samplers[0][1], samplers[0][2], 1)
+        dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
+    rows = _sweep_rows(args, points, run_point, quality, decode_fn, out)
     plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=f"{metric_name}, {args.num_samples} samples")
     summary = summarize(rows, args.reference or samplers[0][0], args.tolerance)
     write_csv(out / "summary.csv", summary)
