@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
+
+from sit.commands._args import add_command, finish_command, require_at_least
 
 EXAMPLES = """\
 examples:
@@ -31,11 +32,8 @@ reference sampler's value at its largest NFE).
 
 
 def register(sub) -> None:
-    from sit.commands.sample import add_model_arguments
-
-    p = sub.add_parser("sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
-                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
+                    description=EXAMPLES, model=True)
     p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
                    help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
     p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
@@ -55,8 +53,7 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    finish_command(p, run)
 
 
 def parse_sampler(spec: str) -> tuple[str, dict]:
@@ -161,8 +158,7 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     nfes = parse_int_list(args.nfe, "--nfe")
     tolerances = parse_float_list(args.tolerances, "--tolerances")
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
-    if args.num_samples < 4:
-        raise ValueError(f"--num-samples must be >= 4 (got {args.num_samples})")
+    require_at_least("--num-samples", args.num_samples, 4)
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
