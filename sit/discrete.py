@@ -366,6 +366,24 @@ def _noise(x: Tensor, generator, noise_fn) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+def _run_discrete(model_fn: ModelFn, x: Tensor, diffusion: DiscreteDiffusion, step, progress: bool,
+                  callback: Callable[[dict], None] | None, return_trajectory: bool) -> Tensor:
+    """The step loop of DDPM / DDIM: for j = N-1 .. 0, out = model_fn(x, k_j) (no grad), then
+    ``x, x_star = step(x, j, jj, out)`` (jj: j as int64 (B,)), the callback and the trajectory."""
+    traj = [x] if return_trajectory else None
+    B = x.shape[0]
+    for i, j in enumerate(_steps(diffusion, progress)):
+        jj = torch.full((B,), j, dtype=torch.int64, device=x.device)
+        with torch.no_grad():
+            out = model_fn(x, diffusion.network_steps(jj))
+        x, x_star = step(x, j, jj, out)
+        if callback is not None:
+            callback({"i": i, "j": j, "k": int(diffusion.timesteps[j]), "x": x, "x_star": x_star})
+        if traj is not None:
+            traj.append(x)
+    return torch.stack(traj) if traj is not None else x
+
+
 def sample_ddpm(
     model_fn: ModelFn,
     x: Tensor,
@@ -397,22 +415,16 @@ def sample_ddpm(
         guided = GuidedModel(field.raw, cfg_scale=4.0, null_class=1000, channels=3)
         x_star = sample_ddpm(lambda x, k: guided(x, k, y), noise, DiscreteDiffusion().respace(250))
     """
-    traj = [x] if return_trajectory else None
-    B, dtype = x.shape[0], x.dtype
-    for i, j in enumerate(_steps(diffusion, progress)):
-        jj = torch.full((B,), j, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            out = model_fn(x, diffusion.network_steps(jj))
+    dtype = x.dtype
+
+    def step(x: Tensor, j: int, jj: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
         p = diffusion.p_mean_variance(out, x, jj, clip_denoised=clip_denoised)
         # drawn at every step, also the last where it is unused, as DiT does (same random stream)
         noise = _noise(x, generator, noise_fn)
         x = p["mean"] + torch.exp(0.5 * p["log_variance"]) * noise if j > 0 else p["mean"]
-        x = x.to(dtype)
-        if callback is not None:
-            callback({"i": i, "j": j, "k": int(diffusion.timesteps[j]), "x": x, "x_star": p["x_star"]})
-        if traj is not None:
-            traj.append(x)
-    return torch.stack(traj) if traj is not None else x
+        return x.to(dtype), p["x_star"]
+
+    return _run_discrete(model_fn, x, diffusion, step, progress, callback, return_trajectory)
 
 
 def sample_ddim(
@@ -437,12 +449,8 @@ def sample_ddim(
     (``noise_fn`` too; it is used only for eta > 0)."""
     if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta >= 0):
         raise ValueError(f"DDIM eta must be a finite number >= 0 (got {eta!r})")
-    traj = [x] if return_trajectory else None
-    B = x.shape[0]
-    for i, j in enumerate(_steps(diffusion, progress)):
-        jj = torch.full((B,), j, dtype=torch.int64, device=x.device)
-        with torch.no_grad():
-            out = model_fn(x, diffusion.network_steps(jj))
+
+    def step(x: Tensor, j: int, jj: Tensor, out: Tensor) -> tuple[Tensor, Tensor]:
         eps, _ = diffusion.split_output(out, x, strict=False)
         x_star = diffusion.x_star_from_eps(x, jj, eps)
         if clip_denoised:
@@ -454,11 +462,7 @@ def sample_ddim(
         mean = abar_prev.sqrt() * x_star + torch.sqrt((1 - abar_prev - s**2).clamp(min=0)) * eps
         if eta > 0:  # drawn also at the last step (unused there), as DiT does
             noise = _noise(x, generator, noise_fn)
-            x = (mean + s * noise if j > 0 else mean).to(x.dtype)
-        else:
-            x = mean.to(x.dtype)
-        if callback is not None:
-            callback({"i": i, "j": j, "k": int(diffusion.timesteps[j]), "x": x, "x_star": x_star})
-        if traj is not None:
-            traj.append(x)
-    return torch.stack(traj) if traj is not None else x
+            return (mean + s * noise if j > 0 else mean).to(x.dtype), x_star
+        return mean.to(x.dtype), x_star
+
+    return _run_discrete(model_fn, x, diffusion, step, progress, callback, return_trajectory)

@@ -213,37 +213,16 @@ def log_likelihood(
         `Path.train_t_range(prediction)` there (the prior is then still taken at t_noise).
     callback: called as callback(t, nfe) after every field evaluation (progress display).
     Returns a LikelihoodResult (nats, bits/dim, probe standard errors, nfe)."""
-    try:
-        from torchdiffeq import odeint
-    except ImportError as e:  # pragma: no cover - torchdiffeq is a dependency
-        raise ImportError("log_likelihood needs torchdiffeq: pip install torchdiffeq") from e
+    odeint = _odeint()
     _check_likelihood_args(method, num_steps, divergence, num_probes, t_data, t_noise, interval_width, data_scale)
-    B = x.shape[0]
     dtype = coef_dtype(x)
     x0 = x.detach().to(dtype)
     probes = None
     if divergence == "hutchinson":
         probes = rademacher((num_probes, *x0.shape), generator=generator, device=x0.device, dtype=dtype)
-    P = 1 if probes is None else num_probes
-    nfe = 0
-
-    def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        nonlocal nfe
-        nfe += 1
-        tt = t.to(dtype).expand(B)
-        with torch.enable_grad():
-            xg = state[0].detach().requires_grad_(True)
-            v = _call(field, xg, tt, y)
-            div = _divergence(v, xg, probes)
-        if callback is not None:
-            callback(float(t), nfe)
-        return v.detach().to(dtype), div.detach().to(dtype).expand(B, P)
-
-    if method in FIXED_METHODS:
-        ts = torch.linspace(t_data, t_noise, num_steps + 1, dtype=dtype, device=x0.device)
-    else:
-        ts = torch.tensor([t_data, t_noise], dtype=dtype, device=x0.device)
-    state0 = (x0, torch.zeros(B, P, dtype=dtype, device=x0.device))
+    rhs, nfe = _augmented_rhs(field, x0, probes, y, callback)
+    ts = _output_times(method, num_steps, t_data, t_noise, x0)
+    state0 = (x0, torch.zeros(x0.shape[0], 1 if probes is None else num_probes, dtype=dtype, device=x0.device))
     kwargs = {}
     if method in ADAPTIVE_METHODS:
         # land a step exactly on t_noise: otherwise the solver steps past it and interpolates back,
@@ -252,7 +231,43 @@ def log_likelihood(
     xs, divs = odeint(rhs, state0, ts, method=method, **kwargs)
     x_end, delta = xs[-1], divs[-1]  # (B, ...), (B, P)
     prior = (standard_normal_logp if prior_logp is None else prior_logp)(x_end).to(dtype)
-    return _result(prior, delta, x_end, probes, nfe, data_scale, interval_width)
+    return _result(prior, delta, x_end, probes, nfe[0], data_scale, interval_width)
+
+
+def _odeint():
+    try:
+        from torchdiffeq import odeint
+    except ImportError as e:  # pragma: no cover - torchdiffeq is a dependency
+        raise ImportError("log_likelihood needs torchdiffeq: pip install torchdiffeq") from e
+    return odeint
+
+
+def _augmented_rhs(field: Field, x0: Tensor, probes: Tensor | None, y: Any, callback):
+    """(rhs(t, (X, logp)) -> (v, div v per probe (B, P)) for torchdiffeq, nfe counter [n]); the
+    field is evaluated with grad enabled and differentiated at a detached copy of X."""
+    B, dtype = x0.shape[0], x0.dtype
+    P = 1 if probes is None else probes.shape[0]
+    nfe = [0]
+
+    def rhs(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        nfe[0] += 1
+        tt = t.to(dtype).expand(B)
+        with torch.enable_grad():
+            xg = state[0].detach().requires_grad_(True)
+            v = _call(field, xg, tt, y)
+            div = _divergence(v, xg, probes)
+        if callback is not None:
+            callback(float(t), nfe[0])
+        return v.detach().to(dtype), div.detach().to(dtype).expand(B, P)
+
+    return rhs, nfe
+
+
+def _output_times(method: str, num_steps: int | None, t_data: float, t_noise: float, x0: Tensor) -> Tensor:
+    """The grid of a fixed-step method (num_steps + 1 points), or the two endpoints."""
+    if method in FIXED_METHODS:
+        return torch.linspace(t_data, t_noise, num_steps + 1, dtype=x0.dtype, device=x0.device)
+    return torch.tensor([t_data, t_noise], dtype=x0.dtype, device=x0.device)
 
 
 def iterate_batches(batches: Tensor | Iterable, batch_size: int = 256) -> Iterator[tuple[Tensor, Any]]:

@@ -146,14 +146,17 @@ def x_star_from_score(path: Path, score: Tensor, x: Tensor, t: Tensor) -> Tensor
 
 
 # ---------------------------------------------------------------- generic dispatch
+# eq. (9) between the velocity and the other predictions ("velocity" itself is the identity)
+_TO_VELOCITY = {"score": velocity_from_score, "noise": velocity_from_noise}
+_FROM_VELOCITY = {"score": score_from_velocity, "noise": noise_from_velocity}
+
+
 def to_velocity(path: Path, prediction: str, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
     """Velocity from a network output ``out`` that predicts ``prediction`` (eq. 9)."""
     check_prediction(prediction)
     if prediction == "velocity":
         return out
-    if prediction == "score":
-        return velocity_from_score(path, out, x, t)
-    return velocity_from_noise(path, out, x, t)
+    return _TO_VELOCITY[prediction](path, out, x, t)
 
 
 def from_velocity(path: Path, prediction: str, velocity: Tensor, x: Tensor, t: Tensor) -> Tensor:
@@ -161,9 +164,7 @@ def from_velocity(path: Path, prediction: str, velocity: Tensor, x: Tensor, t: T
     check_prediction(prediction)
     if prediction == "velocity":
         return velocity
-    if prediction == "score":
-        return score_from_velocity(path, velocity, x, t)
-    return noise_from_velocity(path, velocity, x, t)
+    return _FROM_VELOCITY[prediction](path, velocity, x, t)
 
 
 def convert(path: Path, src: str, dst: str, out: Tensor, x: Tensor, t: Tensor) -> Tensor:

@@ -46,7 +46,7 @@ def run(args) -> int:
         written = save_model(net, out, dict(d, converted_from=str(args.input)))
         print(f"wrote {written} and {written.with_suffix('.json')}")
     else:
-        oargs = official_args(net.config, d) if args.train_format else None
+        oargs = official_args(net.config, meta) if args.train_format else None
         written = export_official(net, out, args=oargs)
         print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
     name = preset_name(net.config) or "custom"

@@ -9,12 +9,12 @@ statistics of as many exact target samples). The mixture is `sit.toy.GaussianMix
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 from torch import Tensor
 
+from sit.commands._args import add_command, finish_command, require_at_least
 from sit.paths import PATH_NAMES, get_path
 from sit.toy import default_mixture
 
@@ -87,7 +87,8 @@ def _scatter(ref, results, out):
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "demo-gaussian",
         help="sample a 2-D Gaussian mixture with its exact field (sampler check, seconds on a CPU)",
         description=(
@@ -97,22 +98,18 @@ def register(subparsers) -> None:
             "  sit demo-gaussian --path gvp --num-steps 100\n"
             "  sit demo-gaussian --num-samples 5000 --out demo.png\n"
         ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--path", default="linear", choices=PATH_NAMES, help="interpolant (default: linear)")
     p.add_argument("--num-samples", type=int, default=10000, metavar="N", help="samples per sampler (default: 10000)")
     p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default=None, metavar="PNG", help="save a scatter plot of the samples here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_main)
+    finish_command(p, _main, "no progress bars")
 
 
 def _main(args) -> int:
-    if args.num_samples < 2:
-        raise ValueError(f"--num-samples must be >= 2 (got {args.num_samples})")
-    if args.num_steps < 1:
-        raise ValueError(f"--num-steps must be >= 1 (got {args.num_steps})")
+    require_at_least("--num-samples", args.num_samples, 2)
+    require_at_least("--num-steps", args.num_steps, 1)
     # the tensors are tiny (N x 2): intra-op threads only add synchronisation cost (measured
     # 40x slower with 2 threads on a loaded 2-core machine), so the demo runs on one thread
     threads = torch.get_num_threads()

@@ -3,11 +3,12 @@ plus classifier-space metrics for the embedded datasets."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from sit.commands._args import add_command, finish_command, require_at_least
 
 EXAMPLES = """\
 examples:
@@ -38,12 +39,8 @@ ALIASES = {"mnist5k": "mnist_5k", "mnist": "mnist_5k"}
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)",
-        description=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "eval", description=EXAMPLES,
+                    help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)")
     p.add_argument("ref", metavar="REF", help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k")
     p.add_argument("samples", metavar="SAMPLES", help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder")
     p.add_argument("--metrics", default="fid,sfid,is,pr", metavar="LIST",
@@ -64,8 +61,7 @@ def register(subparsers) -> None:
                    help="also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, ADM keys) to NPZ, "
                         "for later runs and `sit sweep --ref`")
     p.add_argument("--out", default=None, metavar="JSON", help="results JSON (default: SAMPLES.eval.json beside SAMPLES)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+    finish_command(p, run, "no progress bars")
 
 
 def parse_metrics(spec: str) -> list[str]:
@@ -262,8 +258,7 @@ def _log(line: str) -> None:
 
 def run(args) -> int:
     metrics = parse_metrics(args.metrics)
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    require_at_least("--batch-size", args.batch_size, 1)
     _, clf = resolve_targets(args, metrics)
     from sit.evaluate.metrics import load_image_set
 

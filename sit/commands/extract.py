@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+
+from sit.commands._args import add_command, finish_command, require_at_least
 
 EXAMPLES = """examples:
   sit extract --data imagenet/train --out latents/in256 --image-size 256 --vae /models/sd-vae-ft-ema
@@ -19,12 +20,8 @@ mirror are stored (float16: 32 KiB per 256x256 image, ~42 GB for ImageNet-1k tra
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "extract",
-        help="encode an image folder into sharded VAE latents (posterior mean/std, image + mirror)",
-        description=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(subparsers, "extract", description=EXAMPLES,
+                    help="encode an image folder into sharded VAE latents (posterior mean/std, image + mirror)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder root: one sub-folder of images per class")
     p.add_argument("--out", metavar="DIR", required=True, help="output folder (index.json + shard-*.npy)")
     p.add_argument("--image-size", type=int, default=256, metavar="PIXELS", help="ADM centre-crop size (default: 256)")
@@ -48,8 +45,7 @@ def register(subparsers) -> None:
     p.add_argument("--world-size", type=int, default=None, metavar="W",
                    help="number of processes sharing the work (default: $WORLD_SIZE, else 1)")
     p.add_argument("--check", action="store_true", help="only report whether --out is complete (exit 1 if not)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    finish_command(p, run)
 
 
 def run(args) -> int:
@@ -67,10 +63,8 @@ def run(args) -> int:
     if not args.data:
         raise ValueError("--data is required (the ImageFolder to encode), unless --check")
     for name in ("image_size", "shard_size", "batch_size"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1 (got {getattr(args, name)})")
-    if args.num_workers < 0:
-        raise ValueError(f"--num-workers must be >= 0 (got {args.num_workers})")
+        require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    require_at_least("--num-workers", args.num_workers, 0)
 
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
     from sit.data.latents import extract_latents

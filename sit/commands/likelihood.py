@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
+from sit.commands._args import add_command, finish_command, require_at_least
 from sit.likelihood import DIVERGENCES
 
 DEFAULT_PROBES = 4  # Hutchinson probes per sample: the probe noise is then small against the spread of log p
@@ -32,11 +32,8 @@ standard error of the mean over samples (it includes the probe noise, which is a
 
 
 def register(sub) -> None:
-    from sit.commands.sample import add_model_arguments
-
-    p = sub.add_parser("likelihood", help="bits/dim of a dataset under a checkpoint (probability-flow ODE)",
-                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    p = add_command(sub, "likelihood", help="bits/dim of a dataset under a checkpoint (probability-flow ODE)",
+                    description=EXAMPLES, model=True)
     p.add_argument("--data", metavar="NAME|NPZ", help="data (default: the demo dataset's held-out split)")
     p.add_argument("--num-samples", type=int, default=256, metavar="N", help="data points to evaluate (default %(default)s)")
     p.add_argument("--divergence", choices=DIVERGENCES, default="hutchinson",
@@ -51,8 +48,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per ODE solve (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
     p.add_argument("--out", metavar="CSV", help="also write per-sample nats and bits/dim")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    finish_command(p, run)
 
 
 def _load(args, net):
@@ -91,10 +87,8 @@ def run(args) -> int:
     from sit.likelihood import log_likelihood
     from sit.objectives import to_velocity
 
-    if args.num_samples < 2:
-        raise ValueError(f"--num-samples must be >= 2 (got {args.num_samples})")
-    if args.probes < 1:
-        raise ValueError(f"--probes must be >= 1 (got {args.probes})")
+    require_at_least("--num-samples", args.num_samples, 2)
+    require_at_least("--probes", args.probes, 1)
     net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
                                                        precision=args.precision)
     x, y, spec, eight_bit = _load(args, net)

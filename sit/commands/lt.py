@@ -3,9 +3,9 @@ against the diffusion coefficients w_t."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
+from sit.commands._args import add_command, require_at_least
 from sit.lt import REDUCTIONS
 
 EXAMPLES = """\
@@ -26,11 +26,8 @@ sigma_t and sin^2(pi t) on the same time axis.
 
 
 def register(sub) -> None:
-    from sit.commands.sample import add_model_arguments
-
-    p = sub.add_parser("lt", help="per-time loss L_t of a checkpoint (for w_KL,eta): table + CSV + plot",
-                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    p = add_command(sub, "lt", help="per-time loss L_t of a checkpoint (for w_KL,eta): table + CSV + plot",
+                    description=EXAMPLES, model=True)
     p.add_argument("--data", metavar="NAME|NPZ", help="held-out data (default: the demo dataset's held-out split)")
     p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default %(default)s)")
     p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default %(default)s)")
@@ -54,10 +51,8 @@ def run(args) -> int:
     from sit.evaluate.plots import plot_loss_and_w, write_csv
     from sit.lt import estimate_loss_table
 
-    if args.t_points < 2:
-        raise ValueError(f"--t-points must be >= 2 (got {args.t_points})")
-    if args.samples_per_t < 2:
-        raise ValueError(f"--samples-per-t must be >= 2 (got {args.samples_per_t})")
+    require_at_least("--t-points", args.t_points, 2)
+    require_at_least("--samples-per-t", args.samples_per_t, 2)
     etas = [float(v) for v in args.etas.split(",") if v.strip()]
     if any(not e > 0 for e in etas):
         raise ValueError(f"--etas must be numbers > 0 (got {args.etas!r})")

@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from sit.commands._args import add_command, finish_command, require_at_least
 
 EXAMPLES = """\
 examples:
@@ -22,8 +23,7 @@ curve per run (a run directory, or RUN for RUN/checkpoints/step-N) against train
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pathlength", help="path length C(v) over checkpoints (Fig. 4): CSV + PNG",
-                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = add_command(sub, "pathlength", help="path length C(v) over checkpoints (Fig. 4): CSV + PNG", description=EXAMPLES)
     p.add_argument("--ckpts", nargs="+", required=True, metavar="PATH",
                    help="checkpoints, or run directories (all their checkpoints, by step)")
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
@@ -36,8 +36,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, metavar="DIR", help="writes pathlength.csv and pathlength.png")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    finish_command(p, run)
 
 
 def expand_checkpoints(specs: list[str]) -> list[tuple[str, Path]]:
@@ -116,8 +115,7 @@ def run(args) -> int:
     from sit import dist
     from sit.evaluate.plots import plot_lines, write_csv
 
-    if args.num_points < 2:
-        raise ValueError(f"--num-points must be >= 2 (got {args.num_points})")
+    require_at_least("--num-points", args.num_points, 2)
     ckpts = expand_checkpoints(args.ckpts)
     rows, out, data_cache = [], Path(args.out), {}
     bar = tqdm(ckpts, desc="path length", unit="ckpt", disable=args.no_progress or not dist.is_main())

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from pathlib import Path
+
+from sit.commands._args import add_command, finish_command, require_at_least
 
 EXAMPLES = """\
 examples:
@@ -31,11 +32,8 @@ reference sampler's value at its largest NFE).
 
 
 def register(sub) -> None:
-    from sit.commands.sample import add_model_arguments
-
-    p = sub.add_parser("sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
-                       description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
+                    description=EXAMPLES, model=True)
     p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
                    help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
     p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
@@ -55,8 +53,7 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    finish_command(p, run)
 
 
 def parse_sampler(spec: str) -> tuple[str, dict]:
@@ -155,31 +152,26 @@ def _loss_table(args, samplers, meta):
     return table
 
 
-def run(args) -> int:
-    from tqdm.auto import tqdm
-
-    from sit import checkpoints, dist
-    from sit import generate as S
-    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
-
+def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, dict, int, dict]]]:
+    """The samplers (name, method, options) of --samplers and the sweep points
+    (name, method, options, num_steps, extra options) over --nfe / --tolerances."""
     nfes = parse_int_list(args.nfe, "--nfe")
     tolerances = parse_float_list(args.tolerances, "--tolerances")
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
-    if args.num_samples < 4:
-        raise ValueError(f"--num-samples must be >= 4 (got {args.num_samples})")
+    require_at_least("--num-samples", args.num_samples, 4)
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
               for steps, extra in sweep_points(method, opts, nfes, tolerances)]
-    dev = dist.init(S.default_device(args.device))
-    net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
-    net = S.prepare_network(net, args.precision, args.compile, dev)
+    return samplers, points
+
+
+def _point_runner(args, net, meta, table, labels, dev):
+    """run_point(method, opts, steps, decode=None) -> (x, y, nfe per batch) for one sweep point."""
+    from sit import generate as S
+
     num_classes = S.model_num_classes(net)
-    labels = S.parse_labels(args.labels, num_classes)
     C, H = int(net.in_channels), int(net.config.input_size)
-    table = _loss_table(args, samplers, meta)
-    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
-    out = Path(args.out)
 
     def run_point(method: str, opts: dict, steps: int, decode=None):
         sampler_fn, _ = S.build_latent_sampler(
@@ -191,10 +183,16 @@ def run(args) -> int:
             latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode,
         )
 
-    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
-        t0 = time.perf_counter()
-        run_point(samplers[0][1], samplers[0][2], 1)
-        dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
+    return run_point
+
+
+def _sweep_rows(args, points, run_point, quality, decode_fn, out: Path) -> list[dict]:
+    """One CSV row per point (rewriting out/sweep.csv after each), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from sit import dist
+    from sit.evaluate.plots import write_csv
+
     rows = []
     bar = tqdm(points, desc="sweep", unit="point", disable=args.no_progress or not dist.is_main())
     for name, method, opts, steps, extra in bar:
@@ -208,6 +206,28 @@ def run(args) -> int:
         what = f"tol {extra['rtol']:g}" if extra else f"steps {steps:4d}"
         bar.write(f"{name:<32s} {what}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
         write_csv(out / "sweep.csv", rows)
+    return rows
+
+
+def run(args) -> int:
+    from sit import checkpoints, dist
+    from sit import generate as S
+    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
+
+    samplers, points = _parse_plan(args)
+    dev = dist.init(S.default_device(args.device))
+    net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
+    net = S.prepare_network(net, args.precision, args.compile, dev)
+    labels = S.parse_labels(args.labels, S.model_num_classes(net))
+    table = _loss_table(args, samplers, meta)
+    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
+    out = Path(args.out)
+    run_point = _point_runner(args, net, meta, table, labels, dev)
+    if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
+        t0 = time.perf_counter()
+        run_point(samplers[0][1], samplers[0][2], 1)
+        dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
+    rows = _sweep_rows(args, points, run_point, quality, decode_fn, out)
     plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=f"{metric_name}, {args.num_samples} samples")
     summary = summarize(rows, args.reference or samplers[0][0], args.tolerance)
     write_csv(out / "summary.csv", summary)

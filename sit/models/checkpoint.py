@@ -429,22 +429,26 @@ def export_official(
     return path
 
 
-def official_args(config: ModelConfig, meta: dict | None = None) -> dict:
-    """train.py-style args for ``export_official`` from a config and meta (model name, image
-    size = 8 x latent size for 4-channel latent models, the input size for pixel models (1 or 3
-    channels), classes, path_type, prediction, and the training step)."""
-    meta = meta or {}
+def official_args(config: ModelConfig, meta=None) -> dict:
+    """train.py-style args for ``export_official`` from a config and a `sit.checkpoints.RunMeta`
+    (or its meta dict; missing fields take RunMeta's defaults): model name, image size = 8 x
+    latent size for 4-channel latent models, the input size for pixel models (1 or 3 channels),
+    classes, path_type, prediction, loss weight and the training step."""
+    from sit.checkpoints import RunMeta
+
+    if not isinstance(meta, RunMeta):
+        meta = RunMeta.from_dict({**(meta or {}), "model": config})
     name = preset_name(config) or "custom"
     image_size = config.input_size * 8 if config.in_channels == 4 else config.input_size
-    path_type = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}.get(str(meta.get("path", "linear")), "Linear")
+    path_type = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}.get(str(meta.path), "Linear")
     return {
         "model": name,
         "image_size": image_size,
         "num_classes": config.num_classes,
         "path_type": path_type,
-        "prediction": str(meta.get("prediction", "velocity")),
-        "loss_weight": meta.get("loss_weight"),
-        "step": int(meta.get("step") or 0),
+        "prediction": str(meta.prediction),
+        "loss_weight": meta.loss_weight,
+        "step": int(meta.step or 0),
     }
 
 

@@ -35,6 +35,31 @@ def steps(n: int, progress: bool, desc: str):
     return trange(n, desc=desc, leave=False)
 
 
+def run_steps(
+    grid: Tensor,
+    x: Tensor,
+    step: Callable[[int, float, float, Tensor], tuple[Tensor, Tensor]],
+    *,
+    progress: bool,
+    desc: str,
+    callback: Callable[[dict], None] | None,
+    return_trajectory: bool,
+) -> Tensor:
+    """The step loop of the grid samplers: for i = 0 .. N-1, ``x, v = step(i, t_i, t_{i+1}, x)``
+    (times as Python floats; v the velocity reported to ``callback``), then the trajectory and
+    ``callback({"i", "t", "t_next", "x", "velocity"})``. Returns x at grid[-1], or the trajectory
+    (N + 1, B, ...) starting with the input."""
+    traj = [x] if return_trajectory else None
+    for i in steps(len(grid) - 1, progress, desc):
+        t, tn = float(grid[i]), float(grid[i + 1])
+        x, v = step(i, t, tn, x)
+        if traj is not None:
+            traj.append(x)
+        if callback is not None:
+            callback({"i": i, "t": t, "t_next": tn, "x": x, "velocity": v})
+    return torch.stack(traj) if traj is not None else x
+
+
 def randn_like(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 

@@ -19,7 +19,7 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor
 
-from sit.samplers._common import check_grid, steps, t_vec
+from sit.samplers._common import check_grid, run_steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
@@ -29,10 +29,6 @@ TorchdiffeqMethod = Literal[AdaptiveMethod, FixedTorchdiffeqMethod]
 ADAPTIVE_METHODS: tuple[str, ...] = get_args(AdaptiveMethod)
 FIXED_TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(FixedTorchdiffeqMethod)
 TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(TorchdiffeqMethod)
-
-
-def _finish(traj: list[Tensor] | None, x: Tensor) -> Tensor:
-    return torch.stack(traj) if traj is not None else x
 
 
 def sample_euler(
@@ -48,17 +44,12 @@ def sample_euler(
     """Explicit Euler on eq. (2): x_{i+1} = x_i + (t_{i+1} - t_i) v(x_i, t_i). First order; N NFE.
     Returns x at t_N (B, ...), or the trajectory (N + 1, B, ...). ``generator`` is unused (the ODE
     is deterministic) and accepted for a uniform signature."""
-    g = check_grid(grid)
-    traj = [x] if return_trajectory else None
-    for i in steps(len(g) - 1, progress, "euler"):
-        t, tn = float(g[i]), float(g[i + 1])
+    def step(i: int, t: float, tn: float, x: Tensor) -> tuple[Tensor, Tensor]:
         v = field(x, t_vec(t, x)).to(x.dtype)
-        x = x + (tn - t) * v
-        if traj is not None:
-            traj.append(x)
-        if callback is not None:
-            callback({"i": i, "t": t, "t_next": tn, "x": x, "velocity": v})
-    return _finish(traj, x)
+        return x + (tn - t) * v, v
+
+    return run_steps(check_grid(grid), x, step, progress=progress, desc="euler", callback=callback,
+                     return_trajectory=return_trajectory)
 
 
 def sample_heun(
@@ -78,23 +69,19 @@ def sample_heun(
     step (as in EDM; useful when the field is not finite at t = 0, e.g. VP or a score model), so
     NFE = 2N - 1. Returns x at t_N (B, ...) or the trajectory (N + 1, B, ...)."""
     g = check_grid(grid)
-    traj = [x] if return_trajectory else None
     n = len(g) - 1
-    for i in steps(n, progress, "heun"):
-        t, tn = float(g[i]), float(g[i + 1])
+
+    def step(i: int, t: float, tn: float, x: Tensor) -> tuple[Tensor, Tensor]:
         h = tn - t
         d = field(x, t_vec(t, x)).to(x.dtype)
         x_e = x + h * d
         if final_euler and i == n - 1 and tn == 0.0:
-            x = x_e
-        else:
-            d2 = field(x_e, t_vec(tn, x)).to(x.dtype)
-            x = x + (0.5 * h) * (d + d2)
-        if traj is not None:
-            traj.append(x)
-        if callback is not None:
-            callback({"i": i, "t": t, "t_next": tn, "x": x, "velocity": d})
-    return _finish(traj, x)
+            return x_e, d
+        d2 = field(x_e, t_vec(tn, x)).to(x.dtype)
+        return x + (0.5 * h) * (d + d2), d
+
+    return run_steps(g, x, step, progress=progress, desc="heun", callback=callback,
+                     return_trajectory=return_trajectory)
 
 
 def sample_torchdiffeq(

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from sit.objectives import score_from_velocity, x_star_from_velocity
 from sit.paths import Path, expand_like
-from sit.samplers._common import check_grid, randn_like, steps, t_vec
+from sit.samplers._common import check_grid, randn_like, run_steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
 LastStep = Literal[None, "mean", "tweedie", "euler"]
@@ -86,6 +86,21 @@ def _last_step(kind: str, path: Path, w, v: Tensor, x: Tensor, tv: Tensor, h: fl
     return (x - h * drift).to(x.dtype)
 
 
+def _sde_step(field: Field, path: Path, w, last_step: str | None, n: int, move):
+    """The step of `run_steps` for the SDE samplers: v = field(X, t), then the ``last_step`` on the
+    final of the n intervals, else ``move(x, v, t_vec, t_next, h)`` (h = t - t_next > 0)."""
+
+    def step(i: int, t: float, tn: float, x: Tensor) -> tuple[Tensor, Tensor]:
+        h = t - tn
+        tv = t_vec(t, x)
+        v = field(x, tv).to(x.dtype)
+        if i == n - 1 and last_step is not None:
+            return _last_step(last_step, path, w, v, x, tv, h), v
+        return move(x, v, tv, tn, h), v
+
+    return step
+
+
 def sample_euler_maruyama(
     field: Field,
     x: Tensor,
@@ -110,22 +125,14 @@ def sample_euler_maruyama(
     _check_last_step(last_step, g)
     n = len(g) - 1
     _check_w(w, g[:-1] if last_step in (None, "mean") else g[:-2], path)
-    traj = [x] if return_trajectory else None
-    for i in steps(n, progress, "euler-maruyama"):
-        t, tn = float(g[i]), float(g[i + 1])
-        h = t - tn
-        tv = t_vec(t, x)
-        v = field(x, tv).to(x.dtype)
-        if i == n - 1 and last_step is not None:
-            x = _last_step(last_step, path, w, v, x, tv, h)
-        else:
-            drift, wt = _drift(path, w, v, x, tv)
-            x = (x - h * drift + torch.sqrt(wt * h) * _xi(x, generator, noise_fn)).to(x.dtype)
-        if traj is not None:
-            traj.append(x)
-        if callback is not None:
-            callback({"i": i, "t": t, "t_next": tn, "x": x, "velocity": v})
-    return torch.stack(traj) if traj is not None else x
+
+    def move(x: Tensor, v: Tensor, tv: Tensor, tn: float, h: float) -> Tensor:
+        drift, wt = _drift(path, w, v, x, tv)
+        return (x - h * drift + torch.sqrt(wt * h) * _xi(x, generator, noise_fn)).to(x.dtype)
+
+    step = _sde_step(field, path, w, last_step, n, move)
+    return run_steps(g, x, step, progress=progress, desc="euler-maruyama", callback=callback,
+                     return_trajectory=return_trajectory)
 
 
 def sample_sde_heun(
@@ -154,27 +161,18 @@ def sample_sde_heun(
     n = len(g) - 1
     final_is_heun = last_step is None and float(g[-1]) > 0.0
     _check_w(w, g if final_is_heun else g[:-1], path)
-    traj = [x] if return_trajectory else None
-    for i in steps(n, progress, "sde-heun"):
-        t, tn = float(g[i]), float(g[i + 1])
-        h = t - tn
-        tv = t_vec(t, x)
-        v = field(x, tv).to(x.dtype)
-        if i == n - 1 and last_step is not None:
-            x = _last_step(last_step, path, w, v, x, tv, h)
-        else:
-            d1, w1 = _drift(path, w, v, x, tv)
-            xi = _xi(x, generator, noise_fn)
-            x_p = (x - h * d1 + torch.sqrt(w1 * h) * xi).to(x.dtype)
-            if tn == 0.0:
-                x = x_p
-            else:
-                tnv = t_vec(tn, x)
-                d2, w2 = _drift(path, w, field(x_p, tnv).to(x.dtype), x_p, tnv)
-                noise = 0.5 * (torch.sqrt(w1) + torch.sqrt(w2)) * math.sqrt(h) * xi
-                x = (x - (0.5 * h) * (d1 + d2) + noise).to(x.dtype)
-        if traj is not None:
-            traj.append(x)
-        if callback is not None:
-            callback({"i": i, "t": t, "t_next": tn, "x": x, "velocity": v})
-    return torch.stack(traj) if traj is not None else x
+
+    def move(x: Tensor, v: Tensor, tv: Tensor, tn: float, h: float) -> Tensor:
+        d1, w1 = _drift(path, w, v, x, tv)
+        xi = _xi(x, generator, noise_fn)
+        x_p = (x - h * d1 + torch.sqrt(w1 * h) * xi).to(x.dtype)
+        if tn == 0.0:
+            return x_p
+        tnv = t_vec(tn, x)
+        d2, w2 = _drift(path, w, field(x_p, tnv).to(x.dtype), x_p, tnv)
+        noise = 0.5 * (torch.sqrt(w1) + torch.sqrt(w2)) * math.sqrt(h) * xi
+        return (x - (0.5 * h) * (d1 + d2) + noise).to(x.dtype)
+
+    step = _sde_step(field, path, w, last_step, n, move)
+    return run_steps(g, x, step, progress=progress, desc="sde-heun", callback=callback,
+                     return_trajectory=return_trajectory)
