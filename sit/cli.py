@@ -47,15 +47,11 @@ def resolve_threads(requested: int | None) -> tuple[int, str]:
         if requested < 0:
             raise ValueError(f"--threads must be >= 1, or 0 for torch's own default (got {requested})")
         return requested, "--threads"
-    env = os.environ.get(THREADS_ENV)
+    env = os.environ.get(THREADS_ENV, "").strip()
     if env:
-        try:
-            n = int(env)
-        except ValueError:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer (got {env!r})") from None
-        if n < 1:
-            raise ValueError(f"${THREADS_ENV} must be >= 1 (got {env!r})")
-        return n, f"${THREADS_ENV}"
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"${THREADS_ENV} must be a positive integer (got {env!r})")
+        return int(env), f"${THREADS_ENV}"
     return default_threads()
 
 

@@ -41,6 +41,7 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         cfg = from_dict(ModelConfig, meta["model"])
     else:
         cfg = infer_config(sd, meta.get("official_args"), num_heads)
+    rm = store.RunMeta.from_dict(dict(meta, model=cfg), source=ck)  # what every loader will use
     n_stored = sum(v.numel() for v in sd.values())
     info = {
         "checkpoint": str(ck),
@@ -52,9 +53,9 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         "learn_sigma": cfg.learn_sigma,
         "step": meta.get("step", 0),
         "weights": meta.get("weights"),
-        "path": meta.get("path"),
-        "prediction": meta.get("prediction"),
-        "time_input": meta.get("time_input"),
+        "path": rm.path,
+        "prediction": rm.prediction,
+        "time_input": rm.time_input,
         "config": to_dict(cfg),
     }
     extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
