@@ -29,7 +29,8 @@ EXTERNAL = ("/models/", "imagenet", "SiT-XL-2", "DiT-XL-2", "VIRTUAL_", ".pth", 
             "--device cuda", "--compile", "--latents", "--data ", "weights/", "runs/mnist", "mnist_5k", "<", "...")
 # flag -> small value, so the docs' commands run in seconds
 SUBSTITUTE = {"--steps": "12", "--num-samples": "8", "--num-steps": "4", "--quality-samples-per-class": "2",
-              "--nfe": "2,4", "--sample-steps": "4", "--samples-per-class": "2", "--batch": "32"}
+              "--nfe": "2,4", "--sample-steps": "4", "--samples-per-class": "2", "--batch": "32",
+              "--num-points": "64", "--ckpt-every": "6"}
 ADDED = {"train": ["--no-quality", "--samples-per-class", "2", "--sample-steps", "4", "--steps", "12",
                    "--batch", "32", "--log-every", "4", "--no-progress"]}
 
@@ -107,6 +108,8 @@ def small(argv: list[str]) -> list[str]:
             out[i + 1] = SUBSTITUTE[tok]
     if out[0] in ADDED:
         extra = ADDED[out[0]]
+        if "--resume" in out:  # a resumed run keeps its batch
+            extra = [e for i, e in enumerate(extra) if "--batch" not in extra[max(0, i - 1): i + 1]]
         j = 0
         while j < len(extra):
             flag = extra[j]

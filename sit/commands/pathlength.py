@@ -12,7 +12,9 @@ examples:
   # every checkpoint of a training run (RUN/checkpoints/step-*), 10,000 points each as in the paper
   sit pathlength --ckpts runs/demo --out runs/demo/pathlength
 
-  # two runs, one curve each against training step (e.g. Linear vs GVP, as Fig. 4)
+  # two runs, one curve each against training step (Linear vs GVP, as Fig. 4)
+  sit train --path linear --ckpt-every 200 --keep-last 6 --out runs/linear
+  sit train --path gvp --ckpt-every 200 --keep-last 6 --out runs/gvp
   sit pathlength --ckpts runs/linear runs/gvp --num-points 2000 --out pl/
 
 |v|^2 is summed over the dimensions of a sample (the paper's |.|^2). Every checkpoint sees the
