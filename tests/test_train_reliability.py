@@ -108,12 +108,15 @@ def test_resume_overrides_are_recorded_and_others_refused(tmp_path, capsys):
     assert main(["train", "--resume", str(run), "--steps", "4", "--lr", "5e-4", "--grad-clip", "0.5",
                  "--no-progress"]) == 0
     rc = json.loads((run / "run_config.json").read_text())
-    assert rc["history"] == [{"step": 2, "changed": {"steps": [2, 4], "lr": [1e-3, 5e-4], "grad_clip": [1.0, 0.5]}}]
+    from sit.commands.train import DEMO_TRAIN
+
+    lr0 = DEMO_TRAIN["lr"]
+    assert rc["history"] == [{"step": 2, "changed": {"steps": [2, 4], "lr": [lr0, 5e-4], "grad_clip": [1.0, 0.5]}}]
     assert rc["train"]["lr"] == 5e-4
     cfg = json.loads((run / "checkpoints" / "step-0000004" / "config.json").read_text())
     assert cfg["train"]["lr"] == 5e-4 and cfg["train"]["steps"] == 4
     recs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["lr"] for r in recs] == [1e-3, 1e-3, 5e-4, 5e-4]
+    assert [r["lr"] for r in recs] == [lr0, lr0, 5e-4, 5e-4]
 
 
 def test_no_progress_is_honoured_on_resume(tmp_path):

@@ -24,9 +24,10 @@ examples:
 DEMO_TRAIN = dict(
     dataset="digits",
     image_size=8,
-    steps=1200,
-    global_batch=128,
-    lr=1e-3,
+    steps=600,                # 600 steps at lr 2e-3 with logit-normal t: half the CPU time of the
+    global_batch=128,         # former 1200 at 1e-3 (uniform t), better samples (docs/training.md)
+    lr=2e-3,
+    time_dist="logit_normal",
     warmup_steps=100,
     grad_clip=1.0,
     ema_decay=0.999,
@@ -90,7 +91,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--prediction", choices=TRAIN_CHOICES["prediction"], help=f"network output (default {D.prediction})")
     o.add_argument("--loss-weight", choices=[v or "none" for v in TRAIN_CHOICES["loss_weight"]], help=f"score/noise loss weighting (default {D.loss_weight or 'none'})")
     o.add_argument("--time", dest="time_input", choices=TRAIN_CHOICES["time_input"], help=f"continuous (SiT) or discrete DDPM (DiT) (default {D.time_input})")
-    o.add_argument("--time-dist", choices=TRAIN_CHOICES["time_dist"], help=f"training t distribution (default {D.time_dist})")
+    o.add_argument("--time-dist", choices=TRAIN_CHOICES["time_dist"], help=f"training t distribution (default {D.time_dist}; demo {_demo('time_dist')})")
     o.add_argument("--t-min", type=float)
     o.add_argument("--t-max", type=float)
 
