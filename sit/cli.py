@@ -15,7 +15,7 @@ import sys
 import sit
 
 # subcommand modules, in the order `sit --help` lists them
-COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "convert", "info", "demo_gaussian")
+COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "convert", "info", "demo_gaussian", "study")
 
 
 def build_parser() -> argparse.ArgumentParser:
