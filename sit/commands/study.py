@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     d.add_argument("--model", metavar="NAME", help="network preset (SiT-S/2 ... SiT-XL/8; default: the demo's)")
     for name in ("depth", "hidden_size", "num_heads", "patch_size"):
         d.add_argument("--" + name.replace("_", "-"), type=int, metavar="N")
+    d.add_argument("--jobs", type=int, metavar="N",
+                   help="worker processes, one (cell, seed) each (default: 2 for the embedded study on >= 2 CPU "
+                        "cores, else 1)")
     d.add_argument("--device", help="cpu / cuda (default: cuda if available)")
     d.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: the demo's 1)")
     p.set_defaults(func=run)
@@ -122,6 +125,15 @@ def _list(study) -> int:
     return 0
 
 
+def _jobs(args, study) -> int:
+    import os
+
+    if args.jobs is not None:
+        return args.jobs
+    embedded = study.base.data is None and study.base.latents is None
+    return 2 if embedded and (os.cpu_count() or 1) >= 2 and study.base.device in (None, "cpu") else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from sit.study.cells import parse_only
     from sit.study.report import write_report
@@ -136,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(study)
     only = [parse_only(s, study.cells, study.budget.seeds) for s in (args.only or [])]
-    run_study(study, only=only or None, log=lambda s: print(s, flush=True))
+    run_study(study, only=only or None, log=lambda s: print(s, flush=True), jobs=_jobs(args, study))
     if not args.no_report:
         print(f"sit study: report {str(write_report(study.out))!r}")
     sys.stdout.flush()

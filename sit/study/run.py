@@ -244,7 +244,7 @@ def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[
     from sit.io import remove_tree, write_json
     from sit.train import train
 
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     cfg, mc = cell_configs(study, cell, seed)
     run_dir = study.run_dir(cell, seed)
     if run_dir.exists():
@@ -270,7 +270,7 @@ def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[
         "steps": result.step, "batch": study.budget.batch, "final_loss": _final_loss(run_dir),
         "path_length": path_lengths, **measured,
         "wall_s": {"train": round(train_s, 1), "eval": round(time.perf_counter() - t0 - train_s, 1),
-                   "total": round(time.perf_counter() - t0, 1)},
+                   "total": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - cpu0, 1)},
     }
     write_json(study.result_path(cell, seed), rec)
     return rec
@@ -314,9 +314,11 @@ def _eta(done: dict[str, list[float]], cell: Cell, remaining: list[Cell]) -> tup
 
 
 def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
-              log: Callable[[str], None] = print) -> list[dict]:
+              log: Callable[[str], None] = print, jobs: int = 1) -> list[dict]:
     """Run every unfinished (cell, seed) of ``study`` (or those named by ``only``), with progress
-    and ETAs; returns the results run now."""
+    and ETAs, in ``jobs`` worker processes (1: in this process); returns the results run now."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be an integer >= 1 (got {jobs!r})")
     check_identity(study)
     todo = [(c, s) for c, s in study.units()
             if not only or any(c.name == n and (ss is None or ss == s) for n, ss in only)]
@@ -327,20 +329,86 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     log(f"sit study: {len(todo) - len(pending)} of {len(todo)} (cell, seed) units already done; {len(pending)} to run")
     if not pending:
         return []
-    if study.base.threads > 0:
-        torch.set_num_threads(study.base.threads)
-    data = eval_data(study)
-    out, t_start = [], time.perf_counter()
-    for i, (cell, seed) in enumerate(pending):
-        e_unit, e_all = _eta(done_times, cell, [c for c, _ in pending[i:]])
-        eta = "estimating after the first unit" if e_unit is None else \
-            f"ETA this unit ~{_dur(e_unit)}, study ~{_dur(e_all)}"
-        log(f"sit study: [{i + 1}/{len(pending)}] cell {cell.name} seed {seed} ({eta}; {_dur(time.perf_counter() - t_start)} elapsed)")
-        rec = run_unit(study, cell, seed, data, log)
-        done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
-        out.append(rec)
+    t_start = time.perf_counter()
+    if jobs == 1:
+        _worker_init(study)
+        out = []
+        for i, (cell, seed) in enumerate(pending):
+            log(f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], 1, t_start)}")
+            rec = run_unit(study, cell, seed, _DATA[0], log)
+            done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
+            out.append(rec)
+    else:
+        out = _run_parallel(study, pending, done_times, jobs, t_start, log)
     log(f"sit study: ran {len(out)} units in {_dur(time.perf_counter() - t_start)}")
     return out
+
+
+_DATA: list[EvalData] = []
+
+
+def _worker_init(study: Study) -> None:
+    """Per process: torch threads, the evaluation data, and (Linux) die with the parent."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").prctl(1, 9)   # PR_SET_PDEATHSIG = SIGKILL: no orphans after a kill
+    except (OSError, AttributeError):
+        pass
+    if study.base.threads > 0:
+        torch.set_num_threads(study.base.threads)
+    _DATA[:] = [eval_data(study)]
+
+
+def _worker_run(study: Study, cell_name: str, seed: int, line: str) -> dict:
+    from sit.study.cells import CELL_BY_NAME
+
+    print(line, flush=True)
+    return run_unit(study, CELL_BY_NAME[cell_name], seed, _DATA[0], lambda s: print(s, flush=True))
+
+
+def _run_parallel(study, pending, done_times, jobs, t_start, log) -> list[dict]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    out, futs, queue = [], {}, list(enumerate(pending))
+    ctx = multiprocessing.get_context("spawn")
+
+    def submit(ex):   # one unit per free worker, so its ETA line uses the times known now
+        i, (cell, seed) = queue.pop(0)
+        line = f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], jobs, t_start)}"
+        fut = ex.submit(_worker_run, study, cell.name, seed, line)
+        futs[fut] = (cell, seed)
+        return fut
+
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(study,)) as ex:
+        while queue and len(futs) < jobs:
+            submit(ex)
+        left = set(futs)
+        while left:
+            finished, left = wait(left, return_when=FIRST_COMPLETED)
+            for f in finished:
+                cell, seed = futs[f]
+                if f.exception() is not None:
+                    ex.shutdown(cancel_futures=True)
+                    raise f.exception()
+                rec = f.result()
+                done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
+                out.append(rec)
+                rest = [futs[g][0] for g in left] + [c for _, (c, _) in queue]
+                _, e_all = _eta(done_times, cell, rest)
+                log(f"sit study: done {cell.name} seed {seed} in {_dur(rec['wall_s']['total'])}; {len(rest)} left, "
+                    f"study ETA ~{_dur((e_all or 0) / jobs)} ({_dur(time.perf_counter() - t_start)} elapsed)")
+                if queue:
+                    left.add(submit(ex))
+    return out
+
+
+def _eta_line(done_times, cell, seed, rest, jobs, t_start) -> str:
+    e_unit, e_all = _eta(done_times, cell, [c for c, _ in rest])
+    eta = "ETA: estimating after the first unit" if e_unit is None else \
+        f"ETA this unit ~{_dur(e_unit)}, study ~{_dur(e_all / jobs)}"
+    return f"cell {cell.name} seed {seed} ({eta}; {_dur(time.perf_counter() - t_start)} elapsed)"
 
 
 def _dur(s: float) -> str:
