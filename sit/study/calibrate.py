@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
 
 def steps_for_minutes(study, minutes: float, log: Callable[[str], None] = print) -> int:
-    """Steps that fit ``minutes`` of training per model: the time of a 30-step run minus a
-    10-step run (start-up cancels) gives seconds per step, measured on the Linear velocity cell.
+    """Steps that fit ``minutes`` of training per model: seconds per step are the median over the
+    logged windows (after the first) of a 50-step run of the Linear velocity cell.
     A study folder that was calibrated for the same minutes keeps its step count (resume)."""
     from sit.study.cells import CELL_BY_NAME
     from sit.study.run import CONFIG_NAME, cell_configs
@@ -26,15 +25,16 @@ def steps_for_minutes(study, minutes: float, log: Callable[[str], None] = print)
         if cal.get("train_minutes") == minutes:
             return int(cal["steps"])
     cell = CELL_BY_NAME["linear-velocity"]
-    times = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in (10, 30):
-            cfg, mc = cell_configs(study, cell, 0)
-            cfg = dataclasses.replace(cfg, out=str(Path(tmp) / f"run{n}"), steps=n, ckpt_every=n, warmup_steps=0)
-            t0 = time.perf_counter()
-            train(cfg, mc)
-            times[n] = time.perf_counter() - t0
-    per_step = max((times[30] - times[10]) / 20, 1e-6)
+        cfg, mc = cell_configs(study, cell, 0)
+        cfg = dataclasses.replace(cfg, out=str(Path(tmp) / "run"), steps=50, ckpt_every=50, log_every=10, warmup_steps=0)
+        train(cfg, mc)
+        rates = [r["img_per_s"] for r in map(json.loads, (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines())
+                 if r.get("img_per_s")][1:]   # the first window holds the start-up
+    if not rates:
+        raise RuntimeError("--train-minutes: the timing run logged no throughput")
+    per_step = study.budget.batch / sorted(rates)[len(rates) // 2]
     steps = max(1, int(minutes * 60 / per_step))
-    log(f"sit study: {per_step:.3f} s per step -> {steps} steps for {minutes:g} min of training per model")
+    log(f"sit study: {per_step:.3f} s per step (median of {len(rates)} windows) -> {steps} steps for {minutes:g} min "
+        "of training per model")
     return steps

@@ -265,6 +265,7 @@ def _curves(m: Measured, out: Path, plt, save_figure) -> list[Path]:
         ax.errorbar(list(ok), [s.mean for s in ok.values()], yerr=[_err(s) for s in ok.values()], marker="o",
                     capsize=3, label=name.replace("sde:", "SDE ").replace("ode", "ODE (Heun)"))
     ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted({k for p in curves.values() for k in p}), [str(k) for k in sorted({k for p in curves.values() for k in p})])
     ax.set_xlabel("NFE")
     ax.set_ylabel("classifier-feature FD")
     ax.set_title(f"Fig. 5: quality vs NFE ({FIG5_CELL})", fontsize=10)
