@@ -347,14 +347,15 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
 _DATA: list[EvalData] = []
 
 
-def _worker_init(study: Study) -> None:
-    """Per process: torch threads, the evaluation data, and (Linux) die with the parent."""
-    try:
-        import ctypes
+def _worker_init(study: Study, worker: bool = False) -> None:
+    """Per process: torch threads, the evaluation data, and (a Linux worker) die with the parent."""
+    if worker:
+        try:
+            import ctypes
 
-        ctypes.CDLL("libc.so.6").prctl(1, 9)   # PR_SET_PDEATHSIG = SIGKILL: no orphans after a kill
-    except (OSError, AttributeError):
-        pass
+            ctypes.CDLL("libc.so.6").prctl(1, 9)   # PR_SET_PDEATHSIG = SIGKILL: no orphans after a kill
+        except (OSError, AttributeError):
+            pass
     if study.base.threads > 0:
         torch.set_num_threads(study.base.threads)
     _DATA[:] = [eval_data(study)]
@@ -381,7 +382,7 @@ def _run_parallel(study, pending, done_times, jobs, t_start, log) -> list[dict]:
         futs[fut] = (cell, seed)
         return fut
 
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(study,)) as ex:
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(study, True)) as ex:
         while queue and len(futs) < jobs:
             submit(ex)
         left = set(futs)
