@@ -201,9 +201,12 @@ def _bars(ax, labels, stats, paper_vals=None, color="C0"):
             ax.plot([i] * s.n, s.values, "k.", ms=4)
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_ylabel("classifier-feature FD (lower is better)")
-    if paper_vals and any(v is not None for v in paper_vals):
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.3)   # room for the legends
+    known = [v for v in (paper_vals or []) if v is not None]
+    if known:
         ax2 = ax.twinx()
         ax2.plot(x, [v if v is not None else float("nan") for v in paper_vals], "rD", mfc="none", label="paper FID")
+        ax2.set_ylim(min(known) * 0.85, max(known) * 1.3)
         ax2.set_ylabel("paper FID-50K", color="r")
         ax2.legend(loc="upper right", fontsize=8)
     ax.legend(loc="upper left", fontsize=8)
