@@ -240,6 +240,7 @@ def figures(m: Measured, out: Path) -> list[Path]:
         ax.set_xticks(range(len(cells)), cells, fontsize=8)
         ax.set_ylabel("classifier-feature FD")
         ax.set_title("Table 6: SDE w_t per model (95% CI over seeds)", fontsize=10)
+        ax.set_ylim(bottom=0)   # an FD is >= 0; wide two-seed intervals would only push the axis down
         ax.legend(fontsize=8)
         made.append(save_figure(fig, out / "fig_table6.png"))
         plt.close(fig)
@@ -272,6 +273,7 @@ def _curves(m: Measured, out: Path, plt, save_figure) -> list[Path]:
     ax.set_xlabel("NFE")
     ax.set_ylabel("classifier-feature FD")
     ax.set_title(f"Fig. 5: quality vs NFE ({FIG5_CELL})", fontsize=10)
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     made.append(save_figure(fig, out / "fig5_nfe.png"))
     plt.close(fig)
