@@ -241,7 +241,8 @@ def figures(m: Measured, out: Path) -> list[Path]:
         ax.set_ylabel("classifier-feature FD")
         ax.set_title("Table 6: SDE w_t per model (95% CI over seeds)", fontsize=10)
         ax.set_ylim(bottom=0)   # an FD is >= 0; wide two-seed intervals would only push the axis down
-        ax.legend(fontsize=8)
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
+        ax.legend(fontsize=8, ncol=len(W_CHOICES), loc="upper center")
         made.append(save_figure(fig, out / "fig_table6.png"))
         plt.close(fig)
     made += _curves(m, out, plt, save_figure)
