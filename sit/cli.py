@@ -18,8 +18,8 @@ import sys
 import sit
 
 # subcommand modules, in the order `sit --help` lists them
-COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "convert", "info",
-            "demo_gaussian")
+COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "study", "convert",
+            "info", "demo_gaussian")
 THREADS_ENV = "SIT_THREADS"
 
 

@@ -1,0 +1,98 @@
+"""The study's sampling helper on the math core: one evaluation spec -> class-conditional samples.
+
+A spec is a small dict (stored in every result, so a cell says exactly how it was sampled):
+  {"kind": "ode",  "nfe": N}                         Heun on the probability-flow ODE (2), N/2 steps
+  {"kind": "sde",  "nfe": N, "w": W, "eta": E}       Euler-Maruyama on the reverse SDE (4), N steps
+                                                     (the last one the official "mean" step), w_t = W
+  {"kind": "ddpm", "nfe": N}                         DiT's ancestral DDPM sampler, N respaced steps
+Initial and step noise come from a CPU generator seeded by ``noise_seed(seed, key)``: the same
+for every cell at a given seed, so cells compare on common noise (and the result does not
+depend on the device).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+from torch import Tensor, nn
+
+from sit.config import ModelConfig
+from sit.diffusion_coef import LossTable
+
+KINDS = ("ode", "sde", "ddpm")
+
+
+def noise_seed(seed: int, key: str) -> int:
+    """A 63-bit seed from the study seed and an evaluation key (stable across runs and machines)."""
+    h = hashlib.sha256(f"sit-study/{seed}/{key}".encode()).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+def spec_name(spec: dict) -> str:
+    """"ode", "sde:kl", "ddpm" ... (the eta of kl_eta is a separate field)."""
+    return f"sde:{spec['w']}" if spec["kind"] == "sde" else spec["kind"]
+
+
+def _field(net: nn.Module, prediction: str, path_name: str, model_cfg: ModelConfig, y: Tensor, cfg_scale: float):
+    from sit.guidance import GuidedModel
+    from sit.models.field import ModelField
+    from sit.objectives import velocity_field
+    from sit.paths import get_path
+
+    path = get_path(path_name)
+    fn = ModelField(net, prediction, "continuous")
+    if cfg_scale != 1.0 and model_cfg.class_dropout_prob > 0:
+        fn = GuidedModel(fn, cfg_scale, model_cfg.num_classes)
+    return velocity_field(fn, path, prediction, y=y), path
+
+
+def _batch(net, cell, model_cfg, spec, y, noise, g, cfg_scale, table) -> tuple[Tensor, int]:
+    def step_noise(x: Tensor) -> Tensor:
+        return torch.randn(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
+
+    if spec["kind"] == "ddpm":
+        from sit.discrete import DiscreteConfig, DiscreteDiffusion, sample_ddpm
+        from sit.guidance import GuidedModel
+        from sit.models.field import ModelField
+
+        raw = ModelField(net, "noise", "discrete").raw
+        fn = GuidedModel(raw, cfg_scale, model_cfg.num_classes, channels=model_cfg.in_channels) \
+            if cfg_scale != 1.0 and model_cfg.class_dropout_prob > 0 else raw
+        diff = DiscreteDiffusion(DiscreteConfig(learn_sigma=model_cfg.learn_sigma)).respace(spec["nfe"])
+        return sample_ddpm(lambda x, k: fn(x, k, y), noise, diff, noise_fn=step_noise), spec["nfe"]
+    from sit.samplers import SampleConfig, sample
+
+    field, path = _field(net, cell.prediction, cell.path, model_cfg, y, cfg_scale)
+    if spec["kind"] == "ode":
+        sc = SampleConfig(method="heun", num_steps=spec["nfe"] // 2)
+    else:
+        sc = SampleConfig(method="euler_maruyama", num_steps=spec["nfe"], w=spec["w"], eta=float(spec.get("eta", 0.0)))
+    x, info = sample(field, noise, sc, path, noise_fn=step_noise, table=table, prediction=cell.prediction)
+    return x, int(info["nfe"])
+
+
+@torch.no_grad()
+def generate(net: nn.Module, cell, model_cfg: ModelConfig, spec: dict, y: Tensor, seed: int, key: str, *,
+             cfg_scale: float = 1.0, table: LossTable | None = None, batch_size: int = 500) -> tuple[Tensor, int]:
+    """Samples (N, C, S, S) for labels ``y`` (N,) from ``net`` (the EMA network of ``cell``) with
+    ``spec``; returns them (on the CPU, float32) and the NFE per sample the sampler used."""
+    if spec.get("kind") not in KINDS:
+        raise ValueError(f"unknown sampling kind {spec.get('kind')!r}; expected one of {list(KINDS)}")
+    if (spec["kind"] == "ddpm") != (cell.time_input == "discrete"):
+        raise ValueError(f"cell {cell.name!r} ({cell.time_input} time) cannot be sampled with {spec['kind']!r}")
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    C, S = model_cfg.in_channels, model_cfg.input_size
+    g = torch.Generator().manual_seed(noise_seed(seed, key))
+    outs, nfe = [], 0
+    try:
+        for i in range(0, y.shape[0], batch_size):
+            yb = y[i : i + batch_size].to(device)
+            noise = torch.randn((yb.shape[0], C, S, S), generator=g).to(device)
+            x, nfe = _batch(net, cell, model_cfg, spec, yb, noise, g, cfg_scale, table)
+            outs.append(x.float().cpu())
+    finally:
+        net.train(was_training)
+    return torch.cat(outs), nfe
