@@ -151,6 +151,19 @@ def canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=json_default))
 
 
+def differing_fields(old: Any, new: Any, prefix: str = "", values: bool = False) -> list[str]:
+    """Dotted names of the fields where two (nested) dicts differ ('sample.num_steps', 'weights');
+    ``values`` appends ': old -> new' to each."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differing_fields(a, b, f"{prefix}{k}.", values)
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}" if values else f"{prefix}{k}")
+    return out
+
+
 def write_json(path: PathLike, obj: Any, *, durable: bool = False) -> Path:
     """Write ``obj`` as sorted, indented JSON, atomically."""
     return write_text_atomic(path, to_json(obj), durable=durable)

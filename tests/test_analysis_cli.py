@@ -107,7 +107,6 @@ def test_sweep_summary_wording():
 
 
 def test_sweep_adaptive_solver_sweeps_tolerances_at_their_real_nfe(tiny, tmp_path, capsys):
-    pytest.importorskip("sit.evaluate.classifier")
     out = tmp_path / "sw"
     rc = main(["sweep", "--ckpt", tiny, "--samplers", "euler,dopri5", "--nfe", "2,4", "--tolerances", "1e-1,1e-7",
                "--num-samples", "8", "--batch-size", "8", "--out", str(out)])

@@ -38,7 +38,6 @@ FLAGS = ["--steps", "4", "--depth", "2", "--hidden-size", "32", "--num-heads", "
 
 
 def test_two_process_gloo_ddp_equals_single_process(tmp_path):
-    pytest.importorskip("sit.objectives")
     from safetensors.torch import load_file
 
     from sit.cli import main

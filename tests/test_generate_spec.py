@@ -9,8 +9,9 @@ import torch
 
 from sit.cli import main
 from sit.generate.presets import DEFAULT_SAMPLE, PRESETS
-from sit.generate.spec import DiscreteSampleConfig, SampleSpec, differing_fields, parse_channels, parse_interval
+from sit.generate.spec import DiscreteSampleConfig, SampleSpec, parse_channels, parse_interval
 from sit.guidance import GuidanceConfig, GuidedModel
+from sit.io import differing_fields
 from sit.samplers import SampleConfig
 
 MISSING = "/nonexistent/ckpt-that-is-never-read.safetensors"
@@ -71,7 +72,7 @@ def test_flag_parsers():
 
 
 @pytest.mark.parametrize("argv, msg", [
-    (["--w", "zzz", "--method", "euler_maruyama"], "--w: unknown diffusion coefficient 'zzz'"),
+    (["--w", "zzz", "--method", "euler_maruyama"], "--w: unknown diffusion coefficient w 'zzz'"),
     (["--cfg-interval", "0.5,0.2"], "--cfg-interval"),
     (["--cfg-interval", "a,b"], "--cfg-interval"),
     (["--cfg-channels", "x"], "--cfg-channels"),

@@ -249,8 +249,7 @@ def test_model_field_bf16_returns_input_dtype_and_validates():
 def test_tiny_sit_learns_toy_images_and_samples_move_to_data():
     """1-channel 4x4 images, two classes (all +1 / all -1 pixels, plus small noise): a few hundred
     Adam steps of the velocity loss (7) lower the loss; Euler samples land near their class."""
-    objectives = pytest.importorskip("sit.objectives")
-    paths = pytest.importorskip("sit.paths")
+    from sit import objectives, paths
     torch.manual_seed(0)
     cfg = ModelConfig(input_size=4, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=2)
     net = SiT(cfg).train()

@@ -7,13 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("sit.samplers", reason="sit.samplers (helper A1) not built yet")
-pytest.importorskip("sit.guidance", reason="sit.guidance (helper A1) not built yet")
-ckpt_mod = pytest.importorskip("sit.models.checkpoint", reason="sit.models.checkpoint (helper B) not built yet")
-
-from sit.cli import main  # noqa: E402
-from sit.config import ModelConfig  # noqa: E402
-from sit.models.sit import SiT  # noqa: E402
+import sit.models.checkpoint as ckpt_mod
+from sit.cli import main
+from sit.config import ModelConfig
+from sit.models.sit import SiT
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +142,6 @@ def test_explicit_noise_file(ckpts, tmp_path):
 
 
 def test_sweep_smoke(ckpts, tmp_path):
-    pytest.importorskip("sit.evaluate.classifier")
     out = tmp_path / "sw"
     rc = main(["sweep", "--ckpt", ckpts["sit"], "--samplers", "euler,heun", "--nfe", "2,4", "--num-samples", "20",
                "--batch-size", "20", "--out", str(out)])

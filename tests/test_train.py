@@ -11,9 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("sit.objectives")
-pytest.importorskip("sit.models.sit")
-
 from sit.checkpoints import CheckpointError, find_resumable, list_checkpoints  # noqa: E402
 from sit.checkpoints import verify as verify_checkpoint  # noqa: E402
 from sit.cli import main  # noqa: E402

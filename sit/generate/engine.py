@@ -199,7 +199,7 @@ def _start(job: _Job, info: dict, log) -> tuple[dict, bool]:
     """Rank 0: the manifest check. Returns (manifest to write at the end, already complete?)."""
     old = _read_manifest(job, log)
     if old is not None and old.get("settings") != job.settings:
-        from sit.generate.spec import differing_fields
+        from sit.io import differing_fields
 
         diff = differing_fields(old.get("settings") or {}, job.settings)
         raise ValueError(

@@ -108,18 +108,6 @@ def settings_sha256(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def differing_fields(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
-    """Dotted names of the fields where two identities differ ('sample.num_steps', 'weights')."""
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, Mapping) and isinstance(b, Mapping):
-            out += differing_fields(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
-
-
 def noise_sha256(noise) -> str:
     """sha256 of an initial-noise tensor's float32 bytes (the whole file's tensor)."""
     return hashlib.sha256(noise.float().contiguous().numpy().tobytes()).hexdigest()

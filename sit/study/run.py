@@ -61,14 +61,14 @@ class Study:
 
 def check_identity(study: Study) -> None:
     """Write study_config.json, or refuse when the folder holds a study with other settings."""
-    from sit.io import read_json, write_json
+    from sit.io import differing_fields, read_json, write_json
 
     f = study.out / CONFIG_NAME
     want = json.loads(json.dumps(study.identity()))
     if f.is_file():
         have = read_json(f, "study config").get("identity")
         if have != want:
-            diff = _diff(have or {}, want)
+            diff = differing_fields(have or {}, want, values=True)
             raise ValueError(
                 f"{str(study.out)!r} holds a study made with other settings ({'; '.join(diff[:6])}); "
                 "rerun with the same settings to continue it, or use a new --out"
@@ -76,17 +76,6 @@ def check_identity(study: Study) -> None:
         return
     study.out.mkdir(parents=True, exist_ok=True)
     write_json(f, {"identity": want, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-
-
-def _diff(have: dict, want: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(have) | set(want)):
-        a, b = have.get(k), want.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out
 
 
 def cell_configs(study: Study, cell: Cell, seed: int) -> tuple[TrainConfig, ModelConfig]:
