@@ -9,7 +9,7 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds, about 45 min on 2 cores
+  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: 31 min measured on 2 shared cores
   sit study --quick --out studies/quick         # 2 seeds, fewer steps: about 10 min
   sit study --list --out studies/demo           # the cells and which (cell, seed) are done
   sit study --out studies/demo --only vp-velocity/1   # one (cell, seed): a job-array task
