@@ -19,14 +19,6 @@ from sit.models.checkpoint import save_model
 from sit.models.sit import SiT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net(scale=0.05, seed=0):
     torch.manual_seed(seed)
     cfg = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2, num_classes=10)

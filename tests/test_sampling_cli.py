@@ -13,15 +13,6 @@ from sit.config import ModelConfig
 from sit.models.sit import SiT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: intra-op threads only add contention for these tiny models
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _tiny(tmp_path, name, meta, in_channels=1):
     torch.manual_seed(0)
     cfg = ModelConfig(input_size=8, patch_size=2, in_channels=in_channels, hidden_size=32, depth=2, num_heads=2, num_classes=10)
