@@ -1,6 +1,7 @@
 """sit train: the loop lowers the loss, resumes exactly after SIGKILL, refuses corrupt checkpoints,
 skips non-finite steps, and `--dry-run` prints the resolved config. Tiny models on 8x8 digits."""
 
+import copy
 import json
 import os
 import shutil
@@ -264,3 +265,54 @@ def test_compiled_training_matches_eager(tmp_path):
     comp = losses(train(tiny_cfg(tmp_path / "comp", steps=3, ckpt_every=3, compile=True), TINY).run_dir)
     assert sorted(comp) == [1, 2, 3]
     assert list(comp.values()) == pytest.approx(list(eager.values()), rel=1e-3)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 3.0, float("inf")])
+def test_clip_grad_norm_is_torchs_bit_for_bit(max_norm):
+    """sit.train.clip_grad_norm skips torch's multiply-by-1.0 when the norm is under max_norm:
+    the same norm and the same gradients, bit for bit, whether or not it clips."""
+    from sit.train import clip_grad_norm
+
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.randn(s, generator=g) for s in ((7, 5), (11,), (3, 2, 2))]
+    ours = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads]
+    ref = [torch.nn.Parameter(torch.zeros_like(x)) for x in grads]
+    for a, b, x in zip(ours, ref, grads):
+        a.grad, b.grad = x.clone(), x.clone()
+    norm = clip_grad_norm(ours, max_norm)
+    assert norm == float(torch.nn.utils.clip_grad_norm_(ref, max_norm))
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, ref))
+    assert (norm > max_norm) == (not torch.equal(ours[0].grad, grads[0]))  # 3.0 and inf leave them untouched
+
+
+def test_fused_adamw_is_adamw_and_shares_its_state_dict():
+    """make_adamw (torch's fused kernel) takes the same steps as the official per-tensor AdamW up to
+    float rounding, and the two load each other's state dicts (checkpoints written before the
+    switch resume)."""
+    from sit.train import load_adamw_state, make_adamw
+
+    g = torch.Generator().manual_seed(0)
+    w0 = torch.randn(64, 9, generator=g)
+    steps = [torch.randn(64, 9, generator=g) for _ in range(30)]
+    a, b = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    fused = make_adamw([a], 1e-2, weight_decay=0.05, betas=(0.9, 0.95))
+    plain = torch.optim.AdamW([b], lr=1e-2, weight_decay=0.05, betas=(0.9, 0.95), foreach=False)
+    assert fused.defaults["fused"] and not plain.defaults.get("fused")
+    for grad in steps:
+        a.grad, b.grad = grad.clone(), grad.clone()
+        fused.step()
+        plain.step()
+    assert (a - w0).abs().max() > 0.1  # it moved
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    # state dicts cross over: a fused optimizer resumes the plain one's moments, and back
+    c = torch.nn.Parameter(b.detach().clone())
+    resumed = make_adamw([c], 1e-2, weight_decay=0.05, betas=(0.9, 0.95))
+    load_adamw_state(resumed, copy.deepcopy(plain.state_dict()))  # (state_dict() shares the moment tensors)
+    assert resumed.param_groups[0]["fused"]  # torch's load_state_dict alone would take the saved fused=None
+    back = torch.optim.AdamW([torch.nn.Parameter(a.detach().clone())], lr=1e-2, foreach=False)
+    back.load_state_dict(copy.deepcopy(fused.state_dict()))
+    c.grad = b.grad = steps[0].clone()
+    resumed.step()
+    plain.step()
+    torch.testing.assert_close(c, b, rtol=0, atol=1e-6)
+    assert float(back.state_dict()["state"][0]["step"]) == 30

@@ -38,9 +38,12 @@ from sit.train.loop import (
     Callbacks,
     NonFiniteLossError,
     TrainResult,
+    clip_grad_norm,
     ema_decay_at,
     ema_update,
+    load_adamw_state,
     lr_at,
+    make_adamw,
     train,
 )
 from sit.train.objective import build_objective, generate
@@ -50,5 +53,6 @@ __all__ = [
     "CKPT_FILES", "CheckpointError", "find_resumable", "list_checkpoints", "read_training_state", "run_dir_of",
     "save_checkpoint", "verify_checkpoint", "DataSource", "StepSampler", "build_data", "RESUME_OVERRIDES",
     "apply_overrides", "run_meta", "NUM_T_BINS", "plot_loss_curve", "Callbacks", "NonFiniteLossError", "TrainResult",
-    "ema_decay_at", "ema_update", "lr_at", "train", "build_objective", "generate", "rng_state", "set_rng_state",
+    "clip_grad_norm", "ema_decay_at", "ema_update", "load_adamw_state", "lr_at", "make_adamw", "train", "build_objective", "generate",
+    "rng_state", "set_rng_state",
 ]
