@@ -15,6 +15,13 @@ score): emulated here by a field that calls the network twice per step.
     python benchmarks/bench_sampling.py                       # SiT-S/2, 4 latents, cfg 4, 50 steps
     python benchmarks/bench_sampling.py --device cuda --precision bf16 --batch 64
     python benchmarks/bench_sampling.py --model SiT-XL/2 --device cuda --precision bf16 --batch 32 --compile
+    python benchmarks/bench_sampling.py --precision bf16-weights --compile --nfe 10 --threads 2   # CPU, `sit sample`'s fastest
+
+Each network call is also set against the bf16 matmul peak (one --peak-size^3 matmul probed right
+before every timed run on CPUs; --gpu-peak on GPUs): the model's matmul FLOPs for the call's rows
+(``forward_flops``) per second inside the network over that peak, and every sampler's cost per
+step is given relative to the Euler ODE's (the SDE step's extra work is its noise and the
+velocity-to-score conversion, eq. 9).
 """
 
 from __future__ import annotations
@@ -27,9 +34,10 @@ import time
 import torch
 
 from sit.config import model_preset
+from sit.generate.glue import prepare_network
 from sit.guidance import GuidedModel
 from sit.models.field import ModelField
-from sit.models.sit import SiT, compile_for_inference
+from sit.models.sit import SiT, forward_flops
 from sit.objectives import velocity_field
 from sit.paths import get_path
 from sit.samplers import SampleConfig, sample
@@ -70,7 +78,10 @@ def main():
     ap.add_argument("--cfg-scale", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "bf16-weights"], default="fp32",
+                    help="as `sit sample --precision`: bf16 = autocast, bf16-weights = the weights cast to bfloat16")
+    ap.add_argument("--peak-size", type=int, default=2048, help="n of the n^3 bf16 matmul probing the peak (CPU)")
+    ap.add_argument("--gpu-peak", type=float, default=989.0, help="CUDA: the bf16 peak in TFLOP/s (datasheet)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     ap.add_argument("--compile", action="store_true", help="network through sit.models.sit.compile_for_inference")
     ap.add_argument("--only", nargs="*", help="sampler cases whose name starts with these words (default all)")
@@ -84,9 +95,9 @@ def main():
     with torch.no_grad():
         for p in sit_net.parameters():
             p.normal_(0, 0.02)
-    net = TimedNet(compile_for_inference(sit_net) if args.compile else sit_net)
+    net = TimedNet(prepare_network(sit_net, "bf16-weights" if args.precision == "bf16-weights" else "fp32", args.compile))
     path = get_path("linear")
-    dtype = torch.bfloat16 if args.precision == "bf16" else None
+    dtype = torch.bfloat16 if args.precision == "bf16" else None  # as sit.generate.glue.latent_sampler
     model_fn = ModelField(net, "velocity", "continuous", dtype=dtype)
     guided = GuidedModel(model_fn, args.cfg_scale, cfg.num_classes)
     B, N = args.batch, args.nfe
@@ -115,15 +126,34 @@ def main():
     print(f"# torch {torch.__version__}, device {dev}, {args.precision}{'+compile' if args.compile else ''}, threads {torch.get_num_threads()}, "
           f"{args.model} on {cfg.in_channels}x{cfg.input_size}x{cfg.input_size}, batch {B}, cfg {args.cfg_scale}, "
           f"median of {args.repeats}")
-    print("| sampler | steps | NFE (sampler) | network calls | rows/call | wall s | images/s | ms/network call | outside network |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| sampler | steps | NFE (sampler) | network calls | rows/call | wall s | images/s | ms/network call | "
+          "network % bf16 peak | ms/step | step vs Euler ODE | same, at the ODE's ms/call | outside network |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     gen = torch.Generator(dev).manual_seed(0)
+    if dev.type == "cpu":
+        pa = torch.randn(args.peak_size, args.peak_size, dtype=torch.bfloat16)
+        pb = torch.randn(args.peak_size, args.peak_size, dtype=torch.bfloat16)
+        torch.matmul(pa, pb)
+
+        def probe():
+            t0 = time.perf_counter()
+            torch.matmul(pa, pb)
+            return 2 * args.peak_size**3 / (time.perf_counter() - t0)
+    else:
+        def probe():
+            return args.gpu_peak * 1e12
+    ode, peaks_all = None, []
+    with torch.no_grad():  # first calls (compilation, oneDNN's weight packing) before any timed case
+        for _ in range(3):
+            guided(torch.randn(shape, generator=gen, device=dev), torch.full((B,), 0.5, device=dev), y=y)
     for name, scfg, make in cases:
         x0 = torch.randn(shape, generator=gen, device=dev)
         with torch.no_grad():  # warm-up: one short run of the same sampler
             sample(make(), x0, dataclasses.replace(scfg, num_steps=min(scfg.num_steps, 2)), path, generator=gen)
-        walls, nets = [], []
+        walls, nets, shares = [], [], []
         for _ in range(args.repeats):
+            peak = probe()
+            peaks_all.append(peak)
             net.reset()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
@@ -134,10 +164,22 @@ def main():
                 torch.cuda.synchronize()
             walls.append(time.perf_counter() - t0)
             nets.append(net.seconds)
+            rows = net.rows / max(net.calls, 1)
+            shares.append(net.calls * forward_flops(cfg, int(rows)) / net.seconds / peak)
         wall, inside = statistics.median(walls), statistics.median(nets)
+        per_step, per_call = wall / scfg.num_steps, inside / max(net.calls, 1)
+        outside_step, calls_step = (wall - inside) / scfg.num_steps, net.calls / scfg.num_steps
+        if name == "euler ODE":
+            ode = (per_step, per_call)
+        # the raw ratio moves with the machine's load between runs; the second one prices this case's
+        # network calls at the ODE run's ms per call (the same call on the same rows) plus its own
+        # work outside the network: the sampler's own extra cost per step
+        rel = f"{per_step / ode[0]:.3f}" if ode else "-"
+        rel_same = f"{(calls_step * ode[1] + outside_step) / ode[0]:.4f}" if ode else "-"
         print(f"| {name} | {scfg.num_steps} | {info['nfe']} | {net.calls} | {net.rows / max(net.calls, 1):.0f} | "
-              f"{wall:.3f} | {B / wall:.3f} | {1000 * inside / max(net.calls, 1):.1f} | "
-              f"{100 * (wall - inside) / wall:.1f}% |")
+              f"{wall:.3f} | {B / wall:.3f} | {1000 * per_call:.1f} | {100 * statistics.median(shares):.1f} % | "
+              f"{1000 * per_step:.1f} | {rel} | {rel_same} | {100 * (wall - inside) / wall:.2f}% |", flush=True)
+    print(f"bf16 matmul peak probed before each run ({args.peak_size}^3 on CPU): median {statistics.median(peaks_all) / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":
