@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from reference_forward import reference_forward
 
 from sit.config import MODEL_PRESETS, ModelConfig
@@ -319,6 +320,24 @@ def test_fused_inference_mlp_equals_autograd_path():
     with torch.no_grad():
         b = net(x, t, y)  # CPU inference: fused linear+GELU kernel where available
     torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-5)
+
+
+def test_sigmoid_form_of_tanh_gelu_is_the_same_function():
+    """gelu_tanh_sigmoid (compiled CPU training) = F.gelu(approximate="tanh") to float rounding,
+    values and gradients, in float64 and float32, and it keeps bf16 inputs' dtype."""
+    from sit.models.sit import gelu_tanh_sigmoid
+
+    h = torch.linspace(-12, 12, 20001, dtype=torch.float64, requires_grad=True)
+    ref = F.gelu(h, approximate="tanh")
+    ours = gelu_tanh_sigmoid(h)  # float64 out, computed in float32 by design
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    (g_ref,) = torch.autograd.grad(ref.sum(), h)
+    (g_ours,) = torch.autograd.grad(ours.sum(), h)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-6, atol=2e-6)
+    assert abs(gelu_tanh_sigmoid(torch.tensor(1.0)).item() - 0.8411919906082768) < 1e-6  # 0.5 (1 + tanh(0.797885 * 1.044715))
+    hb = torch.randn(64, dtype=torch.bfloat16)
+    assert gelu_tanh_sigmoid(hb).dtype == torch.bfloat16
+    assert (gelu_tanh_sigmoid(hb).float() - F.gelu(hb.float(), approximate="tanh")).abs().max() <= 2**-7
 
 
 # ---------------------------------------------------------------- compiled inference

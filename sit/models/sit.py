@@ -169,6 +169,21 @@ def _fused_linear_gelu_available() -> bool:
 FUSED_CPU_GELU = _fused_linear_gelu_available()  # inference: oneDNN linear with a tanh-GELU epilogue
 
 
+_GELU_TANH_K = 2.0 * math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh_sigmoid(h: Tensor) -> Tensor:
+    """The tanh-approximated GELU of the official MLP, 0.5 h (1 + tanh(z)) with
+    z = sqrt(2/pi) (h + 0.044715 h^3), written as h * sigmoid(2z) (the same function:
+    0.5 (1 + tanh z) = sigmoid(2z)) and computed in float32 whatever h's dtype. Used where
+    torch.compile generates the CPU kernels of a training step: there inductor's vectorised tanh
+    made the GELU forward+backward ~2x the cost of this exp-based form (SiT-S/2 bf16 step: GELU
+    ~10 % of the compiled step; docs/benchmarks.md). Equal to F.gelu(h, approximate="tanh") to
+    float rounding (tests/test_models.py)."""
+    u = h.float()
+    return (u * torch.sigmoid(_GELU_TANH_K * u * (1.0 + 0.044715 * u * u))).to(h.dtype)
+
+
 class Mlp(nn.Module):
     """fc2(GELU_tanh(fc1(x))). On CPU without autograd, fc1 and the GELU run as one oneDNN kernel
     (the GELU is applied while the matmul result is in registers: no extra pass over memory);
@@ -192,6 +207,8 @@ class Mlp(nn.Module):
                 x, w, b = x.to(dt), w.to(dt), b.to(dt)
             if x.dtype == w.dtype and x.dtype in (torch.float32, torch.bfloat16):
                 return self.fc2(torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [], "tanh"))
+        if torch.compiler.is_compiling() and x.device.type == "cpu" and torch.is_grad_enabled():
+            return self.fc2(gelu_tanh_sigmoid(self.fc1(x)))  # compiled CPU training: the cheaper kernel
         return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
