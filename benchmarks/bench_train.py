@@ -199,21 +199,22 @@ def bench_cases(name: str, batch: int, args, device) -> None:
             profile_step(c, args.top)
 
 
-def loss_track(name: str, steps: int, device) -> None:
-    """fp32 vs bf16 autocast from the same weights on the same batches (the loop's step): the loss
-    per step and the largest relative gap."""
+def loss_track(name: str, steps: int, device, lr: float) -> None:
+    """fp32 vs bf16 autocast from the same weights on the same batches, t and eps (the loop's step
+    with fused AdamW): the loss per step, its gap measured against how far training moved it, and
+    how far the bf16 weights end from the fp32 ones against how far training moved those."""
     torch.manual_seed(0)
     cfg = model_preset(name, input_size=32, in_channels=4, num_classes=1000)
     base = randomise(SiT(cfg)).state_dict()
     g = torch.Generator().manual_seed(2)
     data = torch.randn(64, 4, 32, 32, generator=g)
     labels = torch.randint(0, 1000, (64,), generator=g)
-    curves = {}
+    curves, weights = {}, {}
     for prec in ("fp32", "bf16"):
         net = SiT(cfg).to(device)
         net.load_state_dict(base)
         params = [p for p in net.parameters() if p.requires_grad]
-        opt = make_adamw(params, 1e-4)
+        opt = make_adamw(params, lr)
         fn = ModelField(net, "velocity", "continuous")
         ac = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if prec == "bf16" else nullcontext
         torch.manual_seed(3)  # the same t and eps draws in both runs
@@ -226,19 +227,24 @@ def loss_track(name: str, steps: int, device) -> None:
             clip_grad_norm(params, float("inf"))
             opt.step()
             opt.zero_grad(set_to_none=True)
-            curve.append(float(loss))
+            curve.append(loss.item())
         curves[prec] = curve
+        weights[prec] = torch.cat([p.detach().float().flatten().cpu() for p in params])
         print(f"# {prec}: {steps} steps done", flush=True)
     a, b = curves["fp32"], curves["bf16"]
-    rel = [abs(x - y) / abs(x) for x, y in zip(a, b)]
+    w0 = torch.cat([base[k].float().flatten() for k, p in SiT(cfg).named_parameters() if p.requires_grad])
+    drop = max(a[0] - min(a), 1e-12)
     marks = sorted({0, steps // 4, steps // 2, 3 * steps // 4, steps - 1})
-    print(f"\nloss tracking, {name} batch 8, AdamW lr 1e-4, 64 fixed latents, the same t/eps draws:")
+    print(f"\nloss tracking, {name} batch 8, AdamW lr {lr:g}, 64 fixed latents, the same t/eps draws:")
     print("| step | " + " | ".join(str(m) for m in marks) + " | mean of last 20 |")
     print("|---|" + "---|" * (len(marks) + 1))
     for prec, c in curves.items():
         print(f"| {prec} | " + " | ".join(f"{c[m]:.5f}" for m in marks) + f" | {statistics.mean(c[-20:]):.5f} |")
-    print(f"largest relative gap over the {steps} steps: {100 * max(rel):.2f} %; median {100 * statistics.median(rel):.3f} %; "
-          f"last-20 means differ by {100 * abs(statistics.mean(a[-20:]) - statistics.mean(b[-20:])) / statistics.mean(a[-20:]):.3f} %")
+    gaps = [abs(x - y) for x, y in zip(a, b)]
+    print(f"loss gap |bf16 - fp32|: largest {max(gaps):.2e} ({100 * max(gaps) / a[0]:.3f} % of the loss, "
+          f"{100 * max(gaps) / drop:.2f} % of fp32's drop {drop:.4f}); median {statistics.median(gaps):.2e}")
+    moved = float((weights["fp32"] - w0).norm())
+    print(f"weights after {steps} steps: |w_bf16 - w_fp32| / |w_fp32 - w_0| = {float((weights['bf16'] - weights['fp32']).norm()) / moved:.4f}")
 
 
 def bench_demo(extra: list[str]) -> dict:
@@ -269,6 +275,7 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="profile one step per variant, grouped by kind of op")
     ap.add_argument("--top", type=int, default=15, help="ops listed in the profile")
     ap.add_argument("--loss-track", type=int, default=0, metavar="N", help="also compare bf16's loss with fp32's over N steps")
+    ap.add_argument("--loss-lr", type=float, default=1e-4, help="learning rate of the --loss-track runs (the ImageNet recipe's)")
     ap.add_argument("--demo", action="store_true", help="also time the embedded demo (`sit train`)")
     ap.add_argument("--demo-args", nargs=argparse.REMAINDER, default=[], help="extra flags for the demo run")
     ap.add_argument("--skip-steps", action="store_true", help="no step timings (only --loss-track / --demo)")
@@ -285,7 +292,7 @@ def main() -> None:
                     bench_cases(name, b, args, device)
         if args.loss_track:
             for name in args.models:
-                loss_track(name, args.loss_track, device)
+                loss_track(name, args.loss_track, device, args.loss_lr)
     if args.demo:
         print(json.dumps(bench_demo(args.demo_args), indent=1), flush=True)
 
