@@ -71,7 +71,12 @@ def make_adamw(params: list, lr: float, weight_decay: float = 0.0, betas: tuple 
     unfused optimizer's, so checkpoints load either way."""
     fused = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params) \
         and len({p.device for p in params}) == 1
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=fused or None)
+    if fused:
+        try:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=True)
+        except RuntimeError:  # a torch build without the fused kernel for this device
+            pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
 
 
 def load_adamw_state(opt: torch.optim.AdamW, state_dict: dict) -> None:
