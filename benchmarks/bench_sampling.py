@@ -29,7 +29,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -41,6 +43,9 @@ from sit.models.sit import SiT, forward_flops
 from sit.objectives import velocity_field
 from sit.paths import get_path
 from sit.samplers import SampleConfig, sample
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_model import peak_probe  # noqa: E402  (the matmul probe of bench_model.py and bench_train.py)
 
 
 class TimedNet(torch.nn.Module):
@@ -131,14 +136,10 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     gen = torch.Generator(dev).manual_seed(0)
     if dev.type == "cpu":
-        pa = torch.randn(args.peak_size, args.peak_size, dtype=torch.bfloat16)
-        pb = torch.randn(args.peak_size, args.peak_size, dtype=torch.bfloat16)
-        torch.matmul(pa, pb)
+        cpu_probe = peak_probe(dev, args.peak_size)  # bench_model.py's: one n^3 matmul per dtype
 
         def probe():
-            t0 = time.perf_counter()
-            torch.matmul(pa, pb)
-            return 2 * args.peak_size**3 / (time.perf_counter() - t0)
+            return cpu_probe()["bf16"]
     else:
         def probe():
             return args.gpu_peak * 1e12

@@ -69,14 +69,10 @@ def make_adamw(params: list, lr: float, weight_decay: float = 0.0, betas: tuple 
     the decay and the step instead of about a dozen per-tensor ops (SiT-S/2 on a 2-core CPU:
     ~80 -> ~13 ms per step; benchmarks/bench_train.py). Its state dict is the same as the
     unfused optimizer's, so checkpoints load either way."""
-    fused = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params) \
-        and len({p.device for p in params}) == 1
-    if fused:
-        try:
-            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=True)
-        except RuntimeError:  # a torch build without the fused kernel for this device
-            pass
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=True)
+    except RuntimeError:  # torch refuses the fused kernel for these parameters' device or dtype
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
 
 
 def load_adamw_state(opt: torch.optim.AdamW, state_dict: dict) -> None:
