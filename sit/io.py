@@ -285,10 +285,14 @@ class FolderLockedError(RuntimeError):
 class FolderLock:
     """An exclusive lock on a run or sample folder: ``DIR/.lock`` holds ``{"pid", "host"}``.
 
-    Created with O_EXCL, so two processes cannot both take it. A lock left by a dead process on
-    this host (its PID no longer exists) is taken over with a message through ``log``; a lock of a
-    live process, or of another host, raises FolderLockedError naming the holder.
-    Use as a context manager; ``release()`` removes the file only if it is still ours."""
+    The holder keeps the lock file open with ``fcntl.flock(LOCK_EX)``, which the kernel drops when
+    the process dies, so taking over a stale lock is atomic: of several processes racing for a
+    lock left by a dead one, exactly one gets the flock (the others are refused naming the
+    holder). A file whose ``flock`` we got but which was replaced meanwhile (its holder released
+    it) is retried. A lock file naming a live process of this host that holds no flock (an older
+    sit) or another host is still refused, naming the holder; one naming a dead process is taken
+    over with a message through ``log``. Use as a context manager; ``release()`` removes the file
+    only if it is still ours."""
 
     NAME = ".lock"
 
@@ -296,46 +300,84 @@ class FolderLock:
         self.folder, self.what, self.log = Path(folder), what, log or (lambda s: None)
         self.path = self.folder / self.NAME
         self.held = False
+        self._fd: int | None = None
 
     def _holder(self) -> dict | None:
         try:
-            return json.loads(self.path.read_text())
+            d = json.loads(self.path.read_text())
         except (OSError, ValueError):
             return None
+        return d if isinstance(d, dict) else None
+
+    def _refuse(self, holder: dict | None) -> FolderLockedError:
+        who = (f"process {holder.get('pid')} on {holder.get('host')!r}" if holder else "another process")
+        return FolderLockedError(
+            f"{self.what} {str(self.folder)!r} is in use by {who} (lock file {str(self.path)!r}); wait for it "
+            "to finish, or delete the lock file if that process is gone"
+        )
+
+    def _open_locked(self) -> int | None:
+        """An fd of the current lock file with our exclusive flock on it, or None if a live process holds it."""
+        import fcntl
+
+        for _ in range(100):
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                return fd
+            os.close(fd)  # the holder released (removed) the file between our open and flock: again
+        raise FolderLockedError(f"could not take the lock {str(self.path)!r}")
 
     def acquire(self) -> "FolderLock":
         import socket
 
         self.folder.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                holder = self._holder()
-                if holder is None or (holder.get("host") == me["host"] and not _pid_alive(int(holder.get("pid", -1)))):
-                    self.log(f"sit: taking over the stale lock of {self.what} {str(self.folder)!r} "
-                             f"(left by process {holder.get('pid') if holder else '?'}, which is gone)")
-                    self.path.unlink(missing_ok=True)
-                    continue
-                if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-                    raise FolderLockedError(f"{self.what} {str(self.folder)!r} is already locked by this process")
-                raise FolderLockedError(
-                    f"{self.what} {str(self.folder)!r} is in use by process {holder.get('pid')} on "
-                    f"{holder.get('host')!r} (lock file {str(self.path)!r}); wait for it to finish, or delete "
-                    "the lock file if that process is gone"
-                )
-            with os.fdopen(fd, "w") as f:
-                f.write(json.dumps(me) + "\n")
-            self.held = True
-            return self
-        raise FolderLockedError(f"could not take the lock {str(self.path)!r}")
+        fd = self._open_locked()
+        if fd is None:
+            holder = self._holder()
+            if holder is not None and holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+                raise FolderLockedError(f"{self.what} {str(self.folder)!r} is already locked by this process")
+            raise self._refuse(holder)
+        try:
+            holder = self._holder()
+            if holder and holder.get("pid") != me["pid"]:
+                try:
+                    pid = int(holder.get("pid", -1))
+                except (TypeError, ValueError):
+                    pid = -1
+                if holder.get("host") != me["host"] or _pid_alive(pid):
+                    raise self._refuse(holder)
+                self.log(f"sit: taking over the stale lock of {self.what} {str(self.folder)!r} "
+                         f"(left by process {holder.get('pid')}, which is gone)")
+            data = (json.dumps(me) + "\n").encode()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self.held = fd, True
+        return self
 
     def release(self) -> None:
         if self.held:
             holder = self._holder()
             if holder is not None and holder.get("pid") == os.getpid():
-                self.path.unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)  # while still flocked: a waiter retries on the new file
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
             self.held = False
 
     def __enter__(self) -> "FolderLock":

@@ -130,3 +130,15 @@ def test_lt_progress_bar(tiny, tmp_path, capsys):
     assert main(["lt", "--ckpt", str(run), "--t-points", "3", "--samples-per-t", "8", "--out", str(tmp_path / "lt2"),
                  "--no-progress"]) == 0
     assert "L_t:" not in capsys.readouterr().err
+
+
+def test_likelihood_csv_rows_name_their_samples(tiny, tmp_path):
+    """Issue 22: the index column is 0, 1, 2, ... and row i is sample i whatever the batch size."""
+    argv = ["likelihood", "--ckpt", tiny, "--method", "euler", "--num-steps", "2", "--num-samples", "7",
+            "--divergence", "exact", "--no-progress"]
+    assert main(argv + ["--batch-size", "3", "--out", str(tmp_path / "b3.csv")]) == 0
+    assert main(argv + ["--batch-size", "7", "--out", str(tmp_path / "b7.csv")]) == 0
+    b3, b7 = read_csv(tmp_path / "b3.csv"), read_csv(tmp_path / "b7.csv")
+    assert [int(r["index"]) for r in b3] == list(range(7)) == [int(r["index"]) for r in b7]
+    for r3, r7 in zip(b3, b7):
+        assert float(r3["nats"]) == pytest.approx(float(r7["nats"]), rel=1e-4, abs=1e-4)

@@ -54,3 +54,44 @@ def test_folder_lock_exclusive_and_stale(tmp_path):
     with io.FolderLock(tmp_path, "run folder", log=msgs.append):
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     assert msgs and "stale lock" in msgs[0]
+
+
+def _race_for_lock(folder, barrier, current, peak, wins):
+    barrier.wait()
+    try:
+        lock = io.FolderLock(folder, "run folder").acquire()
+    except io.FolderLockedError:
+        return
+    with current.get_lock():
+        current.value += 1
+        peak.value = max(peak.value, current.value)
+        wins.value += 1
+    import time
+
+    time.sleep(0.05)
+    with current.get_lock():
+        current.value -= 1
+    lock.release()
+
+
+def test_stale_lock_takeover_race_has_one_holder_at_a_time(tmp_path):
+    """4 processes race for a lock left by a dead process: never two holders at once (issue 22)."""
+    import multiprocessing as mp
+    import socket
+
+    ctx = mp.get_context("fork")
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    for trial in range(12):
+        folder = tmp_path / f"t{trial}"
+        folder.mkdir()
+        (folder / ".lock").write_text(json.dumps({"pid": dead, "host": socket.gethostname()}))
+        barrier, current, peak, wins = ctx.Barrier(4), ctx.Value("i", 0), ctx.Value("i", 0), ctx.Value("i", 0)
+        procs = [ctx.Process(target=_race_for_lock, args=(folder, barrier, current, peak, wins)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert all(p.exitcode == 0 for p in procs)
+        assert wins.value >= 1 and peak.value == 1, f"trial {trial}: {peak.value} holders at once"
+        assert not (folder / ".lock").exists()

@@ -117,7 +117,8 @@ def run(args) -> int:
         bpds.append(b.double().cpu())
         probe_se.append(res.logp_stderr.double().cpu())
         nfe += res.nfe
-        rows.extend({"index": len(rows) + k, "nats": float(res.logp[k]), "bpd": float(b[k]),
+        first = len(rows)  # the index of this batch's first sample (not len(rows) while rows grows)
+        rows.extend({"index": first + k, "nats": float(res.logp[k]), "bpd": float(b[k]),
                      "nats_probe_stderr": float(res.logp_stderr[k])} for k in range(xb.shape[0]))
         bar.n = sum(t.numel() for t in bpds)
         bar.refresh()
