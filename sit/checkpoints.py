@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from sit import folders
 from sit.config import ModelConfig, from_dict, to_dict
 from sit.io import fsync_dir, fsync_file, no_space_message, sha256_file
 
@@ -172,7 +173,7 @@ def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, co
     (tmp / STATE).write_text(_json_text(dict(state, step=step, files=files), indent=1))
     fsync_file(tmp / STATE)
     files[STATE] = _record(tmp / STATE)
-    manifest = {"format": MANIFEST_FORMAT, "step": step, "files": files}
+    manifest = {"format": MANIFEST_FORMAT, "kind": folders.CHECKPOINT_KIND, "step": step, "files": files}
     (tmp / MANIFEST).write_text(_json_text(manifest))  # last: its presence means complete
     fsync_file(tmp / MANIFEST)
     fsync_dir(tmp)
@@ -316,8 +317,14 @@ def verify(ckpt: PathLike) -> dict:
 
 
 def is_training_checkpoint(path: PathLike) -> bool:
+    """A folder with state.json, or with a manifest.json that is not a sample set's (its "kind" is
+    read first; a corrupt manifest counts, so `verify` names it)."""
     p = Path(path)
-    return p.is_dir() and ((p / MANIFEST).is_file() or (p / STATE).is_file())
+    if not p.is_dir():
+        return False
+    if (p / STATE).is_file():
+        return True
+    return (p / MANIFEST).is_file() and folders.SAMPLES not in folders.marks(p)
 
 
 def check(ckpt: PathLike) -> Path:
@@ -376,6 +383,7 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]

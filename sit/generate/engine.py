@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 import sit
-from sit import io
+from sit import folders, io
 from sit.generate.noise import SEED_RULE, RowNoise, format_indices, labels_for, nonfinite_rows
 from sit.generate.spec import settings_sha256
 
@@ -195,6 +195,24 @@ def _npz_matches(job: _Job, old: dict, log) -> bool:
     return True
 
 
+def _refuse_unproven_outputs(job: _Job) -> None:
+    """Without a readable manifest, outputs of a set (samples.npz, latents, grid.png, images/*.png)
+    cannot be proven to be this set (only part files carry the spec's hash): refuse naming them,
+    so nothing of an earlier set is replaced or mixed with new files."""
+    there = []
+    if job.npz_path.is_file():
+        there.append(job.npz_path.name)
+    there += [n for n in ("latents.npy", "latents.safetensors", "grid.png") if (job.out_dir / n).is_file()]
+    pngs = sorted((job.out_dir / "images").glob("*.png")) if (job.out_dir / "images").is_dir() else []
+    if pngs:
+        there.append(f"images/ ({len(pngs)} PNG files)")
+    if there:
+        raise ValueError(
+            f"{job.out_dir} holds {', '.join(there)} but no readable manifest.json, so they cannot be proven to be "
+            f"this set; nothing was changed: use a new --out, or move those files away to make the set again"
+        )
+
+
 def _start(job: _Job, info: dict, log) -> tuple[dict, bool]:
     """Rank 0: the manifest check. Returns (manifest to write at the end, already complete?)."""
     old = _read_manifest(job, log)
@@ -208,8 +226,10 @@ def _start(job: _Job, info: dict, log) -> tuple[dict, bool]:
         )
     if old is not None and old.get("complete") and _npz_matches(job, old, log):
         return old, True
+    if old is None:
+        _refuse_unproven_outputs(job)
     manifest = {
-        "settings": job.settings, "spec_sha256": job.spec_sha256, "seed_rule": SEED_RULE, "first_seed": job.seed,
+        "kind": folders.SAMPLE_SET_KIND, "settings": job.settings, "spec_sha256": job.spec_sha256, "seed_rule": SEED_RULE, "first_seed": job.seed,
         "last_seed": job.seed + job.num_samples - 1, "complete": False, **io.canonical(info or {}),
         "versions": versions(),
     }
@@ -396,6 +416,7 @@ def generate(
     """
     from sit import dist
 
+    folders.require_output(out_dir, folders.SAMPLES, "--out")  # never a run or checkpoint folder
     job = _job(out_dir, num_samples, batch_size, seed, latent_shape, labels, num_classes, settings, save_latents,
                npz_name, initial_noise, origin)
     rank = dist.rank()

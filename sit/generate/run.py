@@ -84,9 +84,11 @@ def sample_set(
     """Make (or resume, or verify) the sample set ``spec`` of ``ckpt`` in ``out``. ``spec`` comes
     without the fields only the checkpoint gives (``checkpoint``, ``latent_shape``,
     ``loss_table_sha256``, ``tf32``); they are filled in here."""
-    from sit import checkpoints, dist
+    from sit import checkpoints, dist, folders
     from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
 
+    folders.require_input(ckpt, (folders.RUN, folders.CHECKPOINT), "--ckpt")  # before the lock makes OUT
+    folders.require_output(out, folders.SAMPLES, "--out")  # before the lock writes OUT/.lock
     dev = dist.init(default_device(device))
     lock = io.FolderLock(out, "sample folder", log=dist.eprint0) if dist.rank() == 0 else None
     with lock if lock is not None else contextlib.nullcontext():

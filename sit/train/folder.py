@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sit import dist
+from sit import dist, folders
 from sit.checkpoints import RunMeta, clean_stale, find_resumable, is_training_checkpoint, run_dir_of
 from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig, from_dict, to_dict
 from sit.io import FolderLock, write_text_atomic
@@ -65,6 +65,7 @@ def _refuse_existing(run_dir: Path, overwrite: bool) -> None:
         return
     if not run_dir.is_dir():
         raise NotADirectoryError(f"--out {str(run_dir)!r} is a file, not a run folder")
+    folders.require_output(run_dir, folders.RUN, "--out")  # a sample / checkpoint folder, even with --overwrite
     found = [n for n in RUN_MARKERS if (run_dir / n).exists()]
     if found and not overwrite:
         raise FileExistsError(
@@ -87,6 +88,8 @@ def _lock(run_dir: Path, log) -> FolderLock | None:
 
 def open_fresh(cfg: TrainConfig, model_cfg: ModelConfig, overwrite: bool = False, log=print) -> OpenedRun:
     run_dir = Path(cfg.out)
+    if not run_dir.exists():
+        folders.require_output(run_dir, folders.RUN, "--out")  # not inside a checkpoint folder
     _refuse_existing(run_dir, overwrite)
     dist.barrier()
     lock = _lock(run_dir, log)
@@ -115,6 +118,7 @@ def _old_history(run_dir: Path) -> list:
 
 def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> OpenedRun:
     path = Path(resume)
+    folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "--resume")
     run_dir = run_dir_of(path) if is_training_checkpoint(path) else path
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {str(run_dir)!r} to resume")

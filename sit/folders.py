@@ -1,0 +1,141 @@
+"""What a folder is: a run folder, a sample folder or a checkpoint folder, never two at once.
+
+Owns: reading a folder's kind (the explicit ``"kind"`` field of its ``manifest.json`` first, then
+the files only one kind writes), and the one-line refusals of every cross-use: `sit sample --out`
+into a run or checkpoint folder, `sit train --out` into a sample or checkpoint folder, a sample
+folder given as ``--ckpt`` / ``--resume``, and any output inside a checkpoint folder (a checkpoint
+is only ever written by the store, and pruning it would delete what was put beside it).
+
+The three kinds and their marks, explicit one first:
+
+- ``samples``: ``manifest.json`` with ``"kind": "sample-set"`` (sit >= 0.1 issue 22), or an older
+  one holding ``"settings"``; without a manifest, ``samples.npz`` / ``parts/``.
+- ``checkpoint``: ``manifest.json`` with ``"kind": "checkpoint"`` or an older one holding
+  ``"files"``; ``state.json``; or ``config.json`` beside ``.safetensors`` / ``.pt`` weights (an export).
+- ``run``: ``run_config.json``, ``metrics.jsonl`` or ``checkpoints/``.
+
+Must not import: anything of ``sit`` but ``sit.io`` (the store, `sit.train` and `sit.generate` use it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+PathLike = str | os.PathLike
+
+SAMPLES, CHECKPOINT, RUN = "samples", "checkpoint", "run"
+SAMPLE_SET_KIND = "sample-set"  # the "kind" field of a sample folder's manifest.json
+CHECKPOINT_KIND = "checkpoint"  # the "kind" field of a training checkpoint's manifest.json
+NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder"}
+_WEIGHTS = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def _manifest(folder: Path) -> dict | None:
+    try:
+        d = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def marks(folder: PathLike) -> dict[str, list[str]]:
+    """{kind: [the files that show it]} for every kind ``folder`` shows (empty when none; more than
+    one key when a folder was mixed by an older sit)."""
+    folder = Path(folder)
+    found: dict[str, list[str]] = {}
+    if not folder.is_dir():
+        return found
+
+    def add(kind: str, what: str) -> None:
+        found.setdefault(kind, []).append(what)
+
+    m = _manifest(folder)
+    if m is not None:
+        kind = m.get("kind")
+        if kind == SAMPLE_SET_KIND or (kind is None and "settings" in m):
+            add(SAMPLES, "manifest.json of a sample set")
+        elif kind == CHECKPOINT_KIND or (kind is None and "files" in m):
+            add(CHECKPOINT, "manifest.json of a checkpoint")
+    if (folder / "state.json").is_file():
+        add(CHECKPOINT, "state.json")
+    if (folder / "config.json").is_file() and any(p.suffix in _WEIGHTS for p in folder.iterdir() if p.is_file()):
+        add(CHECKPOINT, "config.json + weights")
+    for name in ("run_config.json", "metrics.jsonl", "checkpoints"):
+        if (folder / name).exists():
+            add(RUN, name + ("/" if name == "checkpoints" else ""))
+    if SAMPLES not in found:
+        for name in ("samples.npz", "parts"):
+            if (folder / name).exists():
+                add(SAMPLES, name + ("/" if (folder / name).is_dir() else ""))
+    return found
+
+
+def kind_of(folder: PathLike) -> str | None:
+    """The kind of ``folder`` (None for a missing or empty-of-marks folder); a checkpoint mark wins
+    over the others (its manifest is read first by every reader)."""
+    found = marks(folder)
+    for kind in (CHECKPOINT, RUN, SAMPLES):
+        if kind in found:
+            return kind
+    return None
+
+
+def checkpoint_above(path: PathLike) -> Path | None:
+    """The checkpoint folder ``path`` is (or lies inside), or ``RUN/checkpoints`` itself; else None."""
+    p = Path(os.path.abspath(path))
+    for q in (p, *p.parents):
+        shown = marks(q).get(CHECKPOINT, [])
+        # the folder itself by any mark; a parent by a training checkpoint's own files only (a
+        # config.json beside a .pt in a home folder does not make everything below it a checkpoint)
+        if shown and (q == p or any(w != "config.json + weights" for w in shown)):
+            return q
+        if q.name == "checkpoints" and RUN in marks(q.parent):
+            return q
+    return None
+
+
+def _describe(folder: Path, found: dict[str, list[str]]) -> str:
+    return "; ".join(f"{NAMES[k]} ({', '.join(v)})" for k, v in found.items())
+
+
+def require_output(folder: PathLike, kind: str, flag: str = "--out", command: str = "") -> None:
+    """Refuse, in one line, writing a folder of ``kind`` at ``folder`` when it is (or is inside) a
+    checkpoint folder, or already shows another kind. A missing folder, an empty one, or one of
+    the same kind passes (the caller then applies its own rules for an existing one)."""
+    folder = Path(folder)
+    who = f"{command} " if command else ""
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{who}{flag} {str(folder)!r} is a file, not a folder")
+    ck = checkpoint_above(folder)
+    if ck is not None:
+        raise ValueError(
+            f"{who}{flag} {str(folder)!r} is inside the checkpoint folder {str(ck)!r}; sit never writes into a "
+            f"checkpoint (pruning old checkpoints would delete it): choose a folder outside it"
+        )
+    found = marks(folder)
+    other = {k: v for k, v in found.items() if k != kind}
+    if other:
+        raise ValueError(
+            f"{who}{flag} {str(folder)!r} is {_describe(folder, other)}, not {NAMES[kind]}; a folder holds one "
+            f"kind: choose a new folder"
+        )
+
+
+def require_input(path: PathLike, kinds: tuple[str, ...], flag: str, command: str = "") -> None:
+    """Refuse, in one line, reading ``path`` as one of ``kinds`` when it is a folder of another kind only
+    (a sample folder given as --ckpt or --resume)."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    found = marks(path)
+    if found and not any(k in found for k in kinds):
+        who = f"{command} " if command else ""
+        hint = ""
+        if SAMPLES in found:
+            m = _manifest(path) or {}
+            src = m.get("checkpoint")
+            hint = f"; its samples came from {src!r}" if isinstance(src, str) else ""
+        want = " or ".join(NAMES[k] for k in kinds)
+        raise ValueError(f"{who}{flag + ' ' if flag else ''}{str(path)!r} is {_describe(path, found)}, not {want}{hint}")

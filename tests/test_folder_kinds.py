@@ -1,0 +1,119 @@
+"""A folder has one kind (issue 22): run, sample and checkpoint folders are never mixed, nothing is
+written inside a checkpoint folder, and a complete sample set whose manifest is lost is never
+silently replaced. End to end through `sit.cli.main` on a 2-step run."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sit import folders
+from sit.cli import main
+
+TRAIN = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "16",
+         "--warmup", "0", "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1",
+         "--sample-steps", "1", "--no-progress", "--threads", "1", "--steps", "2"]
+SAMPLE = ["--method", "euler", "--num-steps", "2", "--num-samples", "4", "--batch-size", "2", "--no-progress",
+          "--threads", "1"]
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(capsys, *words) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+    return err
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """(run folder, sample folder made from it)."""
+    root = tmp_path_factory.mktemp("kinds")
+    run, samples = root / "run", root / "samples"
+    assert main(["train", "--out", str(run), *TRAIN]) == 0
+    assert main(["sample", "--ckpt", str(run), "--out", str(samples), *SAMPLE]) == 0
+    return run, samples
+
+
+def test_kinds_are_explicit(made):
+    run, samples = made
+    ck = run / "checkpoints" / "step-0000002"
+    assert folders.kind_of(run) == "run" and folders.kind_of(samples) == "samples" and folders.kind_of(ck) == "checkpoint"
+    assert json.loads((samples / "manifest.json").read_text())["kind"] == folders.SAMPLE_SET_KIND
+    assert json.loads((ck / "manifest.json").read_text())["kind"] == folders.CHECKPOINT_KIND
+
+
+def test_sample_into_a_run_folder_is_refused_and_the_run_still_reads(made, tmp_path, capsys):
+    run, _ = made
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(run), *SAMPLE]) == 2
+    _one_line(capsys, "is a run folder", "not a sample folder")
+    assert _snapshot(run) == before and not (run / ".lock").exists()
+    assert main(["info", str(run)]) == 0
+
+
+@pytest.mark.parametrize("inside", ["step-0000002", "step-0000002/s", "."])
+def test_nothing_is_written_inside_a_checkpoint_folder(made, inside, capsys):
+    run, _ = made
+    target = run / "checkpoints" / inside
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(target), *SAMPLE]) == 2
+    _one_line(capsys, "inside the checkpoint folder", "never writes into a checkpoint")
+    assert main(["train", "--out", str(target / "r"), *TRAIN]) == 2
+    _one_line(capsys, "inside the checkpoint folder")
+    assert _snapshot(run) == before and not (run / "checkpoints" / "step-0000002" / "s").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_into_a_sample_folder_is_refused(made, overwrite, capsys):
+    _, samples = made
+    before = _snapshot(samples)
+    capsys.readouterr()
+    assert main(["train", "--out", str(samples), *TRAIN, *(["--overwrite"] if overwrite else [])]) == 2
+    _one_line(capsys, "is a sample folder", "not a run folder")
+    assert _snapshot(samples) == before
+
+
+def test_a_sample_folder_is_not_a_checkpoint(made, capsys):
+    run, samples = made
+    capsys.readouterr()
+    assert main(["train", "--resume", str(samples), "--no-progress"]) == 2
+    _one_line(capsys, "--resume", "is a sample folder")
+    assert main(["info", str(samples)]) == 2
+    _one_line(capsys, "is a sample folder", "its samples came from")
+    assert main(["sample", "--ckpt", str(samples), "--out", str(samples.parent / "s2"), *SAMPLE]) == 2
+    _one_line(capsys, "is a sample folder")
+    assert not (samples.parent / "s2").exists()
+
+
+def test_a_run_mixed_by_an_older_sit_still_reads_as_a_run(made, tmp_path, capsys):
+    """An older sit could leave a sample manifest (no "kind", with "settings") in a run folder's root."""
+    run, samples = made
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run, mixed)
+    old = json.loads((samples / "manifest.json").read_text())
+    old.pop("kind")
+    (mixed / "manifest.json").write_text(json.dumps(old))
+    assert main(["info", str(mixed)]) == 0
+    assert main(["sample", "--ckpt", str(mixed), "--out", str(mixed), *SAMPLE]) == 2
+    _one_line(capsys, "is a run folder")
+
+
+@pytest.mark.parametrize("seed", ["0", "1"])
+def test_complete_set_with_a_lost_manifest_is_never_replaced(made, tmp_path, seed, capsys):
+    run, _ = made
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--png-folder", "--seed", "0", *SAMPLE]) == 0
+    (out / "manifest.json").unlink()
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--png-folder", "--seed", seed, *SAMPLE]) == 2
+    _one_line(capsys, "samples.npz", "images/ (4 PNG files)", "no readable manifest.json", "cannot be proven")
+    assert _snapshot(out) == before
