@@ -42,15 +42,18 @@ def default_threads() -> tuple[int, str]:
 
 
 def resolve_threads(requested: int | None) -> tuple[int, str]:
-    """--threads N > $SIT_THREADS > `default_threads`."""
+    """--threads N > $SIT_THREADS > `default_threads`; N = 0 means torch's own default, and N is at
+    most `sit.config.MAX_THREADS_PER_CORE` per usable core (more crashed inside torch)."""
+    from sit.config import check_threads
+
     if requested is not None:
-        if requested < 0:
-            raise ValueError(f"--threads must be >= 1, or 0 for torch's own default (got {requested})")
+        check_threads(requested, "--threads")
         return requested, "--threads"
     env = os.environ.get(THREADS_ENV, "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"${THREADS_ENV} must be a positive integer (got {env!r})")
+        if not env.isdigit():
+            raise ValueError(f"${THREADS_ENV} must be an integer: 0 for torch's default, else the threads (got {env!r})")
+        check_threads(int(env), f"${THREADS_ENV}")
         return int(env), f"${THREADS_ENV}"
     return default_threads()
 

@@ -24,6 +24,36 @@ TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
+# Bounds checked before anything is allocated (issue 22): a step count or thread count beyond them
+# is a typo, and honouring it allocates a grid that OOM-kills the machine or crashes inside torch.
+MAX_STEPS = 100_000          # sampler / likelihood / preview steps (the paper uses at most 1000)
+MAX_THREADS_PER_CORE = 4     # torch CPU threads: at most this many per usable core
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_steps(n: Any, what: str) -> None:
+    """ValueError '{what} must be an integer in [1, MAX_STEPS] (got n)' for anything else."""
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
+        raise ValueError(f"{what} must be an integer in [1, {MAX_STEPS}] (got {n!r})")
+
+
+def check_threads(n: Any, what: str) -> None:
+    """ValueError unless ``n`` is 0 (torch's own default) or 1 .. MAX_THREADS_PER_CORE x usable cores."""
+    top = MAX_THREADS_PER_CORE * usable_cores()
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= top:
+        raise ValueError(f"{what} must be 0 (torch's default) or 1 .. {top} ({MAX_THREADS_PER_CORE} x "
+                         f"{usable_cores()} usable cores) (got {n!r})")
+
+
 def to_dict(cfg) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
@@ -206,6 +236,7 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
+        check_steps(self.sample_steps, "TrainConfig.sample_steps")
         for name in ("warmup_steps", "sample_every", "num_workers", "seed", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor
 
+from sit.config import MAX_STEPS
 from sit.paths import Path, coef_dtype
 from sit.samplers.ode import ADAPTIVE_METHODS
 
@@ -141,9 +142,9 @@ def _check_likelihood_args(method, num_steps, divergence, num_probes, t_data, t_
     if method not in ADAPTIVE_METHODS + FIXED_METHODS:
         raise ValueError(f"unknown ODE method {method!r}; expected one of {list(ADAPTIVE_METHODS + FIXED_METHODS)}")
     if method in FIXED_METHODS and (
-        not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1
+        not isinstance(num_steps, int) or isinstance(num_steps, bool) or not 1 <= num_steps <= MAX_STEPS
     ):
-        raise ValueError(f"fixed-step method {method!r} needs num_steps >= 1 (got {num_steps!r})")
+        raise ValueError(f"fixed-step method {method!r} needs num_steps in [1, {MAX_STEPS}] (got {num_steps!r})")
     if not isinstance(num_probes, int) or isinstance(num_probes, bool) or num_probes < 1:
         raise ValueError(f"num_probes must be an integer >= 1 (got {num_probes!r})")
     for name, v in (("t_data", t_data), ("t_noise", t_noise)):

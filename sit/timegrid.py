@@ -16,7 +16,7 @@ from typing import Literal, get_args
 import torch
 from torch import Tensor
 
-from sit.config import TimeDist
+from sit.config import TimeDist, check_steps
 
 GridKind = Literal["uniform", "shifted", "edm", "cosine"]
 GRIDS: tuple[str, ...] = get_args(GridKind)
@@ -55,8 +55,7 @@ def sampling_grid(
         (more steps near data).
       - ``cosine``: t = t_end + (t_start - t_end) * (1 - cos(pi u / 2)) ... concentrated near data.
     """
-    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1 (got {num_steps!r})")
+    check_steps(num_steps, "num_steps")  # before the grid is allocated
     check_t(torch.tensor([t_start, t_end], dtype=torch.float64), "grid endpoints (t_start, t_end)")
     if not t_start > t_end:
         raise ValueError(f"t_start must be greater than t_end (got t_start={t_start}, t_end={t_end})")

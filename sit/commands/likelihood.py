@@ -89,6 +89,10 @@ def run(args) -> int:
 
     require_at_least("--num-samples", args.num_samples, 2)
     require_at_least("--probes", args.probes, 1)
+    if args.num_steps is not None:
+        from sit.config import check_steps
+
+        check_steps(args.num_steps, "--num-steps")  # before the model is read
     net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
                                                        precision=args.precision)
     x, y, spec, eight_bit = _load(args, net)

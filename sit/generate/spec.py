@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any, Literal, Mapping, Sequence
 
+from sit.config import check_steps
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
 
@@ -34,8 +35,7 @@ class DiscreteSampleConfig:
     def __post_init__(self):
         if self.method not in DISCRETE_METHODS:
             raise ValueError(f"DiscreteSampleConfig.method: unknown sampler {self.method!r}; expected one of {list(DISCRETE_METHODS)}")
-        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:
-            raise ValueError(f"DiscreteSampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
+        check_steps(self.num_steps, "DiscreteSampleConfig.num_steps")
         if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta < float("inf")):
             raise ValueError(f"DiscreteSampleConfig.eta must be a finite number >= 0 (got {self.eta!r})")
         if self.method == "ddpm" and self.eta != 0:

@@ -184,6 +184,31 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
     )
 
 
+def check_config_against_weights(config: ModelConfig, state_dict: dict[str, Tensor], source: str) -> None:
+    """ValueError naming the first size of ``config`` (a saved or given config: depth, hidden size,
+    patch, input size, channels, MLP width) that the weights' shapes contradict, and
+    any weight that is not floating point; checked before the network is built, so a corrupt or
+    hostile config cannot allocate without end."""
+    for k, v in state_dict.items():
+        if not v.is_floating_point():
+            raise ValueError(f"{source}: weight {k!r} has dtype {str(v.dtype).replace('torch.', '')}; "
+                             "SiT weights are floating point")
+    shapes = infer_config(state_dict, num_heads=config.num_heads)
+    mlp = int(state_dict["blocks.0.mlp.fc1.weight"].shape[0]) if shapes.depth else None
+    checks = [("depth", config.depth, shapes.depth), ("hidden_size", config.hidden_size, shapes.hidden_size),
+              ("patch_size", config.patch_size, shapes.patch_size), ("input_size", config.input_size, shapes.input_size),
+              ("in_channels", config.in_channels, shapes.in_channels)]  # the sizes that scale the build
+    if mlp is not None:
+        checks.append(("MLP width (hidden_size * mlp_ratio)", int(config.hidden_size * config.mlp_ratio), mlp))
+    for name, said, found in checks:
+        if name == "depth" and said != found:
+            gap = (f"missing keys blocks.{found}.* to blocks.{said - 1}.*" if said > found
+                   else f"unexpected keys blocks.{said}.* to blocks.{found - 1}.*")
+            raise ValueError(f"{source}: its config says depth={said} but the weights hold {found} blocks ({gap})")
+        if said != found:
+            raise ValueError(f"{source}: its config says {name}={said} but the weights hold {name}={found}")
+
+
 def check_state_dict(net: nn.Module, state_dict: dict[str, Tensor], source: str = "checkpoint") -> None:
     """Raise ValueError naming missing/unexpected keys, or the first key whose shapes differ."""
     own = net.state_dict()
@@ -351,6 +376,7 @@ def load_model(
                 raise ValueError(f"{path}: its saved config has num_heads={config.num_heads}, not {num_heads}")
         else:
             config = infer_config(sd, meta.get("official_args"), num_heads)
+    check_config_against_weights(config, sd, str(path))  # before building: a huge saved depth allocates nothing
     meta = dict(meta)
     meta["model"] = to_dict(config)
     with torch.device("meta"):

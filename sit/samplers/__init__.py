@@ -25,6 +25,7 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor
 
+from sit.config import check_steps
 from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
 from sit.paths import SAMPLE_EPS, Path
 from sit.samplers._common import NFECounter, check_grid
@@ -110,8 +111,7 @@ class SampleConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"SampleConfig.method: unknown sampler {self.method!r}; expected one of {list(METHODS)}")
-        if not isinstance(self.num_steps, int) or isinstance(self.num_steps, bool) or self.num_steps < 1:
-            raise ValueError(f"SampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
+        check_steps(self.num_steps, "SampleConfig.num_steps")
         if self.grid not in GRIDS:
             raise ValueError(f"SampleConfig.grid: unknown time grid {self.grid!r}; expected one of {list(GRIDS)}")
         try:
