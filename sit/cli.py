@@ -66,8 +66,24 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                             "cores minus the load average, at least 1)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Flag errors in one line (the usage block is one `--help` away), with a "did you mean" for a
+    mistyped command."""
+
+    def error(self, message: str):
+        import re
+
+        m = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
+        if m:
+            names = [c.replace("_", "-") for c in COMMANDS]
+            close = difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.5)
+            message = (f"unknown command {m.group(1)!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                       + f"; the commands are {', '.join(names)}")
+        self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sit",
         description="SiT: Scalable Interpolant Transformers (train, sample, evaluate flow/diffusion models).",
     )
@@ -99,7 +115,113 @@ def _unknown_flags_error(parser: argparse.ArgumentParser, command: str | None, e
     target.error(f"unrecognized arguments: {' '.join(hints)}")
 
 
+# --------------------------------------------------------------------------------------------
+# answering at once: `sit --help`, `sit CMD --help` and flag errors without importing torch
+#
+# The parsers read their defaults from the typed records, whose modules import torch at the top
+# (1-2 s of CPU). While the parsers are built and the flags parsed, ``torch``, numpy and tqdm (when
+# not imported yet) are stand-ins that accept any attribute; help, --version and flag errors exit
+# from there; a parser that cannot be built that way is built the ordinary way.
+# A command that runs then forgets every sit module imported meanwhile and parses again with the
+# real torch, so nothing that runs ever sees a stand-in.
+_HEAVY = ("torch", "torchvision", "torchdiffeq", "numpy", "tqdm")
+
+
+class _StandIn:
+    """Any attribute of a stand-in module: callable, subscriptable, usable in annotations and bases."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, name: str) -> "_StandIn":
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _StandIn(f"{self._name}.{name}")
+
+    def __call__(self, *args, **kwargs) -> "_StandIn":
+        return _StandIn(f"{self._name}()")
+
+    def __getitem__(self, key) -> "_StandIn":
+        return _StandIn(f"{self._name}[]")
+
+    def __or__(self, other) -> "_StandIn":
+        return self
+
+    __ror__ = __or__
+
+    def __mro_entries__(self, bases) -> tuple:
+        return (object,)
+
+    def __repr__(self) -> str:
+        return f"<stand-in {self._name}>"
+
+
+class _StandInFinder:
+    """A meta-path finder and loader giving stand-in modules for the heavy packages."""
+
+    tops: tuple[str, ...] = _HEAVY
+
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        import importlib.machinery
+
+        if name.split(".")[0] in _StandInFinder.tops:
+            return importlib.machinery.ModuleSpec(name, _StandInFinder, is_package=True)
+        return None
+
+    @staticmethod
+    def create_module(spec):
+        import types
+
+        class _Module(types.ModuleType):
+            def __getattr__(self, attr):
+                if attr.startswith("__") and attr.endswith("__"):
+                    raise AttributeError(attr)
+                return _StandIn(f"{self.__name__}.{attr}")
+
+        m = _Module(spec.name)
+        m.__path__ = []
+        return m
+
+    @staticmethod
+    def exec_module(module) -> None:
+        pass
+
+
+def _parse_without_torch(argv: list[str]) -> bool:
+    """Build the parser and parse ``argv`` with stand-ins for torch; exits for help, --version and
+    flag errors. True when a command is to run (the caller parses again with the real torch)."""
+    before = set(sys.modules)
+    _StandInFinder.tops = tuple(n for n in _HEAVY if n not in sys.modules)  # never mix with a real one
+    sys.meta_path.insert(0, _StandInFinder)
+    try:
+        parser = build_parser()
+        args, extras = parser.parse_known_args(argv)
+        if extras:
+            _unknown_flags_error(parser, args.command, extras)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return False
+        return True
+    finally:
+        sys.meta_path.remove(_StandInFinder)
+        for name in set(sys.modules) - before:
+            if name.split(".")[0] in _StandInFinder.tops + ("sit",):
+                module = sys.modules.pop(name)
+                parent_name, _, attr = name.rpartition(".")
+                parent = sys.modules.get(parent_name)
+                if parent is not None and getattr(parent, attr, None) is module:
+                    delattr(parent, attr)  # else `from sit import generate` would find the forgotten one
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "torch" not in sys.modules:
+        try:
+            if not _parse_without_torch(argv):
+                return 0
+        except Exception:  # noqa: BLE001  a module that needs the real packages to import: parse normally
+            pass
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:

@@ -1,0 +1,70 @@
+"""The CLI answers at once (issue 22): `sit --help`, `sit CMD --help` and flag errors import no torch
+(nor numpy / tqdm), errors are one line with a "did you mean", and a command that runs after that
+parse gets the real packages (checked in fresh processes, where torch is not imported yet)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from sit.cli import COMMANDS
+
+PROBE = """
+import json, sys
+from sit.cli import main
+out = []
+for argv in json.loads(sys.argv[1]):
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    out.append([argv, code, sorted(m for m in ("torch", "torch._C", "numpy", "tqdm") if m in sys.modules)])
+print(json.dumps(out))
+"""
+
+
+def _env():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def test_help_and_flag_errors_import_no_torch():
+    cases = [["--help"], ["--version"], *[[c.replace("_", "-"), "--help"] for c in COMMANDS],
+             ["sample", "--nums-steps", "3"], ["sampel"], ["train", "--steps", "x"]]
+    r = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True,
+                       env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    for argv, code, loaded in json.loads(r.stdout.strip().splitlines()[-1]):
+        assert code in (0, 2), (argv, code)
+        assert loaded == [], f"{argv} imported {loaded}"
+
+
+def test_flag_errors_are_one_line_with_did_you_mean():
+    r = subprocess.run([sys.executable, "-m", "sit.cli", "sampel"], capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "unknown command 'sampel' (did you mean 'sample'?)" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "sit.cli", "sample", "--nums-steps", "3", "--ckpt", "x", "--out", "y"],
+                       capture_output=True, text=True, env=_env())
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--nums-steps (did you mean --num-steps?)" in r.stderr and "sit sample --help" in r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["info", "sample"])
+def test_a_command_after_the_quick_parse_runs_with_the_real_packages(tmp_path, cmd):
+    from sit.config import ModelConfig
+    from sit.models.checkpoint import save_model
+    from sit.models.sit import SiT
+
+    torch.manual_seed(0)
+    net = SiT(ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=1, num_heads=2, num_classes=10))
+    ck = save_model(net, tmp_path / "tiny", {"path": "linear"})
+    argv = ["info", str(ck)] if cmd == "info" else [
+        "sample", "--ckpt", str(ck), "--method", "euler", "--num-steps", "1", "--num-samples", "2", "--out",
+        str(tmp_path / "s"), "--no-progress", "--threads", "1"]
+    r = subprocess.run([sys.executable, "-m", "sit.cli", *argv], capture_output=True, text=True, env=_env(), timeout=300)
+    assert r.returncode == 0, r.stderr
+    if cmd == "sample":
+        assert (tmp_path / "s" / "samples.npz").is_file()
