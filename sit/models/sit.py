@@ -1,7 +1,7 @@
 """The SiT backbone: a DiT transformer with adaLN-Zero conditioning (paper section 2.5), in one file.
 
 The structure, parameter names and shapes equal the official SiT/DiT ``models.py`` so that the
-released checkpoints load unchanged (keys listed in ``shared/reference/sit_state_dict/``):
+released checkpoints load unchanged (keys and shapes listed in ``tests/data/sit_state_dict/``):
 
     x_embedder.proj            Conv2d(C, D, p, stride p): patches -> tokens, row-major (h, w) order
     pos_embed                  (1, T, D) fixed 2-D sin-cos table (a frozen Parameter, as officially)

@@ -1,5 +1,5 @@
 """The SiT paper's numbers for the study's cells (FID-50K, SiT-B/2, ImageNet 256, 400K steps, NFE
-250: Heun for the ODE, Euler-Maruyama for the SDE; /work/shared/paper/sit_paper.txt, Tables 2-6).
+250: Heun for the ODE, Euler-Maruyama for the SDE; Ma et al. 2024, Tables 2-6).
 Keys are (cell name, evaluation): "ode" (Tables 2-4 and Table 5's ODE column), "ddpm", and
 "sde:W" for the SDE with w_t = W (Table 5: w_KL; Table 6: every W)."""
 
