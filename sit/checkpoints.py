@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping
 
 from sit import folders
 from sit.config import ModelConfig, from_dict, to_dict
-from sit.io import fsync_dir, fsync_file, no_space_message, sha256_file
+from sit.io import fsync_dir, fsync_file, no_space_message, set_file_mode, sha256_file
 
 PathLike = str | os.PathLike
 Log = Callable[[str], None]
@@ -164,6 +164,8 @@ def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, co
     save_file(model_sd, str(tmp / "model.safetensors"))
     save_file(ema_sd, str(tmp / "ema.safetensors"))
     torch.save(opt_sd, tmp / "optimizer.pt")
+    for name in ("model.safetensors", "ema.safetensors"):
+        set_file_mode(tmp / name)  # safetensors creates 0600; weights are 0644 like every other file
     (tmp / "config.json").write_text(_json_text(dict(config, step=step)))
     files = {}
     for name in CKPT_FILES:
@@ -384,6 +386,9 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
+    if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and folders.CHECKPOINT in folders.marks(path.parent):
+        raise ValueError(f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass the folder "
+                         f"(--ckpt {path.parent}) so that it is verified and its config read")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]

@@ -74,16 +74,29 @@ def no_space_message(path: PathLike, needed_bytes: int | None = None) -> str:
     return f"no space left on the device holding {str(path)!r}{need}"
 
 
+def file_mode() -> int:
+    """The mode an ordinary new file gets here (0o666 less the umask: 0644 with the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def set_file_mode(path: PathLike) -> None:
+    """Give ``path`` the ordinary file mode (libraries such as safetensors create files 0600)."""
+    os.chmod(path, file_mode())
+
+
 @contextlib.contextmanager
 def atomic_path(path: PathLike, *, durable: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path`` atomically, on failure
-    it is removed and ``path`` is left as it was. ``durable`` fsyncs the file and its folder.
+    """Yield a temporary path to write; on success it replaces ``path`` atomically (with the
+    ordinary file mode, `file_mode`), on failure it is removed and ``path`` is left as it was. ``durable`` fsyncs the file and its folder.
     A full disk becomes an ``OSError`` whose message says so."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_path_for(path)
     try:
         yield tmp
+        set_file_mode(tmp)  # whatever the writer used, the file gets the mode of every other file
         if durable:
             fsync_file(tmp)
         os.replace(tmp, path)

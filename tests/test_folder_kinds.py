@@ -117,3 +117,26 @@ def test_complete_set_with_a_lost_manifest_is_never_replaced(made, tmp_path, see
     assert main(["sample", "--ckpt", str(run), "--out", str(out), "--png-folder", "--seed", seed, *SAMPLE]) == 2
     _one_line(capsys, "samples.npz", "images/ (4 PNG files)", "no readable manifest.json", "cannot be proven")
     assert _snapshot(out) == before
+
+
+def test_a_file_of_a_checkpoint_folder_says_pass_the_folder(made, tmp_path, capsys):
+    run, _ = made
+    ck = run / "checkpoints" / "step-0000002"
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(ck / "ema.safetensors"), "--out", str(tmp_path / "s"), *SAMPLE]) == 2
+    _one_line(capsys, "is one file of the checkpoint folder", f"--ckpt {ck}")
+    assert main(["info", str(ck / "model.safetensors")]) == 2
+    _one_line(capsys, "pass the folder")
+
+
+def test_weights_are_written_with_the_ordinary_file_mode(made, tmp_path):
+    import os
+    import stat
+
+    from sit.io import file_mode
+
+    run, _ = made
+    ck = run / "checkpoints" / "step-0000002"
+    assert main(["convert", str(ck), str(tmp_path / "x.safetensors")]) == 0
+    for p in [*ck.iterdir(), tmp_path / "x.safetensors", tmp_path / "x.json"]:
+        assert stat.S_IMODE(os.stat(p).st_mode) == file_mode(), p

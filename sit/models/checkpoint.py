@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from sit.config import MODEL_PRESETS, ModelConfig, from_dict, to_dict
+from sit.io import atomic_path, write_text_atomic
 from sit.models.sit import SiT
 
 KINDS = ("sit", "dit")
@@ -416,8 +417,9 @@ def save_model(net: SiT, path: str | os.PathLike, meta: dict | None = None) -> P
     meta.setdefault("step", 0)
     text = json.dumps(_jsonable(meta), indent=2, sort_keys=True)
     st = stem.with_name(stem.name + ".safetensors")
-    save_file(_plain_state_dict(net), str(st), metadata={"sit": text})
-    stem.with_name(stem.name + ".json").write_text(text + "\n")
+    with atomic_path(st) as tmp:
+        save_file(_plain_state_dict(net), str(tmp), metadata={"sit": text})
+    write_text_atomic(stem.with_name(stem.name + ".json"), text + "\n")
     return st
 
 
@@ -442,7 +444,8 @@ def export_official(
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = _plain_state_dict(net)
     if args is None:
-        torch.save(sd, path)
+        with atomic_path(path) as tmp:
+            torch.save(sd, tmp)
         return path
     if isinstance(args, dict):
         args = argparse.Namespace(**args)
@@ -451,7 +454,8 @@ def export_official(
     if opt_state is None:
         opt_state = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0).state_dict()
     ckpt = {"model": sd, "ema": _plain_state_dict(ema) if ema is not None else sd, "opt": opt_state, "args": args}
-    torch.save(ckpt, path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
