@@ -140,3 +140,33 @@ def test_weights_are_written_with_the_ordinary_file_mode(made, tmp_path):
     assert main(["convert", str(ck), str(tmp_path / "x.safetensors")]) == 0
     for p in [*ck.iterdir(), tmp_path / "x.safetensors", tmp_path / "x.json"]:
         assert stat.S_IMODE(os.stat(p).st_mode) == file_mode(), p
+
+
+def test_train_format_export_keeps_model_and_ema_and_records_the_heads(made, tmp_path, capsys):
+    """`sit convert --train-format` (issue 22): raw weights in "model", the EMA in "ema", num_heads recorded
+    so the file reads back without --num-heads, and a contradicting --num-heads is refused."""
+    from safetensors.torch import load_file
+
+    from sit.models.checkpoint import load_model, safe_torch_load
+
+    run, _ = made
+    ck = run / "checkpoints" / "step-0000002"
+    pt = tmp_path / "x.pt"
+    assert main(["convert", str(ck), str(pt), "--train-format"]) == 0
+    d = safe_torch_load(pt)
+    raw, ema = load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
+    k = "final_layer.linear.weight"
+    assert not torch_equal(raw[k], ema[k])
+    assert torch_equal(d["model"][k], raw[k]) and torch_equal(d["ema"][k], ema[k])
+    assert d["args"].num_heads == 1
+    net, meta = load_model(pt)  # a custom size, read back without --num-heads
+    assert net.config.num_heads == 1 and meta["weights"] == "ema"
+    capsys.readouterr()
+    assert main(["info", str(pt), "--num-heads", "2"]) == 2
+    _one_line(capsys, "records num_heads=1", "--num-heads 2 contradicts it")
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a.float(), b.float())

@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
     p.add_argument(
         "--train-format", action="store_true",
-        help="with OUT .pt: write a train.py-style dict (model, ema, opt, args) instead of a plain state_dict",
+        help="with OUT .pt: write a train.py-style dict (model: raw weights, ema: EMA weights, opt: a fresh AdamW "
+             "state, args: the run's settings and num_heads) instead of a plain state_dict",
     )
     p.set_defaults(func=run)
 
@@ -47,7 +48,16 @@ def run(args) -> int:
         print(f"wrote {written} and {written.with_suffix('.json')}")
     else:
         oargs = official_args(net.config, meta) if args.train_format else None
-        written = export_official(net, out, args=oargs)
+        ema = None
+        if oargs is not None:  # "model" holds the raw weights and "ema" the EMA, each where the source has it
+            raw, raw_meta = store.load(args.input, weights="model", kind=args.kind, num_heads=args.num_heads)
+            ema, ema_meta = store.load(args.input, weights="ema", kind=args.kind, num_heads=args.num_heads)
+            net = raw
+            if raw_meta.weights != "model" or ema_meta.weights != "ema":
+                oargs["sit_note"] = "the source holds one set of weights: model and ema are the same"
+                print(f"note: {args.input} holds one set of weights ({ema_meta.weights}); 'model' and 'ema' are both it")
+            oargs["sit_opt"] = "fresh AdamW state (sit's optimizer state is not in the official layout)"
+        written = export_official(net, out, args=oargs, ema=ema)
         print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
     name = preset_name(net.config) or "custom"
     print(f"model {name}, {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")

@@ -149,6 +149,11 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
         if int(num_heads) < 1 or D % int(num_heads):
             raise ValueError(f"num_heads must be a positive divisor of the hidden size {D} (got {num_heads})")
         heads = int(num_heads)
+    recorded = args.get("num_heads") if args else None  # written by sit's export_official (official_args)
+    if isinstance(recorded, int) and not isinstance(recorded, bool):
+        if heads is not None and heads != recorded:
+            raise ValueError(f"the checkpoint records num_heads={recorded}; --num-heads {heads} contradicts it")
+        heads = recorded
     model_name = args.get("model")
     if heads is None and isinstance(model_name, str):
         key = model_name.replace("DiT-", "SiT-")
@@ -479,6 +484,9 @@ def official_args(config: ModelConfig, meta=None) -> dict:
         "prediction": str(meta.prediction),
         "loss_weight": meta.loss_weight,
         "step": int(meta.step or 0),
+        # what the official args cannot state and the shapes do not give (read back by infer_config)
+        "num_heads": config.num_heads,
+        "time_input": str(meta.time_input),
     }
 
 
