@@ -40,7 +40,10 @@ def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
     from sit.generate.glue import find_loss_table, loss_table_path
 
     if lt_table:
-        return LossTable.load(lt_table), str(lt_table)
+        try:
+            return LossTable.load(lt_table), str(lt_table)
+        except (OSError, ValueError, TypeError, KeyError) as e:  # name the file, whatever is wrong in it
+            raise ValueError(f"--lt-table {str(lt_table)!r} is not a valid L_t table ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     table = find_loss_table(ck, meta)
     if table is None:
         raise FileNotFoundError(

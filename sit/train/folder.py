@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sit import dist, folders
-from sit.checkpoints import RunMeta, clean_stale, find_resumable, is_training_checkpoint, run_dir_of
+from sit.checkpoints import RunMeta, clean_stale, find_resumable, is_training_checkpoint, list_checkpoints, run_dir_of
 from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig, from_dict, to_dict
 from sit.io import FolderLock, write_text_atomic
 
@@ -67,6 +67,11 @@ def _refuse_existing(run_dir: Path, overwrite: bool) -> None:
         raise NotADirectoryError(f"--out {str(run_dir)!r} is a file, not a run folder")
     folders.require_output(run_dir, folders.RUN, "--out")  # a sample / checkpoint folder, even with --overwrite
     found = [n for n in RUN_MARKERS if (run_dir / n).exists()]
+    if found and not overwrite and not list_checkpoints(run_dir):
+        raise FileExistsError(
+            f"run folder {str(run_dir)!r} holds a run that never reached a checkpoint ({', '.join(found)}), so "
+            f"there is nothing to resume; pass --overwrite to delete it and start again"
+        )
     if found and not overwrite:
         raise FileExistsError(
             f"run folder {str(run_dir)!r} already holds a run ({', '.join(found)}); continue it with "
@@ -126,8 +131,17 @@ def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> O
     try:
         if lock is not None:
             clean_stale(run_dir, log)
+        if not list_checkpoints(run_dir) and not is_training_checkpoint(path) and any(
+                (run_dir / n).exists() for n in RUN_MARKERS):
+            raise FileNotFoundError(
+                f"run folder {str(run_dir)!r} never reached a checkpoint (it was stopped before the first one), so "
+                f"there is nothing to resume; start again with `sit train --out {run_dir} --overwrite`"
+            )
         ck, (state, meta, model_sd, ema_sd, opt_sd) = find_resumable(path, log=log)
         cfg, changed = apply_overrides(from_dict(TrainConfig, dict(meta.train)), overrides or {})
+        if cfg.steps < int(state["step"]):
+            raise ValueError(f"--steps {cfg.steps} is below the checkpoint's step {state['step']} ({ck}); "
+                             f"give --steps above {state['step']}, or sample from that checkpoint as it is")
     except BaseException:
         if lock is not None:
             lock.release()

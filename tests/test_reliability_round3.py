@@ -1,6 +1,7 @@
-"""A folder has one kind (issue 22): run, sample and checkpoint folders are never mixed, nothing is
-written inside a checkpoint folder, and a complete sample set whose manifest is lost is never
-silently replaced. End to end through `sit.cli.main` on a 2-step run."""
+"""Reliability round 3 (issue 22), end to end through `sit.cli.main` on a 2-step run: a folder has one
+kind (run, sample and checkpoint folders are never mixed, nothing is written inside a checkpoint
+folder), a complete sample set whose manifest is lost is never silently replaced, convert keeps
+model and EMA apart, and the weak spots of resume and --lt-table say what is wrong."""
 
 import json
 import shutil
@@ -170,3 +171,34 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return torch.equal(a.float(), b.float())
+
+
+def test_resume_with_steps_below_the_checkpoint_is_refused(made, capsys):
+    run, _ = made
+    before = _snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "1", "--no-progress"]) == 2
+    _one_line(capsys, "--steps 1 is below the checkpoint's step 2")
+    assert _snapshot(run) == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "run_config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    assert main(["train", "--out", str(run), *TRAIN]) == 2
+    _one_line(capsys, "never reached a checkpoint", "--overwrite")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    _one_line(capsys, "never reached a checkpoint", "--overwrite")
+
+
+def test_a_bad_lt_table_names_the_file(made, tmp_path, capsys):
+    run, _ = made
+    bad = tmp_path / "table.json"
+    bad.write_text('{"t": [0.1, 0.5], "L": "oops"}')
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--method", "euler_maruyama",
+                 "--num-steps", "2", "--w", "kl_eta", "--eta", "1", "--lt-table", str(bad), "--num-samples", "2",
+                 "--no-progress", "--threads", "1"]) == 2
+    _one_line(capsys, f"--lt-table '{bad}'")
