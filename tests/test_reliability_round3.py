@@ -202,3 +202,26 @@ def test_a_bad_lt_table_names_the_file(made, tmp_path, capsys):
                  "--num-steps", "2", "--w", "kl_eta", "--eta", "1", "--lt-table", str(bad), "--num-samples", "2",
                  "--no-progress", "--threads", "1"]) == 2
     _one_line(capsys, f"--lt-table '{bad}'")
+
+
+def test_lt_on_a_read_only_checkpoint_is_refused_before_computing(made, tmp_path, monkeypatch, capsys):
+    import os
+
+    run, _ = made
+    ck = run / "checkpoints" / "step-0000002"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ck) else real(p, mode))
+    monkeypatch.setattr("sit.lt.estimate_loss_table", lambda *a, **k: pytest.fail("computed before the check"))
+    capsys.readouterr()
+    assert main(["lt", "--ckpt", str(ck), "--t-points", "2", "--samples-per-t", "2", "--no-progress"]) == 2
+    _one_line(capsys, "cannot write the L_t table", "nothing was computed")
+
+
+@pytest.mark.parametrize("seed", [str(2**64 - 2), str(2**64 + 5)])
+def test_seed_overflow_is_named_before_any_part_is_written(made, tmp_path, seed, capsys):
+    run, _ = made
+    out = tmp_path / "s"
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--seed", seed, *SAMPLE]) == 2
+    _one_line(capsys, f"--seed {seed}", "SEED + 3")
+    assert not out.exists()

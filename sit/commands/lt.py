@@ -42,6 +42,17 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _check_writable(table_path: Path) -> None:
+    """The folder that will hold the L_t table exists (or is made) and can be written."""
+    import os
+
+    folder = table_path.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if not os.access(folder, os.W_OK) or (table_path.exists() and not os.access(table_path, os.W_OK)):
+        raise PermissionError(f"cannot write the L_t table {str(table_path)!r} (read-only); nothing was computed: "
+                              "make it writable, or pass --no-store --out DIR")
+
+
 def run(args) -> int:
     import torch
 
@@ -49,6 +60,7 @@ def run(args) -> int:
     from sit import generate as S
     from sit.diffusion_coef import get_w
     from sit.evaluate.plots import plot_loss_and_w, write_csv
+    from sit.io import write_text_atomic
     from sit.lt import estimate_loss_table
 
     require_at_least("--t-points", args.t_points, 2)
@@ -58,6 +70,8 @@ def run(args) -> int:
         raise ValueError(f"--etas must be numbers > 0 (got {args.etas!r})")
     if args.no_store and not args.out:
         raise ValueError("--no-store needs --out DIR")
+    table_path = Path(args.out) / "lt_table.json" if args.no_store else S.loss_table_path(args.ckpt)
+    _check_writable(table_path)  # before the work, not after it
     net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
                                                        precision=args.precision)
     spec = args.data or S.default_data_spec(net, "heldout")
@@ -73,12 +87,7 @@ def run(args) -> int:
     table = estimate_loss_table(model_fn, path, prediction, batches, grid, samples_per_t=args.samples_per_t,
                                 generator=gen, reduction=args.reduction, batch_size=args.batch_size,
                                 progress=not args.no_progress and dist.is_main())
-    if args.no_store:
-        table_path = Path(args.out) / "lt_table.json"
-        table_path.parent.mkdir(parents=True, exist_ok=True)
-    else:
-        table_path = S.loss_table_path(args.ckpt)
-    table.save(table_path)
+    write_text_atomic(table_path, table.to_json())
     out = Path(args.out) if args.out else table_path.parent
     t = torch.tensor(table.t, dtype=torch.float64)
     curves = {"w_KL": get_w("kl", path)(t)}

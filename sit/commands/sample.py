@@ -151,6 +151,16 @@ def check_args(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be a finite number >= 0 (got {v})")
 
 
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds up to this
+
+
+def check_seed(seed: int, num_samples: int) -> None:
+    """Sample i uses seed + i: all of them must be seeds torch takes, checked before any part is written."""
+    if seed < 0 or seed + num_samples - 1 > MAX_SEED:
+        raise ValueError(f"--seed {seed}: samples use seeds SEED .. SEED + {num_samples - 1}, which must lie in "
+                         f"[0, {MAX_SEED}]; give --seed in [0, {MAX_SEED - num_samples + 1}]")
+
+
 def _flag_error(e: ValueError) -> ValueError:
     """A record's error with its field named as the flag (SampleConfig.num_steps -> --num-steps)."""
     text = re.sub(r"(?:Discrete)?SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))
@@ -225,6 +235,7 @@ def run(args) -> int:
 
     check_args(args)
     spec, preset = build_spec(args)  # every flag checked: nothing is loaded yet
+    check_seed(spec.seed, spec.num_samples)
     noise = None
     if args.noise:
         noise = load_noise(args.noise)
