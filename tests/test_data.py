@@ -439,3 +439,29 @@ def test_cli_extract(vae, images_dir, tmp_path, capsys):
     a, b = shard_arrays(out), shard_arrays(tmp_path / "ranks")
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     assert main(args + ["--rank", "2", "--world-size", "2"]) == 2
+
+
+def test_empty_class_folder_is_refused_not_counted(tmp_path):
+    """Issue 22: an empty class folder would take a label and count as a class never shown."""
+    root = make_folder(tmp_path / "d")
+    (root / "zebra").mkdir()
+    with pytest.raises(ValueError, match=r"class folder\(s\) \['zebra'\] .* hold no images"):
+        ImageFolderDataset(root, 16)
+
+
+def test_extract_check_finds_non_finite_latents(vae, images_dir, tmp_path, capsys):
+    """Issue 22: `sit extract --check` reads the moments, so a NaN inside a shard is not "complete"."""
+    from sit.cli import main
+
+    vae.model.save_pretrained(tmp_path / "vae")
+    out = tmp_path / "cli"
+    assert main(["extract", "--data", str(images_dir), "--out", str(out), "--image-size", "16", "--shard-size", "5",
+                 "--num-workers", "0", "--no-progress", "--vae", str(tmp_path / "vae")]) == 0
+    assert main(["extract", "--out", str(out), "--check"]) == 0
+    path = out / "shard-000001.moments.npy"
+    m = np.load(path)
+    m[2].flat[3] = np.nan
+    np.save(path, m)
+    capsys.readouterr()
+    assert main(["extract", "--out", str(out), "--check"]) == 1
+    assert "1 shard(s) hold NaN/inf latents: [1]" in capsys.readouterr().out

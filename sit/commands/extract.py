@@ -49,13 +49,17 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sit.data.latents import check_extraction
+    from sit.data.latents import check_extraction, nonfinite_shards
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.check:
         index, missing = check_extraction(args.out)
         if missing:
             print(f"{args.out}: incomplete, {len(missing)} of {index['num_shards']} shard(s) missing: {missing[:20]}")
+            return 1
+        bad = nonfinite_shards(args.out, index)
+        if bad:
+            print(f"{args.out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
             return 1
         print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
               f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}")

@@ -208,6 +208,10 @@ class ImageFolderDataset(Dataset):
             raise FileNotFoundError(
                 f"no images with extensions {list(exts)} under the class folders of {self.root!r}"
             )
+        empty = sorted(set(self.classes) - {c for c in self.classes if class_to_idx[c] in {lab for _, lab in self.samples}})
+        if empty:  # it would still take a label and count as a class that is never shown
+            raise ValueError(f"class folder(s) {empty[:5]} of {self.root!r} hold no images with extensions {list(exts)}; "
+                             "remove them, or give the labels with a label map")
         self.bad_paths: set[str] = set()
         if verify:
             kept = []

@@ -162,6 +162,16 @@ def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int) -> bo
         return False
 
 
+def nonfinite_shards(root: str | os.PathLike, index: dict[str, Any], chunk: int = 4096) -> list[int]:
+    """Ids of the finished shards whose moments hold a NaN or inf (read in chunks, memory-mapped)."""
+    bad = []
+    for s in range(index["num_shards"]):
+        moments = np.load(shard_stem(root, s) + ".moments.npy", mmap_mode="r")
+        if any(not np.isfinite(moments[i: i + chunk]).all() for i in range(0, len(moments), chunk)):
+            bad.append(s)
+    return bad
+
+
 class _ShardImages(Dataset):
     """Images [start, stop) of an ImageFolderDataset, errors returned instead of raised (picklable)."""
 
