@@ -271,6 +271,21 @@ def save_figure(fig, path: PathLike, dpi: int = 100) -> Path:
     return Path(path)
 
 
+def label_rows(grid: np.ndarray, labels: list[str]) -> np.ndarray:
+    """A uint8 grid (H, W, 3) of ``len(labels)`` equal rows with a white column on its left holding
+    each row's label (PIL default font), e.g. the class of each row of samples.png."""
+    from PIL import Image, ImageDraw
+
+    width = 6 * max(len(t) for t in labels) + 6
+    img = Image.new("RGB", (grid.shape[1] + width, grid.shape[0]), (255, 255, 255))
+    img.paste(Image.fromarray(grid), (width, 0))
+    d = ImageDraw.Draw(img)
+    pitch = grid.shape[0] / len(labels)
+    for i, text in enumerate(labels):
+        d.text((2, int(i * pitch + pitch / 2) - 5), text, fill=(0, 0, 0))
+    return np.asarray(img)
+
+
 def side_by_side(left: np.ndarray, right: np.ndarray, titles=("samples (EMA, guided)", "real"), gap: int = 12) -> np.ndarray:
     """Two uint8 grids next to each other with a title strip above each (PIL default font)."""
     from PIL import Image, ImageDraw

@@ -95,3 +95,13 @@ def test_stale_lock_takeover_race_has_one_holder_at_a_time(tmp_path):
         assert all(p.exitcode == 0 for p in procs)
         assert wins.value >= 1 and peak.value == 1, f"trial {trial}: {peak.value} holders at once"
         assert not (folder / ".lock").exists()
+
+
+def test_label_rows_writes_one_label_per_row_and_keeps_the_grid():
+    grid = np.full((3 * 20, 40, 3), 128, np.uint8)
+    out = io.label_rows(grid, ["y=0", "y=1", "y=2"])
+    w = out.shape[1] - grid.shape[1]
+    assert w > 0 and out.shape[0] == grid.shape[0]
+    np.testing.assert_array_equal(out[:, w:], grid)
+    for r in range(3):  # dark text pixels in every row band of the label column
+        assert (out[r * 20:(r + 1) * 20, :w] < 100).any(), r

@@ -225,3 +225,14 @@ def test_seed_overflow_is_named_before_any_part_is_written(made, tmp_path, seed,
     assert main(["sample", "--ckpt", str(run), "--out", str(out), "--seed", seed, *SAMPLE]) == 2
     _one_line(capsys, f"--seed {seed}", "SEED + 3")
     assert not out.exists()
+
+
+def test_missing_tensorboard_is_said(tmp_path, monkeypatch):
+    import sys
+
+    from sit.train.log import _tensorboard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    said = []
+    assert _tensorboard(tmp_path, said.append) is None
+    assert len(said) == 1 and "TensorBoard is not installed" in said[0] and "metrics.jsonl" in said[0]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sit.io import write_text_atomic
+
 NUM_T_BINS = 10
 
 
@@ -53,13 +55,15 @@ def truncate_metrics(path: Path, step: int) -> None:
             continue  # a half-written last line
         if r.get("step", 0) <= step:
             keep.append(line)
-    path.write_text("".join(l + "\n" for l in keep))
+    write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
-def _tensorboard(run_dir: Path):
+def _tensorboard(run_dir: Path, log=print):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # noqa: BLE001  tensorboard not installed
+        log(f"sit train: TensorBoard is not installed (pip install tensorboard), so no scalars go to "
+            f"{str(run_dir / 'tb')!r}; the metrics are in {str(run_dir / 'metrics.jsonl')!r}")
         return None
     return SummaryWriter(str(run_dir / "tb"))
 
@@ -70,7 +74,7 @@ class Logger:
     def __init__(self, run_dir: Path, total: int, start: int, main: bool, progress: bool, log=print):
         self.log = log
         self.metrics = open(run_dir / "metrics.jsonl", "a") if main else None
-        self.tb = _tensorboard(run_dir) if main else None
+        self.tb = _tensorboard(run_dir, log) if main else None
         self.bar = None
         if main and progress:
             from tqdm.auto import tqdm

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from sit import dist
 from sit.config import ModelConfig, TrainConfig
-from sit.io import image_grid, save_png, side_by_side, write_text_atomic
+from sit.io import image_grid, label_rows, save_png, side_by_side, write_text_atomic
 from sit.train.data import DataSource
 from sit.train.log import plot_loss_curve
 from sit.train.objective import Objective, generate
@@ -45,7 +45,9 @@ def finish_run(run_dir: Path, ckpt: Path | None, ema, cfg: TrainConfig, model_cf
     x = sample_grid(ema, cfg, model_cfg, data, objective, device, run_dir / "samples" / "final.png")
     real = data.real_images(k, n)
     if real is not None:
-        save_png(side_by_side(image_grid(x, ncol=n), image_grid(real, ncol=n)), run_dir / "samples.png")
+        rows = [f"y={c}" for c in range(k)]  # each row is one class, labelled
+        save_png(side_by_side(label_rows(image_grid(x, ncol=n), rows), label_rows(image_grid(real, ncol=n), rows)),
+                 run_dir / "samples.png")
         if cfg.quality:
             quality = _quality(ema, cfg, model_cfg, data, objective, device, run_dir)
     if cfg.lt_table and ckpt is not None:
