@@ -82,6 +82,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
 
 
+# help for flags whose command gives none (the same meaning in every command that has them)
+FLAG_HELP = {
+    "seed": "random seed", "batch_size": "samples per batch", "device": "cpu, cuda, cuda:1 ... (default: cuda if available)",
+    "depth": "transformer blocks (default: the preset's, or the demo's)", "hidden_size": "transformer width D (default: the preset's, or the demo's)", "num_heads": "attention heads (default: the preset's, or the demo's)",
+    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)", "t_min": "smallest training t",
+    "t_max": "largest training t", "grad_accum": "micro-batches per optimizer step", "weight_decay": "AdamW weight decay",
+    "ema_warmup": "EMA decay ramps up over the first steps", "precision": "network precision",
+    "sample_method": "sampler of the preview grids", "weights": "EMA or raw weights where both exist",
+    "cfg_scale": "classifier-free guidance scale (1 = off)", "cfg_channels": "guide all channels or the first K",
+    "image_size": "image side in pixels", "num_steps": "steps of a fixed-step method",
+}
+_METAVAR = {int: "N", float: "X"}
+_METAVAR_BY_NAME = {"device": "DEVICE", "method": "NAME", "tolerance": "TOL"}
+
+
+def _complete_help(p: argparse.ArgumentParser) -> None:
+    """Every option has help, a placeholder (N for integers, X for numbers, else a word; never the
+    flag's own name in capitals) and, where it has one, its default (read from the parser)."""
+    for a in p._actions:
+        if not a.option_strings or isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
+            continue
+        if not a.help:
+            a.help = FLAG_HELP.get(a.dest, a.dest.replace("_", " "))
+        takes_value = a.nargs != 0 and not isinstance(a, (argparse._StoreConstAction, argparse.BooleanOptionalAction))
+        if takes_value and a.metavar is None and a.choices is None:
+            a.metavar = _METAVAR.get(a.type) or _METAVAR_BY_NAME.get(a.dest, "VALUE")
+        if a.default not in (None, False, argparse.SUPPRESS) and "default" not in a.help:
+            a.help += " (default %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sit",
@@ -94,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(f"sit.commands.{name}").register(sub)
     for p in sub.choices.values():
         _add_common(p)
+        _complete_help(p)
     parser._sit_subparsers = sub.choices  # for errors in the subcommand's own words
     return parser
 

@@ -68,3 +68,20 @@ def test_a_command_after_the_quick_parse_runs_with_the_real_packages(tmp_path, c
     assert r.returncode == 0, r.stderr
     if cmd == "sample":
         assert (tmp_path / "s" / "samples.npz").is_file()
+
+
+def test_every_flag_has_help_a_placeholder_and_its_default():
+    import argparse
+
+    from sit.cli import build_parser
+
+    for name, sp in build_parser()._sit_subparsers.items():
+        for a in sp._actions:
+            if not a.option_strings or isinstance(a, argparse._HelpAction):
+                continue
+            flag = f"sit {name} {a.option_strings[0]}"
+            assert a.help, flag
+            if a.metavar is not None:
+                assert "_" not in a.metavar.replace("mnist_5k", ""), (flag, a.metavar)  # N, PATH, not HIDDEN_SIZE
+            if a.default not in (None, False, argparse.SUPPRESS):
+                assert "default" in a.help, flag

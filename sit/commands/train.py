@@ -115,7 +115,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     r = p.add_argument_group("run folder, logging, checkpoints")
     r.add_argument("--out", metavar="DIR", help=f"run folder (default {D.out})")
-    r.add_argument("--resume", metavar="RUN_DIR",
+    r.add_argument("--resume", metavar="RUN",
                    help="continue a run exactly from its newest valid checkpoint; only these flags may change it: "
                    + ", ".join(_RESUME_FLAGS))
     r.add_argument("--overwrite", action="store_true",
