@@ -154,8 +154,13 @@ def test_training_dir_and_run_dir(tmp_path):
     assert torch.equal(out(net), out(tiny(1))) and meta["step"] == 100 and meta["weights"] == "ema"
     net, meta = load_model(run / "checkpoints" / "0000100", prefer="model")
     assert torch.equal(out(net), out(tiny(0)))
-    net, meta = load_model(run)
-    assert torch.equal(out(net), out(tiny(3))) and meta["step"] == 200
+    # a run folder is resolved by the store alone (issue 22): the format reader refuses it, naming the store
+    with pytest.raises(FileNotFoundError, match="is a run folder: read it through sit.checkpoints.load"):
+        load_model(run)
+    from sit import checkpoints
+
+    net, meta = checkpoints.load(run)
+    assert torch.equal(out(net), out(tiny(3))) and meta.step == 200
     with pytest.raises(FileNotFoundError, match="neither a checkpoint directory"):
         load_model(tmp_path)
 

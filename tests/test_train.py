@@ -67,7 +67,7 @@ def test_loss_decreases(tmp_path):
     # the checkpoint loads through the model loader (the EMA weights by default)
     from sit.models.checkpoint import load_model
 
-    net, m = load_model(out)
+    net, m = load_model(ck)  # one checkpoint folder (a run folder is the store's to resolve)
     assert m["path"] == "linear" and m["prediction"] == "velocity"
     from sit import checkpoints
 

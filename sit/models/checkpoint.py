@@ -7,7 +7,7 @@ What ``load_model(path)`` accepts:
   * a sit ``.safetensors`` with its ``.json`` beside it (``save_model``);
   * a training checkpoint directory (``ema.safetensors`` and/or ``model.safetensors`` plus a
     ``config.json`` whose "model" key is the ModelConfig dict);
-  * a run directory: its newest checkpoint that verifies (``sit.checkpoints.resolve``).
+  (a run directory, and verification, are the store's: ``sit.checkpoints.load`` / ``resolve``).
 
 Every ``.pt`` is read with ``torch.load(weights_only=True)`` and an allow-list of exactly one
 class, ``argparse.Namespace``; a pickle that would construct anything else (a callable such as
@@ -329,13 +329,20 @@ def read_checkpoint(
 ) -> tuple[dict[str, Tensor], dict]:
     """(state_dict, meta) from any supported checkpoint (module docstring), without building a net.
     meta["model"] is filled only when the checkpoint states it (sit files); see ``infer_config``.
-    Goes through `sit.checkpoints.resolve`: checkpoint folders are verified, a run folder falls
-    back to its newest valid checkpoint (refusals named through ``log``)."""
+    This module only reads formats: ``path`` is a file or one checkpoint folder, read as it is.
+    Which checkpoint a run folder stands for, and whether a checkpoint verifies, is the store's
+    (`sit.checkpoints.resolve` / `sit.checkpoints.load`), which every reader goes through."""
     if prefer not in PREFER:
         raise ValueError(f"unknown prefer {prefer!r}; expected one of {list(PREFER)}")
-    from sit import checkpoints as store
-
-    path = store.resolve(path, log=log)  # a run folder: its newest valid checkpoint; folders verify
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    if path.is_dir() and not (path / "config.json").is_file():
+        if (path / "checkpoints").is_dir():
+            raise FileNotFoundError(f"{str(path)!r} is a run folder: read it through sit.checkpoints.load (or "
+                                    "resolve), which takes its newest checkpoint that verifies")
+        raise FileNotFoundError(f"{str(path)!r} is neither a checkpoint directory (config.json + "
+                                "ema/model.safetensors) nor a checkpoint file")
     if path.is_dir():
         if (path / "config.json").is_file():
             order = (prefer, "model" if prefer == "ema" else "ema")
@@ -349,7 +356,6 @@ def read_checkpoint(
                 step = _step_from_name(path.name)
                 meta["step"] = step if step is not None else 0
             return sd, meta
-        raise store.CheckpointError(path, "incomplete: no config.json")
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
@@ -469,10 +475,10 @@ def official_args(config: ModelConfig, meta=None) -> dict:
     (or its meta dict; missing fields take RunMeta's defaults): model name, image size = 8 x
     latent size for 4-channel latent models, the input size for pixel models (1 or 3 channels),
     classes, path_type, prediction, loss weight and the training step."""
-    from sit.checkpoints import RunMeta
-
-    if not isinstance(meta, RunMeta):
-        meta = RunMeta.from_dict({**(meta or {}), "model": config})
+    if meta is None or isinstance(meta, dict):  # a meta dict, with RunMeta's defaults where it is silent
+        d = {"path": "linear", "prediction": "velocity", "loss_weight": None, "step": 0, "time_input": "continuous",
+             **{k: v for k, v in (meta or {}).items() if v is not None or k == "loss_weight"}}
+        meta = argparse.Namespace(**d)
     name = preset_name(config) or "custom"
     image_size = config.input_size * 8 if config.in_channels == 4 else config.input_size
     path_type = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}.get(str(meta.path), "Linear")
