@@ -82,7 +82,9 @@ def _scatter(ref, results, out):
         ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
         ax.set_title(name, fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    from sit.io import save_figure
+
+    save_figure(fig, out, dpi=120)
     plt.close(fig)
 
 

@@ -16,7 +16,7 @@ On-disk layout of an extraction folder ``OUT``::
 
 Shard s covers dataset indices [s * shard_size, (s + 1) * shard_size) minus unreadable images.
 With W processes, rank r writes shards r, r + W, r + 2W, ... (no file has two writers); every file
-is written to ``<name>.tmp`` and renamed with os.replace, so a killed run leaves no half shard and
+is written through `sit.io.atomic_path` (a hidden temporary file, fsynced, renamed), so a killed run leaves no half shard and
 a rerun with the same arguments skips the finished shards (resume).
 
 Size: 2 (image, mirror) x 2 (mean, std) x 4 x 32 x 32 x 2 bytes (float16) = 32 KiB per 256^2 image,
@@ -26,6 +26,7 @@ Size: 2 (image, mirror) x 2 (mean, std) x 4 x 32 x 32 x 2 bytes (float16) = 32 K
 from __future__ import annotations
 
 import dataclasses
+import glob
 import hashlib
 import json
 import logging
@@ -69,12 +70,10 @@ def rank_shards(num_shards: int, rank: int, world_size: int) -> list[int]:
 
 
 def _atomic_write(path: str, write) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    from sit.io import atomic_path
+
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as f:
         write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _save_npy(path: str, arr: np.ndarray) -> None:
@@ -222,9 +221,13 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     mine = rank_shards(len(ranges), rank, world_size)
     stats = ExtractStats()
     for s in mine:  # leftovers of a killed run (each shard has one writer, so they are ours)
-        for suffix in (".labels.npy.tmp", ".moments.npy.tmp", ".json.tmp"):
-            if os.path.exists(shard_stem(out_dir, s) + suffix):
-                os.remove(shard_stem(out_dir, s) + suffix)
+        stem = shard_stem(out_dir, s)
+        for suffix in (".labels.npy", ".moments.npy", ".json"):
+            old = [stem + suffix + ".tmp"]  # sit <= 0.1's name; now sit.io's hidden .NAME.tmpPID
+            old += glob.glob(os.path.join(os.path.dirname(stem), f".{os.path.basename(stem)}{suffix}.tmp*"))
+            for p in old:
+                if os.path.exists(p):
+                    os.remove(p)
     todo = []
     for s in mine:
         (stats.shards_resumed if shard_done(out_dir, s, *ranges[s]) else todo).append(s)

@@ -2,7 +2,7 @@
 the per-time loss L_t against the diffusion coefficients w_t).
 
 matplotlib is used with the non-interactive Agg backend, so plots work on machines without a
-display; every file is written atomically (temporary name, then rename).
+display; every file is written through `sit.io.atomic_path` (temporary name, then rename).
 """
 
 from __future__ import annotations
@@ -13,11 +13,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.name}.tmp{os.getpid()}")
+from sit.io import atomic_path
 
 
 def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> Path:
@@ -28,13 +24,12 @@ def write_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, object]], col
             for k in r:
                 if k not in columns:
                     columns.append(k)
-    path, tmp = _atomic_target(path)
-    with open(tmp, "w", newline="") as f:
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(columns), extrasaction="ignore")
         w.writeheader()
         for r in rows:
             w.writerow({k: _fmt(r.get(k, "")) for k in columns})
-    os.replace(tmp, path)
     return path
 
 
@@ -59,9 +54,9 @@ def _pyplot():
 
 
 def _save(fig, path) -> Path:
-    path, tmp = _atomic_target(path)
-    fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-    os.replace(tmp, path)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     return path
 
 

@@ -422,6 +422,8 @@ def _check_ranks_agree(net: nn.Module, ema: nn.Module, run_dir: Path, device) ->
     allr = dist.all_gather_cat(d).cpu()
     same = bool((allr == allr[0:1]).all())
     if dist.is_main():
-        (run_dir / "ddp_check.json").write_text(json.dumps({"world_size": dist.world_size(), "ranks_identical": same}) + "\n")
+        from sit.io import write_text_atomic
+
+        write_text_atomic(run_dir / "ddp_check.json", json.dumps({"world_size": dist.world_size(), "ranks_identical": same}) + "\n")
     if not same:
         raise RuntimeError("DDP ranks ended with different weights (sha256 of model/EMA differ between ranks)")

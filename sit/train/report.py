@@ -100,5 +100,5 @@ def _lt_table(ema, cfg: TrainConfig, data: DataSource, device, ckpt: Path) -> No
     model_fn = ModelField(ema, cfg.prediction, "continuous")
     table = estimate_loss_table(model_fn, get_path(cfg.path), cfg.prediction, [(hx.to(device), hy.to(device))], grid,
                                 samples_per_t=min(256, max(2, hx.shape[0])), generator=generator(cfg.seed, 11))
-    table.save(ckpt / "lt_table.json")
+    write_text_atomic(ckpt / "lt_table.json", table.to_json())
     dist.print0(f"sit train: L_t table stored in {str(ckpt / 'lt_table.json')!r}")
