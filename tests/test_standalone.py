@@ -34,8 +34,9 @@ def test_the_network_layer_never_imports_the_store():
 
 WRITES = re.compile(r"\.write_text\(|\.write_bytes\(|open\([^)]*[\"'][wa]b?[\"']|savefig\(|torch\.save\(|np\.save\(|save_file\(")
 # writes that are atomic another way: the checkpoint store writes into a hidden folder renamed in one
-# step; metrics.jsonl is an append-only log; the classifier cache is issue 19's
-ALLOWED = {"sit/io.py", "sit/checkpoints.py:_write_files", "sit/train/log.py:Logger", "sit/diffusion_coef.py:save",
+# step; metrics.jsonl is an append-only log; LossTable.save is the math core's library API (sit itself
+# writes tables with sit.io); the classifier cache is verified and rewritten by sit.evaluate
+ALLOWED = {"sit/io.py", "sit/checkpoints.py:_write_files", "sit/train/log.py:Logger", "sit/diffusion_coef.py:LossTable",
            "sit/evaluate/classifier.py"}
 
 
