@@ -233,8 +233,8 @@ class SampleConfig:
             raise ValueError(f"SampleConfig.num_steps must be an integer >= 1 (got {self.num_steps!r})")
         if self.grid not in GRIDS:
             raise ValueError(f"SampleConfig.grid: unknown time grid {self.grid!r}; expected one of {list(GRIDS)}")
-        try:
-            canonical_w(self.w)
+        try:  # one spelling per coefficient ('KL_ETA' -> 'kl_eta', aliases resolved), so checks on w see it
+            object.__setattr__(self, "w", canonical_w(self.w))
         except ValueError as e:
             raise ValueError(f"SampleConfig.w: {e}") from None
         for name in ("w_scale", "eta"):
