@@ -68,6 +68,19 @@ class ModelInfo:
         return self.time_input == "discrete"
 
 
+def prediction_fn(net, meta, precision: str = "fp32"):
+    """The network as a prediction function ``fn(x, t, y)`` in paper time
+    (`sit.models.field.ModelField`) with the precision rule of every sampler: "bf16" = autocast
+    (outputs float32), otherwise the network's own dtype. Used by `build_sampler` and by the
+    likelihood / L_t / path-length commands (`sit.generate.evaldata.load_eval_model`)."""
+    from sit.models.field import ModelField
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
+    info = meta if isinstance(meta, ModelInfo) else ModelInfo.of(meta)
+    return ModelField(net, info.prediction, info.time_input, dtype=torch.bfloat16 if precision == "bf16" else None)
+
+
 class Sampler:
     """``sampler(x0, y, noise_fn=None, generator=None) -> (x, info)`` for one network (and guide).
 
@@ -130,20 +143,15 @@ def build_sampler(
     or autoguidance with ``guide_net`` / ``guide_meta``, which must match the model's path,
     prediction, time input, channels, size and classes), ``precision`` "bf16" = autocast
     (the sampler math stays float32), ``table`` the L_t table of w = kl_eta."""
-    from sit.models.field import ModelField
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {list(PRECISIONS)}")
     if not isinstance(guidance, GuidanceConfig):
         raise TypeError(f"guidance must be a GuidanceConfig (got {type(guidance).__name__})")
     info = meta if isinstance(meta, ModelInfo) else ModelInfo.of(meta)
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    field_fn = ModelField(net, info.prediction, info.time_input, dtype=dtype)
+    field_fn = prediction_fn(net, info, precision)
     guide_fn = None
     if guide_net is not None:
         g_info = info if guide_meta is None else (guide_meta if isinstance(guide_meta, ModelInfo) else ModelInfo.of(guide_meta))
         _check_guide(info, net, g_info, guide_net)
-        guide_fn = ModelField(guide_net, g_info.prediction, g_info.time_input, dtype=dtype)
+        guide_fn = prediction_fn(guide_net, g_info, precision)
     if isinstance(sample_cfg, DiscreteSampleConfig) or info.discrete:
         if not isinstance(sample_cfg, DiscreteSampleConfig):
             raise ValueError(f"this checkpoint is a discrete-time DDPM model (DiT); --method must be one of "

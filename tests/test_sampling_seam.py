@@ -170,3 +170,13 @@ def test_no_null_label_is_one_rule():
     assert null_class(with_dropout) == 10 and null_class(without) is None
     assert null_class(SiT(with_dropout)) == 10
     assert preview_guidance(2.0, with_dropout).scale == 2.0 and not preview_guidance(2.0, without).active
+
+
+def test_the_seam_sits_below_the_programs():
+    import subprocess
+    import sys
+
+    code = ("import sys, sit.sampling, sit.samplers.multistep; "
+            "bad = [m for m in sys.modules if m.startswith(('sit.train', 'sit.generate', 'sit.study', 'sit.commands', "
+            "'sit.cli', 'sit.evaluate'))]; print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
