@@ -153,7 +153,7 @@ class GuidedModel:
         return (t >= lo) & (t <= hi)
 
     def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        if y is None:
+        if y is None and self.guide_fn is None:
             raise ValueError("GuidedModel needs class labels y (B,); the null label is added internally")
         B = x.shape[0]
         t = torch.as_tensor(t, device=x.device)
@@ -169,7 +169,7 @@ class GuidedModel:
         xu, tu = (x, t) if all_active else (x[idx], t[idx])
         if self.guide_fn is not None:
             cond = self.model_fn(x, t, y)
-            uncond = self.guide_fn(xu, tu, y if all_active else y[idx])
+            uncond = self.guide_fn(xu, tu, y if (all_active or y is None) else y[idx])
             self.guide_nfe += 1
         else:
             null = torch.full_like(y[idx] if not all_active else y, self.null_class)

@@ -1,13 +1,16 @@
 """Samplers for a velocity field in paper time (t = 1 noise -> t = 0 data; see `sit.timegrid`).
 
 Low level (explicit grid, no hidden state): `sample_euler`, `sample_heun`, `sample_torchdiffeq`
-(probability-flow ODE, eq. 2) and `sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4).
+(probability-flow ODE, eq. 2), `sample_dpmpp_2m` (the same ODE, few-step multistep solver) and
+`sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4). They are the rows of the sampler
+table `SAMPLERS` (run function, NFE per step, kind), which validation, `sample`, the NFE counts,
+the CLI and `sit sweep` read: adding a sampler = one module + one row.
 High level: ``sample(field, x, SampleConfig(...), path) -> (x, info)`` builds the grid from the
 config, the path and the prediction type, counts network evaluations and returns them in
 ``info["nfe"]`` with the grid.
 
 ``num_steps`` counts steps (grid intervals), never grid points:
-  euler N NFE; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
+  euler N NFE; dpmpp_2m N; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
   of them the last step when last_step is set: N - 1 EM steps from t_start to last_step_size,
   then one last step to 0); sde_heun 2(N - 1) + 1 with a last step, 2N without;
   fixed-step torchdiffeq methods: midpoint, heun2 2N, heun3 3N, rk4 4N (explicit/implicit Adams
@@ -208,9 +211,9 @@ class SampleConfig:
     on Linear/GVP; w_KL on Linear/GVP); end at 0 for velocity models on Linear/GVP, else 1e-3
     (VP, score/noise); SDE with a last step: EM down to last_step_size, last step to 0."""
 
-    method: Method = "heun"         # euler | heun | euler_maruyama | sde_heun | any torchdiffeq method (dopri5, rk4, ...)
+    method: Method = "heun"         # a continuous row of SAMPLERS: euler | heun | euler_maruyama | sde_heun | dpmpp_2m | torchdiffeq (dopri5, rk4, ...)
     num_steps: int = 125            # steps (grid intervals), not grid points; Heun: 2 NFE per step
-    grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid
+    grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid (logsnr: equal log-SNR steps)
     shift: float = 1.0              # grid="shifted": > 1 spends more steps near noise
     rho: float = 7.0                # grid="edm": Karras exponent
     t_start: float | None = None    # first time (noise end)
