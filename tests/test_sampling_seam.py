@@ -184,3 +184,15 @@ def test_the_seam_sits_below_the_programs():
             "bad = [m for m in sys.modules if m.startswith(('sit.train', 'sit.generate', 'sit.study', 'sit.commands', "
             "'sit.cli', 'sit.evaluate'))]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sweep_repeats_average_with_error_bars():
+    from sit.commands.sweep import mean_rows
+
+    rows = [{"sampler": "a", "method": "heun", "num_steps": 2, "tol": "", "nfe": 4, "seed": s, "fid": f,
+             "accuracy": 1.0, "seconds": 1.0} for s, f in ((0, 1.0), (10, 3.0), (20, 5.0))]
+    rows.append({"sampler": "a", "method": "heun", "num_steps": 1, "tol": "", "nfe": 2, "seed": 0, "fid": 9.0,
+                 "accuracy": 0.5, "seconds": 1.0})
+    out, errors = mean_rows(rows)
+    assert out[0]["fid"] == 3.0 and out[0]["fid_std"] == 2.0 and out[0]["repeats"] == 3 and out[0]["nfe"] == 4
+    assert out[1]["fid_std"] == 0.0 and errors == {"a": [0.0, 2.0]}  # sorted by NFE for the plot

@@ -237,7 +237,7 @@ def mean_rows(rows: list[dict]) -> tuple[list[dict], dict[str, list[float]]]:
             if k in m or k == "seed" or not isinstance(v, (int, float)):
                 continue
             vals = [float(r[k]) for r in rs]
-            m[k] = statistics.fmean(vals)
+            m[k] = rs[0][k] if k == "nfe" and len(set(vals)) == 1 else statistics.fmean(vals)
             if k not in ("nfe", "seconds"):
                 m[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out.append(m)
