@@ -19,7 +19,7 @@ from sit.samplers import SAMPLERS, SampleConfig, SamplerRow
 from sit.samplers._common import check_grid, run_steps, t_vec
 
 
-def _tiny(d, name, seed=0, num_classes=10, dropout=0.1):
+def _tiny(d, name, seed=0, num_classes=10, dropout=0.1, meta=None):
     torch.manual_seed(seed)
     cfg = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
                       num_classes=num_classes, class_dropout_prob=dropout)
@@ -27,14 +27,16 @@ def _tiny(d, name, seed=0, num_classes=10, dropout=0.1):
     with torch.no_grad():
         for p in net.parameters():
             p.normal_(0, 0.05)
-    meta = {"path": "linear", "prediction": "velocity", "time_input": "continuous"}
+    meta = meta or {"path": "linear", "prediction": "velocity", "time_input": "continuous"}
     return str(ckpt_mod.save_model(net, d / name, meta))
 
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     d = tmp_path_factory.mktemp("seam")
-    return {"model": _tiny(d, "model"), "guide": _tiny(d, "guide", seed=1), "other": _tiny(d, "other", num_classes=7)}
+    dit = {"path": "ddpm", "prediction": "noise", "time_input": "discrete"}
+    return {"model": _tiny(d, "model"), "guide": _tiny(d, "guide", seed=1), "other": _tiny(d, "other", num_classes=7),
+            "dit": _tiny(d, "dit", meta=dit)}
 
 
 def _toy_midpoint(field, x, grid, cfg, path, ctx):
@@ -97,6 +99,14 @@ def test_autoguidance_with_the_model_itself_is_unguided(ckpts, tmp_path, extra):
     else:
         assert n < ma["nfe_per_sample"][0] < 2 * n
     assert ma["sampler"]["guide"]["identity"] == s["guidance"]["guide"]
+
+
+def test_autoguidance_of_a_dit_model_with_itself_is_unguided(ckpts, tmp_path):
+    plain, mp = _sample(ckpts["dit"], tmp_path / "p", "--method", "ddpm", "--num-steps", "3")
+    auto, ma = _sample(ckpts["dit"], tmp_path / "a", "--method", "ddpm", "--num-steps", "3", "--cfg-scale", "4",
+                       "--guide-ckpt", ckpts["dit"])
+    np.testing.assert_allclose(auto, plain, rtol=1e-5, atol=1e-5)
+    assert ma["nfe_per_sample"] == [2 * mp["nfe_per_sample"][0]] == [6]
 
 
 def test_autoguidance_differs_from_cfg_and_checks_the_guide(ckpts, tmp_path, capsys):
