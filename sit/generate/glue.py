@@ -1,10 +1,8 @@
-"""Model glue: a loaded network + its `RunMeta` -> a latent sampler ``(x0, y, noise_fn) -> (x, info)``.
-
-The prediction function in paper time (`sit.models.field.ModelField`), classifier-free guidance
-(`sit.guidance.GuidedModel`, one batched call per step), the velocity field
-(`sit.objectives.velocity_field`) and a continuous sampler (`sit.samplers.sample`) or DiT's
-discrete ancestral / DDIM sampler (`sit.discrete`). Used by `sit sample`, `sit sweep` and meant
-for training's preview grids (`latent_sampler`).
+"""Model glue for `sit sample` / `sit sweep`: a loaded network + its `RunMeta` -> a latent sampler
+``(x0, y, noise_fn) -> (x, info)`` through the one seam `sit.sampling.build_sampler` (which the
+training previews, the study and the benchmarks use too), plus what those commands need around
+it: the device, preparing the network (precision, compile), typed sampler configs from loose
+options (`sample_config`, `build_latent_sampler`) and the L_t table stored with a checkpoint.
 """
 
 from __future__ import annotations
