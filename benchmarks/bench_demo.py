@@ -62,19 +62,15 @@ def svc_judge():
 @torch.no_grad()
 def draw(ema, cfg, model_cfg, y, scale, seed):
     """EMA samples (N, 1, 8, 8) for labels y with guidance ``scale`` (Heun, cfg.sample_steps)."""
-    from sit.guidance import GuidedModel
-    from sit.models.field import ModelField
-    from sit.objectives import velocity_field
-    from sit.paths import get_path
-    from sit.samplers import SampleConfig, sample
+    from sit.samplers import SampleConfig
+    from sit.sampling import ModelInfo, build_sampler, preview_guidance
 
-    path = get_path(cfg.path)
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn((y.shape[0], model_cfg.in_channels, model_cfg.input_size, model_cfg.input_size), generator=g)
-    mf = ModelField(ema.eval(), cfg.prediction, "continuous")
-    fn = GuidedModel(mf, scale, model_cfg.num_classes) if scale != 1.0 else mf
-    x, _ = sample(velocity_field(fn, path, cfg.prediction, y=y), x0,
-                  SampleConfig(method=cfg.sample_method, num_steps=cfg.sample_steps), path, prediction=cfg.prediction)
+    sampler = build_sampler(ema.eval(), ModelInfo(cfg.path, cfg.prediction),
+                            SampleConfig(method=cfg.sample_method, num_steps=cfg.sample_steps),
+                            preview_guidance(scale, model_cfg))
+    x, _ = sampler(x0, y)
     return x.clamp(-1, 1)
 
 

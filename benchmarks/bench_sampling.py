@@ -2,7 +2,7 @@
 
 A class-conditional SiT (default SiT-S/2 on 32x32x4 latents, random weights: speed does not
 depend on them) samples B latents (default 4) with classifier-free guidance (default 4, all
-channels) through the public API: ModelField -> GuidedModel -> velocity_field -> sit.samplers.
+channels) through the public API: sit.sampling.build_sampler (the seam of sit sample).
 For each sampler at equal NFE it reports the network calls and rows per call (counted at the
 network), wall time (median of --repeats), images/s, time per network call and the share of
 time spent outside the network (sampler arithmetic, guidance mixing, conversions).
@@ -37,12 +37,10 @@ import torch
 
 from sit.config import model_preset
 from sit.generate.glue import prepare_network
-from sit.guidance import GuidedModel
-from sit.models.field import ModelField
+from sit.guidance import GuidanceConfig
 from sit.models.sit import SiT, forward_flops
-from sit.objectives import velocity_field
-from sit.paths import get_path
-from sit.samplers import SampleConfig, sample
+from sit.samplers import SampleConfig
+from sit.sampling import ModelInfo, build_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import peak_probe  # noqa: E402  (the matmul probe of bench_model.py and bench_train.py)
@@ -55,6 +53,8 @@ class TimedNet(torch.nn.Module):
         super().__init__()
         self.net = net
         self.in_channels, self.out_channels = net.in_channels, net.out_channels
+        self.config, self.num_classes = net.config, net.num_classes
+        self.twice = False  # the official SDE step: drift (velocity) and score from two network calls
         self.reset()
 
     def reset(self):
@@ -66,6 +66,10 @@ class TimedNet(torch.nn.Module):
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         out = self.net(x, t, y)
+        if self.twice:
+            self.net(x, t, y)
+            self.calls += 1
+            self.rows += x.shape[0]
         if sync:
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - t0
@@ -101,30 +105,23 @@ def main():
         for p in sit_net.parameters():
             p.normal_(0, 0.02)
     net = TimedNet(prepare_network(sit_net, "bf16-weights" if args.precision == "bf16-weights" else "fp32", args.compile))
-    path = get_path("linear")
-    dtype = torch.bfloat16 if args.precision == "bf16" else None  # as sit.generate.glue.latent_sampler
-    model_fn = ModelField(net, "velocity", "continuous", dtype=dtype)
-    guided = GuidedModel(model_fn, args.cfg_scale, cfg.num_classes)
+    precision = "bf16" if args.precision == "bf16" else "fp32"  # bf16-weights: cast above
+    guidance = GuidanceConfig(scale=args.cfg_scale)
     B, N = args.batch, args.nfe
     y = torch.arange(B, device=dev) * 97 % cfg.num_classes
     shape = (B, cfg.in_channels, cfg.input_size, cfg.input_size)
 
-    def field():
-        return velocity_field(guided, path, "velocity", y=y)
+    def sampler(scfg):  # the one seam of sit sample / sweep / previews / study
+        return build_sampler(net, ModelInfo("linear", "velocity"), scfg, guidance, precision=precision)
 
-    def twice(f):  # the official SDE step: drift (velocity) and score from two network calls
-        def g(x, t):
-            v = f(x, t)
-            f(x, t)
-            return v
-        return g
-
+    # (name, sampler config, official two-calls-per-step SDE)
     cases = [
-        ("euler ODE", SampleConfig(method="euler", num_steps=N), field),
-        ("heun ODE", SampleConfig(method="heun", num_steps=N // 2), field),
-        ("euler_maruyama SDE (sit)", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"), field),
+        ("euler ODE", SampleConfig(method="euler", num_steps=N), False),
+        ("heun ODE", SampleConfig(method="heun", num_steps=N // 2), False),
+        ("dpmpp_2m ODE (logsnr grid)", SampleConfig(method="dpmpp_2m", num_steps=N, grid="logsnr"), False),
+        ("euler_maruyama SDE (sit)", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"), False),
         ("euler_maruyama SDE, official 2 calls/step", SampleConfig(method="euler_maruyama", num_steps=N, w="sigma"),
-         lambda: twice(field())),
+         True),
     ]
     if args.only:
         cases = [c for c in cases if any(c[0].startswith(o) for o in args.only)]
@@ -146,11 +143,13 @@ def main():
     ode, peaks_all = None, []
     with torch.no_grad():  # first calls (compilation, oneDNN's weight packing) before any timed case
         for _ in range(3):
-            guided(torch.randn(shape, generator=gen, device=dev), torch.full((B,), 0.5, device=dev), y=y)
-    for name, scfg, make in cases:
+            sampler(SampleConfig(method="euler", num_steps=1))(torch.randn(shape, generator=gen, device=dev), y)
+    for name, scfg, twice in cases:
+        net.twice = twice
         x0 = torch.randn(shape, generator=gen, device=dev)
         with torch.no_grad():  # warm-up: one short run of the same sampler
-            sample(make(), x0, dataclasses.replace(scfg, num_steps=min(scfg.num_steps, 2)), path, generator=gen)
+            sampler(dataclasses.replace(scfg, num_steps=min(scfg.num_steps, 2)))(x0, y, generator=gen)
+        run = sampler(scfg)
         walls, nets, shares = [], [], []
         for _ in range(args.repeats):
             peak = probe()
@@ -160,7 +159,7 @@ def main():
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
             with torch.no_grad():
-                _, info = sample(make(), x0, scfg, path, generator=gen)
+                _, info = run(x0, y, generator=gen)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             walls.append(time.perf_counter() - t0)

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from sit.config import TimeDist, check_steps
 
-GridKind = Literal["uniform", "shifted", "edm", "cosine"]
+GridKind = Literal["uniform", "shifted", "edm", "cosine", "logsnr"]
 GRIDS: tuple[str, ...] = get_args(GridKind)
 
 
@@ -43,6 +43,7 @@ def sampling_grid(
     rho: float = 7.0,
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
+    log_snr=None,
 ) -> Tensor:
     """Decreasing grid t_start = t_0 > t_1 > ... > t_N = t_end with N = ``num_steps`` steps
     (N + 1 points; t = 1 noise, t = 0 data).
@@ -54,6 +55,11 @@ def sampling_grid(
       - ``edm``: steps spaced as Karras et al. (2022) eq. 5 in t with exponent ``rho``
         (more steps near data).
       - ``cosine``: t = t_end + (t_start - t_end) * (1 - cos(pi u / 2)) ... concentrated near data.
+      - ``logsnr``: equal steps in ell_t = log(alpha_t / sigma_t) (DPM-Solver's grid); needs
+        ``log_snr``, a decreasing callable t -> ell_t on float64 tensors (the path's; default
+        Linear's log((1 - t) / t)). An endpoint where ell is infinite or more than 1 beyond
+        ell(1 - 1e-3) / ell(1e-3) (t = 0; t = 1 with alpha_1 ~ 0) stays in the grid as its own
+        point, and the others are equally spaced in ell from ell(1 - 1e-3) / to ell(1e-3).
     """
     check_steps(num_steps, "num_steps")  # before the grid is allocated
     check_t(torch.tensor([t_start, t_end], dtype=torch.float64), "grid endpoints (t_start, t_end)")
@@ -61,6 +67,8 @@ def sampling_grid(
         raise ValueError(f"t_start must be greater than t_end (got t_start={t_start}, t_end={t_end})")
     if kind not in GRIDS:
         raise ValueError(f"unknown time grid {kind!r}; expected one of {list(GRIDS)}")
+    if kind == "logsnr":
+        return _logsnr_grid(num_steps, t_start, t_end, log_snr).to(dtype=dtype, device=device)
     u = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)  # 1 -> 0
     if kind == "uniform":
         s = u
@@ -81,6 +89,45 @@ def sampling_grid(
     t = t_end + s * (t_start - t_end)
     t[0], t[-1] = t_start, t_end
     return t.to(dtype=dtype, device=device)
+
+
+LOGSNR_CLIP = 1e-3  # ell is evaluated no closer than this to t = 0 or t = 1 when an end is infinite
+
+
+def _logsnr_grid(num_steps: int, t_start: float, t_end: float, log_snr) -> Tensor:
+    if log_snr is None:  # Linear's: alpha = 1 - t, sigma = t
+        def log_snr(t: Tensor) -> Tensor:
+            return torch.log1p(-t) - torch.log(t)
+
+    def ell(t: float) -> float:
+        return float(log_snr(torch.tensor([t], dtype=torch.float64))[0])
+
+    # an end is its own point when ell there is infinite or far beyond ell at the clip time
+    # (t = 0; t = 1 on Linear; GVP's alpha_1 = cos(pi/2) ~ 6e-17 gives ell ~ -37)
+    l_start, l_end = ell(t_start), ell(t_end)
+    c_start, c_end = ell(min(t_start, 1 - LOGSNR_CLIP)), ell(max(t_end, LOGSNR_CLIP))
+    inf_start = not (math.isfinite(l_start) and l_start > c_start - 1.0)
+    inf_end = not (math.isfinite(l_end) and l_end < c_end + 1.0)
+    lo = c_start if inf_start else l_start
+    hi = c_end if inf_end else l_end
+    m = num_steps + 1 - int(inf_start) - int(inf_end)  # points equally spaced in ell
+    if m <= 0:
+        return torch.tensor([t_start, t_end], dtype=torch.float64)
+    ells = torch.linspace(lo, hi, m, dtype=torch.float64) if m > 1 else torch.tensor([(lo + hi) / 2], dtype=torch.float64)
+    # invert the decreasing map t -> ell by bisection on [t_end, t_start] (float64, to ~1e-16)
+    a = torch.full_like(ells, t_end)
+    b = torch.full_like(ells, t_start)
+    for _ in range(64):
+        mid = (a + b) / 2
+        above = log_snr(mid) > ells  # ell(mid) too large: mid is too close to data, move towards noise
+        a, b = torch.where(above, mid, a), torch.where(above, b, mid)
+    ts = (a + b) / 2
+    t = torch.cat([torch.tensor([t_start] * int(inf_start), dtype=torch.float64), ts,
+                   torch.tensor([t_end] * int(inf_end), dtype=torch.float64)])
+    t[0], t[-1] = t_start, t_end
+    if not bool((t[1:] < t[:-1]).all()):
+        raise ValueError(f"time grid 'logsnr' with {num_steps} steps on [{t_end}, {t_start}] is not strictly decreasing")
+    return t
 
 
 def sample_training_t(

@@ -33,9 +33,9 @@ presets: {presets}
 
 # SampleConfig field -> (type, metavar, help); the flag is --FIELD with '-' for '_'
 SAMPLER_FLAGS = {
-    "method": (str, "NAME", "euler, heun, dopri5 (or any torchdiffeq method), euler_maruyama, sde_heun; ddpm, ddim for DiT checkpoints"),
+    "method": (str, "NAME", "a row of sit.samplers.SAMPLERS: {methods}"),
     "num_steps": (int, "N", "steps (not grid points); Heun spends 2 NFE per step"),
-    "grid": (str, "KIND", "time grid: uniform, shifted, edm, cosine"),
+    "grid": (str, "KIND", "time grid: uniform, shifted, edm, cosine, logsnr (equal log-SNR steps, for dpmpp_2m)"),
     "shift": (float, "S", "grid=shifted: > 1 spends more steps near noise"),
     "rho": (float, "RHO", "grid=edm: Karras exponent"),
     "t_start": (float, "T", "start time (default: 1, or 1 - 1e-3 where the field or w_t is infinite at 1)"),
@@ -100,8 +100,11 @@ def add_sampler_arguments(p) -> None:
     from sit.generate.spec import DiscreteSampleConfig
 
     g = p.add_argument_group("sampler (defaults: shown, or the preset's values)")
+    from sit.samplers import methods_help
+
     for name, (typ, metavar, text) in SAMPLER_FLAGS.items():
         default = getattr(DEFAULT_SAMPLE, name)
+        text = text.format(methods=methods_help()) if name == "method" else text
         g.add_argument(f"--{name.replace('_', '-')}", type=typ, metavar=metavar, help=f"{text} (default {default})")
     g.add_argument("--ddim-eta", type=float, metavar="ETA",
                    help=f"DDIM's eta for --method ddim (default {DiscreteSampleConfig.eta})")
@@ -112,6 +115,9 @@ def add_sampler_arguments(p) -> None:
                    help=f"classifier-free guidance scale (1 = off; default {GuidanceConfig.scale})")
     g.add_argument("--cfg-channels", metavar="all|K", help="guide all channels (default) or the first K (official: 3)")
     g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
+    g.add_argument("--guide-ckpt", metavar="PATH",
+                   help="autoguidance: guide with this weaker checkpoint of the same data, path and classes (called "
+                        "with the same label) instead of the null label; --cfg-scale is its zeta (default: CFG)")
 
 
 def add_set_arguments(p) -> None:
@@ -203,6 +209,8 @@ def guidance_from_args(args, base):
         kw["channels"] = parse_channels(args.cfg_channels)
     if args.cfg_interval is not None:
         kw["interval"] = parse_interval(args.cfg_interval)
+    if getattr(args, "guide_ckpt", None):
+        kw["guide"] = ""  # the guide's identity is filled in once it is resolved
     try:
         return dataclasses.replace(base, **kw)
     except ValueError as e:
@@ -244,7 +252,7 @@ def run(args) -> int:
     res = sample_set(
         args.ckpt, Path(args.out), spec, batch_size=args.batch_size, device=args.device, initial_noise=noise,
         noise_file=args.noise, lt_table=args.lt_table, kind=args.kind, num_heads=args.num_heads,
-        compile=args.compile, tf32=args.tf32, preset=preset,
+        compile=args.compile, tf32=args.tf32, preset=preset, guide_ckpt=args.guide_ckpt,
         outputs=Outputs(grid_png=args.grid_png, png_folder=args.png_folder, keep_parts=args.keep_parts,
                         progress=not args.no_progress),
     )

@@ -42,9 +42,15 @@ def register(sub) -> None:
     p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per point (default 1000)")
     p.add_argument("--batch-size", type=int, default=250, metavar="B")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i for every sampler (common random numbers)")
+    p.add_argument("--repeats", type=int, default=1, metavar="K",
+                   help="K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
+                        "error bars (standard deviation over the K sets) (default %(default)s)")
     p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
     p.add_argument("--cfg-scale", type=float, default=1.0, metavar="ZETA")
     p.add_argument("--cfg-channels", default="all", metavar="all|K")
+    p.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
+    p.add_argument("--guide-ckpt", metavar="PATH",
+                   help="autoguidance: guide with this weaker checkpoint (same label) instead of the null label")
     p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
     p.add_argument("--ref", metavar="NPZ", help="ADM reference batch (images or mu/sigma) for Inception FID of latent models")
     p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
@@ -141,8 +147,9 @@ def _quality_fn(args, net, labels, dev):
 
 def _loss_table(args, samplers, meta):
     from sit import generate as S
+    from sit.diffusion_coef import canonical_w
 
-    if not any(o.get("w") == "kl_eta" for _, _, o in samplers):
+    if not any(o.get("w") is not None and canonical_w(o["w"]) == "kl_eta" for _, _, o in samplers):
         return None
     from sit.diffusion_coef import LossTable
 
@@ -159,6 +166,7 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     tolerances = parse_float_list(args.tolerances, "--tolerances")
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
     require_at_least("--num-samples", args.num_samples, 4)
+    require_at_least("--repeats", args.repeats, 1)
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
@@ -166,20 +174,22 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     return samplers, points
 
 
-def _point_runner(args, net, meta, table, labels, dev):
+def _point_runner(args, net, meta, table, labels, dev, guide=(None, None, None)):
     """run_point(method, opts, steps, decode=None) -> (x, y, nfe per batch) for one sweep point."""
     from sit import generate as S
 
     num_classes = S.model_num_classes(net)
     C, H = int(net.in_channels), int(net.config.input_size)
 
-    def run_point(method: str, opts: dict, steps: int, decode=None):
+    def run_point(method: str, opts: dict, steps: int, decode=None, seed: int | None = None):
         sampler_fn, _ = S.build_latent_sampler(
             net, meta, method=method, sample_options=dict(opts, num_steps=steps), cfg_scale=args.cfg_scale,
-            cfg_channels=S.parse_channels(args.cfg_channels), precision=args.precision, table=table,
+            cfg_channels=S.parse_channels(args.cfg_channels), cfg_interval=S.parse_interval(args.cfg_interval),
+            precision=args.precision, table=table, guide_net=guide[0], guide_meta=guide[1], guide_identity=guide[2],
         )
         return S.sample_images(
-            sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed,
+            sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size,
+            seed=args.seed if seed is None else seed,
             latent_shape=(C, H, H), labels=labels, num_classes=num_classes, device=dev, decode_fn=decode,
         )
 
@@ -194,25 +204,54 @@ def _sweep_rows(args, points, run_point, quality, decode_fn, out: Path) -> list[
     from sit.evaluate.plots import write_csv
 
     rows = []
-    bar = tqdm(points, desc="sweep", unit="point", disable=args.no_progress or not dist.is_main())
-    for name, method, opts, steps, extra in bar:
+    plan = [(p, r) for p in points for r in range(args.repeats)]
+    bar = tqdm(plan, desc="sweep", unit="point", disable=args.no_progress or not dist.is_main())
+    for (name, method, opts, steps, extra), rep in bar:
         t0 = time.perf_counter()
-        x, y, spent = run_point(method, {**opts, **extra}, steps, decode_fn)
+        seed = args.seed + rep * args.num_samples
+        x, y, spent = run_point(method, {**opts, **extra}, steps, decode_fn, seed)
         secs = time.perf_counter() - t0
         q = quality(x, y)
         row = {"sampler": name, "method": method, "num_steps": steps, "tol": extra.get("rtol", ""),
-               "nfe": spent[-1] if spent else steps, **q, "seconds": round(secs, 3)}
+               "nfe": spent[-1] if spent else steps, "seed": seed, **q, "seconds": round(secs, 3)}
         rows.append(row)
         what = f"tol {extra['rtol']:g}" if extra else f"steps {steps:4d}"
-        bar.write(f"{name:<32s} {what}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
+        bar.write(f"{name:<32s} {what}  seed {seed:6d}  NFE {row['nfe']:5}  FID {q['fid']:.4g}  ({secs:.1f} s)")
         write_csv(out / "sweep.csv", rows)
     return rows
+
+
+def mean_rows(rows: list[dict]) -> tuple[list[dict], dict[str, list[float]]]:
+    """Rows averaged over the repeats of each (sampler, num_steps, tol) point: every numeric metric's
+    mean, plus '<metric>_std' (sample standard deviation, 0 for one repeat) and 'repeats'; and
+    the FID standard deviations per sampler in plotting order (for error bars)."""
+    import statistics
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["sampler"], r["num_steps"], r["tol"]), []).append(r)
+    out = []
+    for (name, steps, tol), rs in groups.items():
+        m = {"sampler": name, "method": rs[0]["method"], "num_steps": steps, "tol": tol, "repeats": len(rs)}
+        for k, v in rs[0].items():
+            if k in m or k == "seed" or not isinstance(v, (int, float)):
+                continue
+            vals = [float(r[k]) for r in rs]
+            m[k] = rs[0][k] if k == "nfe" and len(set(vals)) == 1 else statistics.fmean(vals)
+            if k not in ("nfe", "seconds"):
+                m[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out.append(m)
+    errors: dict[str, list[float]] = {}
+    for name in dict.fromkeys(r["sampler"] for r in out):
+        rs = sorted((r for r in out if r["sampler"] == name), key=lambda r: r["nfe"])
+        errors[name] = [r["fid_std"] for r in rs]
+    return out, errors
 
 
 def run(args) -> int:
     from sit import checkpoints, dist
     from sit import generate as S
-    from sit.evaluate.plots import plot_quality_vs_nfe, write_csv
+    from sit.evaluate.plots import plot_lines, plot_quality_vs_nfe, write_csv
 
     samplers, points = _parse_plan(args)
     dev = dist.init(S.default_device(args.device))
@@ -222,18 +261,37 @@ def run(args) -> int:
     table = _loss_table(args, samplers, meta)
     quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
     out = Path(args.out)
-    run_point = _point_runner(args, net, meta, table, labels, dev)
+    guide = (None, None, None)
+    if args.guide_ckpt:
+        gk = checkpoints.resolve(args.guide_ckpt, log=dist.eprint0)
+        g_net, g_meta = checkpoints.load(gk, weights=args.weights, log=dist.eprint0)
+        guide = (S.prepare_network(g_net, args.precision, args.compile, dev), g_meta, checkpoints.identity(gk))
+    run_point = _point_runner(args, net, meta, table, labels, dev, guide)
     if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
         t0 = time.perf_counter()
         run_point(samplers[0][1], samplers[0][2], 1)
         dist.print0(f"compiled the network in {time.perf_counter() - t0:.1f} s (not counted in the points)")
     rows = _sweep_rows(args, points, run_point, quality, decode_fn, out)
-    plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=f"{metric_name}, {args.num_samples} samples")
+    title = f"{metric_name}, {args.num_samples} samples"
+    if args.repeats > 1:
+        rows, errors = mean_rows(rows)
+        write_csv(out / "sweep_mean.csv", rows)
+        series = {}
+        for r in sorted(rows, key=lambda r: r["nfe"]):
+            xs, ys = series.setdefault(r["sampler"], ([], []))
+            xs.append(r["nfe"])
+            ys.append(r["fid"])
+        plot_lines(out / "sweep.png", series, xlabel="NFE (network evaluations per sample)", ylabel="fid",
+                   title=f"{title}, mean +- sd over {args.repeats} sample sets", logx=True, errors=errors,
+                   xticks=[r["nfe"] for r in rows])
+    else:
+        plot_quality_vs_nfe(out / "sweep.png", rows, metric="fid", title=title)
     summary = summarize(rows, args.reference or samplers[0][0], args.tolerance)
     write_csv(out / "summary.csv", summary)
     for r in summary:
         dist.print0(summary_line(r, args.tolerance))
-    dist.print0(f"wrote {out / 'sweep.csv'}, {out / 'sweep.png'}, {out / 'summary.csv'}")
+    extra = f", {out / 'sweep_mean.csv'}" if args.repeats > 1 else ""
+    dist.print0(f"wrote {out / 'sweep.csv'}{extra}, {out / 'sweep.png'}, {out / 'summary.csv'}")
     return 0
 
 

@@ -71,16 +71,15 @@ def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, pr
     evaluation commands; the checkpoint is read through `sit.checkpoints.load`."""
     from sit import checkpoints, dist
     from sit.generate.glue import default_device, prepare_network
-    from sit.models.field import ModelField
     from sit.paths import get_path
+    from sit.sampling import prediction_fn
 
     dev = dist.init(default_device(device))
     net, meta = checkpoints.load(ckpt, weights=weights, log=dist.eprint0)
     net = prepare_network(net, precision, device=dev)
     if meta.time_input != "continuous":
         raise ValueError(f"{ckpt} is a discrete-time (DiT/DDPM) checkpoint; this command needs a continuous-time SiT model")
-    dtype = torch.bfloat16 if precision == "bf16" else None
-    model_fn = ModelField(net, meta.prediction, "continuous", dtype=dtype)
+    model_fn = prediction_fn(net, meta, precision)  # the seam's rule (sit.sampling)
     return net, meta, model_fn, get_path(meta.path), dev
 
 

@@ -83,10 +83,12 @@ def sample_set(
     compile: bool = False,
     tf32: bool = True,
     preset: str | None = None,
+    guide_ckpt: str | os.PathLike | None = None,
 ) -> GenerateResult:
     """Make (or resume, or verify) the sample set ``spec`` of ``ckpt`` in ``out``. ``spec`` comes
     without the fields only the checkpoint gives (``checkpoint``, ``latent_shape``,
-    ``loss_table_sha256``, ``tf32``); they are filled in here."""
+    ``loss_table_sha256``, ``tf32``; with ``guide_ckpt`` (autoguidance) the guide's identity in
+    ``spec.guidance.guide``); they are filled in here."""
     from sit import checkpoints, dist, folders
     from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
 
@@ -102,13 +104,24 @@ def sample_set(
         C, H = int(net.in_channels), int(net.config.input_size)
         check_against_model(spec, C, num_classes, meta.time_input)
         table, table_src = _loss_table(spec, ck, meta, lt_table)
+        guide_net = guide_meta = None
+        if (guide_ckpt is not None) != (spec.guidance.guide is not None):
+            raise ValueError("autoguidance needs --guide-ckpt PATH and a spec whose guidance names a guide")
+        if guide_ckpt is not None:
+            gk = checkpoints.resolve(guide_ckpt, log=dist.eprint0)
+            guide_net, guide_meta = checkpoints.load(gk, weights=spec.weights, kind=kind, num_heads=num_heads,
+                                                     log=dist.eprint0)
+            guide_net = prepare_network(guide_net, spec.precision, compile, dev)
+            spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=checkpoints.identity(gk)))
         decode_fn, vae_scale = _decoder(spec.vae, C, dev)
         spec = dataclasses.replace(
             spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
             loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
         )
-        sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table)
+        sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table,
+                                          guide_net=guide_net, guide_meta=guide_meta)
         info = {"checkpoint": str(ck), "model": io.canonical(meta.model), "step": meta.step, "preset": preset,
+                "guide_checkpoint": str(guide_meta.source) if guide_meta is not None else None,
                 "run_meta": {"path": meta.path, "prediction": meta.prediction, "time_input": meta.time_input,
                              "kind": meta.kind, "weights_taken": meta.weights},
                 "sampler": desc, "vae_scale_factor": vae_scale, "loss_table_file": table_src,

@@ -11,35 +11,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from sit.config import check_steps
+from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
+from sit.sampling import PRECISIONS
 
-DISCRETE_METHODS = ("ddpm", "ddim")
-PRECISIONS = ("fp32", "bf16", "bf16-weights")
 WEIGHTS = ("ema", "model")
 LATENT_FORMATS = (None, "npy", "safetensors")
-
-
-@dataclasses.dataclass(frozen=True)
-class DiscreteSampleConfig:
-    """DiT's discrete-time samplers (`sit.discrete`) on the respaced grid of ``num_steps`` steps:
-    ancestral ``ddpm`` or ``ddim`` with its own ``eta`` (0 = deterministic DDIM)."""
-
-    method: Literal["ddpm", "ddim"] = "ddpm"
-    num_steps: int = 250
-    eta: float = 0.0                # DDIM's eta (`--ddim-eta`); must be 0 for ddpm
-
-    def __post_init__(self):
-        if self.method not in DISCRETE_METHODS:
-            raise ValueError(f"DiscreteSampleConfig.method: unknown sampler {self.method!r}; expected one of {list(DISCRETE_METHODS)}")
-        check_steps(self.num_steps, "DiscreteSampleConfig.num_steps")
-        if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta < float("inf")):
-            raise ValueError(f"DiscreteSampleConfig.eta must be a finite number >= 0 (got {self.eta!r})")
-        if self.method == "ddpm" and self.eta != 0:
-            raise ValueError(f"DiscreteSampleConfig.eta applies to ddim only (got eta={self.eta} with ddpm)")
 
 
 AnySampleConfig = SampleConfig | DiscreteSampleConfig
@@ -55,7 +35,7 @@ class SampleSpec:
     checkpoint: str = ""                      # sit.checkpoints.identity of the checkpoint ("" = not resolved yet)
     weights: str = "ema"                      # --weights
     sample: AnySampleConfig = SampleConfig()  # --method, --num-steps, ..., --ddim-eta
-    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval
+    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (its identity)
     labels: str | tuple[int, ...] = "random"  # --labels
     seed: int = 0                             # --seed: sample i uses seed + i
     num_samples: int = 16                     # --num-samples
@@ -96,6 +76,8 @@ class SampleSpec:
         """The identity as JSON (tuples as lists), as stored in the manifest's ``settings``."""
         d = dataclasses.asdict(self)
         d["sample"] = {"kind": "discrete" if self.discrete else "continuous", **d["sample"]}
+        if d["guidance"].get("guide") is None:  # CFG: identical to sets made before autoguidance existed
+            d["guidance"].pop("guide", None)
         return json.loads(json.dumps(d, sort_keys=True))
 
     def sha256(self) -> str:
@@ -121,13 +103,12 @@ def parse_interval(spec: str | Sequence[float] | None) -> tuple[float, float] | 
     """'0.1,0.9' -> (0.1, 0.9): guidance only for t in [lo, hi] (paper time); None/'none' -> None."""
     if spec is None or spec == "" or spec == "none":
         return None
-    try:
-        lo, hi = (float(v) for v in (spec.split(",") if isinstance(spec, str) else spec))
-    except (TypeError, ValueError):
+    from sit.guidance import check_interval
+
+    try:  # the one interval rule lives in sit.guidance (0 <= LO < HI <= 1)
+        return check_interval(spec.split(",") if isinstance(spec, str) else spec)
+    except ValueError:
         raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
-    if not (0.0 <= lo < hi <= 1.0):
-        raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})")
-    return (lo, hi)
 
 
 def parse_channels(spec: str | int | None) -> int | None:
@@ -159,6 +140,6 @@ def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | N
     ch = spec.guidance.channels
     if ch is not None and ch > in_channels:
         raise ValueError(f"--cfg-channels {ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
-    if spec.guidance.active and num_classes is None:
+    if spec.guidance.active and num_classes is None and spec.guidance.guide is None:
         raise ValueError(f"--cfg-scale {spec.guidance.scale} needs a class-conditional model (this one has no classes)")
     check_labels(spec.labels, num_classes)

@@ -1,13 +1,16 @@
 """Samplers for a velocity field in paper time (t = 1 noise -> t = 0 data; see `sit.timegrid`).
 
 Low level (explicit grid, no hidden state): `sample_euler`, `sample_heun`, `sample_torchdiffeq`
-(probability-flow ODE, eq. 2) and `sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4).
+(probability-flow ODE, eq. 2), `sample_dpmpp_2m` (the same ODE, few-step multistep solver) and
+`sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4). They are the rows of the sampler
+table `SAMPLERS` (run function, NFE per step, kind), which validation, `sample`, the NFE counts,
+the CLI and `sit sweep` read: adding a sampler = one module + one row.
 High level: ``sample(field, x, SampleConfig(...), path) -> (x, info)`` builds the grid from the
 config, the path and the prediction type, counts network evaluations and returns them in
 ``info["nfe"]`` with the grid.
 
 ``num_steps`` counts steps (grid intervals), never grid points:
-  euler N NFE; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
+  euler N NFE; dpmpp_2m N; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
   of them the last step when last_step is set: N - 1 EM steps from t_start to last_step_size,
   then one last step to 0); sde_heun 2(N - 1) + 1 with a last step, 2N without;
   fixed-step torchdiffeq methods: midpoint, heun2 2N, heun3 3N, rk4 4N (explicit/implicit Adams
@@ -29,7 +32,15 @@ from sit.config import check_steps
 from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
 from sit.paths import SAMPLE_EPS, Path
 from sit.samplers._common import NFECounter, check_grid
-from sit.samplers.ode import ADAPTIVE_METHODS, TorchdiffeqMethod, sample_euler, sample_heun, sample_torchdiffeq
+from sit.samplers.multistep import sample_dpmpp_2m
+from sit.samplers.ode import (
+    ADAPTIVE_METHODS,
+    TORCHDIFFEQ_METHODS,
+    TorchdiffeqMethod,
+    sample_euler,
+    sample_heun,
+    sample_torchdiffeq,
+)
 from sit.samplers.sde import LAST_STEPS, W_MAX, LastStep, sample_euler_maruyama, sample_sde_heun
 from sit.timegrid import GRIDS, GridKind, sampling_grid
 
@@ -47,28 +58,137 @@ __all__ = [
     "sample_torchdiffeq",
     "sample_euler_maruyama",
     "sample_sde_heun",
+    "sample_dpmpp_2m",
     "check_grid",
+    "SAMPLERS",
+    "SamplerRow",
+    "Run",
+    "continuous_methods",
+    "sampler_row",
+    "methods_help",
 ]
 
 OdeMethod = Literal["euler", "heun"]
 SdeMethod = Literal["euler_maruyama", "sde_heun"]
-Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod]  # torchdiffeq's "euler" is ours
+MultistepMethod = Literal["dpmpp_2m"]
+Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod, MultistepMethod]  # torchdiffeq's "euler" is ours
 ODE_METHODS: tuple[str, ...] = get_args(OdeMethod)
 SDE_METHODS: tuple[str, ...] = get_args(SdeMethod)
-METHODS: tuple[str, ...] = get_args(Method)
+METHODS: tuple[str, ...] = get_args(Method)  # the built-in continuous samplers (SAMPLERS may hold more)
+SamplerKind = Literal["ode", "sde", "multistep", "discrete"]
+SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
-# network evaluations per step; adaptive solvers and the Adams methods vary (None)
-NFE_PER_STEP: dict[str, int] = {
-    "euler": 1, "heun": 2, "euler_maruyama": 1, "sde_heun": 2, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4,
-}  # fmt: skip
+
+@dataclass(frozen=True)
+class Run:
+    """What a sampler row's ``run`` receives besides (field, x, grid, cfg, path)."""
+
+    generator: torch.Generator | None = None
+    noise_fn: Callable[[Tensor], Tensor] | None = None  # SDE step noise shaped like x
+    w: Callable[[Tensor], Tensor] | None = None         # SDE rows: the diffusion coefficient w_t
+    progress: bool = False
+    callback: Callable[[dict], None] | None = None
+    return_trajectory: bool = False
+
+    @property
+    def common(self) -> dict:
+        return dict(generator=self.generator, progress=self.progress, callback=self.callback,
+                    return_trajectory=self.return_trajectory)
+
+
+@dataclass(frozen=True)
+class SamplerRow:
+    """One row of the sampler table `SAMPLERS`: ``run(field, x, grid, cfg, path, ctx: Run) -> x``
+    (None for the discrete rows, which `sit.sampling` runs on DiT's integer steps), network
+    evaluations per step (None where the solver decides), the kind (ode | sde | multistep |
+    discrete; SDE rows get the last-step grid and w_t) and a few words for ``--help``."""
+
+    run: Callable[..., Tensor] | None
+    nfe_per_step: int | None
+    kind: SamplerKind
+    help: str = ""
+
+    def __post_init__(self):
+        if self.kind not in SAMPLER_KINDS:
+            raise ValueError(f"SamplerRow.kind: unknown kind {self.kind!r}; expected one of {list(SAMPLER_KINDS)}")
+        if self.nfe_per_step is not None and not (isinstance(self.nfe_per_step, int) and self.nfe_per_step >= 1):
+            raise ValueError(f"SamplerRow.nfe_per_step must be None or an integer >= 1 (got {self.nfe_per_step!r})")
+        if (self.run is None) != (self.kind == "discrete"):
+            raise ValueError("SamplerRow.run must be given for continuous samplers and None for discrete ones")
+
+
+def _euler(field, x, grid, cfg, path, ctx: Run):
+    return sample_euler(field, x, grid, **ctx.common)
+
+
+def _heun(field, x, grid, cfg, path, ctx: Run):
+    return sample_heun(field, x, grid, final_euler=cfg.heun_final_euler, **ctx.common)
+
+
+def _euler_maruyama(field, x, grid, cfg, path, ctx: Run):
+    return sample_euler_maruyama(field, x, grid, path=path, w=ctx.w, last_step=cfg.last_step, noise_fn=ctx.noise_fn,
+                                 **ctx.common)
+
+
+def _sde_heun(field, x, grid, cfg, path, ctx: Run):
+    return sample_sde_heun(field, x, grid, path=path, w=ctx.w, last_step=cfg.last_step, noise_fn=ctx.noise_fn,
+                           **ctx.common)
+
+
+def _dpmpp_2m(field, x, grid, cfg, path, ctx: Run):
+    return sample_dpmpp_2m(field, x, grid, path=path, **ctx.common)
+
+
+def _torchdiffeq(method: str):
+    def run(field, x, grid, cfg, path, ctx: Run):
+        return sample_torchdiffeq(field, x, grid, method=method, atol=cfg.atol, rtol=cfg.rtol, **ctx.common)
+
+    return run
+
+
+_TORCHDIFFEQ_NFE = {"midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+
+# THE sampler table: `SampleConfig` validation, `sample`, the NFE counts, `sit sample --method`'s
+# help, `sit sweep` and `sit.sampling` all read it. Adding a sampler = its module + one row here.
+SAMPLERS: dict[str, SamplerRow] = {
+    "euler": SamplerRow(_euler, 1, "ode", "Euler ODE"),
+    "heun": SamplerRow(_heun, 2, "ode", "Heun ODE (the paper's)"),
+    "euler_maruyama": SamplerRow(_euler_maruyama, 1, "sde", "Euler-Maruyama SDE"),
+    "sde_heun": SamplerRow(_sde_heun, 2, "sde", "stochastic Heun SDE"),
+    "dpmpp_2m": SamplerRow(_dpmpp_2m, 1, "multistep", "DPM-Solver++(2M) ODE, few steps"),
+    **{m: SamplerRow(_torchdiffeq(m), _TORCHDIFFEQ_NFE.get(m), "ode", "torchdiffeq")
+       for m in TORCHDIFFEQ_METHODS if m != "euler"},
+    "ddpm": SamplerRow(None, 1, "discrete", "DiT ancestral (DiT checkpoints)"),
+    "ddim": SamplerRow(None, 1, "discrete", "DDIM (DiT checkpoints)"),
+}
+
+
+def continuous_methods() -> tuple[str, ...]:
+    """The names of the continuous-time rows of `SAMPLERS` (read at call time)."""
+    return tuple(k for k, r in SAMPLERS.items() if r.kind != "discrete")
+
+
+def sampler_row(method: str) -> SamplerRow:
+    if method not in SAMPLERS:
+        raise ValueError(f"unknown sampler {method!r}; expected one of {list(SAMPLERS)}")
+    return SAMPLERS[method]
+
+
+def methods_help() -> str:
+    """'euler, heun, ...' grouped by kind, for --help."""
+    by_kind: dict[str, list[str]] = {}
+    for name, row in SAMPLERS.items():
+        if row.help == "torchdiffeq":
+            by_kind.setdefault("torchdiffeq", []).append(name)
+        else:
+            by_kind.setdefault(row.kind, []).append(name)
+    return "; ".join(f"{k}: {', '.join(v)}" for k, v in by_kind.items())
 
 
 def nfe_per_step(method: str) -> int | None:
-    """Network evaluations per step of ``method``, None where the solver decides (adaptive
-    torchdiffeq methods, Adams). Heun-type last steps may save one (see `SampleConfig.expected_nfe`)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown sampler {method!r}; expected one of {list(METHODS)}")
-    return NFE_PER_STEP.get(method)
+    """Network evaluations per step of ``method`` (from `SAMPLERS`), None where the solver decides
+    (adaptive torchdiffeq methods, Adams). Heun-type last steps may save one (see `SampleConfig.expected_nfe`)."""
+    return sampler_row(method).nfe_per_step
 
 
 def steps_for_nfe(method: str, nfe: int, last_step: str | None = "mean") -> int:
@@ -92,9 +212,9 @@ class SampleConfig:
     on Linear/GVP; w_KL on Linear/GVP); end at 0 for velocity models on Linear/GVP, else 1e-3
     (VP, score/noise); SDE with a last step: EM down to last_step_size, last step to 0."""
 
-    method: Method = "heun"         # euler | heun | euler_maruyama | sde_heun | any torchdiffeq method (dopri5, rk4, ...)
+    method: Method = "heun"         # a continuous row of SAMPLERS: euler | heun | euler_maruyama | sde_heun | dpmpp_2m | torchdiffeq (dopri5, rk4, ...)
     num_steps: int = 125            # steps (grid intervals), not grid points; Heun: 2 NFE per step
-    grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid
+    grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid (logsnr: equal log-SNR steps)
     shift: float = 1.0              # grid="shifted": > 1 spends more steps near noise
     rho: float = 7.0                # grid="edm": Karras exponent
     t_start: float | None = None    # first time (noise end)
@@ -109,13 +229,15 @@ class SampleConfig:
     heun_final_euler: bool = False  # heun: an Euler last step when it ends exactly at t = 0
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"SampleConfig.method: unknown sampler {self.method!r}; expected one of {list(METHODS)}")
+        if self.method not in continuous_methods():
+            extra = " (a discrete-time sampler: use DiscreteSampleConfig)" if self.method in SAMPLERS else ""
+            raise ValueError(f"SampleConfig.method: unknown sampler {self.method!r}{extra}; "
+                             f"expected one of {list(continuous_methods())}")
         check_steps(self.num_steps, "SampleConfig.num_steps")
         if self.grid not in GRIDS:
             raise ValueError(f"SampleConfig.grid: unknown time grid {self.grid!r}; expected one of {list(GRIDS)}")
-        try:
-            canonical_w(self.w)
+        try:  # one spelling per coefficient ('KL_ETA' -> 'kl_eta', aliases resolved), so checks on w see it
+            object.__setattr__(self, "w", canonical_w(self.w))
         except ValueError as e:
             raise ValueError(f"SampleConfig.w: {e}") from None
         for name in ("w_scale", "eta"):
@@ -138,8 +260,13 @@ class SampleConfig:
                 raise ValueError(f"SampleConfig.{name} must be a finite number > 0 (got {v!r})")
 
     @property
+    def kind(self) -> str:
+        """The sampler's kind in `SAMPLERS` (ode | sde | multistep)."""
+        return SAMPLERS[self.method].kind
+
+    @property
     def is_sde(self) -> bool:
-        return self.method in SDE_METHODS
+        return self.kind == "sde"
 
     def w_fn(self, path: Path, table: LossTable | None = None) -> Callable[[Tensor], Tensor]:
         """The diffusion coefficient t -> w_t of this config (SDE methods)."""
@@ -182,7 +309,7 @@ class SampleConfig:
     def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
         """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""
         t_start, t_end = self.time_range(path, prediction, table)
-        kw = dict(kind=self.grid, shift=self.shift, rho=self.rho)
+        kw = dict(kind=self.grid, shift=self.shift, rho=self.rho, log_snr=_log_snr_fn(path))
         if self.is_sde and self.last_step is not None:
             if self.num_steps == 1:
                 return torch.tensor([t_start, 0.0], dtype=torch.float64)
@@ -191,6 +318,15 @@ class SampleConfig:
             em = sampling_grid(self.num_steps - 1, t_start, self.last_step_size, **kw)
             return torch.cat([em, torch.zeros(1, dtype=torch.float64)])
         return sampling_grid(self.num_steps, t_start, t_end, **kw)
+
+
+def _log_snr_fn(path: Path) -> Callable[[Tensor], Tensor]:
+    """t -> log(alpha_t / sigma_t) of ``path`` (float64), for the ``logsnr`` grid."""
+    def ell(t: Tensor) -> Tensor:
+        t = t.to(torch.float64)
+        return torch.log(path.alpha(t)) - torch.log(path.sigma(t))
+
+    return ell
 
 
 def sample(
@@ -222,19 +358,11 @@ def sample(
         x = torch.randn(tuple(x), generator=generator, device=dev, dtype=torch.float32)
     grid = cfg.make_grid(path, prediction, table)
     counter = NFECounter(field)
-    common = dict(generator=generator, progress=progress, callback=callback, return_trajectory=return_trajectory)
-    w_name = None
-    if cfg.method == "euler":
-        out = sample_euler(counter, x, grid, **common)
-    elif cfg.method == "heun":
-        out = sample_heun(counter, x, grid, final_euler=cfg.heun_final_euler, **common)
-    elif cfg.is_sde:
-        w = cfg.w_fn(path, table)
-        w_name = w.name
-        fn = sample_euler_maruyama if cfg.method == "euler_maruyama" else sample_sde_heun
-        out = fn(counter, x, grid, path=path, w=w, last_step=cfg.last_step, noise_fn=noise_fn, **common)
-    else:
-        out = sample_torchdiffeq(counter, x, grid, method=cfg.method, atol=cfg.atol, rtol=cfg.rtol, **common)
+    w = cfg.w_fn(path, table) if cfg.is_sde else None
+    ctx = Run(generator=generator, noise_fn=noise_fn, w=w, progress=progress, callback=callback,
+              return_trajectory=return_trajectory)
+    out = SAMPLERS[cfg.method].run(counter, x, grid, cfg, path, ctx)
+    w_name = w.name if w is not None else None
     info = {
         "nfe": counter.nfe,
         "grid": grid,

@@ -34,42 +34,24 @@ def spec_name(spec: dict) -> str:
     return f"sde:{spec['w']}" if spec["kind"] == "sde" else spec["kind"]
 
 
-def _field(net: nn.Module, prediction: str, path_name: str, model_cfg: ModelConfig, y: Tensor, cfg_scale: float):
-    from sit.guidance import GuidedModel
-    from sit.models.field import ModelField
-    from sit.objectives import velocity_field
-    from sit.paths import get_path
-
-    path = get_path(path_name)
-    fn = ModelField(net, prediction, "continuous")
-    if cfg_scale != 1.0 and model_cfg.class_dropout_prob > 0:
-        fn = GuidedModel(fn, cfg_scale, model_cfg.num_classes)
-    return velocity_field(fn, path, prediction, y=y), path
-
-
 def _batch(net, cell, model_cfg, spec, y, noise, g, cfg_scale, table) -> tuple[Tensor, int]:
+    from sit.discrete import DiscreteSampleConfig
+    from sit.samplers import SampleConfig
+    from sit.sampling import ModelInfo, build_sampler, preview_guidance
+
     def step_noise(x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
 
     if spec["kind"] == "ddpm":
-        from sit.discrete import DiscreteConfig, DiscreteDiffusion, sample_ddpm
-        from sit.guidance import GuidedModel
-        from sit.models.field import ModelField
-
-        raw = ModelField(net, "noise", "discrete").raw
-        fn = GuidedModel(raw, cfg_scale, model_cfg.num_classes, channels=model_cfg.in_channels) \
-            if cfg_scale != 1.0 and model_cfg.class_dropout_prob > 0 else raw
-        diff = DiscreteDiffusion(DiscreteConfig(learn_sigma=model_cfg.learn_sigma)).respace(spec["nfe"])
-        return sample_ddpm(lambda x, k: fn(x, k, y), noise, diff, noise_fn=step_noise), spec["nfe"]
-    from sit.samplers import SampleConfig, sample
-
-    field, path = _field(net, cell.prediction, cell.path, model_cfg, y, cfg_scale)
-    if spec["kind"] == "ode":
-        sc = SampleConfig(method="heun", num_steps=spec["nfe"] // 2)
+        info, sc = ModelInfo("ddpm", "noise", "discrete"), DiscreteSampleConfig(method="ddpm", num_steps=spec["nfe"])
+    elif spec["kind"] == "ode":
+        info, sc = ModelInfo(cell.path, cell.prediction), SampleConfig(method="heun", num_steps=spec["nfe"] // 2)
     else:
+        info = ModelInfo(cell.path, cell.prediction)
         sc = SampleConfig(method="euler_maruyama", num_steps=spec["nfe"], w=spec["w"], eta=float(spec.get("eta", 0.0)))
-    x, info = sample(field, noise, sc, path, noise_fn=step_noise, table=table, prediction=cell.prediction)
-    return x, int(info["nfe"])
+    sampler = build_sampler(net, info, sc, preview_guidance(cfg_scale, model_cfg), table=table)
+    x, out = sampler(noise, y, step_noise)
+    return x, (spec["nfe"] if spec["kind"] == "ddpm" else int(out["nfe"]))
 
 
 @torch.no_grad()

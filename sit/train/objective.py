@@ -14,7 +14,6 @@ Per-sample losses are "mean_flat" (mean over all but the batch dimension).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -76,18 +75,14 @@ class ContinuousObjective(Objective):
         return t.double()
 
     def sample(self, net, y, noise, cfg_scale, g, device):
-        from sit.guidance import GuidedModel
-        from sit.models.field import ModelField
-        from sit.objectives import velocity_field
-        from sit.samplers import SampleConfig, sample
+        from sit.samplers import SampleConfig
+        from sit.sampling import ModelInfo, build_sampler, preview_guidance
 
         cfg = self.cfg
-        mf = ModelField(net, cfg.prediction, "continuous", dtype=torch.bfloat16 if cfg.precision == "bf16" else None)
-        fn = GuidedModel(mf, cfg_scale, self.model_cfg.num_classes) if _guided(cfg_scale, self.model_cfg) else mf
-        field = velocity_field(fn, self.path, cfg.prediction, y=y)
-        x, _ = sample(field, noise, SampleConfig(method=cfg.sample_method, num_steps=cfg.sample_steps), self.path,
-                      prediction=cfg.prediction)
-        return x
+        sampler = build_sampler(net, ModelInfo(cfg.path, cfg.prediction, "continuous"),
+                                SampleConfig(method=cfg.sample_method, num_steps=cfg.sample_steps),
+                                preview_guidance(cfg_scale, self.model_cfg), precision=cfg.precision)
+        return sampler(noise, y)[0]
 
 
 class DiscreteObjective(Objective):
@@ -110,23 +105,13 @@ class DiscreteObjective(Objective):
         return t.double() / self.num_steps
 
     def sample(self, net, y, noise, cfg_scale, g, device):
-        from sit.discrete import sample_ddpm
-        from sit.guidance import GuidedModel
+        from sit.discrete import DiscreteSampleConfig
+        from sit.sampling import ModelInfo, build_sampler, preview_guidance
 
-        ac = torch.autocast(device.type, dtype=torch.bfloat16) if self.cfg.precision == "bf16" else nullcontext()
-
-        def raw(x, k, yy):
-            with ac:
-                return net(x, k, yy).float()
-
-        mc = self.model_cfg
-        fn = GuidedModel(raw, cfg_scale, mc.num_classes, channels=mc.in_channels) if _guided(cfg_scale, mc) else raw
-        diff = self.diffusion.respace(self.cfg.sample_steps)
-        return sample_ddpm(lambda x, k: fn(x, k, y), noise, diff, generator=g)
-
-
-def _guided(scale: float, model_cfg: ModelConfig) -> bool:
-    return scale != 1.0 and model_cfg.class_dropout_prob > 0
+        sampler = build_sampler(net, ModelInfo("ddpm", "noise", "discrete"),
+                                DiscreteSampleConfig(method="ddpm", num_steps=self.cfg.sample_steps),
+                                preview_guidance(cfg_scale, self.model_cfg), precision=self.cfg.precision)
+        return sampler(noise, y, generator=g)[0]
 
 
 def build_objective(cfg: TrainConfig, model_cfg: ModelConfig) -> Objective:
