@@ -119,15 +119,16 @@ def eval_data(study: Study) -> EvalData:
         raise ValueError("sit study: evaluating --latents / --data studies needs an Inception FID scorer, "
                          "which is not implemented yet; the embedded study (no data argument) is")
     from sit.data.embedded import load_embedded
-    from sit.evaluate.classifier import quick_quality
+    from sit.evaluate.scorers.classifier import ClassifierScorer
 
     size = study.model.input_size
     rx, ry = load_embedded(base.dataset, "all", image_size=size)
     hx, hy = load_embedded(base.dataset, "heldout", image_size=size)
+    scorer = ClassifierScorer(rx, ry, seed=0)
 
     def score(fake, y):
-        q = quick_quality(rx, ry, fake.clamp(-1, 1), y, seed=0)
-        return {"fd": float(q["fid"]), "accuracy": q["accuracy"], "precision": q["precision"], "recall": q["recall"]}
+        q = scorer.score_images(fake.clamp(-1, 1), y)
+        return {"fd": float(q.fd), "accuracy": q.accuracy, "precision": q.precision, "recall": q.recall}
 
     return EvalData(rx, ry, hx, hy, score)
 
