@@ -107,8 +107,8 @@ def select_cells(spec: str | None) -> tuple[Cell, ...]:
 
 
 def parse_only(spec: str, cells: tuple[Cell, ...], seeds: int) -> tuple[str, int | None]:
-    """`--only CELL` or `--only CELL/SEED` -> (cell name, seed index or None)."""
-    name, _, seed = spec.partition("/")
+    """`--only CELL`, `--only CELL:SEED` or `--only CELL/SEED` -> (cell name, seed index or None)."""
+    name, _, seed = spec.replace(":", "/").partition("/")
     if name not in {c.name for c in cells}:
         raise ValueError(f"--only {spec!r}: unknown cell {name!r}; this study has {[c.name for c in cells]}")
     if not seed:
