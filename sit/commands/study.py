@@ -9,7 +9,7 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: 31 min measured on 2 shared cores
+  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: ~40 min on 2 idle cores
   sit study --quick --out studies/quick         # 2 seeds, fewer steps: about 10 min
   sit study --list --out studies/demo           # the cells and which (cell, seed) are done
   sit study --out studies/demo --only vp-velocity:1   # one (cell, seed): a job-array task
@@ -40,8 +40,8 @@ def register(subparsers) -> None:
                               description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="studies/demo", metavar="DIR", help="study folder (default %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help=f"the quick budget ({QUICK_BUDGET.steps} steps, {QUICK_BUDGET.seeds} seeds, "
-                        f"NFE {QUICK_BUDGET.nfe}) instead of the default")
+                   help=f"the quick budget ({QUICK_BUDGET.steps} steps x batch {QUICK_BUDGET.batch}, "
+                        f"{QUICK_BUDGET.seeds} seeds, NFE {QUICK_BUDGET.nfe}) instead of the default")
     b = p.add_argument_group("budget (every cell the same; default: sit.study.cells.DEFAULT_BUDGET)")
     b.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per model (default {DEFAULT_BUDGET.steps})")
     b.add_argument("--train-minutes", type=float, metavar="MIN",
