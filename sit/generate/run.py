@@ -53,7 +53,7 @@ def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
 
 def _decoder(vae: str | None, channels: int, dev):
     if channels in (1, 3):
-        return None, None
+        return None, None, None
     if not vae:
         raise ValueError(
             f"this is a latent model ({channels} channels): pass --vae PATH (a local SD VAE folder, e.g. sd-vae-ft-ema) to decode"
@@ -61,7 +61,7 @@ def _decoder(vae: str | None, channels: int, dev):
     from sit.vae import VAE
 
     v = VAE.from_pretrained(vae, device=dev)
-    return v.decode, v.scale_factor
+    return v.decode, v.scale_factor, v.weights_sha256
 
 
 def sample_set(
@@ -97,9 +97,10 @@ def sample_set(
         C, H = int(net.in_channels), int(net.config.input_size)
         check_against_model(spec, C, num_classes, meta.time_input)
         table, table_src = _loss_table(spec, ck, meta, lt_table)
-        decode_fn, vae_scale = _decoder(spec.vae, C, dev)
+        decode_fn, vae_scale, vae_sha = _decoder(spec.vae, C, dev)
         spec = dataclasses.replace(
             spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
+            vae_sha256=vae_sha,
             loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
         )
         sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table)

@@ -62,6 +62,7 @@ class SampleSpec:
     precision: str = "fp32"                   # --precision
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
+    vae_sha256: str | None = None             # sha256 of that VAE's weights (filled in when it is loaded)
     initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
     loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
     latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
@@ -96,6 +97,8 @@ class SampleSpec:
         """The identity as JSON (tuples as lists), as stored in the manifest's ``settings``."""
         d = dataclasses.asdict(self)
         d["sample"] = {"kind": "discrete" if self.discrete else "continuous", **d["sample"]}
+        if d["vae_sha256"] is None:   # pixel sets: the identity of sets made before the field existed
+            del d["vae_sha256"]
         return json.loads(json.dumps(d, sort_keys=True))
 
     def sha256(self) -> str:
