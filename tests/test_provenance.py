@@ -38,3 +38,23 @@ def test_sample_spec_identity_holds_the_vae_hash():
     a = SampleSpec(checkpoint="x", vae="/models/vae", vae_sha256="a" * 64)
     b = SampleSpec(checkpoint="x", vae="/models/vae", vae_sha256="b" * 64)
     assert a.to_json()["vae_sha256"] == "a" * 64 and a.sha256() != b.sha256()
+
+
+def test_measurements_read_an_extract_folder(tmp_path):
+    from sit.commands.likelihood import unit_words
+    from sit.data.imagefolder import ImageFolderDataset
+    from sit.data.latents import extract_latents
+    from sit.generate.evaldata import load_eval_data
+
+    for i in range(4):
+        (tmp_path / "img" / ("a" if i < 2 else "b")).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((16, 16, 3), 50 * i, np.uint8)).save(tmp_path / "img" / ("a" if i < 2 else "b") / f"{i}.png")
+    vae = VAE.tiny_random(0)
+    extract_latents(ImageFolderDataset(tmp_path / "img", 16), vae, tmp_path / "lat", shard_size=3, batch_size=2)
+    x, y = load_eval_data(str(tmp_path / "lat"))
+    assert x.shape == (4, 4, 8, 8) and y.tolist() == [0, 0, 1, 1]
+    x2, _ = load_eval_data(str(tmp_path / "lat"))
+    assert (x == x2).all()                                # one fixed posterior draw
+    assert unit_words(False, 4, str(tmp_path / "lat")).startswith("latent bits/dim")
+    assert unit_words(False, 1, "digits") == "bits/dim (continuous, data in [-1, 1])"
+    assert unit_words(True, 3, "x.npz").startswith("bits/dim (8-bit")
