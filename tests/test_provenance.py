@@ -58,3 +58,16 @@ def test_measurements_read_an_extract_folder(tmp_path):
     assert unit_words(False, 4, str(tmp_path / "lat")).startswith("latent bits/dim")
     assert unit_words(False, 1, "digits") == "bits/dim (continuous, data in [-1, 1])"
     assert unit_words(True, 3, "x.npz").startswith("bits/dim (8-bit")
+
+
+@pytest.mark.parametrize("flags, word", [
+    (["--w", "sigma"], "--w applies to SDE methods only"),
+    (["--method", "euler", "--last-step", "tweedie"], "--last-step applies to SDE methods only"),
+    (["--method", "dopri5", "--num-steps", "20"], "--num-steps does not apply to the adaptive solver dopri5"),
+    (["--method", "heun", "--atol", "1e-5"], "--atol applies to adaptive solvers only"),
+])
+def test_flags_a_method_ignores_are_refused(tmp_path, capsys, flags, word):
+    from sit.cli import main
+
+    assert main(["sample", "--ckpt", str(tmp_path / "none"), "--out", str(tmp_path / "o"), *flags]) == 2
+    assert word in capsys.readouterr().err
