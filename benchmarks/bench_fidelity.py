@@ -19,8 +19,10 @@ and the official number next to it:
             samples (clamped) and of all 1,797 real digits
 
 Investigation knobs (the defaults are the settings above): ``--vp-end`` (the VP sampler's last
-time), ``--heun-points`` (official ``ode``: ``linspace(t0, t1, num_steps)`` is num_steps points,
-i.e. num_steps - 1 Heun steps), ``--ema-start`` (EMA counter offset).
+time), ``--heun-points`` (the official ``ode`` samples on ``linspace(t0, t1, num_steps)``, i.e.
+num_steps - 1 Heun steps: official ``sample_ode(sampling_method="heun2", num_steps=25)`` equals sit's
+Heun with 24 steps to 2e-8 on the same field), ``--ema-start`` (EMA counter offset), ``--save-dir``
+(keep the EMA networks, so a sampler variant is scored without retraining).
 
     python benchmarks/bench_fidelity.py --seeds 0,1,2 --out /tmp/fidelity.json   # ~2 min per run, 1 core
 
@@ -105,6 +107,30 @@ def train_cell(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> 
     return ema.eval()
 
 
+def load_or_train(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    """The EMA network of (cell, seed): from ``--save-dir`` when it holds one trained with the same
+    settings (so sampler variants can be scored without retraining), else trained (and saved there)."""
+    if not args.save_dir:
+        return train_cell(cell, seed, args, x, y)
+    from safetensors.torch import load_file, save_file
+
+    from sit.config import ModelConfig
+    from sit.models.sit import SiT
+
+    f = Path(args.save_dir) / f"{cell}-s{seed}-steps{args.steps}-b{args.batch}-e{args.ema_start}.safetensors"
+    if f.is_file():
+        mc = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
+                         class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
+        net = SiT(mc)
+        net.load_state_dict(load_file(str(f)))
+        print(f"{cell} seed {seed}: EMA weights from {f}", flush=True)
+        return net.eval()
+    ema = train_cell(cell, seed, args, x, y)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(f))
+    return ema
+
+
 @torch.no_grad()
 def sample_cell(ema, cell: str, seed: int, args) -> torch.Tensor:
     from sit.models.field import ModelField
@@ -139,6 +165,7 @@ def main(argv=None) -> int:
     ap.add_argument("--vp-end", type=float, default=None, help="VP sampler's last time (default: sit's, 1e-3)")
     ap.add_argument("--ema-start", type=int, default=0, help="offset of the EMA warm-up counter (default 0)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save-dir", default=None, help="keep / reuse each EMA network here (safetensors)")
     ap.add_argument("--out", default="fidelity.json", help="results JSON, appended per (cell, seed)")
     ap.add_argument("--report-only", action="store_true", help="print the table of --out and exit")
     args = ap.parse_args(argv)
@@ -160,7 +187,7 @@ def main(argv=None) -> int:
                 if key in results:
                     continue
                 t0 = time.perf_counter()
-                ema = train_cell(cell, seed, args, x, y)
+                ema = load_or_train(cell, seed, args, x, y)
                 t1 = time.perf_counter()
                 fake = sample_cell(ema, cell, seed, args)
                 fd = pixel_fd(((x + 1) / 2).reshape(x.shape[0], -1).double(), fake)
