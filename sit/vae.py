@@ -150,6 +150,23 @@ class VAE:
 
     # ---------------------------------------------------------------- properties
     @property
+    def weights_sha256(self) -> str:
+        """sha256 of the VAE's weights (every state-dict tensor: name, dtype, shape, bytes, in name
+        order): what a latent index and a sample set record, so a swapped VAE behind the same
+        path is noticed. Computed once per instance."""
+        if getattr(self, "_weights_sha256", None) is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            state = self.model.state_dict()
+            for k in sorted(state):
+                v = state[k].detach().to("cpu").contiguous()
+                h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+                h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+            self._weights_sha256 = h.hexdigest()
+        return self._weights_sha256
+
+    @property
     def latent_channels(self) -> int:
         return int(self.model.config.latent_channels)
 

@@ -4,8 +4,6 @@ plus classifier-space metrics for the embedded datasets."""
 from __future__ import annotations
 
 import sys
-import time
-import warnings
 from pathlib import Path
 
 from sit.commands._args import add_command, finish_command, require_at_least
@@ -97,125 +95,6 @@ def _load_ref(ref: str, need_images: bool):
     return load_image_set(ref, with_images=need_images, lazy=True)
 
 
-def evaluate_inception(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
-                       progress=True, log=print, save_ref_stats=None, ref_cache=None) -> dict:
-    """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions.
-    An embedded reference's features come from ``sit.evaluate.refstats`` (``ref_cache``: its
-    cache folder, default ``$SIT_CACHE/refstats``; False: no cache)."""
-    from sit.evaluate.inception import POOL_DIM, InceptionFeatures
-    from sit.evaluate.metrics import (
-        PAPER_FID_SAMPLES,
-        RECOMMENDED_FID_SAMPLES,
-        feature_statistics,
-        fid_from_features,
-        fid_sample_note,
-        frechet_distance,
-        precision_recall,
-    )
-
-    out: dict = {}
-    if "fid" in metrics or "sfid" in metrics:  # said before the long part, and kept in the JSON
-        n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
-        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
-        if note:
-            out["fid_note"] = note
-            log(f"warning: {note}")
-    feats = InceptionFeatures(source, device=device, batch_size=batch_size, progress=progress)
-    log(f"inception: {feats.describe()}")
-    out["inception_weights"] = str(feats.path)
-    want_spatial = "sfid" in metrics
-    t0 = time.perf_counter()
-    fake = feats.features(sample_set.images, spatial=want_spatial)
-    ref_needs_images = ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
-                        or (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
-    real = None
-    if ref_needs_images:
-        if ref_set.images is None:
-            raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
-        if ref_set.source.startswith("embedded:"):  # small and fixed: features cached on disk
-            from sit.evaluate.refstats import cached_reference_features
-
-            real = cached_reference_features(ref_set.source.split(":", 1)[1], ref_set.images, feats,
-                                             cache_dir=ref_cache, log=log)
-        else:
-            real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
-        if save_ref_stats is not None:
-            from sit.io import save_npz_atomic
-
-            mu, sigma = feature_statistics(real["pool"])
-            mu_s, sigma_s = feature_statistics(real["spatial"])
-            save_npz_atomic(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
-            log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
-    out["inception_seconds"] = round(time.perf_counter() - t0, 2)
-
-    def fid(key, mu, sigma):
-        if mu is not None and sigma is not None:
-            return frechet_distance(*feature_statistics(fake[key]), mu, sigma), "precomputed reference statistics"
-        return fid_from_features(real[key], fake[key]), "reference images"
-
-    if "fid" in metrics:
-        out["fid"], how = fid("pool", ref_set.mu, ref_set.sigma)
-        out["fid_reference"] = how
-    if "sfid" in metrics:
-        out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
-        out["sfid_reference"] = how
-    if "is" in metrics:
-        out |= _inception_score(fake["logits"])
-    if "pr" in metrics:
-        import torch
-
-        dev = feats.device if feats.device.type == "cuda" else None
-        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev,
-                                                            progress=progress)
-    out["num_samples"] = int(len(sample_set))
-    out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
-    return out
-
-
-def _inception_score(logits) -> dict:
-    """``is`` and ``is_note`` of the samples' logits (None: weights without a softmax layer)."""
-    from sit.evaluate.metrics import inception_score
-
-    if logits is None:
-        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
-                                       "to pt_inception-2015-12-05-6726825d.pth for the Inception Score"}
-    n = len(logits)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        score = inception_score(logits, split_size=5000)
-    splits = max(1, -(-n // 5000))
-    return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
-
-
-def evaluate_classifier(dataset: str, sample_set, *, seed: int = 0, fit: str | None = None, log=print,
-                        progress: bool = False) -> dict:
-    """Classifier-space metrics (``sit.evaluate.classifier.quick_quality``) of the samples against
-    an embedded dataset at the samples' resolution; labels from the samples' ``arr_1``."""
-    import torch
-
-    from sit.data.embedded import load_embedded
-    from sit.evaluate.classifier import FEATURE_DIM, quick_quality
-    from sit.evaluate.metrics import RECOMMENDED_CLASSIFIER_SAMPLES, fid_sample_note
-
-    imgs = sample_set.images  # uint8 (N, H, W, C)
-    if imgs.shape[1] != imgs.shape[2]:
-        raise ValueError(f"classifier metrics need square samples; got {imgs.shape[1]}x{imgs.shape[2]}")
-    fake_x = torch.from_numpy(imgs[..., :1].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # bin centres of sit's uint8
-    real_x, real_y = load_embedded(dataset, "all", image_size=imgs.shape[1], fit=fit)
-    fake_y = None
-    if sample_set.labels is not None and len(sample_set.labels) == len(imgs):
-        fake_y = torch.as_tensor(sample_set.labels).long()
-        if fake_y.min() < 0 or fake_y.max() >= 10:
-            fake_y = None  # e.g. the null label: unconditional samples
-    n = min(len(imgs), len(real_x))
-    note = fid_sample_note(n, FEATURE_DIM, recommended=RECOMMENDED_CLASSIFIER_SAMPLES, name="classifier FID")
-    if note:
-        log(f"warning: {note}")
-    q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed, progress=progress)
-    out = {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()}
-    return out | {"classifier_dataset": dataset} | ({"clf_fid_note": note} if note else {})
-
-
 def resolve_targets(args, metrics: list[str]) -> tuple[bool, str | None]:
     """(REF is an embedded dataset, classifier dataset or None), refusing any argument that would
     go unused: an unknown REF, REF unread under --metrics none, --fit / --save-ref-stats without
@@ -274,15 +153,19 @@ def run(args) -> int:
             ref_set = _load_ref(args.ref, need_images=True)
         explicit = args.inception not in ("auto",)
         try:
-            result |= evaluate_inception(ref_set, sample_set, metrics, args.inception, device=args.device,
-                                         batch_size=args.batch_size, progress=not args.no_progress,
-                                         save_ref_stats=args.save_ref_stats, log=_log)
+            from sit.evaluate.scorers.inception import evaluate_sets
+
+            result |= evaluate_sets(ref_set, sample_set, metrics, args.inception, device=args.device,
+                                  batch_size=args.batch_size, progress=not args.no_progress,
+                                  save_ref_stats=args.save_ref_stats, log=_log)
         except (ImportError, FileNotFoundError) as e:
             if explicit or clf is None:
                 raise
             result["inception_note"] = f"Inception metrics skipped: {e}"
     if clf is not None:
-        result |= evaluate_classifier(clf, sample_set, seed=args.seed, fit=args.fit, log=_log, progress=not args.no_progress)
+        from sit.evaluate.scorers.classifier import evaluate_dataset
+
+        result |= evaluate_dataset(clf, sample_set, seed=args.seed, fit=args.fit, log=_log, progress=not args.no_progress)
 
     from sit.io import write_json
 

@@ -34,7 +34,8 @@ standard error of the mean over samples (it includes the probe noise, which is a
 def register(sub) -> None:
     p = add_command(sub, "likelihood", help="bits/dim of a dataset under a checkpoint (probability-flow ODE)",
                     description=EXAMPLES, model=True)
-    p.add_argument("--data", metavar="NAME|NPZ", help="data (default: the demo dataset's held-out split)")
+    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="data: embedded name, .npz, or a `sit extract` folder "
+                   "(latents; reported as latent bits/dim) (default: the demo dataset's held-out split)")
     p.add_argument("--num-samples", type=int, default=256, metavar="N", help="data points to evaluate (default %(default)s)")
     p.add_argument("--divergence", choices=DIVERGENCES, default="hutchinson",
                    help="hutchinson (--probes backward passes per evaluation) or exact (D of them) (default %(default)s)")
@@ -75,6 +76,19 @@ def _load(args, net):
         pixels = torch.round((x + 1) * 127.5)
         x = uniform_dequantize(pixels, -1.0, 1.0, generator=torch.Generator("cpu").manual_seed(args.seed))
     return x, y, spec, eight_bit
+
+
+def unit_words(eight_bit: bool, channels: int, spec: str) -> str:
+    """What the reported number is: 8-bit image bits/dim, continuous [-1, 1] data, or latents
+    (the density of the scaled VAE latents only: no decoder / VAE term, not comparable with
+    pixel bits/dim)."""
+    from sit.generate.evaldata import is_extract_folder
+
+    if eight_bit:
+        return "bits/dim (8-bit, dequantised)"
+    if channels not in (1, 3) or is_extract_folder(spec):
+        return "latent bits/dim (density of the scaled VAE latents; no VAE term, not pixel bits/dim)"
+    return "bits/dim (continuous, data in [-1, 1])"
 
 
 def run(args) -> int:
@@ -127,19 +141,20 @@ def run(args) -> int:
         bar.n = sum(t.numel() for t in bpds)
         bar.refresh()
     bar.close()
-    _report(args, spec, eight_bit, torch.cat(bpds), torch.cat(logps), torch.cat(probe_se), nfe, x[0].numel())
+    _report(args, spec, eight_bit, torch.cat(bpds), torch.cat(logps), torch.cat(probe_se), nfe, x[0].numel(),
+            int(x.shape[1]))
     if args.out:
         write_csv(Path(args.out), rows)
         dist.print0(f"wrote {args.out}")
     return 0
 
 
-def _report(args, spec, eight_bit, bpd, logp, probe_se, nfe, dim) -> None:
+def _report(args, spec, eight_bit, bpd, logp, probe_se, nfe, dim, channels: int = 1) -> None:
     from sit import dist
 
     n = bpd.numel()
     se = float(bpd.std() / math.sqrt(n)) if n > 1 else float("nan")
-    what = "bits/dim (8-bit, dequantised)" if eight_bit else "bits/dim (continuous, data in [-1, 1])"
+    what = unit_words(eight_bit, channels, spec)
     dist.print0(f"{spec}: {float(bpd.mean()):.4f} +- {se:.4f} {what} over {n} samples; "
                 f"nats {float(logp.mean()):.3f}; divergence {args.divergence}, {args.method}, {nfe} NFE total")
     if args.divergence == "hutchinson":

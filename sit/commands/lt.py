@@ -28,7 +28,7 @@ sigma_t and sin^2(pi t) on the same time axis.
 def register(sub) -> None:
     p = add_command(sub, "lt", help="per-time loss L_t of a checkpoint (for w_KL,eta): table + CSV + plot",
                     description=EXAMPLES, model=True)
-    p.add_argument("--data", metavar="NAME|NPZ", help="held-out data (default: the demo dataset's held-out split)")
+    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="held-out data: embedded name, .npz or a `sit extract` folder (default: the demo dataset's held-out split)")
     p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default %(default)s)")
     p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default %(default)s)")
     p.add_argument("--reduction", choices=REDUCTIONS, default="mean", help="per-sample reduction over dims (default %(default)s)")

@@ -31,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("--weights", choices=["ema", "model"], default="ema")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default=None)
-    p.add_argument("--data", metavar="NAME|NPZ", help="x* data (default: the demo dataset's training split)")
+    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="x* data: embedded name, .npz or a `sit extract` folder (default: the demo dataset's training split)")
     p.add_argument("--num-points", type=int, default=10_000, metavar="N", help="Monte-Carlo points (default %(default)s as the paper)")
     p.add_argument("--reduction", choices=["sum", "mean"], default="sum", help="|v|^2 summed (paper) or averaged over dims")
     p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")

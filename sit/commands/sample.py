@@ -173,6 +173,30 @@ def _flag_error(e: ValueError) -> ValueError:
     return ValueError(text)
 
 
+SDE_ONLY_FLAGS = ("w", "w_scale", "eta", "last_step", "last_step_size")
+ADAPTIVE_ONLY_FLAGS = ("atol", "rtol")
+
+
+def check_method_flags(method: str, given: dict) -> None:
+    """Refuse flags that the method would ignore, so they cannot enter a set's identity without
+    changing its samples: SDE-only flags with an ODE method, tolerances with a fixed-step method,
+    and --num-steps with an adaptive solver (it chooses its own steps)."""
+    from sit.samplers import SDE_METHODS
+    from sit.samplers.ode import ADAPTIVE_METHODS
+
+    if method not in SDE_METHODS:
+        bad = [k for k in SDE_ONLY_FLAGS if k in given]
+        if bad:
+            raise ValueError(f"--{bad[0].replace('_', '-')} applies to SDE methods only (got --method {method})")
+    if method in ADAPTIVE_METHODS and "num_steps" in given:
+        raise ValueError(f"--num-steps does not apply to the adaptive solver {method} (it chooses its own steps; "
+                         "use --atol / --rtol)")
+    if method not in ADAPTIVE_METHODS:
+        bad = [k for k in ADAPTIVE_ONLY_FLAGS if k in given]
+        if bad:
+            raise ValueError(f"--{bad[0]} applies to adaptive solvers only (got --method {method})")
+
+
 def sample_config_from_args(args, base):
     """Explicit sampler flags over ``base`` (the preset's or the default config), as a typed record."""
     from sit.generate.spec import DISCRETE_METHODS, DiscreteSampleConfig
@@ -193,6 +217,7 @@ def sample_config_from_args(args, base):
             return DiscreteSampleConfig(method=method, num_steps=given.get("num_steps", base.num_steps), eta=eta)
         if args.ddim_eta is not None:
             raise ValueError(f"--ddim-eta applies to --method ddim only (got --method {method})")
+        check_method_flags(method, given)
         fields = dataclasses.asdict(base) if isinstance(base, SampleConfig) else {"num_steps": base.num_steps}
         return SampleConfig(**{**fields, **given, "method": method})
     except ValueError as e:

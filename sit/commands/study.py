@@ -9,17 +9,24 @@ from pathlib import Path
 
 EXAMPLES = """\
 examples:
-  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: 31 min measured on 2 shared cores
+  sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: ~40 min on 2 idle cores
   sit study --quick --out studies/quick         # 2 seeds, fewer steps: about 10 min
   sit study --list --out studies/demo           # the cells and which (cell, seed) are done
-  sit study --out studies/demo --only vp-velocity/1   # one (cell, seed): a job-array task
+  sit study --out studies/demo --only vp-velocity:1   # one (cell, seed): a job-array task
   sit study --out studies/demo --report-only    # merge whatever is done into study.md
-  sit study --latents latents/in256 --model SiT-B/2 --steps 400000 --batch 256 --only linear-velocity --out studies/b2
+  sit study --out studies/demo --dry-run        # every unit's command and estimated cost; runs nothing
+
+  # the paper's scale (SiT-B/2, 400K steps, batch 256) on ImageNet latents, one (cell, seed) per job
+  sit study --latents latents/in256 --model SiT-B/2 --steps 400000 --batch 256 --seeds 2 --samples-per-class 10 --out studies/b2 --dry-run
+  sit study --latents latents/in256 --model SiT-B/2 --steps 400000 --batch 256 --seeds 2 --samples-per-class 10 --out studies/b2 --only linear-velocity:0
 
 Each cell is one trained model (shared by every table it appears in), trained with the same
 network, optimiser, EMA and budget as every other cell, then sampled with fixed seeds. The
 report (study.md, cells.csv/json, fig_*.png) says claim by claim whether the paper's ordering
 holds at this scale: holds / does not hold / inconclusive (95% CIs over seeds overlap).
+--latents / --data studies decode samples with the VAE and report the Inception FID against the
+training images (their features computed once and cached in $SIT_CACHE/refstats), and
+FD-DINOv2 with --dinov2 DIR (a local transformers Dinov2Model folder).
 A killed study continues where it stopped; a changed setting is refused for an existing folder.
 """
 
@@ -33,8 +40,8 @@ def register(subparsers) -> None:
                               description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="studies/demo", metavar="DIR", help="study folder (default %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help=f"the quick budget ({QUICK_BUDGET.steps} steps, {QUICK_BUDGET.seeds} seeds, "
-                        f"NFE {QUICK_BUDGET.nfe}) instead of the default")
+                   help=f"the quick budget ({QUICK_BUDGET.steps} steps x batch {QUICK_BUDGET.batch}, "
+                        f"{QUICK_BUDGET.seeds} seeds, NFE {QUICK_BUDGET.nfe}) instead of the default")
     b = p.add_argument_group("budget (every cell the same; default: sit.study.cells.DEFAULT_BUDGET)")
     b.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per model (default {DEFAULT_BUDGET.steps})")
     b.add_argument("--train-minutes", type=float, metavar="MIN",
@@ -47,7 +54,9 @@ def register(subparsers) -> None:
     b.add_argument("--nfe", type=int, metavar="N", help=f"network evaluations per sample (default {DEFAULT_BUDGET.nfe})")
     c = p.add_argument_group("which cells")
     c.add_argument("--cells", metavar="LIST", help="comma list of cells, 'all' or 'default' (default: default)")
-    c.add_argument("--only", action="append", metavar="CELL[/SEED]", help="run only this cell (or one seed of it); repeatable")
+    c.add_argument("--only", action="append", metavar="CELL[:SEED]", help="run only this cell (or one seed of it); repeatable")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print every (cell, seed) unit's command and estimated cost, and exit")
     c.add_argument("--list", action="store_true", help="print the cells (and their status in --out) and exit")
     c.add_argument("--report-only", action="store_true", help="train nothing: write the report from the finished cells")
     c.add_argument("--no-report", action="store_true", help="do not write the report after running")
@@ -57,6 +66,12 @@ def register(subparsers) -> None:
     d.add_argument("--data", metavar="DIR", help="ImageFolder root, encoded by --vae")
     d.add_argument("--vae", metavar="PATH", help="SD VAE folder for --data")
     d.add_argument("--image-size", type=int, metavar="PX")
+    d.add_argument("--inception", metavar="auto|fid-helper|PATH",
+                   help="Inception weights of a --latents / --data study, as `sit eval` (default: auto)")
+    d.add_argument("--dinov2", metavar="DIR", help="local Dinov2Model folder: FD-DINOv2 as a second number")
+    d.add_argument("--ref", metavar="NPZ", help="ADM reference batch instead of the training images")
+    d.add_argument("--ref-images", type=int, metavar="N",
+                   help="training images in the reference, evenly spaced (default: sit.study.scoring's)")
     d.add_argument("--model", metavar="NAME", help="network preset (SiT-S/2 ... SiT-XL/8; default: the demo's)")
     for name in ("depth", "hidden_size", "num_heads", "patch_size"):
         d.add_argument("--" + name.replace("_", "-"), type=int, metavar="N")
@@ -108,7 +123,7 @@ def build_study(args):
     budget = _budget(args, out)
     warmup = min(cfg.warmup_steps, budget.steps // 5)
     cfg = dataclasses.replace(cfg, warmup_steps=warmup)
-    study = Study(out, cfg, mc, budget, select_cells(args.cells))
+    study = Study(out, cfg, mc, budget, select_cells(args.cells), _scoring(args, cfg))
     if args.train_minutes is not None:
         from sit.study.calibrate import steps_for_minutes
 
@@ -117,6 +132,58 @@ def build_study(args):
         study = dataclasses.replace(study, base=dataclasses.replace(cfg, warmup_steps=min(cfg.warmup_steps,
                                                                                           study.budget.steps // 5)))
     return study
+
+
+SCORING_FLAGS = ("inception", "dinov2", "ref", "ref_images")
+
+
+def _scoring(args, cfg):
+    from sit.study.scoring import ScoringConfig
+
+    given = {k: getattr(args, k) for k in SCORING_FLAGS if getattr(args, k, None) is not None}
+    if given and cfg.latents is None and cfg.data is None:
+        raise ValueError(f"--{next(iter(given)).replace('_', '-')} applies to --latents / --data studies only; the "
+                         "embedded study scores with the digit classifier")
+    return ScoringConfig(**given)
+
+
+UNIT_FLAGS = ("out", "quick", "steps", "train_minutes", "batch", "seeds", "samples_per_class", "nfe", "cells",
+              "dataset", "latents", "data", "vae", "image_size", "model", "depth", "hidden_size", "num_heads",
+              "patch_size", "device", "threads") + SCORING_FLAGS
+
+
+def _unit_argv(args) -> list[str]:
+    """The flags of this study's command line (each unit adds its own --only)."""
+    out = ["study"]
+    for k in UNIT_FLAGS:
+        v = getattr(args, k, None)
+        if v is None or v is False:
+            continue
+        out += [f"--{k.replace('_', '-')}"] + ([] if v is True else [str(v)])
+    return out
+
+
+def _dry_run(study, args, only) -> int:
+    import shlex
+
+    from sit.study.run import ASSUMED_TFLOPS, unit_cost
+
+    keep = _unit_argv(args)
+    total = 0.0
+    units = [(c, s) for c, s in study.units()
+             if not only or any(c.name == n and (ss is None or ss == s) for n, ss in only)]
+    print(f"sit study --dry-run: {len(units)} (cell, seed) units in {str(study.out)!r}; cost from "
+          f"sit.models.sit.forward_flops, hours at an assumed {ASSUMED_TFLOPS:g} TFLOP/s")
+    for cell, seed in units:
+        c = unit_cost(study, cell)
+        total += c["hours_at_assumed"]
+        done = " (done)" if study.result_path(cell, seed).is_file() else ""
+        print(f"sit {shlex.join(keep + ['--only', f'{cell.name}:{seed}'])}")
+        print(f"    # {c['images_seen']:,} images seen; train {c['train_pflop']:.4g} PFLOP, sampling "
+              f"{c['sample_pflop']:.4g} PFLOP; ~{c['hours_at_assumed']:.3g} h{done}")
+    print(f"sit study --dry-run: total ~{total:.3g} h at {ASSUMED_TFLOPS:g} TFLOP/s; then "
+          f"`sit study --out {shlex.quote(str(study.out))} --report-only` merges the results")
+    return 0
 
 
 def _list(study) -> int:
@@ -154,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         return _list(study)
     only = [parse_only(s, study.cells, study.budget.seeds) for s in (args.only or [])]
+    if args.dry_run:
+        return _dry_run(study, args, only)
     run_study(study, only=only or None, log=lambda s: print(s, flush=True), jobs=_jobs(args, study))
     if not args.no_report:
         print(f"sit study: report {str(write_report(study.out))!r}")

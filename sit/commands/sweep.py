@@ -130,11 +130,13 @@ def _quality_fn(args, net, labels, dev):
         real_x, real_y = S.load_eval_data(data, image_size=H, split="all")
         real_x = S.match_model_input(real_x, net)
 
-        def quality(fake_x, fake_y):
-            from sit.evaluate.classifier import quick_quality
+        from sit.evaluate.scorers.classifier import ClassifierScorer
 
-            q = quick_quality(real_x, real_y, fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
-            return {"fid": q["fid"], "accuracy": q["accuracy"], "precision": q["precision"], "recall": q["recall"]}
+        scorer = ClassifierScorer(real_x, real_y)
+
+        def quality(fake_x, fake_y):
+            q = scorer.score_images(fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
+            return {"fid": q.fd, "accuracy": q.accuracy, "precision": q.precision, "recall": q.recall}
 
         return quality, f"classifier FID vs {data}", None
     if not args.vae or not args.ref:
@@ -329,18 +331,19 @@ def _inception_quality(ref: str, device):
     """Inception FID of uint8-quantised samples against an ADM reference batch (sit.evaluate)."""
     import numpy as np
 
-    from sit.evaluate import inception, metrics
+    from sit.evaluate import metrics
+    from sit.evaluate.scorers.inception import InceptionScorer
     from sit.io import to_uint8
 
-    feats = inception.InceptionFeatures(device=device, progress=False)
+    scorer = InceptionScorer(device=device, progress=False, spatial=False)
     with np.load(ref) as z:
         if "mu" in z and "sigma" in z:
             mu_r, sig_r = z["mu"], z["sigma"]
         else:
-            mu_r, sig_r = metrics.feature_statistics(feats.features(z["arr_0"], spatial=False)["pool"])
+            mu_r, sig_r = metrics.feature_statistics(scorer.features(z["arr_0"])["pool"])
 
     def quality(fake_x, fake_y):
-        pool = feats.features(to_uint8(fake_x.clamp(-1, 1)), spatial=False)["pool"]
+        pool = scorer.features(to_uint8(fake_x.clamp(-1, 1)))["pool"]
         mu, sig = metrics.feature_statistics(pool)
         return {"fid": metrics.frechet_distance(mu, sig, mu_r, sig_r)}
 

@@ -123,6 +123,7 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
         "scale_factor": vae.scale_factor,
         "image_size": dataset.image_size,
         "vae": vae.name,
+        "vae_sha256": vae.weights_sha256,
         "num_classes": dataset.num_classes,
         "classes": dataset.classes,
         "class_to_idx": dataset.class_to_idx,
@@ -136,6 +137,8 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
 
 def _check_same(existing: dict, new: dict, root: str) -> None:
     diff = [k for k in _MATCH_KEYS if existing.get(k) != new.get(k)]
+    if "vae_sha256" in existing and existing["vae_sha256"] != new.get("vae_sha256"):   # (older indexes lack it)
+        diff.append("vae_sha256")
     if diff:
         k = diff[0]
         raise ValueError(

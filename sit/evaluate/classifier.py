@@ -4,7 +4,8 @@ Inception-v3 features mean little on 8x8 or 28x28 grey digits, so the demo measu
 feature space of a small CNN classifier that sit trains itself on the real data: deterministic
 (fixed seed, fixed number of epochs, single pass order from a seeded generator), a few seconds on
 CPU, and cached on disk keyed by a hash of the training data, the architecture version and the
-seed. Metrics, with the ADM definitions of ``sit.evaluate.metrics``:
+seed (a safetensors file carrying the sha256 of its weights, verified on every read; a corrupt
+entry is retrained with a message). Metrics, with the ADM definitions of ``sit.evaluate.metrics``:
 
 - ``fid``: Fréchet distance between Gaussians fitted to penultimate-layer features (64-d) of the
   real and the generated images;
@@ -121,34 +122,83 @@ def train_classifier(
     return net.eval()
 
 
+def _weights_digest(state: dict) -> str:
+    """sha256 of every tensor of a state dict (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def _stderr(line: str) -> None:
+    import sys
+
+    print(line, file=sys.stderr, flush=True)
+
+
+def read_cached_classifier(path: Path, key: str, net: DigitClassifier) -> DigitClassifier:
+    """Load the cache entry ``path`` into ``net`` after verifying it: its stored key must be
+    ``key`` and the sha256 of its weights the one stored with them (a flipped bit in the weights
+    would otherwise silently change every classifier FID). ValueError saying what is wrong."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+        state = load(data)
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (OSError, SafetensorError, ValueError, RuntimeError) as e:
+        raise ValueError(f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    if meta.get("key") != key:
+        raise ValueError(f"key {meta.get('key')!r} instead of {key!r}")
+    if _weights_digest(state) != meta.get("sha256"):
+        raise ValueError("sha256 of the weights does not match the one stored with them")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"weights do not fit the network ({str(e).splitlines()[0]})") from e
+    return net.eval()
+
+
 def get_classifier(
-    x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None, seed: int = 0, cache_dir=None, progress: bool = False
+    x: torch.Tensor, y: torch.Tensor, *, num_classes: int | None = None, seed: int = 0, cache_dir=None, progress: bool = False,
+    log=_stderr,
 ) -> DigitClassifier:
-    """The classifier trained on (x, y) with ``seed``: loaded from the cache when present,
-    otherwise trained and saved there (``cache_dir`` default: ``default_cache_dir()``;
-    ``cache_dir=False`` disables caching)."""
+    """The classifier trained on (x, y) with ``seed``: loaded from the cache when a verified entry
+    is there, otherwise trained and saved there (``cache_dir`` default: ``default_cache_dir()``;
+    ``cache_dir=False`` disables caching). An entry is a safetensors file
+    ``<ARCH_VERSION>-<key>.safetensors`` whose metadata holds the key and the sha256 of the
+    weights; one that fails the check is retrained and rewritten, with a message to ``log``."""
     k = int(num_classes if num_classes is not None else int(y.max()) + 1)
     key = _data_hash(x, y, seed, extra=f"k={k}")
     path = None
     if cache_dir is not False:
         path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        path = path / f"{ARCH_VERSION}-{key}.pt"
+        path = path / f"{ARCH_VERSION}-{key}.safetensors"
         if path.is_file():
             net = DigitClassifier(num_classes=k, in_channels=x.shape[1], image_size=min(x.shape[-2:]))
             try:
-                net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-                return net.eval()
-            except (RuntimeError, OSError, ValueError):
-                pass  # corrupt or stale cache entry: retrain and overwrite
+                return read_cached_classifier(path, key, net)
+            except ValueError as e:
+                log(f"classifier cache entry {path} is corrupt ({e}); retraining it")
     net = train_classifier(x, y, num_classes=k, seed=seed, progress=progress)
     if path is not None:
+        from safetensors.torch import save
+
+        from sit.io import write_bytes_atomic
+
+        state = {n: v.detach().cpu().contiguous() for n, v in net.state_dict().items()}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(net.state_dict(), tmp)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # a read-only cache only costs a retrain next time
+            write_bytes_atomic(path, save(state, metadata={"key": key, "sha256": _weights_digest(state),
+                                                           "arch": ARCH_VERSION}))
+        except OSError as e:
+            log(f"could not write the classifier cache {path} ({e}); it will be retrained next time")
     return net
 
 

@@ -17,7 +17,8 @@ def load_eval_data(spec: str, *, image_size: int | None = None, split: str = "he
     spec: an embedded dataset name ('digits', 'mnist_5k', optionally ':train', ':heldout',
     ':all'; images in [-1, 1] resized/padded to ``image_size``), or an .npz file with either
     uint8 images ``arr_0`` (N, H, W, C) (mapped to [-1, 1]) or float arrays (N, C, H, W)
-    (used as they are, e.g. latents), and labels in ``arr_1`` or ``labels`` when present."""
+    (used as they are, e.g. latents), and labels in ``arr_1`` or ``labels`` when present, or a
+    ``sit extract`` folder (its scaled latents: one posterior draw per image, seed 0, no flip)."""
     name, _, sp = spec.partition(":")
     from sit.data.embedded import EMBEDDED_DATASETS, load_embedded
 
@@ -25,6 +26,8 @@ def load_eval_data(spec: str, *, image_size: int | None = None, split: str = "he
         x, y = load_embedded(name, split=sp or split, image_size=image_size)
         return x.float(), y.long()
     p = Path(spec)
+    if p.is_dir() and (p / "index.json").is_file():
+        return load_extracted(p)
     if not p.exists():
         raise FileNotFoundError(
             f"--data {spec!r}: neither an embedded dataset {list(EMBEDDED_DATASETS)} nor an existing .npz file"
@@ -91,3 +94,21 @@ def eval_batches(x: Tensor, y: Tensor | None, batch_size: int, device, condition
         yb = y[i: i + batch_size].to(device) if (conditional and y is not None) else None
         out.append((xb, yb))
     return out
+
+
+EXTRACT_MAX_ITEMS = 10_000   # latents read from a `sit extract` folder for a measurement, at most
+
+
+def is_extract_folder(spec: str | None) -> bool:
+    return spec is not None and Path(spec).is_dir() and (Path(spec) / "index.json").is_file()
+
+
+def load_extracted(root, max_items: int = EXTRACT_MAX_ITEMS) -> tuple[Tensor, Tensor]:
+    """Scaled latents (N, C, h, w) and labels of a `sit extract` folder: one posterior draw per
+    image (seed 0, unflipped), evenly spaced over the folder when it holds more than ``max_items``."""
+    from sit.data.latents import LatentShardDataset
+
+    ds = LatentShardDataset(root, flip=False, sample=True, seed=0)
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(max_items, len(ds))).round().astype(np.int64))
+    items = [ds[int(i)] for i in idx]
+    return torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items], dtype=torch.long)

@@ -56,7 +56,7 @@ def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
 
 def _decoder(vae: str | None, channels: int, dev):
     if channels in (1, 3):
-        return None, None
+        return None, None, None
     if not vae:
         raise ValueError(
             f"this is a latent model ({channels} channels): pass --vae PATH (a local SD VAE folder, e.g. sd-vae-ft-ema) to decode"
@@ -64,7 +64,7 @@ def _decoder(vae: str | None, channels: int, dev):
     from sit.vae import VAE
 
     v = VAE.from_pretrained(vae, device=dev)
-    return v.decode, v.scale_factor
+    return v.decode, v.scale_factor, v.weights_sha256
 
 
 def sample_set(
@@ -113,9 +113,10 @@ def sample_set(
                                                      log=dist.eprint0)
             guide_net = prepare_network(guide_net, spec.precision, compile, dev)
             spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=checkpoints.identity(gk)))
-        decode_fn, vae_scale = _decoder(spec.vae, C, dev)
+        decode_fn, vae_scale, vae_sha = _decoder(spec.vae, C, dev)
         spec = dataclasses.replace(
             spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
+            vae_sha256=vae_sha,
             loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
         )
         sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table,

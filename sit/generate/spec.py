@@ -42,6 +42,7 @@ class SampleSpec:
     precision: str = "fp32"                   # --precision
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
+    vae_sha256: str | None = None             # sha256 of that VAE's weights (filled in when it is loaded)
     initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
     loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
     latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
@@ -78,6 +79,8 @@ class SampleSpec:
         d["sample"] = {"kind": "discrete" if self.discrete else "continuous", **d["sample"]}
         if d["guidance"].get("guide") is None:  # CFG: identical to sets made before autoguidance existed
             d["guidance"].pop("guide", None)
+        if d["vae_sha256"] is None:   # pixel sets: the identity of sets made before the field existed
+            del d["vae_sha256"]
         return json.loads(json.dumps(d, sort_keys=True))
 
     def sha256(self) -> str:

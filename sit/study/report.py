@@ -178,37 +178,63 @@ def _settings_md(out: Path, m: Measured) -> str:
         f"- budget per trained model: {b.get('steps')} steps × batch {b.get('batch')}; seeds per cell {b.get('seeds')}; "
         f"NFE {b.get('nfe')} (ODE: Heun {b.get('nfe', 0) // 2} steps; SDE: Euler–Maruyama {b.get('nfe')} steps, "
         f"last step 'mean'; DDPM: {b.get('nfe')} respaced steps); guidance scale {b.get('cfg_scale')}",
-        f"- quality: classifier-feature Fréchet distance (sit.evaluate.classifier.quick_quality; lower is better; "
-        f"not an Inception FID) of {b.get('samples_per_class')} samples per class; class accuracy beside it",
+        f"- quality: {_metric_line(ident)} of {b.get('samples_per_class')} samples per class"
+        + ("" if _latent(ident) else "; class accuracy beside it"),
         f"- w_KL,η: η chosen per model from {b.get('etas')} on separate noise, L_t from {b.get('lt_points')} times × "
         f"{b.get('lt_samples')} held-out samples (sit.lt)",
         f"- finished (cell: seeds): {done}",
     ])
 
 
+def _latent(ident: dict) -> bool:
+    t = ident.get("train", {})
+    return bool(t.get("latents") or t.get("data"))
+
+
+def _metric_line(ident: dict) -> str:
+    """What the study's FD is (sit.study.scoring decides it; read back from the identity)."""
+    if not _latent(ident):
+        return ("classifier-feature Fréchet distance (sit.evaluate.scorers.classifier; lower is better; "
+                "not an Inception FID)")
+    sc = ident.get("scoring", {})
+    ref = f"the reference batch {sc.get('ref')}" if sc.get("ref") else f"up to {sc.get('ref_images')} training images"
+    return (f"Inception FID (sit.evaluate.scorers.inception) of VAE-decoded samples against {ref}"
+            + ("; FD-DINOv2 in cells.json" if sc.get("dinov2") else ""))
+
+
+def _axis_label(out: Path) -> str:
+    f = out / CONFIG_NAME
+    ident = json.loads(f.read_text()).get("identity", {}) if f.is_file() else {}
+    return "Inception FID (lower is better)" if _latent(ident) else "classifier-feature FD (lower is better)"
+
+
+def _ci_words(stats) -> str:
+    """"95% CI over seeds" when some bar has >= 2 seeds, else say there is no interval."""
+    n = max((s.n for s in stats if s is not None), default=0)
+    return "95% CI over seeds" if n >= 2 else "one seed: no interval"
+
+
 def _err(s: Stat | None) -> float:
     return s.half if s is not None and math.isfinite(s.half) else 0.0
 
 
-def _bars(ax, labels, stats, paper_vals=None, color="C0"):
+def _bars(ax, labels, stats, paper_vals=None, color="C0", ylabel="classifier-feature FD (lower is better)"):
+    """Measured FD per row with seed dots; the paper's FID-50K is written under each label (text,
+    not a second axis: the two numbers are on different scales and must not be compared)."""
     import numpy as np
 
     x = np.arange(len(labels))
     means = [s.mean if s else float("nan") for s in stats]
-    ax.bar(x, means, yerr=[_err(s) for s in stats], color=color, alpha=0.7, capsize=4, label="measured FD (95% CI)")
+    ax.bar(x, means, yerr=[_err(s) for s in stats], color=color, alpha=0.7, capsize=4,
+           label=f"measured FD ({_ci_words(stats)})")
     for i, s in enumerate(stats):
         if s:
             ax.plot([i] * s.n, s.values, "k.", ms=4)
+    if paper_vals and any(v is not None for v in paper_vals):
+        labels = [f"{lab}\n(paper {v:g})" if v is not None else lab for lab, v in zip(labels, paper_vals)]
     ax.set_xticks(x, labels, fontsize=8)
-    ax.set_ylabel("classifier-feature FD (lower is better)")
-    ax.set_ylim(top=ax.get_ylim()[1] * 1.3)   # room for the legends
-    known = [v for v in (paper_vals or []) if v is not None]
-    if known:
-        ax2 = ax.twinx()
-        ax2.plot(x, [v if v is not None else float("nan") for v in paper_vals], "rD", mfc="none", label="paper FID")
-        ax2.set_ylim(min(known) * 0.85, max(known) * 1.3)
-        ax2.set_ylabel("paper FID-50K", color="r")
-        ax2.legend(loc="upper right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.2)   # room for the legend
     ax.legend(loc="upper left", fontsize=8)
 
 
@@ -221,10 +247,11 @@ def figures(m: Measured, out: Path) -> list[Path]:
     from sit.io import save_figure
 
     made = []
+    ylabel = _axis_label(out)
     for name, (title, items) in TABLES.items():
-        fig, ax = plt.subplots(figsize=(6.5, 4))
+        fig, ax = plt.subplots(figsize=(6.5, 4.4))
         _bars(ax, [f"{c}\n{k}" for c, k in items], [m.get(f"{c}/{k}") for c, k in items],
-              [paper.paper_value(c, k) for c, k in items])
+              [paper.paper_value(c, k) for c, k in items], ylabel=ylabel)
         ax.set_title(f"{name}: {title}", fontsize=10)
         made.append(save_figure(fig, out / f"fig_{name.lower().replace(' ', '')}.png"))
         plt.close(fig)
@@ -238,20 +265,22 @@ def figures(m: Measured, out: Path) -> list[Path]:
             ax.bar(xs, [s.mean if s else float("nan") for s in st], width, yerr=[_err(s) for s in st], capsize=3,
                    label=W_LABEL[w])
         ax.set_xticks(range(len(cells)), cells, fontsize=8)
-        ax.set_ylabel("classifier-feature FD")
-        ax.set_title("Table 6: SDE w_t per model (95% CI over seeds)", fontsize=10)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Table 6: SDE w_t per model ({_ci_words([m.get(f'{c}/sde:{w}') for c in cells for w in W_CHOICES])})",
+                     fontsize=10)
         ax.set_ylim(bottom=0)   # an FD is >= 0; wide two-seed intervals would only push the axis down
         ax.set_ylim(top=ax.get_ylim()[1] * 1.15)
         ax.legend(fontsize=8, ncol=len(W_CHOICES), loc="upper center")
         made.append(save_figure(fig, out / "fig_table6.png"))
         plt.close(fig)
-    made += _curves(m, out, plt, save_figure)
+    made += _curves(m, out, plt, save_figure, ylabel)
     return made
 
 
-def _curves(m: Measured, out: Path, plt, save_figure) -> list[Path]:
+def _curves(m: Measured, out: Path, plt, save_figure, ylabel: str) -> list[Path]:
     made = []
     fig, ax = plt.subplots(figsize=(6, 4))
+    all_pl = [s for c in ("vp-velocity", "linear-velocity", "gvp-velocity") for s in (m.path_length(c) or {}).values()]
     for c in ("vp-velocity", "linear-velocity", "gvp-velocity"):
         pl = m.path_length(c)
         if pl:
@@ -259,8 +288,9 @@ def _curves(m: Measured, out: Path, plt, save_figure) -> list[Path]:
                         capsize=3, label=c)
     ax.set_xlabel("training step")
     ax.set_ylabel("path length C(v) = ∫ E|v|² dt")
-    ax.set_title("Fig. 4: path length over training (95% CI over seeds)", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.set_title(f"Fig. 4: path length over training ({_ci_words(all_pl)})", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     made.append(save_figure(fig, out / "fig4_path_length.png"))
     plt.close(fig)
     curves = m.curve(FIG5_CELL)
@@ -272,10 +302,12 @@ def _curves(m: Measured, out: Path, plt, save_figure) -> list[Path]:
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({k for p in curves.values() for k in p}), [str(k) for k in sorted({k for p in curves.values() for k in p})])
     ax.set_xlabel("NFE")
-    ax.set_ylabel("classifier-feature FD")
-    ax.set_title(f"Fig. 5: quality vs NFE ({FIG5_CELL})", fontsize=10)
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"Fig. 5: quality vs NFE ({FIG5_CELL}; "
+                 f"{_ci_words([s for p in curves.values() for s in p.values() if s is not None])})", fontsize=10)
     ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     made.append(save_figure(fig, out / "fig5_nfe.png"))
     plt.close(fig)
     return made

@@ -24,6 +24,7 @@ import torch
 from sit.config import ModelConfig, TrainConfig, to_dict
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
 from sit.study.sampling import generate, spec_name
+from sit.study.scoring import ScoringConfig
 
 CONFIG_NAME = "study_config.json"
 STUDY_VERSION = 1
@@ -39,14 +40,17 @@ class Study:
     model: ModelConfig
     budget: Budget
     cells: tuple[Cell, ...]
+    scoring: ScoringConfig = ScoringConfig()
 
     def identity(self) -> dict:
         base = to_dict(self.base)
         for k in ("out", "progress", "device", "num_workers", "threads", "path", "prediction", "loss_weight",
                   "time_input", "seed", "steps", "global_batch"):
             base.pop(k, None)
+        from sit.study.scoring import identity
+
         return {"version": STUDY_VERSION, "budget": to_dict(self.budget), "cells": [c.name for c in self.cells],
-                "train": base, "model": to_dict(self.model)}
+                "train": base, "model": to_dict(self.model)} | identity(self)
 
     def units(self) -> list[tuple[Cell, int]]:
         """(cell, seed) in run order: every cell at seed 0 first, so a partial study reports sooner."""
@@ -94,6 +98,36 @@ def cell_configs(study: Study, cell: Cell, seed: int) -> tuple[TrainConfig, Mode
     return cfg, mc
 
 
+ASSUMED_TFLOPS = 400.0   # dry-run hours: sustained matmul TFLOP/s (an H100 in bf16 at ~40 % utilisation)
+
+
+def unit_cost(study: Study, cell: Cell) -> dict:
+    """Estimated matmul work of one (cell, seed) (``sit.models.sit.forward_flops``; a training
+    step is 3 forward passes): training, sampling every evaluation of ``evaluate_cell``, and the
+    C(v) / L_t measurements (about one forward pass per point), in PFLOP, and the hours at
+    ASSUMED_TFLOPS."""
+    from sit.models.sit import forward_flops
+
+    b = study.budget
+    mc = cell_configs(study, cell, 0)[1]
+    f1 = forward_flops(mc, 1)
+    n = mc.num_classes * b.samples_per_class
+    train = 3 * forward_flops(mc, b.batch) * b.steps
+    if not cell.continuous:
+        nfe_images = b.nfe * n
+        other = 0
+    else:
+        evals = 1 + (len(W_CHOICES) - 1) + len(b.etas) + 1
+        nfe_images = evals * b.nfe * n
+        if cell.name == FIG5_CELL:
+            nfe_images += sum(5 * nfe * n for nfe in b.nfe_curve if nfe != b.nfe)
+        other = b.lt_points * b.lt_samples + (b.path_points * b.path_checkpoints if cell.velocity else 0)
+    sample = nfe_images * f1
+    total = train + sample + other * f1
+    return {"images_seen": b.steps * b.batch, "train_pflop": train / 1e15, "sample_pflop": sample / 1e15,
+            "total_pflop": total / 1e15, "hours_at_assumed": total / (ASSUMED_TFLOPS * 1e12) / 3600}
+
+
 def segments(study: Study, cell: Cell) -> list[int]:
     """Training stops (steps) at which C(v) is measured (velocity cells; Fig. 4), else [steps]."""
     steps, k = study.budget.steps, study.budget.path_checkpoints
@@ -106,28 +140,37 @@ def segments(study: Study, cell: Cell) -> list[int]:
 class EvalData:
     """Real images for the quality number and held-out data for C(v) and L_t."""
 
-    real_x: torch.Tensor
-    real_y: torch.Tensor
+    real_x: torch.Tensor | None
+    real_y: torch.Tensor | None
     heldout_x: torch.Tensor
     heldout_y: torch.Tensor
     score: Callable[[torch.Tensor, torch.Tensor], dict]
 
 
-def eval_data(study: Study) -> EvalData:
+HELDOUT_ITEMS = 256   # held-out items of a latent / image study for C(v) and L_t
+
+
+def eval_data(study: Study, log: Callable[[str], None] = print) -> EvalData:
     base = study.base
     if base.latents is not None or base.data is not None:
-        raise ValueError("sit study: evaluating --latents / --data studies needs an Inception FID scorer, "
-                         "which is not implemented yet; the embedded study (no data argument) is")
+        from sit.study.scoring import latent_scorer
+        from sit.train.data import build_data
+
+        device = torch.device(base.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        hx, hy = build_data(dataclasses.replace(base, seed=0), device).heldout(device)
+        hx, hy = hx[-HELDOUT_ITEMS:].cpu(), hy[-HELDOUT_ITEMS:].cpu()
+        return EvalData(None, None, hx, hy, latent_scorer(study, device, log))
     from sit.data.embedded import load_embedded
-    from sit.evaluate.classifier import quick_quality
+    from sit.evaluate.scorers.classifier import ClassifierScorer
 
     size = study.model.input_size
     rx, ry = load_embedded(base.dataset, "all", image_size=size)
     hx, hy = load_embedded(base.dataset, "heldout", image_size=size)
+    scorer = ClassifierScorer(rx, ry, seed=0)
 
     def score(fake, y):
-        q = quick_quality(rx, ry, fake.clamp(-1, 1), y, seed=0)
-        return {"fd": float(q["fid"]), "accuracy": q["accuracy"], "precision": q["precision"], "recall": q["recall"]}
+        q = scorer.score_images(fake.clamp(-1, 1), y)
+        return {"fd": float(q.fd), "accuracy": q.accuracy, "precision": q.precision, "recall": q.recall}
 
     return EvalData(rx, ry, hx, hy, score)
 
@@ -169,8 +212,12 @@ def loss_table(net, cell: Cell, data: EvalData, budget: Budget, seed: int):
                                samples_per_t=budget.lt_samples, generator=g)
 
 
-def _measure(net, cell, study, data, spec, y, seed, key, table=None) -> dict:
+def _measure(net, cell, study, data, spec, y, seed, key, table=None, log=None) -> dict:
     t0 = time.perf_counter()
+    if log is not None:
+        extra = f" eta={spec['eta']}" if "eta" in spec else ""
+        log(f"  {cell.name} s{seed}: sampling {spec_name(spec)}{extra} (NFE {spec['nfe']}, {int(y.shape[0])} samples"
+            f"{', choosing eta' if key == 'eta-select' else ''})")
     mc = cell_configs(study, cell, seed)[1]
     fake, nfe = generate(net, cell, mc, spec, y, seed, key, cfg_scale=study.budget.cfg_scale, table=table)
     rec = dict(spec, nfe=nfe, samples=int(y.shape[0]))
@@ -188,22 +235,25 @@ def evaluate_cell(net, cell: Cell, study: Study, data: EvalData, seed: int, log:
     b = study.budget
     y = torch.arange(study.model.num_classes).repeat_interleave(b.samples_per_class)
     if not cell.continuous:
-        return {"evals": {"ddpm": _measure(net, cell, study, data, {"kind": "ddpm", "nfe": b.nfe}, y, seed, "main")}}
-    evals = {"ode": _measure(net, cell, study, data, {"kind": "ode", "nfe": b.nfe}, y, seed, "main")}
+        return {"evals": {"ddpm": _measure(net, cell, study, data, {"kind": "ddpm", "nfe": b.nfe}, y, seed, "main",
+                                           log=log)}}
+    evals = {"ode": _measure(net, cell, study, data, {"kind": "ode", "nfe": b.nfe}, y, seed, "main", log=log)}
     for w in W_CHOICES[:-1]:
-        evals[f"sde:{w}"] = _measure(net, cell, study, data, {"kind": "sde", "nfe": b.nfe, "w": w}, y, seed, "main")
+        evals[f"sde:{w}"] = _measure(net, cell, study, data, {"kind": "sde", "nfe": b.nfe, "w": w}, y, seed, "main",
+                                     log=log)
     table = loss_table(net, cell, data, b, seed)
     sweep = {}
     for eta in b.etas:   # choose eta on other noise than the reported number
         spec = {"kind": "sde", "nfe": b.nfe, "w": "kl_eta", "eta": eta}
-        sweep[str(eta)] = _measure(net, cell, study, data, spec, y, seed, "eta-select", table).get("fd")
+        sweep[str(eta)] = _measure(net, cell, study, data, spec, y, seed, "eta-select", table, log=log).get("fd")
     finite = {k: v for k, v in sweep.items() if v is not None and math.isfinite(v)}
     eta = float(min(finite, key=finite.get)) if finite else b.etas[0]
     evals["sde:kl_eta"] = _measure(net, cell, study, data, {"kind": "sde", "nfe": b.nfe, "w": "kl_eta", "eta": eta},
-                                   y, seed, "main", table)
+                                   y, seed, "main", table, log=log)
     log(f"  {cell.name} s{seed}: " + ", ".join(f"{k} FD {_fmt(v.get('fd'))}" for k, v in evals.items()))
     out = {"evals": evals, "eta_sweep": sweep, "eta": eta, "lt_table": json.loads(table.to_json())}
     if cell.name == FIG5_CELL:
+        log(f"  {cell.name} s{seed}: Fig. 5 curve (NFE {list(b.nfe_curve)})")
         out["nfe_curve"] = _nfe_curve(net, cell, study, data, y, seed, evals, eta, table)
     return out
 
@@ -232,6 +282,7 @@ def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[
     """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically."""
     from sit.io import remove_tree, write_json
     from sit.train import train
+    from sit.train.loop import Callbacks
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     cfg, mc = cell_configs(study, cell, seed)
@@ -240,11 +291,12 @@ def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[
         log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
         remove_tree(run_dir)
     path_lengths, result = [], None
+    cb = Callbacks(after_step=_train_progress(f"  {cell.name} s{seed}", study.budget.steps, log))
     for k, stop in enumerate(segments(study, cell)):
         if k == 0:
-            result = train(dataclasses.replace(cfg, steps=stop), mc)
+            result = train(dataclasses.replace(cfg, steps=stop), mc, callbacks=cb)
         else:
-            result = train(resume=run_dir, steps=stop)
+            result = train(resume=run_dir, steps=stop, callbacks=cb)
         if result.status != "done":
             raise RuntimeError(f"training of {cell.name} seed {seed} stopped at step {result.step} ({result.status})")
         if cell.velocity:
@@ -263,6 +315,34 @@ def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[
     }
     write_json(study.result_path(cell, seed), rec)
     return rec
+
+
+PROGRESS_LINES = 10      # training progress lines per unit (every tenth of the steps)
+PROGRESS_MIN_S = 20.0    # ... but not more often than this many seconds apart (except the last)
+
+
+def _train_progress(prefix: str, total: int, log: Callable[[str], None]) -> Callable[[int], None]:
+    """``after_step`` callback: a line "step k/N (x s/step, ETA ...)" every tenth of training
+    (at most one per PROGRESS_MIN_S seconds), timed from the first step this process ran."""
+    every = max(1, total // PROGRESS_LINES)
+    state: dict = {}
+
+    def after_step(step: int) -> None:
+        now = time.perf_counter()
+        if "t0" not in state:
+            state.update(t0=now, s0=step - 1, last=-math.inf)
+        if step % every and step != total:
+            return
+        if now - state["last"] < PROGRESS_MIN_S and step != total:
+            return
+        state["last"] = now
+        done = step - state["s0"]
+        per = (now - state["t0"]) / max(1, done - 1) if done > 1 else None
+        eta = f", ETA {_dur(per * (total - step))}" if per is not None and step < total else ""
+        rate = f" ({per:.3f} s/step{eta})" if per is not None else ""
+        log(f"{prefix}: training step {step}/{total}{rate}")
+
+    return after_step
 
 
 def _final_loss(run_dir: Path) -> float | None:

@@ -59,7 +59,7 @@ def _quality(ema, cfg, model_cfg, data: DataSource, objective, device, run_dir: 
     import json
 
     try:
-        from sit.evaluate.classifier import quick_quality
+        from sit.evaluate.scorers.classifier import ClassifierScorer
     except ImportError as e:
         dist.print0(f"sit train: no quality number ({e})")
         return None
@@ -72,11 +72,13 @@ def _quality(ema, cfg, model_cfg, data: DataSource, objective, device, run_dir: 
     t0 = time.perf_counter()
     fake = generate(ema, cfg, model_cfg, y, seed=cfg.seed + 1, device=device, objective=objective).cpu()
     t_sample = time.perf_counter() - t0
-    q = quick_quality(real_x, real_y, fake.clamp(-1, 1), y, seed=0)
+    sc = ClassifierScorer(real_x, real_y, seed=0).score_images(fake.clamp(-1, 1), y)
+    q = dict(accuracy=sc.accuracy, fid=sc.fd, precision=sc.precision, recall=sc.recall,
+             classifier_test_accuracy=sc.extra["classifier_test_accuracy"], num_real=sc.num_real, num_fake=sc.num_fake)
     q = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in q.items()}
     q.update(samples_per_class=m, cfg_scale=cfg.cfg_scale, sample_method=cfg.sample_method,
              sample_steps=cfg.sample_steps, sampling_seconds=round(t_sample, 2),
-             metric="sit.evaluate.classifier.quick_quality (small-CNN feature space; not an Inception FID)")
+             metric="sit.evaluate.scorers.classifier (small-CNN feature space; not an Inception FID)")
     write_text_atomic(run_dir / "quality.json", json.dumps(q, indent=2) + "\n")
     dist.print0("sit train: quality " + ", ".join(
         f"{k} {q[k]:.4g}" for k in ("accuracy", "fid", "precision", "recall") if isinstance(q.get(k), float)))

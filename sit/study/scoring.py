@@ -1,0 +1,141 @@
+"""How a study scores its samples: the embedded digits through the classifier scorer, latents and
+images through the VAE and the Inception scorer (plus FD-DINOv2 where DINOv2 weights are given).
+
+For a ``--latents DIR`` / ``--data DIR --vae PATH`` study, every sample set is decoded with the
+VAE (the one of the latent index, or ``--vae``), quantised to uint8 like saved samples and scored
+by ``sit.evaluate.scorers.inception`` (weights found as ``sit eval`` finds them) against the
+*training images*: up to ``ref_images`` of them (evenly spaced over the folder, ADM centre crop at
+the training resolution), whose features are computed once per (images, scorer weights) and
+cached, sha256-verified, in ``$SIT_CACHE/refstats``. An ADM reference batch (``ref``: an .npz with
+``mu``/``sigma``, or images) replaces the training images where given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """The scorers of a latent / image study (ignored by the embedded study, which uses the
+    classifier scorer)."""
+
+    inception: str = "auto"          # auto | fid-helper | path to pt_inception-2015-12-05-*.pth
+    dinov2: str | None = None        # local Dinov2Model folder: FD-DINOv2 as a second number
+    ref: str | None = None           # ADM reference batch (.npz) instead of the training images
+    ref_images: int = 10_000         # training images in the reference (evenly spaced), at most
+    batch_size: int = 64             # Inception / DINOv2 / VAE batch
+
+    def __post_init__(self):
+        if not isinstance(self.ref_images, int) or self.ref_images < 2:
+            raise ValueError(f"study scoring: ref_images must be an integer >= 2 (got {self.ref_images!r})")
+
+
+def study_vae_spec(base) -> tuple[str, str, int]:
+    """(VAE spec, training-image folder, image size) of a latent / image study's TrainConfig."""
+    if base.latents is not None:
+        from sit.data.latents import read_index
+
+        index = read_index(base.latents)
+        vae = base.vae or index.get("vae")
+        if not vae or vae.startswith("tiny-random"):
+            raise ValueError(f"the latent index of {base.latents!r} names no loadable VAE ({vae!r}); pass --vae PATH")
+        return vae, index["source"], int(index["image_size"])
+    return base.vae or "ema", base.data, int(base.image_size or 256)
+
+
+def training_images(root: str, size: int, n: int) -> tuple[np.ndarray, str]:
+    """Up to ``n`` training images of ``root`` (evenly spaced over the sorted file list, ADM centre
+    crop at ``size``) as uint8 (N, size, size, 3), and a key naming exactly that selection."""
+    import hashlib
+
+    from sit.data.imagefolder import ImageFolderDataset
+    from sit.io import to_uint8
+
+    ds = ImageFolderDataset(root, size, flip=False, on_error="skip")
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(n, len(ds))).round().astype(np.int64))
+    imgs = torch.stack([ds[int(i)][0] for i in idx])
+    h = hashlib.sha256(f"{Path(root).resolve()}|{size}|{len(ds)}|".encode())
+    for i in idx:
+        h.update(f"{ds.samples[int(i)][0]}\n".encode())
+    return to_uint8(imgs), h.hexdigest()[:12]
+
+
+def latent_scorer(study, device, log: Callable[[str], None]) -> Callable[[torch.Tensor, torch.Tensor], dict]:
+    """score(latents (N, C, h, w), labels) -> {"fd": Inception FID, "sfd", "fd_dinov2"?}."""
+    from sit.evaluate.scorers.inception import InceptionScorer
+    from sit.io import to_uint8
+    from sit.vae import VAE
+
+    sc: ScoringConfig = study.scoring
+    vae_spec, root, size = study_vae_spec(study.base)
+    vae = VAE.from_pretrained(vae_spec, device=device, batch_size=sc.batch_size)
+    inc = InceptionScorer(sc.inception, device=device, batch_size=sc.batch_size, progress=False)
+    log(f"sit study: scoring with the Inception scorer ({inc.describe()}), samples decoded by the VAE {vae.name}")
+    dino = None
+    if sc.dinov2 is not None:
+        from sit.evaluate.scorers.dinov2 import Dinov2Scorer
+
+        dino = Dinov2Scorer(sc.dinov2, device=device, batch_size=sc.batch_size)
+    ref_mu = None
+    if sc.ref is not None:
+        from sit.evaluate.metrics import load_image_set
+
+        rs = load_image_set(sc.ref, with_images=False)
+        if rs.mu is not None:
+            ref_mu = (rs.mu, rs.sigma)
+            images, name = None, None
+        else:
+            images, name = np.asarray(rs.images), f"ref-{Path(sc.ref).stem}"
+    else:
+        images, key = training_images(root, size, sc.ref_images)
+        name = f"train-{key}"
+    real = inc.reference(name, images, log=log) if images is not None else None
+    real_dino = None
+    if dino is not None:
+        if images is None:
+            raise ValueError("FD-DINOv2 needs reference images, but --ref holds only statistics")
+        from sit.evaluate.scorer import reference_features
+
+        real_dino = reference_features(dino, name, images, log=log)
+
+    def score(latents: torch.Tensor, y: torch.Tensor) -> dict:
+        from sit.evaluate.metrics import feature_statistics, frechet_distance
+
+        bad = int((~torch.isfinite(latents.reshape(latents.shape[0], -1))).any(dim=1).sum())
+        if bad:
+            raise ValueError(f"{bad} of {latents.shape[0]} samples contain NaN or inf")
+        pixels = to_uint8(vae.decode(latents.to(vae.device)).cpu())
+        fake = inc.features(pixels)
+        if ref_mu is not None:
+            out = {"fd": frechet_distance(*feature_statistics(fake["pool"]), *ref_mu)}
+        else:
+            s = inc.scores(real, fake)
+            out = {"fd": s.fd, "sfd": s.sfd}
+        if dino is not None:
+            out["fd_dinov2"] = dino.scores(real_dino, dino.features(pixels)).fd
+        return out
+
+    return score
+
+
+def describe(study) -> str:
+    """One line: what the FD of this study is."""
+    if study.base.latents is None and study.base.data is None:
+        return "classifier-feature Fréchet distance (sit.evaluate.scorers.classifier; not an Inception FID)"
+    sc = study.scoring
+    ref = f"the reference batch {sc.ref}" if sc.ref else f"up to {sc.ref_images} training images"
+    return f"Inception FID of VAE-decoded samples against {ref}" + (" (and FD-DINOv2)" if sc.dinov2 else "")
+
+
+def identity(study) -> dict:
+    """The scoring part of a study's identity (empty for the embedded study)."""
+    if study.base.latents is None and study.base.data is None:
+        return {}
+    return {"scoring": dataclasses.asdict(study.scoring)}
