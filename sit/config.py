@@ -25,7 +25,15 @@ TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
 def to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The fields of ``cfg`` as a dict; fields a class lists in ``OMIT_IF_DEFAULT`` are left out
+    while they hold their default (options added later, so the configs written before them, and
+    every identity hashed from them, stay byte-identical; ``from_dict`` fills them back in)."""
+    d = dataclasses.asdict(cfg)
+    for name in getattr(type(cfg), "OMIT_IF_DEFAULT", ()):
+        f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+        if d.get(name) == f.default:
+            d.pop(name)
+    return d
 
 
 def from_dict(cls, d: dict[str, Any]):
@@ -193,6 +201,13 @@ class TrainConfig:
     quality: bool = True                 # embedded data: quality number of EMA samples (sit.evaluate.classifier)
     quality_samples_per_class: int = 30
     progress: bool = True
+    # representation alignment (REPA, Yu et al. 2024; sit.train.repa): an extra loss term
+    repa_encoder: str | None = None      # "digits-cnn" (embedded) or a local DINOv2 folder; None = off
+    repa_depth: int | None = None        # align the output of this block (1-based); None: ceil(2 depth / 7)
+    repa_coeff: float = 0.5              # lambda: weight of the alignment term
+    repa_proj_dim: int = 2048            # width of the projector MLP (3 layers, SiLU)
+
+    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -230,3 +245,15 @@ class TrainConfig:
             )
         if not self.cfg_scale >= 0:
             raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {self.cfg_scale})")
+        if self.repa_depth is not None and (not isinstance(self.repa_depth, int) or isinstance(self.repa_depth, bool)
+                                            or self.repa_depth < 1):
+            raise ValueError(f"TrainConfig.repa_depth must be a positive integer or None (got {self.repa_depth!r})")
+        if not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool) or self.repa_proj_dim < 1:
+            raise ValueError(f"TrainConfig.repa_proj_dim must be a positive integer (got {self.repa_proj_dim!r})")
+        if not (isinstance(self.repa_coeff, (int, float)) and self.repa_coeff >= 0):
+            raise ValueError(f"TrainConfig.repa_coeff must be >= 0 (got {self.repa_coeff!r})")
+        if self.repa_encoder is not None and self.latents is not None:
+            raise ValueError(
+                "TrainConfig.repa_encoder needs the training images, which latent shards do not hold; "
+                "train REPA from the images (data + vae) instead of latents"
+            )

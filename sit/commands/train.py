@@ -13,6 +13,7 @@ examples:
   sit train --dataset mnist_5k --out runs/mnist    # the other embedded dataset (28x28 -> 32x32)
   sit train --path gvp --prediction score --loss-weight likelihood --out runs/gvp_s
   sit train --time discrete --out runs/ddpm        # DiT's DDPM baseline (sit.discrete)
+  sit train --repa-encoder digits-cnn --out runs/repa   # REPA with the embedded encoder (docs/training.md)
   sit train --latents latents/in256 --model SiT-XL/2 --out runs/xl2     # ImageNet latents
   torchrun --nproc_per_node 8 -m sit.cli train --data /imagenet/train --vae sd-vae-ft-ema --out runs/xl2
   sit train --resume runs/demo                     # continue exactly from the newest valid checkpoint
@@ -42,6 +43,7 @@ DEMO_TRAIN = dict(
     num_workers=0,
     threads=0,                # keep `sit`'s choice: the free cores (sit.cli.default_threads)
 )
+DEMO_REPA_PROJ_DIM = 256   # --repa-encoder on the embedded demo: projector width (REPA's 2048 would be ~4x the network)
 DEMO_MNIST = dict(image_size=32, steps=600, global_batch=64, lr=1e-3)  # --dataset mnist_5k on top of DEMO_TRAIN
 DATA_IMAGE_SIZE = 256       # --data default pixels
 DEFAULT_PRESET = "SiT-XL/2"  # the model without --model (paper runs)
@@ -95,6 +97,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--t-min", type=float)
     o.add_argument("--t-max", type=float)
 
+    a = p.add_argument_group("representation alignment (REPA, Yu et al. 2024; docs/training.md)")
+    a.add_argument("--repa-encoder", metavar="ENC", help="frozen encoder whose patch features the network aligns with: "
+                   "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); default off")
+    a.add_argument("--repa-depth", type=int, metavar="D", help="align the output of block D (default ceil(2 depth / 7): XL 8, B 4)")
+    a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
+    a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}; demo {DEMO_REPA_PROJ_DIM})")
+
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
     t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help=f"global batch over all ranks (default {D.global_batch}; demo {_demo('global_batch')})")
@@ -141,7 +150,7 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "tf32", "seed",
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
-               "quality_samples_per_class")
+               "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim")
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 
@@ -163,6 +172,8 @@ def resolve(args: argparse.Namespace):
             base.update(DEMO_MNIST)
     elif args.data is not None:
         base = {"image_size": DATA_IMAGE_SIZE}
+    if demo and given.get("repa_encoder") is not None:
+        base["repa_proj_dim"] = DEMO_REPA_PROJ_DIM
     cfg = TrainConfig(**{**base, **given})
 
     # data shape
