@@ -100,9 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a = p.add_argument_group("representation alignment (REPA, Yu et al. 2024; docs/training.md)")
     a.add_argument("--repa-encoder", metavar="ENC", help="frozen encoder whose patch features the network aligns with: "
                    "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); default off")
-    a.add_argument("--repa-depth", type=int, metavar="D", help="align the output of block D (default ceil(2 depth / 7): XL 8, B 4)")
+    a.add_argument("--repa-depth", type=int, metavar="D", help="align the output of block D (1-based; without it ceil(2 x depth / 7): XL 8, B 4, demo 2)")
     a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
-    a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}; demo {DEMO_REPA_PROJ_DIM})")
+    a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}); {DEMO_REPA_PROJ_DIM} on the embedded demo")
 
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
