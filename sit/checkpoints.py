@@ -41,6 +41,7 @@ Log = Callable[[str], None]
 
 CKPT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "config.json")
 OBJECTIVE_FILE = "objective.safetensors"   # the objective's own modules (optional; not part of the network)
+PHEMA_FILE = "phema.safetensors"           # the post-hoc EMA's tracked copies (optional; sit.train.phema)
 STATE = "state.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -419,20 +420,25 @@ def read_training_state(ckpt: PathLike) -> tuple[dict, RunMeta, dict, dict, dict
     return state, meta, model_sd, ema_sd, opt_sd
 
 
-def read_objective_state(ckpt: PathLike) -> dict:
-    """The state dict of the objective's own modules (`OBJECTIVE_FILE`) of a verified training
-    checkpoint; CheckpointError when its manifest does not list one."""
+def read_extra_state(ckpt: PathLike, name: str, what: str) -> dict:
+    """The state dict in extra file ``name`` (`OBJECTIVE_FILE`, `PHEMA_FILE`) of a verified
+    training checkpoint; CheckpointError naming ``what`` needs it when the manifest lists none."""
     from safetensors.torch import load_file
 
     ckpt = Path(ckpt)
     verify(ckpt)
     listed = _read_json(ckpt, MANIFEST).get("files", {}) if (ckpt / MANIFEST).is_file() else {}
-    if OBJECTIVE_FILE not in listed:
-        raise CheckpointError(ckpt, f"the run's objective owns modules (e.g. REPA's projector) but the manifest lists no {OBJECTIVE_FILE}")
+    if name not in listed:
+        raise CheckpointError(ckpt, f"{what}, but the manifest lists no {name}")
     try:
-        return load_file(str(ckpt / OBJECTIVE_FILE))
+        return load_file(str(ckpt / name))
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(ckpt, f"{OBJECTIVE_FILE} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+        raise CheckpointError(ckpt, f"{name} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+
+def read_objective_state(ckpt: PathLike) -> dict:
+    """The state dict of the objective's own modules (`OBJECTIVE_FILE`) of a training checkpoint."""
+    return read_extra_state(ckpt, OBJECTIVE_FILE, "the run's objective owns modules (e.g. REPA's projector)")
 
 
 def find_resumable(path: PathLike, log: Log | None = None) -> tuple[Path, tuple]:
@@ -470,7 +476,7 @@ def load(
 
 def _identity_files(ckpt: Path) -> list[Path]:
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
-        p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE))))
+        p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE, PHEMA_FILE))))
 
 
 def identity(ckpt: PathLike) -> str:

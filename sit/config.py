@@ -206,8 +206,12 @@ class TrainConfig:
     repa_depth: int | None = None        # align the output of this block (1-based); None: ceil(2 depth / 7)
     repa_coeff: float = 0.5              # lambda: weight of the alignment term
     repa_proj_dim: int = 2048            # width of the projector MLP (3 layers, SiLU)
+    # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,
+    # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
+    phema_sigmas: tuple[float, ...] = ()
+    phema_every: int = 0
 
-    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim")
+    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -252,6 +256,12 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.repa_proj_dim must be a positive integer (got {self.repa_proj_dim!r})")
         if not (isinstance(self.repa_coeff, (int, float)) and self.repa_coeff >= 0):
             raise ValueError(f"TrainConfig.repa_coeff must be >= 0 (got {self.repa_coeff!r})")
+        if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
+            raise ValueError(f"TrainConfig.phema_sigmas and phema_every go together: sigmas {list(self.phema_sigmas)}, "
+                             f"every {self.phema_every} (give both, every >= 1, or neither)")
+        for s in self.phema_sigmas:
+            if not 0 < s < 12 ** -0.5:
+                raise ValueError(f"TrainConfig.phema_sigmas: {s} is outside (0, {12 ** -0.5:.4f})")
         if self.repa_encoder is not None and self.latents is not None:
             raise ValueError(
                 "TrainConfig.repa_encoder needs the training images, which latent shards do not hold; "

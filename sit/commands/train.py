@@ -104,6 +104,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
     a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}); {DEMO_REPA_PROJ_DIM} on the embedded demo")
 
+    e = p.add_argument_group("post-hoc EMA (Karras et al. 2024; `sit ema` reconstructs any length afterwards)")
+    e.add_argument("--phema-sigmas", type=float, nargs="+", metavar="S",
+                   help="relative lengths of the tracked power-function EMAs (edm2: 0.05 0.10); off without it")
+    e.add_argument("--phema-every", type=int, metavar="STEPS", help="steps between snapshots of them (needs --phema-sigmas)")
+
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
     t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help=f"global batch over all ranks (default {D.global_batch}; demo {_demo('global_batch')})")
@@ -150,7 +155,8 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "tf32", "seed",
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
-               "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim")
+               "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim",
+               "phema_sigmas", "phema_every")
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 
@@ -162,6 +168,8 @@ def resolve(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     if "loss_weight" in given:
         given["loss_weight"] = _none_or(given["loss_weight"])
+    if "phema_sigmas" in given:
+        given["phema_sigmas"] = tuple(given["phema_sigmas"])
     if getattr(args, "no_progress", False):
         given["progress"] = False
     demo = args.data is None and args.latents is None

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from sit import dist
-from sit.checkpoints import OBJECTIVE_FILE, read_objective_state, save_checkpoint
+from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
 from sit.config import ModelConfig, TrainConfig
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, open_fresh, open_resume, run_meta, write_run_config
@@ -149,6 +149,7 @@ class _Parts:
     autocast: Callable = nullcontext
     fn_net: nn.Module | None = None     # train_net called with label dropout off (the loop drops labels)
     term_params: list = dataclasses.field(default_factory=list)  # the params owned by the objective's loss terms
+    pema: nn.Module | None = None       # post-hoc EMA copies (sit.train.phema.PowerEMA) with cfg.phema_sigmas
 
 
 @dataclasses.dataclass
@@ -219,16 +220,21 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     for term in objective.terms:
         term.attach(net)
     term_params = [p for p in objective.terms.parameters() if p.requires_grad]
+    pema = None
+    if cfg.phema_sigmas:
+        from sit.train.phema import PowerEMA
+
+        pema = PowerEMA(net, cfg.phema_sigmas)
     params = [p for p in net.parameters() if p.requires_grad] + term_params
     opt = make_adamw(params, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     torch.manual_seed(seed_of(cfg.seed, 0, dist.rank()))  # any later use of the global RNG differs per rank
     st = _State()
     if run.loaded is not None:
-        _restore(run.loaded, net, ema, opt, st, run_dir, objective)
+        _restore(run.loaded, net, ema, opt, st, run_dir, objective, pema)
     dist.barrier()
     p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params, objective, data,
                StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks,
-               term_params=term_params)
+               term_params=term_params, pema=pema)
     p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels)
     if cfg.precision == "bf16":
         p.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -354,6 +360,8 @@ def _step(p: _Parts, st: _State, batches, logger: Logger) -> None:
     if bad.item() == 0 and math.isfinite(st.grad_norm):
         p.opt.step()
         ema_update(p.ema, p.net, ema_decay_at(cfg, st.step))
+        if p.pema is not None:
+            p.pema.update(p.net, st.step + 1)
         st.consecutive_bad = 0
         st.window.add(loss, cfg.global_batch, bins, counts)
         if sums.term_names:
@@ -380,6 +388,10 @@ def _after_step(p: _Parts, st: _State, logger: Logger) -> bool:
         st.terminate = dist.all_reduce_sum(torch.tensor([float(st.terminate)], device=p.device)).item() > 0
     if step % cfg.ckpt_every == 0 or step == cfg.steps or st.terminate or stop_bad:
         st.last_ckpt = _checkpoint(p, st)
+    if cfg.phema_every and step % cfg.phema_every == 0 and dist.is_main():
+        from sit.train.phema import write_snapshots
+
+        write_snapshots(p.run_dir, p.pema, step)
     if cfg.sample_every and step % cfg.sample_every == 0 and dist.is_main():
         sample_grid(p.ema, cfg, p.model_cfg, p.data, p.objective, p.device, p.run_dir / "samples" / f"step-{step:07d}.png")
     if p.callbacks.after_step is not None:
@@ -406,7 +418,9 @@ def _checkpoint(p: _Parts, st: _State) -> Path:
             "rng": rng_state(),
             "time": time.time(),
         }
-        extra = {OBJECTIVE_FILE: p.objective.terms} if len(p.objective.terms) else None
+        extra = {OBJECTIVE_FILE: p.objective.terms} if len(p.objective.terms) else {}
+        if p.pema is not None:
+            extra[PHEMA_FILE] = p.pema.copies
         save_checkpoint(p.run_dir, st.step, p.net, p.ema, p.opt, state, p.meta, p.cfg.keep_last, extra=extra)
     dist.barrier()
     return final
@@ -431,12 +445,14 @@ def _check_shapes(data: DataSource, mc: ModelConfig) -> None:
         )
 
 
-def _restore(loaded: tuple, net, ema, opt, st: _State, run_dir: Path, objective: Objective) -> None:
+def _restore(loaded: tuple, net, ema, opt, st: _State, run_dir: Path, objective: Objective, pema=None) -> None:
     ck, state, model_sd, ema_sd, opt_sd = loaded
     net.load_state_dict(model_sd)
     ema.load_state_dict(ema_sd)
     if len(objective.terms):
         objective.terms.load_state_dict(read_objective_state(ck))
+    if pema is not None:
+        pema.copies.load_state_dict(read_extra_state(ck, PHEMA_FILE, "the run tracks a post-hoc EMA (phema_sigmas)"))
     load_adamw_state(opt, opt_sd)
     st.step = int(state["step"])
     st.window = Window(state.get("window"))
