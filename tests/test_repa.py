@@ -128,7 +128,7 @@ def test_token_grids_are_pooled_or_interpolated_to_sits():
     assert [default_depth(d) for d in (28, 24, 12, 4, 1)] == [8, 7, 4, 2, 1]
 
 
-def test_tiny_random_dinov2_from_a_local_folder_trains(tmp_path):
+def test_tiny_random_dinov2_from_a_local_folder_trains(tmp_path, capsys):
     from transformers import Dinov2Config, Dinov2Model
 
     from sit.train.repa import Dinov2Encoder
@@ -143,6 +143,10 @@ def test_tiny_random_dinov2_from_a_local_folder_trains(tmp_path):
     res = train(tiny_cfg(tmp_path / "r", steps=2, ckpt_every=2, repa_encoder=str(folder), repa_proj_dim=8), TINY)
     recs = records(res.run_dir)
     assert len(recs) == 2 and all(-1.0 <= r["loss_repa"] <= 1.0 for r in recs)
+    capsys.readouterr()
+    assert main(["info", str(res.run_dir)]) == 0  # `sit info` shows the alignment settings
+    out = capsys.readouterr().out
+    assert f"REPA: encoder {folder}, block 1 of 2, lambda 0.5, projector MLP width 8" in out
 
 
 def test_bad_repa_settings_are_one_line_errors(tmp_path, capsys):

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 
 EXAMPLES = """examples:
-  sit train --phema-sigmas 0.05 0.10 --phema-every 100 --out runs/phema
+  sit train --phema-sigmas 0.05 0.10 --phema-every 4 --out runs/phema
   sit ema --ckpt runs/phema --sigma-rel 0.08 --out runs/phema/ema-0.08
-  sit sample --ckpt runs/phema/ema-0.08 ...           # the reconstruction reads like any checkpoint
+  sit info runs/phema/ema-0.08                      # an ordinary checkpoint folder for every reader
 """
 
 
