@@ -210,8 +210,11 @@ class TrainConfig:
     # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
     phema_sigmas: tuple[float, ...] = ()
     phema_every: int = 0
+    grad_checkpointing: bool = False     # recompute each block's activations in the backward pass (memory for time)
+    cosine_coeff: float = 0.0            # LightningDiT's velocity-direction term 1 - cos(v_theta, v*) (sit.train.terms); 0 = off
 
-    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every")
+    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
+                       "grad_checkpointing", "cosine_coeff")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -262,6 +265,10 @@ class TrainConfig:
         for s in self.phema_sigmas:
             if not 0 < s < 12 ** -0.5:
                 raise ValueError(f"TrainConfig.phema_sigmas: {s} is outside (0, {12 ** -0.5:.4f})")
+        if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
+            raise ValueError(f"TrainConfig.cosine_coeff must be >= 0 (got {self.cosine_coeff!r})")
+        if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
+            raise ValueError("TrainConfig.cosine_coeff needs prediction 'velocity' in continuous time (it compares velocities)")
         if self.repa_encoder is not None and self.latents is not None:
             raise ValueError(
                 "TrainConfig.repa_encoder needs the training images, which latent shards do not hold; "

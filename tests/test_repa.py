@@ -50,7 +50,7 @@ class ToyTerm(LossTerm):
     def attach(self, net):
         net.blocks[0].register_forward_hook(lambda _m, _i, out: self.__dict__.__setitem__("h", out))
 
-    def forward(self, x, t, y, pixels):
+    def forward(self, x, t, eps, y, pixels):
         h = self.__dict__.pop("h")  # (B, T, D)
         return ((h * self.w).mean(-1) - x.flatten(1).mean(1, keepdim=True)).pow(2).mean(-1)
 
@@ -195,3 +195,39 @@ def test_repa_two_process_ddp_equals_one_process(tmp_path):
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, name
     ra, rb = records(ddp), records(one)
     assert [r["loss_repa"] for r in ra] == pytest.approx([r["loss_repa"] for r in rb], rel=1e-5)
+
+
+def test_cosine_velocity_term_is_one_minus_the_channel_cosine_of_the_velocity():
+    from sit.models.field import ModelField
+    from sit.models.sit import SiT
+    from sit.paths import get_path
+    from sit.train.terms import CosineVelocityTerm
+
+    torch.manual_seed(0)
+    net = SiT(TINY)
+    for q in net.final_layer.parameters():  # adaLN-Zero starts at 0: give the output a direction
+        nn.init.normal_(q, std=0.1)
+    cfg = TrainConfig(cosine_coeff=1.0)
+    term = CosineVelocityTerm(cfg, TINY)
+    term.attach(net)
+    x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    t, y = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([1, 2, 3])
+    path = get_path("linear")
+    v = ModelField(net, "velocity", "continuous")(path.x_t(x, eps, t), t, y)  # the paper-time velocity
+    got = term(x, t, eps, y, None)
+    target = -x + eps  # Linear: alpha_dot x* + sigma_dot eps
+    want = torch.stack([torch.stack([1 - torch.dot(v[b, :, i, j], target[b, :, i, j])
+                                     / (v[b, :, i, j].norm() * target[b, :, i, j].norm())
+                                     for i in range(8) for j in range(8)]).mean() for b in range(3)])
+    assert torch.allclose(got, want, atol=1e-5)
+    with pytest.raises(ValueError, match="cosine_coeff needs prediction 'velocity'"):
+        TrainConfig(cosine_coeff=1.0, prediction="score")
+
+
+def test_cosine_term_and_grad_checkpointing_train(tmp_path):
+    plain = records(train(tiny_cfg(tmp_path / "a", steps=3, ckpt_every=3, cosine_coeff=1.0), TINY).run_dir)
+    ckpt = records(train(tiny_cfg(tmp_path / "b", steps=3, ckpt_every=3, cosine_coeff=1.0, grad_checkpointing=True),
+                         TINY).run_dir)
+    assert all(0.0 <= r["loss_cos"] <= 2.0 for r in plain)
+    assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
+    assert [r["loss_cos"] for r in ckpt] == pytest.approx([r["loss_cos"] for r in plain], rel=1e-6)

@@ -104,6 +104,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
     a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}); {DEMO_REPA_PROJ_DIM} on the embedded demo")
 
+    a.add_argument("--cosine-coeff", type=float, metavar="W", help="weight of LightningDiT's velocity-direction term "
+                   f"1 - cos(v_theta, v*) per pixel over channels (default {D.cosine_coeff:g} = off; LightningDiT: 1)")
+
     e = p.add_argument_group("post-hoc EMA (Karras et al. 2024; `sit ema` reconstructs any length afterwards)")
     e.add_argument("--phema-sigmas", type=float, nargs="+", metavar="S",
                    help="relative lengths of the tracked power-function EMAs (edm2: 0.05 0.10); off without it")
@@ -121,6 +124,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--precision", choices=TRAIN_CHOICES["precision"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
+    t.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each block's activations in the backward pass: less memory, ~1/3 more compute (default off)")
     t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
                    help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
     t.add_argument("--seed", type=int)
@@ -156,7 +161,7 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
                "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim",
-               "phema_sigmas", "phema_every")
+               "phema_sigmas", "phema_every", "grad_checkpointing", "cosine_coeff")
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 

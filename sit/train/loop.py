@@ -212,7 +212,7 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     dist.barrier()
     from sit.models.sit import SiT
 
-    net = SiT(model_cfg).to(device)
+    net = SiT(model_cfg, grad_checkpointing=cfg.grad_checkpointing).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     with torch.random.fork_rng(devices=[]):  # the terms' modules from their own seed: the same on every rank
         torch.manual_seed(seed_of(cfg.seed, 5))
@@ -328,7 +328,7 @@ def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums, 
         with p.autocast():
             losses = p.objective.losses(p.fn_net, x, t, eps, y)
             t_frac = p.objective.t_fraction(t)
-            terms = {term.name: term(x, t, y, pixels) for term in p.objective.terms}
+            terms = {term.name: term(x, t, eps, y, pixels) for term in p.objective.terms}
         losses = losses.float()
         if p.callbacks.on_losses is not None:
             losses = p.callbacks.on_losses(step, losses)

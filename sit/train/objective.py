@@ -49,8 +49,8 @@ class LossTerm(nn.Module):
     def attach(self, net: nn.Module) -> None:
         pass
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor, pixels: Tensor | None) -> Tensor:
-        """Per-sample losses (B,) of this term."""
+    def forward(self, x: Tensor, t: Tensor, eps: Tensor, y: Tensor, pixels: Tensor | None) -> Tensor:
+        """Per-sample losses (B,) of this term on the micro-batch (data x, times t, noise eps, labels y)."""
         raise NotImplementedError
 
 
@@ -166,8 +166,16 @@ def _repa_term(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -
     return build_repa(cfg, model_cfg, device)
 
 
+def _cosine_term(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> LossTerm | None:
+    if cfg.cosine_coeff == 0:
+        return None
+    from sit.train.terms import CosineVelocityTerm
+
+    return CosineVelocityTerm(cfg, model_cfg)
+
+
 # one builder per extra loss term: (cfg, model_cfg, device) -> LossTerm, or None when its field leaves it off
-TERM_BUILDERS: list[Callable[[TrainConfig, ModelConfig, torch.device], LossTerm | None]] = [_repa_term]
+TERM_BUILDERS: list[Callable[[TrainConfig, ModelConfig, torch.device], LossTerm | None]] = [_repa_term, _cosine_term]
 
 
 def build_objective(cfg: TrainConfig, model_cfg: ModelConfig, terms_device: torch.device | None = None) -> Objective:

@@ -177,7 +177,7 @@ class RepaTerm(LossTerm):
 
         net.blocks[self.depth - 1].register_forward_hook(keep)
 
-    def forward(self, x, t, y, pixels):
+    def forward(self, x, t, eps, y, pixels):
         h = self.__dict__["_hidden"]
         self.__dict__["_hidden"] = None
         if h is None:
