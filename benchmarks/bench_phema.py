@@ -26,13 +26,13 @@ from bench_demo import draw, svc_judge  # noqa: E402
 
 
 def main() -> int:
-    from sit.commands.train import DEMO_MODEL, DEMO_TRAIN
     from sit.config import ModelConfig, TrainConfig
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
     from sit.models.sit import SiT
     from sit.train import train
     from sit.train.phema import reconstruct
+    from sit.train.presets import DEMO_MODEL, DEMO_TRAIN
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)

@@ -24,6 +24,16 @@ TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 
+class ConfigError(ValueError):
+    """A bad value of one config field: ``record`` (the dataclass name) and ``field`` name it, the
+    message says what is allowed. Library code speaks in fields; only ``sit.commands`` turns a
+    field into its command-line flag (`sit train`: ``--repa-depth`` for TrainConfig.repa_depth)."""
+
+    def __init__(self, record: str, field: str, problem: str):
+        self.record, self.field, self.problem = record, field, problem
+        super().__init__(f"{record}.{field} {problem}")
+
+
 def to_dict(cfg) -> dict[str, Any]:
     """The fields of ``cfg`` as a dict; fields a class lists in ``OMIT_IF_DEFAULT`` are left out
     while they hold their default (options added later, so the configs written before them, and
@@ -254,23 +264,21 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {self.cfg_scale})")
         if self.repa_depth is not None and (not isinstance(self.repa_depth, int) or isinstance(self.repa_depth, bool)
                                             or self.repa_depth < 1):
-            raise ValueError(f"TrainConfig.repa_depth must be a positive integer or None (got {self.repa_depth!r})")
+            raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {self.repa_depth!r})")
         if not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool) or self.repa_proj_dim < 1:
-            raise ValueError(f"TrainConfig.repa_proj_dim must be a positive integer (got {self.repa_proj_dim!r})")
+            raise ConfigError("TrainConfig", "repa_proj_dim", f"must be a positive integer (got {self.repa_proj_dim!r})")
         if not (isinstance(self.repa_coeff, (int, float)) and self.repa_coeff >= 0):
-            raise ValueError(f"TrainConfig.repa_coeff must be >= 0 (got {self.repa_coeff!r})")
+            raise ConfigError("TrainConfig", "repa_coeff", f"must be >= 0 (got {self.repa_coeff!r})")
         if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
-            raise ValueError(f"TrainConfig.phema_sigmas and phema_every go together: sigmas {list(self.phema_sigmas)}, "
-                             f"every {self.phema_every} (give both, every >= 1, or neither)")
+            raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(self.phema_sigmas)}, "
+                              f"every {self.phema_every} (give both, every >= 1, or neither)")
         for s in self.phema_sigmas:
             if not 0 < s < 12 ** -0.5:
-                raise ValueError(f"TrainConfig.phema_sigmas: {s} is outside (0, {12 ** -0.5:.4f})")
+                raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside (0, {12 ** -0.5:.4f})")
         if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
-            raise ValueError(f"TrainConfig.cosine_coeff must be >= 0 (got {self.cosine_coeff!r})")
+            raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
         if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
-            raise ValueError("TrainConfig.cosine_coeff needs prediction 'velocity' in continuous time (it compares velocities)")
+            raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
         if self.repa_encoder is not None and self.latents is not None:
-            raise ValueError(
-                "TrainConfig.repa_encoder needs the training images, which latent shards do not hold; "
-                "train REPA from the images (data + vae) instead of latents"
-            )
+            raise ConfigError("TrainConfig", "repa_encoder", "needs the training images, which latent shards do not hold; "
+                              "train REPA from the images (data + vae) instead of latents")

@@ -158,11 +158,16 @@ def test_bad_repa_settings_are_one_line_errors(tmp_path, capsys):
     assert main(["train", "--repa-encoder", "digits-cnn", "--repa-depth", "9", "--steps", "1",
                  "--out", str(tmp_path / "r2"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "repa_depth 9 exceeds" in err
+    assert len(err.splitlines()) == 1 and "--repa-depth 9 exceeds the network's 4 blocks" in err  # the flag, not the field
     with pytest.raises(ValueError, match="latent shards do not hold"):
         TrainConfig(latents="lat", repa_encoder="digits-cnn")
-    with pytest.raises(ValueError, match="repa_coeff"):
+    from sit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"TrainConfig.repa_coeff must be >= 0") as e:  # the library names the field
         TrainConfig(repa_coeff=-1.0)
+    assert (e.value.record, e.value.field) == ("TrainConfig", "repa_coeff")
+    assert main(["train", "--repa-coeff", "-1", "--out", str(tmp_path / "r3"), "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--repa-coeff must be >= 0 (got -1.0)")
 
 
 def _free_port() -> int:
@@ -231,3 +236,16 @@ def test_cosine_term_and_grad_checkpointing_train(tmp_path):
     assert all(0.0 <= r["loss_cos"] <= 2.0 for r in plain)
     assert [r["loss"] for r in ckpt] == pytest.approx([r["loss"] for r in plain], rel=1e-6)
     assert [r["loss_cos"] for r in ckpt] == pytest.approx([r["loss_cos"] for r in plain], rel=1e-6)
+
+
+def test_demo_presets_live_in_the_library_and_match_the_cli():
+    import argparse
+
+    from sit.commands.train import add_arguments, resolve
+    from sit.train.presets import demo_configs
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    for argv, dataset, kw in ([], "digits", {}), (["--dataset", "mnist_5k"], "mnist_5k", {}), \
+            (["--repa-encoder", "digits-cnn"], "digits", {"repa_encoder": "digits-cnn"}):
+        assert resolve(p.parse_args(argv)) == demo_configs(dataset, **kw), argv

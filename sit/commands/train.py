@@ -20,35 +20,16 @@ examples:
   sit train --dry-run                              # print the resolved config JSON and exit
 """
 
-# the embedded demo's defaults (measured in docs/training.md; --help reads them from here); a flag given on the
-# command line wins
-DEMO_TRAIN = dict(
-    dataset="digits",
-    image_size=8,
-    steps=600,                # 600 steps at lr 2e-3 with logit-normal t: half the CPU time of the
-    global_batch=128,         # former 1200 at 1e-3 (uniform t), better samples (docs/training.md)
-    lr=2e-3,
-    time_dist="logit_normal",
-    warmup_steps=100,
-    grad_clip=1.0,
-    ema_decay=0.999,
-    ema_warmup=True,
-    log_every=20,
-    ckpt_every=500,
-    keep_last=2,
-    cfg_scale=2.0,
-    sample_method="heun",
-    sample_steps=20,
-    samples_per_class=10,
-    num_workers=0,
-    threads=0,                # keep `sit`'s choice: the free cores (sit.cli.default_threads)
+# the presets live in sit.train.presets (the study and benchmarks read them there); --help reads them too
+from sit.train.presets import (  # noqa: E402,F401  (re-exported: earlier code imports them from here)
+    DATA_IMAGE_SIZE,
+    DEFAULT_PRESET,
+    DEMO_MNIST,
+    DEMO_MODEL,
+    DEMO_MODEL_MNIST,
+    DEMO_REPA_PROJ_DIM,
+    DEMO_TRAIN,
 )
-DEMO_REPA_PROJ_DIM = 256   # --repa-encoder on the embedded demo: projector width (REPA's 2048 would be ~4x the network)
-DEMO_MNIST = dict(image_size=32, steps=600, global_batch=64, lr=1e-3)  # --dataset mnist_5k on top of DEMO_TRAIN
-DATA_IMAGE_SIZE = 256       # --data default pixels
-DEFAULT_PRESET = "SiT-XL/2"  # the model without --model (paper runs)
-DEMO_MODEL = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, learn_sigma=False, class_dropout_prob=0.1)
-DEMO_MODEL_MNIST = dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1)
 
 
 def _none_or(v):
@@ -266,7 +247,25 @@ def _flag(field: str) -> str:
             "time_input": "--time", "class_dropout_prob": "--label-dropout"}.get(field, "--" + field.replace("_", "-"))
 
 
+def _flag_error(e):
+    """A TrainConfig `ConfigError` in the user's words: the field's flag instead of its name."""
+    from sit.config import ConfigError
+
+    if isinstance(e, ConfigError) and e.record == "TrainConfig":
+        return ValueError(f"{_flag(e.field)} {e.problem}")
+    return e
+
+
 def run(args: argparse.Namespace) -> int:
+    from sit.config import ConfigError
+
+    try:
+        return _run(args)
+    except ConfigError as e:
+        raise _flag_error(e) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from sit import dist
     from sit.train import NonFiniteLossError, find_resumable, run_meta, train
     from sit.train.folder import run_config

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sit.config import ModelConfig, TrainConfig
+from sit.config import ConfigError, ModelConfig, TrainConfig
 from sit.train.objective import LossTerm
 
 EMBEDDED_ENCODERS = ("digits-cnn",)
@@ -194,7 +194,7 @@ def build_repa(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -
     caller's RNG state)."""
     depth = cfg.repa_depth if cfg.repa_depth is not None else default_depth(model_cfg.depth)
     if depth > model_cfg.depth:
-        raise ValueError(f"TrainConfig.repa_depth {depth} exceeds the network's {model_cfg.depth} blocks")
+        raise ConfigError("TrainConfig", "repa_depth", f"{depth} exceeds the network's {model_cfg.depth} blocks")
     embedded = cfg.data is None and cfg.latents is None
     image_size = model_cfg.input_size if embedded else (cfg.image_size or 256)
     encoder = load_encoder(cfg.repa_encoder, cfg, image_size, device)
