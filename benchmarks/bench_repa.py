@@ -12,6 +12,7 @@ Prints one line per (arm, seed, step) and a table of mean +- standard error over
 
     python benchmarks/bench_repa.py --seeds 3 --every 150
     python benchmarks/bench_repa.py --seeds 3 --repa "repa_coeff=1.0,repa_depth=1"
+    python benchmarks/bench_repa.py --from-json rows.jsonl --plot repa.png   # table + plot of saved rows
 """
 
 from __future__ import annotations
@@ -71,6 +72,52 @@ def mean_se(v: list[float]) -> str:
     return f"{m:.3f} ± {se:.3f}"
 
 
+def print_table(rows: list[dict]) -> None:
+    results: dict[tuple, list[float]] = {}
+    walls: dict[str, dict[int, float]] = {}
+    for row in rows:
+        walls.setdefault(row["arm"], {})[row["seed"]] = row["train_wall_s"]
+        for k in ("svc_acc_cfg1", "svc_acc_cfg2", "feature_fid"):
+            results.setdefault((row["arm"], row["step"], k), []).append(row[k])
+    seeds = sorted({r["seed"] for r in rows})
+    print(f"\nmean ± s.e. over seeds {seeds} (train wall s, mean: "
+          + ", ".join(f"{a} {sum(w.values()) / len(w):.0f}" for a, w in walls.items()) + ")")
+    print("| step | arm | seeds | SVC acc. cfg 1 | SVC acc. cfg 2 | feature FID cfg 2 |")
+    print("|---|---|---|---|---|---|")
+    for step in sorted({k[1] for k in results}):
+        for arm in ("base", "repa"):
+            if (arm, step, "feature_fid") not in results:
+                continue
+            cells = [mean_se(results[(arm, step, k)]) for k in ("svc_acc_cfg1", "svc_acc_cfg2", "feature_fid")]
+            print(f"| {step} | {arm} | {len(results[(arm, step, 'feature_fid')])} | " + " | ".join(cells) + " |")
+
+
+def plot(rows: list[dict], out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sit.io import save_figure
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    for ax, (k, label) in zip(axes, [("svc_acc_cfg1", "SVC accuracy, cfg 1"), ("svc_acc_cfg2", "SVC accuracy, cfg 2"),
+                                     ("feature_fid", "feature FID, cfg 2 (lower is better)")]):
+        for arm, color in (("base", "tab:blue"), ("repa", "tab:orange")):
+            steps = sorted({r["step"] for r in rows if r["arm"] == arm})
+            vals = [[r[k] for r in rows if r["arm"] == arm and r["step"] == s] for s in steps]
+            m = [sum(v) / len(v) for v in vals]
+            se = [math.sqrt(sum((a - mm) ** 2 for a in v) / max(1, len(v) - 1) / len(v)) for v, mm in zip(vals, m)]
+            ax.errorbar(steps, m, yerr=se, color=color, marker="o", capsize=3, label=arm)
+        ax.set_xlabel("training step")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.tight_layout()
+    save_figure(fig, out)
+    plt.close(fig)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
@@ -79,33 +126,34 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--repa", default="", help="field=value,... overrides of the REPA arm (e.g. repa_coeff=1.0)")
     ap.add_argument("--json", help="append one JSON line per (arm, seed, step) to this file")
+    ap.add_argument("--from-json", metavar="FILE", help="no training: the table (and --plot) of rows saved by --json")
+    ap.add_argument("--plot", metavar="PNG", help="quality against step, mean ± s.e. per arm")
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+        print_table(rows)
+        if args.plot:
+            plot(rows, args.plot)
+        return 0
     torch.set_num_threads(args.threads)
     clf, held = svc_judge()
     print(f"# torch {torch.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
           f"SVC held-out accuracy on real digits {held:.4f}; REPA arm overrides {args.repa or 'none'}", flush=True)
-    results: dict[tuple[str, int], list[float]] = {}
-    walls: dict[str, list[float]] = {}
+    rows = []
     for seed in range(args.seeds):
         for arm in ("base", "repa"):
             cfg, mc, run_dir, wall = train_arm(arm, parse_variant(args.repa), seed, args.every, args.threads)
-            walls.setdefault(arm, []).append(wall)
             for row in judge(cfg, mc, run_dir, clf, args.per_class):
                 row = {"arm": arm, "seed": seed, "train_wall_s": round(wall, 1), **row}
                 print(json.dumps(row), flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
                         f.write(json.dumps(row) + "\n")
-                for k in ("svc_acc_cfg1", "svc_acc_cfg2", "feature_fid"):
-                    results.setdefault((arm, row["step"], k), []).append(row[k])
-    print(f"\nmean ± s.e. over {args.seeds} seeds (train wall s: "
-          + ", ".join(f"{a} {sum(w) / len(w):.0f}" for a, w in walls.items()) + ")")
-    print("| step | arm | SVC acc. cfg 1 | SVC acc. cfg 2 | feature FID cfg 2 |")
-    print("|---|---|---|---|---|")
-    for step in sorted({k[1] for k in results}):
-        for arm in ("base", "repa"):
-            cells = [mean_se(results[(arm, step, k)]) for k in ("svc_acc_cfg1", "svc_acc_cfg2", "feature_fid")]
-            print(f"| {step} | {arm} | " + " | ".join(cells) + " |")
+                rows.append(row)
+    print_table(rows)
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 
