@@ -214,17 +214,17 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
 
     net = SiT(model_cfg, grad_checkpointing=cfg.grad_checkpointing).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
+    pema = None
+    if cfg.phema_sigmas:  # copies made before the terms hook into the network
+        from sit.train.phema import PowerEMA
+
+        pema = PowerEMA(net, cfg.phema_sigmas)
     with torch.random.fork_rng(devices=[]):  # the terms' modules from their own seed: the same on every rank
         torch.manual_seed(seed_of(cfg.seed, 5))
         objective = build_objective(cfg, model_cfg, terms_device=device)
     for term in objective.terms:
         term.attach(net)
     term_params = [p for p in objective.terms.parameters() if p.requires_grad]
-    pema = None
-    if cfg.phema_sigmas:
-        from sit.train.phema import PowerEMA
-
-        pema = PowerEMA(net, cfg.phema_sigmas)
     params = [p for p in net.parameters() if p.requires_grad] + term_params
     opt = make_adamw(params, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     torch.manual_seed(seed_of(cfg.seed, 0, dist.rank()))  # any later use of the global RNG differs per rank
