@@ -75,11 +75,11 @@ def draw(ema, cfg, model_cfg, y, scale, seed):
 
 
 def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int) -> dict:
-    from sit.commands.train import DEMO_MODEL, DEMO_TRAIN
     from sit.config import ModelConfig, TrainConfig
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
     from sit.train import train
+    from sit.train.presets import DEMO_MODEL, DEMO_TRAIN
 
     tr = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
     mo = {k: v for k, v in overrides.items() if k in MODEL_FIELDS}

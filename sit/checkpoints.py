@@ -10,7 +10,9 @@ beside it later, such as ``lt_table.json``).
 
 A training checkpoint ``RUN/checkpoints/step-NNNNNNN/`` holds model.safetensors, ema.safetensors,
 optimizer.pt, config.json (the run's `RunMeta` + step), state.json (step, data position, RNG
-states, logging window) and manifest.json. The folder name, state.json's step, config.json's step
+states, logging window) and manifest.json; a run whose objective owns modules (REPA's projector,
+`sit.train.objective.LossTerm`) adds objective.safetensors, listed and hashed in the manifest
+like the others, read back only by a resume (never by `load`, exports or samplers). The folder name, state.json's step, config.json's step
 and the manifest's step must agree.
 
 Every reader (`sit train --resume`, sample, convert, info, eval, lt, likelihood, pathlength,
@@ -39,6 +41,8 @@ PathLike = str | os.PathLike
 Log = Callable[[str], None]
 
 CKPT_FILES = ("model.safetensors", "ema.safetensors", "optimizer.pt", "config.json")
+OBJECTIVE_FILE = "objective.safetensors"   # the objective's own modules (optional; not part of the network)
+PHEMA_FILE = "phema.safetensors"           # the post-hoc EMA's tracked copies (optional; sit.train.phema)
 STATE = "state.json"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -157,7 +161,8 @@ def _tensor_bytes(obj: Any) -> int:
     return 0
 
 
-def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, config: dict) -> None:
+def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, config: dict,
+                 extra_sds: Mapping[str, dict] | None = None) -> None:
     import torch
     from safetensors.torch import save_file
 
@@ -167,8 +172,10 @@ def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, co
     for name in ("model.safetensors", "ema.safetensors"):
         set_file_mode(tmp / name)  # safetensors creates 0600; weights are 0644 like every other file
     (tmp / "config.json").write_text(_json_text(dict(config, step=step)))
+    for name, sd in (extra_sds or {}).items():
+        save_file(sd, str(tmp / name))
     files = {}
-    for name in CKPT_FILES:
+    for name in (*CKPT_FILES, *(extra_sds or {})):
         fsync_file(tmp / name)
         files[name] = _record(tmp / name)
     # ``files`` in state.json too: earlier sit versions verify with it
@@ -183,10 +190,12 @@ def _write_files(tmp: Path, step: int, model_sd, ema_sd, opt_sd, state: dict, co
 
 def save_checkpoint(
     run_dir: PathLike, step: int, net, ema, opt, state: Mapping[str, Any], meta: RunMeta | Mapping[str, Any],
-    keep_last: int,
+    keep_last: int, extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write RUN/checkpoints/step-NNNNNNN atomically: the files into RUN/.tmp-step-NNNNNNN-PID,
     fsync, manifest.json last, then one rename. Keeps the newest ``keep_last`` checkpoints.
+    ``extra``: {file name (``.safetensors``): module}, more weights saved and verified with the
+    checkpoint (`OBJECTIVE_FILE`).
     A full disk raises OSError(ENOSPC) "no space left on ... (needed about N MB)" after removing
     the partial folder; the previous checkpoints are untouched. Call on rank 0 only."""
     run_dir = Path(run_dir)
@@ -196,15 +205,16 @@ def save_checkpoint(
     tmp = run_dir / f".tmp-step-{step:07d}-{os.getpid()}"
     config = meta.to_config() if isinstance(meta, RunMeta) else dict(meta)
     model_sd, ema_sd = _state_dict_cpu(net), _state_dict_cpu(ema)
+    extra_sds = {name: _state_dict_cpu(m) for name, m in (extra or {}).items()}
     opt_sd = opt.state_dict() if hasattr(opt, "state_dict") else opt
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        _write_files(tmp, step, model_sd, ema_sd, opt_sd, dict(state), config)
+        _write_files(tmp, step, model_sd, ema_sd, opt_sd, dict(state), config, extra_sds)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-            need = _tensor_bytes(model_sd) + _tensor_bytes(ema_sd) + _tensor_bytes(opt_sd)
+            need = _tensor_bytes(model_sd) + _tensor_bytes(ema_sd) + _tensor_bytes(opt_sd) + _tensor_bytes(extra_sds)
             raise OSError(errno.ENOSPC, no_space_message(run_dir, need) + f" writing checkpoint step {step}; "
                           f"the previous checkpoints are kept") from e
         raise
@@ -423,6 +433,27 @@ def read_training_state(ckpt: PathLike) -> tuple[dict, RunMeta, dict, dict, dict
     return state, meta, model_sd, ema_sd, opt_sd
 
 
+def read_extra_state(ckpt: PathLike, name: str, what: str) -> dict:
+    """The state dict in extra file ``name`` (`OBJECTIVE_FILE`, `PHEMA_FILE`) of a verified
+    training checkpoint; CheckpointError naming ``what`` needs it when the manifest lists none."""
+    from safetensors.torch import load_file
+
+    ckpt = Path(ckpt)
+    verify(ckpt)
+    listed = _read_json(ckpt, MANIFEST).get("files", {}) if (ckpt / MANIFEST).is_file() else {}
+    if name not in listed:
+        raise CheckpointError(ckpt, f"{what}, but the manifest lists no {name}")
+    try:
+        return load_file(str(ckpt / name))
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(ckpt, f"{name} cannot be read ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from e
+
+
+def read_objective_state(ckpt: PathLike) -> dict:
+    """The state dict of the objective's own modules (`OBJECTIVE_FILE`) of a training checkpoint."""
+    return read_extra_state(ckpt, OBJECTIVE_FILE, "the run's objective owns modules (e.g. REPA's projector)")
+
+
 def find_resumable(path: PathLike, log: Log | None = None) -> tuple[Path, tuple]:
     """(checkpoint, read_training_state(checkpoint)) of the newest training checkpoint of run folder
     ``path`` that verifies (or of ``path`` itself if it is a checkpoint); refused ones are named
@@ -458,7 +489,7 @@ def load(
 
 def _identity_files(ckpt: Path) -> list[Path]:
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
-        p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name != "optimizer.pt")))
+        p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE, PHEMA_FILE))))
 
 
 def identity(ckpt: PathLike) -> str:

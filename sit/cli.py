@@ -19,7 +19,7 @@ import sit
 
 # subcommand modules, in the order `sit --help` lists them
 COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "study", "convert",
-            "info", "demo_gaussian")
+            "info", "demo_gaussian", "ema")
 THREADS_ENV = "SIT_THREADS"
 
 

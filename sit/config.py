@@ -54,8 +54,26 @@ def check_threads(n: Any, what: str) -> None:
                          f"{usable_cores()} usable cores) (got {n!r})")
 
 
+class ConfigError(ValueError):
+    """A bad value of one config field: ``record`` (the dataclass name) and ``field`` name it, the
+    message says what is allowed. Library code speaks in fields; only ``sit.commands`` turns a
+    field into its command-line flag (`sit train`: ``--repa-depth`` for TrainConfig.repa_depth)."""
+
+    def __init__(self, record: str, field: str, problem: str):
+        self.record, self.field, self.problem = record, field, problem
+        super().__init__(f"{record}.{field} {problem}")
+
+
 def to_dict(cfg) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)
+    """The fields of ``cfg`` as a dict; fields a class lists in ``OMIT_IF_DEFAULT`` are left out
+    while they hold their default (options added later, so the configs written before them, and
+    every identity hashed from them, stay byte-identical; ``from_dict`` fills them back in)."""
+    d = dataclasses.asdict(cfg)
+    for name in getattr(type(cfg), "OMIT_IF_DEFAULT", ()):
+        f = next(f for f in dataclasses.fields(cfg) if f.name == name)
+        if d.get(name) == f.default:
+            d.pop(name)
+    return d
 
 
 def from_dict(cls, d: dict[str, Any]):
@@ -223,6 +241,20 @@ class TrainConfig:
     quality: bool = True                 # embedded data: quality number of EMA samples (sit.evaluate.classifier)
     quality_samples_per_class: int = 30
     progress: bool = True
+    # representation alignment (REPA, Yu et al. 2024; sit.train.repa): an extra loss term
+    repa_encoder: str | None = None      # "digits-cnn" (embedded) or a local DINOv2 folder; None = off
+    repa_depth: int | None = None        # align the output of this block (1-based); None: ceil(2 depth / 7)
+    repa_coeff: float = 0.5              # lambda: weight of the alignment term
+    repa_proj_dim: int = 2048            # width of the projector MLP (3 layers, SiLU)
+    # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,
+    # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
+    phema_sigmas: tuple[float, ...] = ()
+    phema_every: int = 0
+    grad_checkpointing: bool = False     # recompute each block's activations in the backward pass (memory for time)
+    cosine_coeff: float = 0.0            # LightningDiT's velocity-direction term 1 - cos(v_theta, v*) (sit.train.terms); 0 = off
+
+    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
+                       "grad_checkpointing", "cosine_coeff")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -261,3 +293,23 @@ class TrainConfig:
             )
         if not self.cfg_scale >= 0:
             raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {self.cfg_scale})")
+        if self.repa_depth is not None and (not isinstance(self.repa_depth, int) or isinstance(self.repa_depth, bool)
+                                            or self.repa_depth < 1):
+            raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {self.repa_depth!r})")
+        if not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool) or self.repa_proj_dim < 1:
+            raise ConfigError("TrainConfig", "repa_proj_dim", f"must be a positive integer (got {self.repa_proj_dim!r})")
+        if not (isinstance(self.repa_coeff, (int, float)) and self.repa_coeff >= 0):
+            raise ConfigError("TrainConfig", "repa_coeff", f"must be >= 0 (got {self.repa_coeff!r})")
+        if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
+            raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(self.phema_sigmas)}, "
+                              f"every {self.phema_every} (give both, every >= 1, or neither)")
+        for s in self.phema_sigmas:
+            if not 0 < s < 12 ** -0.5:
+                raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside (0, {12 ** -0.5:.4f})")
+        if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
+            raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
+        if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
+            raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
+        if self.repa_encoder is not None and self.latents is not None:
+            raise ConfigError("TrainConfig", "repa_encoder", "needs the training images, which latent shards do not hold; "
+                              "train REPA from the images (data + vae) instead of latents")

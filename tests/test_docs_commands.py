@@ -30,7 +30,7 @@ EXTERNAL = ("/models/", "imagenet", "SiT-XL-2", "DiT-XL-2", "VIRTUAL_", ".pth", 
 # flag -> small value, so the docs' commands run in seconds
 SUBSTITUTE = {"--steps": "12", "--num-samples": "8", "--num-steps": "4", "--quality-samples-per-class": "2",
               "--nfe": "2,4", "--sample-steps": "4", "--samples-per-class": "2", "--batch": "32",
-              "--num-points": "64", "--ckpt-every": "6"}
+              "--num-points": "64", "--ckpt-every": "6", "--phema-every": "4"}
 ADDED = {"train": ["--no-quality", "--samples-per-class", "2", "--sample-steps", "4", "--steps", "12",
                    "--batch", "32", "--log-every", "4", "--no-progress"]}
 

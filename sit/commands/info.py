@@ -58,6 +58,15 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         "time_input": rm.time_input,
         "config": to_dict(cfg),
     }
+    train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
+    if train.get("repa_encoder") is not None:
+        from sit.config import TrainConfig
+        from sit.train.repa import default_depth
+
+        D = TrainConfig()
+        info["alignment"] = {"method": "repa", "encoder": train["repa_encoder"],
+                             "depth": train.get("repa_depth") or default_depth(cfg.depth),
+                             "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
     extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
     if extra:
         info["meta"] = extra
@@ -77,6 +86,10 @@ def run(args) -> int:
     print(f"classes      {c['num_classes']} (+ null label: {c['class_dropout_prob'] > 0}, dropout {c['class_dropout_prob']})")
     print(f"step         {info['step']}  (weights: {info['weights'] or 'state_dict'})")
     print(f"field        prediction={info['prediction']}, path={info['path']}, time_input={info['time_input']}")
+    if "alignment" in info:
+        a = info["alignment"]
+        print(f"alignment    REPA: encoder {a['encoder']}, block {a['depth']} of {c['depth']}, lambda {a['coeff']:g}, "
+              f"projector MLP width {a['proj_dim']} (training only: not in the weights above)")
     for k, v in sorted(info.get("meta", {}).items()):
         lines = textwrap.wrap(json.dumps(v), width=100, break_long_words=False, break_on_hyphens=False) or [""]
         print(f"{'meta.' + k:<12} {lines[0]}")

@@ -13,40 +13,23 @@ examples:
   sit train --dataset mnist_5k --out runs/mnist    # the other embedded dataset (28x28 -> 32x32)
   sit train --path gvp --prediction score --loss-weight likelihood --out runs/gvp_s
   sit train --time discrete --out runs/ddpm        # DiT's DDPM baseline (sit.discrete)
+  sit train --repa-encoder digits-cnn --out runs/repa   # REPA with the embedded encoder (docs/training.md)
   sit train --latents latents/in256 --model SiT-XL/2 --out runs/xl2     # ImageNet latents
   torchrun --nproc_per_node 8 -m sit.cli train --data /imagenet/train --vae sd-vae-ft-ema --out runs/xl2
   sit train --resume runs/demo                     # continue exactly from the newest valid checkpoint
   sit train --dry-run                              # print the resolved config JSON and exit
 """
 
-# the embedded demo's defaults (measured in docs/training.md; --help reads them from here); a flag given on the
-# command line wins
-DEMO_TRAIN = dict(
-    dataset="digits",
-    image_size=8,
-    steps=600,                # 600 steps at lr 2e-3 with logit-normal t: half the CPU time of the
-    global_batch=128,         # former 1200 at 1e-3 (uniform t), better samples (docs/training.md)
-    lr=2e-3,
-    time_dist="logit_normal",
-    warmup_steps=100,
-    grad_clip=1.0,
-    ema_decay=0.999,
-    ema_warmup=True,
-    log_every=20,
-    ckpt_every=500,
-    keep_last=2,
-    cfg_scale=2.0,
-    sample_method="heun",
-    sample_steps=20,
-    samples_per_class=10,
-    num_workers=0,
-    threads=0,                # keep `sit`'s choice: the free cores (sit.cli.default_threads)
+# the presets live in sit.train.presets (the study and benchmarks read them there); --help reads them too
+from sit.train.presets import (  # noqa: E402,F401  (re-exported: earlier code imports them from here)
+    DATA_IMAGE_SIZE,
+    DEFAULT_PRESET,
+    DEMO_MNIST,
+    DEMO_MODEL,
+    DEMO_MODEL_MNIST,
+    DEMO_REPA_PROJ_DIM,
+    DEMO_TRAIN,
 )
-DEMO_MNIST = dict(image_size=32, steps=600, global_batch=64, lr=1e-3)  # --dataset mnist_5k on top of DEMO_TRAIN
-DATA_IMAGE_SIZE = 256       # --data default pixels
-DEFAULT_PRESET = "SiT-XL/2"  # the model without --model (paper runs)
-DEMO_MODEL = dict(depth=4, hidden_size=128, num_heads=4, patch_size=2, learn_sigma=False, class_dropout_prob=0.1)
-DEMO_MODEL_MNIST = dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1)
 
 
 def _none_or(v):
@@ -95,6 +78,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--t-min", type=float)
     o.add_argument("--t-max", type=float)
 
+    a = p.add_argument_group("representation alignment (REPA, Yu et al. 2024; docs/training.md)")
+    a.add_argument("--repa-encoder", metavar="ENC", help="frozen encoder whose patch features the network aligns with: "
+                   "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); default off")
+    a.add_argument("--repa-depth", type=int, metavar="D", help="align the output of block D (1-based; without it ceil(2 x depth / 7): XL 8, B 4, demo 2)")
+    a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
+    a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}); {DEMO_REPA_PROJ_DIM} on the embedded demo")
+
+    a.add_argument("--cosine-coeff", type=float, metavar="W", help="weight of LightningDiT's velocity-direction term "
+                   f"1 - cos(v_theta, v*) per pixel over channels (default {D.cosine_coeff:g} = off; LightningDiT: 1)")
+
+    e = p.add_argument_group("post-hoc EMA (Karras et al. 2024; `sit ema` reconstructs any length afterwards)")
+    e.add_argument("--phema-sigmas", type=float, nargs="+", metavar="S",
+                   help="relative lengths of the tracked power-function EMAs (edm2: 0.05 0.10); off without it")
+    e.add_argument("--phema-every", type=int, metavar="STEPS", help="steps between snapshots of them (needs --phema-sigmas)")
+
     t = p.add_argument_group("optimisation")
     t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
     t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help=f"global batch over all ranks (default {D.global_batch}; demo {_demo('global_batch')})")
@@ -107,6 +105,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
     t.add_argument("--precision", choices=TRAIN_CHOICES["precision"])
     t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
+    t.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
+                   help="recompute each block's activations in the backward pass: less memory, ~1/3 more compute (default off)")
     t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
                    help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
     t.add_argument("--seed", type=int)
@@ -141,7 +141,8 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "tf32", "seed",
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
-               "quality_samples_per_class")
+               "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim",
+               "phema_sigmas", "phema_every", "grad_checkpointing", "cosine_coeff")
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 
@@ -153,6 +154,8 @@ def resolve(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
     if "loss_weight" in given:
         given["loss_weight"] = _none_or(given["loss_weight"])
+    if "phema_sigmas" in given:
+        given["phema_sigmas"] = tuple(given["phema_sigmas"])
     if getattr(args, "no_progress", False):
         given["progress"] = False
     demo = args.data is None and args.latents is None
@@ -163,6 +166,8 @@ def resolve(args: argparse.Namespace):
             base.update(DEMO_MNIST)
     elif args.data is not None:
         base = {"image_size": DATA_IMAGE_SIZE}
+    if demo and given.get("repa_encoder") is not None:
+        base["repa_proj_dim"] = DEMO_REPA_PROJ_DIM
     cfg = TrainConfig(**{**base, **given})
 
     # data shape
@@ -242,7 +247,25 @@ def _flag(field: str) -> str:
             "time_input": "--time", "class_dropout_prob": "--label-dropout"}.get(field, "--" + field.replace("_", "-"))
 
 
+def _flag_error(e):
+    """A TrainConfig `ConfigError` in the user's words: the field's flag instead of its name."""
+    from sit.config import ConfigError
+
+    if isinstance(e, ConfigError) and e.record == "TrainConfig":
+        return ValueError(f"{_flag(e.field)} {e.problem}")
+    return e
+
+
 def run(args: argparse.Namespace) -> int:
+    from sit.config import ConfigError
+
+    try:
+        return _run(args)
+    except ConfigError as e:
+        raise _flag_error(e) from None
+
+
+def _run(args: argparse.Namespace) -> int:
     from sit import dist
     from sit.train import NonFiniteLossError, find_resumable, run_meta, train
     from sit.train.folder import run_config

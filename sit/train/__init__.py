@@ -6,7 +6,10 @@
     RUN/metrics.jsonl                one record per ``log_every`` steps: step, loss, loss by t bin,
                                      lr, grad norm, images/s, skipped (non-finite) steps
     RUN/checkpoints/step-0000100/    model.safetensors, ema.safetensors, optimizer.pt, state.json,
-                                     config.json, manifest.json (+ lt_table.json with ``lt_table``)
+                                     config.json, manifest.json (+ lt_table.json with ``lt_table``,
+                                     objective.safetensors with loss terms that own modules (REPA),
+                                     phema.safetensors with ``phema_sigmas``)
+    RUN/phema/                       post-hoc EMA snapshots + index.json (``phema_every``; `sit ema`)
     RUN/samples/step-0000100.png     EMA sample grids (one row per class)
     RUN/loss_curve.png, RUN/samples.png (samples beside real images), RUN/quality.json (embedded data)
 
@@ -16,7 +19,7 @@ uninterrupted run exactly (same process count), and N processes compute the same
 gradient as one process on the same global batch.
 
 The package: `loop` (the loop), `objective` (continuous SiT / discrete DDPM: time draw, losses,
-preview sampler), `data` (data sources and the step sampler), `folder` (run folder, lock, resume
+preview sampler; extra loss terms), `repa` (representation alignment), `phema` (post-hoc EMA), `data` (data sources and the step sampler), `folder` (run folder, lock, resume
 and its overrides), `log` (metrics.jsonl, TensorBoard, progress), `report` (grids, loss curve,
 quality, L_t table), `seeds`; checkpoint I/O is `sit.checkpoints`.
 """

@@ -101,8 +101,9 @@ class DataSource:
     info: dict                      # the "data" entry of config.json
 
     def batches(self, sampler: StepSampler, start: int, stop: int, num_workers: int,
-                device: torch.device) -> Iterator[tuple[Tensor, Tensor]]:
-        """(x, y) network inputs on ``device`` for every micro-batch of steps [start, stop) (this rank)."""
+                device: torch.device, pixels: bool = False) -> Iterator[tuple[Tensor, ...]]:
+        """(x, y) network inputs on ``device`` for every micro-batch of steps [start, stop) (this rank);
+        with ``pixels`` (x, y, images in [-1, 1]) for loss terms that read the images (REPA)."""
         raise NotImplementedError
 
     def to_pixels(self, x: Tensor) -> Tensor | None:
@@ -135,12 +136,13 @@ class EmbeddedSource(DataSource):
                      "heldout_fraction": 0.1, "split_seed": 0}
         self.x, self.y = x.to(device), y.to(device)
 
-    def batches(self, sampler, start, stop, num_workers, device):
+    def batches(self, sampler, start, stop, num_workers, device, pixels=False):
         for s in range(start, stop):
             for m in range(sampler.grad_accum):
                 _, idx = sampler.indices(s, m)
                 idx = idx.to(self.x.device)
-                yield self.x[idx], self.y[idx]
+                x = self.x[idx]
+                yield (x, self.y[idx], x) if pixels else (x, self.y[idx])
 
     def to_pixels(self, x):
         return x
@@ -167,7 +169,9 @@ class FolderSource(DataSource):
         self.dataset, self.vae, self.info, self.posterior_seed = dataset, vae, info, posterior_seed
         self.n, self.channels, self.size, self.num_classes = len(dataset), channels, size, dataset.num_classes
 
-    def batches(self, sampler, start, stop, num_workers, device):
+    def batches(self, sampler, start, stop, num_workers, device, pixels=False):
+        if pixels and self.posterior_seed is None:
+            raise ValueError("latent shards hold no pixels for the encoder: train from the images (data + vae)")
         dl = torch.utils.data.DataLoader(
             _EpochItems(self.dataset),
             batch_sampler=_BatchList(sampler, start, stop),
@@ -177,10 +181,10 @@ class FolderSource(DataSource):
         )
         micros = ((s, m) for s in range(start, stop) for m in range(sampler.grad_accum))
         for (step, micro), (xb, yb) in zip(micros, dl):
-            x = xb.to(device, non_blocking=True)
-            if self.posterior_seed is not None:
-                x = self._posterior(x, step, micro, sampler)
-            yield x, torch.as_tensor(yb).long().to(device, non_blocking=True)
+            img = xb.to(device, non_blocking=True)
+            x = self._posterior(img, step, micro, sampler) if self.posterior_seed is not None else img
+            yb = torch.as_tensor(yb).long().to(device, non_blocking=True)
+            yield (x, yb, img) if pixels else (x, yb)
 
     @torch.no_grad()
     def _posterior(self, x: Tensor, step: int, micro: int, sampler: StepSampler) -> Tensor:

@@ -30,10 +30,16 @@ class Window:
         self.skipped = int(d.get("skipped", 0))
         self.steps = int(d.get("steps", 0))
         self.images = int(d.get("images", 0))
+        self.term_sums = {k: float(v) for k, v in d.get("term_sums", {}).items()}  # extra loss terms (REPA)
 
     def to_dict(self) -> dict:
-        return dict(loss_sum=self.loss_sum, count=self.count, bin_sum=self.bin_sum, bin_count=self.bin_count,
-                    skipped=self.skipped, steps=self.steps, images=self.images)
+        d = dict(loss_sum=self.loss_sum, count=self.count, bin_sum=self.bin_sum, bin_count=self.bin_count,
+                 skipped=self.skipped, steps=self.steps, images=self.images)
+        return dict(d, term_sums=dict(self.term_sums)) if self.term_sums else d
+
+    def add_terms(self, sums: dict[str, float]) -> None:
+        for k, v in sums.items():
+            self.term_sums[k] = self.term_sums.get(k, 0.0) + float(v)
 
     def add(self, loss_sum: float, count: int, bin_sum, bin_count) -> None:
         self.loss_sum += float(loss_sum)
@@ -109,6 +115,7 @@ class Logger:
             "img_per_s": w.images / dt if dt > 0 else None,
             "skipped": w.skipped,
             "ema_decay": ema_decay,
+            **{f"loss_{k}": (v / w.count if w.count else None) for k, v in w.term_sums.items()},
             **extra,
         }
         self._write(rec)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from sit import dist
-from sit.checkpoints import save_checkpoint
+from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
 from sit.config import ModelConfig, TrainConfig
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, open_fresh, open_resume, run_meta, write_run_config
@@ -140,7 +140,7 @@ class _Parts:
     ema: nn.Module
     opt: torch.optim.Optimizer
     train_net: nn.Module            # net, compiled and/or DDP-wrapped
-    params: list                    # the trainable parameters (AdamW's, clipped together)
+    params: list                    # the trainable parameters (AdamW's, clipped together): network, then terms'
     objective: Objective
     data: DataSource
     sampler: StepSampler
@@ -148,6 +148,8 @@ class _Parts:
     callbacks: Callbacks
     autocast: Callable = nullcontext
     fn_net: nn.Module | None = None     # train_net called with label dropout off (the loop drops labels)
+    term_params: list = dataclasses.field(default_factory=list)  # the params owned by the objective's loss terms
+    pema: nn.Module | None = None       # post-hoc EMA copies (sit.train.phema.PowerEMA) with cfg.phema_sigmas
 
 
 @dataclasses.dataclass
@@ -210,18 +212,29 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     dist.barrier()
     from sit.models.sit import SiT
 
-    net = SiT(model_cfg).to(device)
+    net = SiT(model_cfg, grad_checkpointing=cfg.grad_checkpointing).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
-    params = [p for p in net.parameters() if p.requires_grad]
+    pema = None
+    if cfg.phema_sigmas:  # copies made before the terms hook into the network
+        from sit.train.phema import PowerEMA
+
+        pema = PowerEMA(net, cfg.phema_sigmas)
+    with torch.random.fork_rng(devices=[]):  # the terms' modules from their own seed: the same on every rank
+        torch.manual_seed(seed_of(cfg.seed, 5))
+        objective = build_objective(cfg, model_cfg, terms_device=device)
+    for term in objective.terms:
+        term.attach(net)
+    term_params = [p for p in objective.terms.parameters() if p.requires_grad]
+    params = [p for p in net.parameters() if p.requires_grad] + term_params
     opt = make_adamw(params, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     torch.manual_seed(seed_of(cfg.seed, 0, dist.rank()))  # any later use of the global RNG differs per rank
     st = _State()
     if run.loaded is not None:
-        _restore(run.loaded, net, ema, opt, st, run_dir)
+        _restore(run.loaded, net, ema, opt, st, run_dir, objective, pema)
     dist.barrier()
-    p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params,
-               build_objective(cfg, model_cfg), data,
-               StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks)
+    p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params, objective, data,
+               StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks,
+               term_params=term_params, pema=pema)
     p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels)
     if cfg.precision == "bf16":
         p.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
@@ -241,7 +254,9 @@ def _run_steps(p: _Parts, st: _State) -> str:
     if threading.current_thread() is threading.main_thread():
         old_handler = signal.signal(signal.SIGTERM, lambda *_: setattr(st, "terminate", True))
     logger = Logger(p.run_dir, p.cfg.steps, st.step, dist.is_main(), p.cfg.progress, log=dist.print0)
-    batches = p.data.batches(p.sampler, st.step, p.cfg.steps, p.cfg.num_workers, p.device)
+    pixels = any(term.needs_pixels for term in p.objective.terms)
+    batches = p.data.batches(p.sampler, st.step, p.cfg.steps, p.cfg.num_workers, p.device,
+                             **({"pixels": True} if pixels else {}))
     p.net.train()
     try:
         while st.step < p.cfg.steps:
@@ -256,9 +271,12 @@ def _run_steps(p: _Parts, st: _State) -> str:
 
 
 class _Sums:
-    """This rank's sums over one step's micro-batches: finite loss, loss and count by t bin, bad micro-batches."""
+    """This rank's sums over one step's micro-batches: finite loss, loss and count by t bin, bad
+    micro-batches, and each extra loss term's finite sum."""
 
-    def __init__(self):
+    def __init__(self, term_names: tuple[str, ...] = ()):
+        self.term_names = term_names
+        self.terms = torch.zeros(len(term_names), dtype=torch.float64)
         self.loss = torch.zeros((), dtype=torch.float64)
         self.bins = torch.zeros(NUM_T_BINS, dtype=torch.float64)
         self.counts = torch.zeros(NUM_T_BINS, dtype=torch.float64)
@@ -277,13 +295,23 @@ class _Sums:
         self.bins.index_add_(0, b, kept)
         self.counts.index_add_(0, b, finite.double())
 
+    def add_terms(self, values: dict[str, Tensor], finite: Tensor) -> None:
+        for i, name in enumerate(self.term_names):
+            v = values[name].detach().double().cpu()
+            self.terms[i] += torch.where(finite, v, torch.zeros_like(v)).sum()
+
     def all_reduce(self, device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(loss, bins, counts, bad) summed over ranks (one all-reduce)."""
-        s = dist.all_reduce_sum(torch.cat([self.loss.view(1), self.bins, self.counts, self.bad.view(1)]).to(device)).cpu()
+        """(loss, bins, counts, bad) summed over ranks (one all-reduce; the terms' sums ride along
+        into ``self.terms``)."""
+        n = len(self.term_names)
+        s = torch.cat([self.loss.view(1), self.bins, self.counts, self.bad.view(1), self.terms])
+        s = dist.all_reduce_sum(s.to(device)).cpu()
+        if n:
+            self.terms, s = s[-n:], s[:-n]
         return s[0], s[1 : 1 + NUM_T_BINS], s[1 + NUM_T_BINS : 1 + 2 * NUM_T_BINS], s[-1]
 
 
-def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums) -> None:
+def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums, pixels: Tensor | None = None) -> None:
     """Forward and backward of one micro-batch; its randomness is drawn for the whole global
     micro-batch from (seed, 2, step, micro), then this rank's rows are taken."""
     cfg, n, rows, dev = p.cfg, p.sampler.micro_global, p.sampler.rows(), p.device
@@ -300,10 +328,18 @@ def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums) 
         with p.autocast():
             losses = p.objective.losses(p.fn_net, x, t, eps, y)
             t_frac = p.objective.t_fraction(t)
+            terms = {term.name: term(x, t, eps, y, pixels) for term in p.objective.terms}
         losses = losses.float()
         if p.callbacks.on_losses is not None:
             losses = p.callbacks.on_losses(step, losses)
-        (losses.mean() / cfg.grad_accum).backward()
+        if not terms:
+            (losses.mean() / cfg.grad_accum).backward()
+        else:
+            total = losses + sum(term.coeff * terms[term.name].float() for term in p.objective.terms)
+            (total.mean() / cfg.grad_accum).backward()
+            finite = torch.isfinite(total.detach()).cpu()
+            sums.add_terms(terms, finite)
+            losses = torch.where(finite.to(losses.device), losses, torch.full_like(losses, float("nan")))
     sums.add(losses, t_frac)
 
 
@@ -313,17 +349,23 @@ def _step(p: _Parts, st: _State, batches, logger: Logger) -> None:
     st.lr = lr_at(cfg, st.step)
     for group in p.opt.param_groups:
         group["lr"] = st.lr
-    sums = _Sums()
+    sums = _Sums(tuple(term.name for term in p.objective.terms))
     for micro in range(cfg.grad_accum):
-        x, y = next(batches)
-        _micro(p, st.step, micro, x, y, sums)
+        batch = next(batches)  # (x, y) or, for terms that read images, (x, y, pixels)
+        _micro(p, st.step, micro, batch[0], batch[1], sums, batch[2] if len(batch) > 2 else None)
     loss, bins, counts, bad = sums.all_reduce(p.device)
+    if p.term_params and dist.world_size() > 1:
+        _average_grads(p.term_params, p.device)
     st.grad_norm = clip_grad_norm(p.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     if bad.item() == 0 and math.isfinite(st.grad_norm):
         p.opt.step()
         ema_update(p.ema, p.net, ema_decay_at(cfg, st.step))
+        if p.pema is not None:
+            p.pema.update(p.net, st.step + 1)
         st.consecutive_bad = 0
         st.window.add(loss, cfg.global_batch, bins, counts)
+        if sums.term_names:
+            st.window.add_terms(dict(zip(sums.term_names, sums.terms.tolist())))
     else:
         st.consecutive_bad += 1
         st.window.skipped += 1
@@ -346,6 +388,10 @@ def _after_step(p: _Parts, st: _State, logger: Logger) -> bool:
         st.terminate = dist.all_reduce_sum(torch.tensor([float(st.terminate)], device=p.device)).item() > 0
     if step % cfg.ckpt_every == 0 or step == cfg.steps or st.terminate or stop_bad:
         st.last_ckpt = _checkpoint(p, st)
+    if cfg.phema_every and step % cfg.phema_every == 0 and dist.is_main():
+        from sit.train.phema import write_snapshots
+
+        write_snapshots(p.run_dir, p.pema, step)
     if cfg.sample_every and step % cfg.sample_every == 0 and dist.is_main():
         sample_grid(p.ema, cfg, p.model_cfg, p.data, p.objective, p.device, p.run_dir / "samples" / f"step-{step:07d}.png")
     if p.callbacks.after_step is not None:
@@ -372,9 +418,23 @@ def _checkpoint(p: _Parts, st: _State) -> Path:
             "rng": rng_state(),
             "time": time.time(),
         }
-        save_checkpoint(p.run_dir, st.step, p.net, p.ema, p.opt, state, p.meta, p.cfg.keep_last)
+        extra = {OBJECTIVE_FILE: p.objective.terms} if len(p.objective.terms) else {}
+        if p.pema is not None:
+            extra[PHEMA_FILE] = p.pema.copies
+        save_checkpoint(p.run_dir, st.step, p.net, p.ema, p.opt, state, p.meta, p.cfg.keep_last, extra=extra)
     dist.barrier()
     return final
+
+
+def _average_grads(params: list, device) -> None:
+    """DDP for the loss terms' own parameters (outside the DDP-wrapped network): gradients
+    averaged over ranks with one all-reduce, as DDP does for the network."""
+    grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
+    flat = dist.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]).to(device)) / dist.world_size()
+    i = 0
+    for q, g in zip(params, grads):
+        q.grad = flat[i : i + g.numel()].view_as(q).to(q.dtype)
+        i += g.numel()
 
 
 def _check_shapes(data: DataSource, mc: ModelConfig) -> None:
@@ -385,10 +445,14 @@ def _check_shapes(data: DataSource, mc: ModelConfig) -> None:
         )
 
 
-def _restore(loaded: tuple, net, ema, opt, st: _State, run_dir: Path) -> None:
-    _, state, model_sd, ema_sd, opt_sd = loaded
+def _restore(loaded: tuple, net, ema, opt, st: _State, run_dir: Path, objective: Objective, pema=None) -> None:
+    ck, state, model_sd, ema_sd, opt_sd = loaded
     net.load_state_dict(model_sd)
     ema.load_state_dict(ema_sd)
+    if len(objective.terms):
+        objective.terms.load_state_dict(read_objective_state(ck))
+    if pema is not None:
+        pema.copies.load_state_dict(read_extra_state(ck, PHEMA_FILE, "the run tracks a post-hoc EMA (phema_sigmas)"))
     load_adamw_state(opt, opt_sd)
     st.step = int(state["step"])
     st.window = Window(state.get("window"))

@@ -10,6 +10,14 @@ for preview grids and the quality number.
   * `DiscreteObjective`: DiT's DDPM, `sit.discrete.DiscreteDiffusion` (L_simple + L_vlb).
 
 Per-sample losses are "mean_flat" (mean over all but the batch dimension).
+
+The seam for more loss terms: an objective holds ``terms``, a ModuleList of `LossTerm` (empty for
+the paper's objectives, so their runs are unchanged). A term is one module plus one typed
+TrainConfig field (its builder in `TERM_BUILDERS` reads the field): it returns a named
+per-sample loss added to the total with weight ``coeff``, may own trainable modules (REPA's
+projector), whose parameters the loop gives to AdamW, averages over DDP ranks, and saves as the
+checkpoint's ``objective.safetensors`` (verified by the store, restored on resume). Owned
+modules have no EMA copy and never reach sampling or exported checkpoints: only the network does.
 """
 
 from __future__ import annotations
@@ -25,10 +33,31 @@ from sit.train.seeds import generator
 NetFn = Callable[[Tensor, Tensor, Tensor], Tensor]   # (x, t, y) -> network output
 
 
+class LossTerm(nn.Module):
+    """An extra loss term of an objective (see the module docstring). ``name`` keys its mean in
+    metrics.jsonl (``loss_<name>``); the step's loss is denoising + sum of ``coeff`` x term.
+    ``attach(net)`` is called once with the bare network (before compile / DDP wrapping), e.g. to
+    hook a block's output; ``forward`` runs after the denoising loss of the same micro-batch, under
+    the same autocast. ``needs_pixels``: the term reads the training images (in [-1, 1]) of the
+    batch, not only the network inputs (latents)."""
+
+    name: str = "term"
+    coeff: float = 1.0
+    needs_pixels: bool = False
+
+    def attach(self, net: nn.Module) -> None:
+        pass
+
+    def forward(self, x: Tensor, t: Tensor, eps: Tensor, y: Tensor, pixels: Tensor | None) -> Tensor:
+        """Per-sample losses (B,) of this term on the micro-batch (data x, times t, noise eps, labels y)."""
+        raise NotImplementedError
+
+
 class Objective:
     """The interface: see the module docstring."""
 
     record: dict = {}                    # extra keys of every metrics.jsonl loss record
+    terms: nn.ModuleList = nn.ModuleList()   # extra loss terms (`LossTerm`); replaced by build_objective
 
     def sample_t(self, n: int, g: torch.Generator) -> Tensor:
         """Times (n,) of a global micro-batch, from generator ``g`` (CPU)."""
@@ -114,9 +143,37 @@ class DiscreteObjective(Objective):
         return sampler(noise, y, generator=g)[0]
 
 
-def build_objective(cfg: TrainConfig, model_cfg: ModelConfig) -> Objective:
-    """The objective of ``cfg.time_input``."""
-    return (DiscreteObjective if cfg.time_input == "discrete" else ContinuousObjective)(cfg, model_cfg)
+def _repa_term(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> LossTerm | None:
+    if cfg.repa_encoder is None:
+        return None
+    from sit.train.repa import build_repa
+
+    return build_repa(cfg, model_cfg, device)
+
+
+def _cosine_term(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> LossTerm | None:
+    if cfg.cosine_coeff == 0:
+        return None
+    from sit.train.terms import CosineVelocityTerm
+
+    return CosineVelocityTerm(cfg, model_cfg)
+
+
+# one builder per extra loss term: (cfg, model_cfg, device) -> LossTerm, or None when its field leaves it off
+TERM_BUILDERS: list[Callable[[TrainConfig, ModelConfig, torch.device], LossTerm | None]] = [_repa_term, _cosine_term]
+
+
+def build_objective(cfg: TrainConfig, model_cfg: ModelConfig, terms_device: torch.device | None = None) -> Objective:
+    """The objective of ``cfg.time_input``; with ``terms_device`` (training) also the extra loss
+    terms ``cfg`` turns on, built there (sampling needs none of them)."""
+    obj = (DiscreteObjective if cfg.time_input == "discrete" else ContinuousObjective)(cfg, model_cfg)
+    if terms_device is not None:
+        obj.terms = nn.ModuleList([t for t in (b(cfg, model_cfg, terms_device) for b in TERM_BUILDERS) if t is not None])
+        names = [t.name for t in obj.terms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two loss terms share a name: {names}")
+        obj.terms.to(terms_device)
+    return obj
 
 
 @torch.no_grad()
