@@ -156,3 +156,13 @@ def test_likelihood_eta_waits_for_a_real_rate(tiny, capsys):
     assert early and not any("<" in f for f in early)  # under 5% of 8 samples (0.4): no ETA yet
     assert any(re.search(r"<\d", f) for f in bars)
     assert not any(re.search(r"<\d{3,}:", f) for f in bars)
+
+
+def test_sweep_checks_every_sampler_before_the_first_point(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 22: a bad second sampler is an error before anything is loaded or sampled."""
+    monkeypatch.setattr("sit.checkpoints.load", lambda *a, **k: pytest.fail("loaded before checking the samplers"))
+    assert main(["sweep", "--ckpt", tiny, "--samplers", "euler,heun:grid=wobbly", "--nfe", "2,4", "--num-samples", "4",
+                 "--out", str(tmp_path / "sw"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--samplers 'heun:grid=wobbly'" in err and "wobbly" in err
+    assert not (tmp_path / "sw").exists()
