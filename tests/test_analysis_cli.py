@@ -142,3 +142,27 @@ def test_likelihood_csv_rows_name_their_samples(tiny, tmp_path):
     assert [int(r["index"]) for r in b3] == list(range(7)) == [int(r["index"]) for r in b7]
     for r3, r7 in zip(b3, b7):
         assert float(r3["nats"]) == pytest.approx(float(r7["nats"]), rel=1e-4, abs=1e-4)
+
+
+def test_likelihood_eta_waits_for_a_real_rate(tiny, capsys):
+    """Issue 22: no ETA from the first tiny solver steps (it read "4194:15:25"); it appears once 5% is done."""
+    import re
+
+    assert main(["likelihood", "--ckpt", tiny, "--method", "euler", "--num-steps", "40", "--num-samples", "8",
+                 "--batch-size", "8", "--probes", "1"]) == 0
+    frames = re.split(r"[\r\n]", capsys.readouterr().err)
+    bars = [f for f in frames if "likelihood" in f and "/8" in f]
+    early = [f for f in bars if re.search(r"\| 0/8", f)]
+    assert early and not any("<" in f for f in early)  # under 5% of 8 samples (0.4): no ETA yet
+    assert any(re.search(r"<\d", f) for f in bars)
+    assert not any(re.search(r"<\d{3,}:", f) for f in bars)
+
+
+def test_sweep_checks_every_sampler_before_the_first_point(tiny, tmp_path, capsys, monkeypatch):
+    """Issue 22: a bad second sampler is an error before anything is loaded or sampled."""
+    monkeypatch.setattr("sit.checkpoints.load", lambda *a, **k: pytest.fail("loaded before checking the samplers"))
+    assert main(["sweep", "--ckpt", tiny, "--samplers", "euler,heun:grid=wobbly", "--nfe", "2,4", "--num-samples", "4",
+                 "--out", str(tmp_path / "sw"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--samplers 'heun:grid=wobbly'" in err and "wobbly" in err
+    assert not (tmp_path / "sw").exists()

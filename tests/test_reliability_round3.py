@@ -236,3 +236,16 @@ def test_missing_tensorboard_is_said(tmp_path, monkeypatch):
     said = []
     assert _tensorboard(tmp_path, said.append) is None
     assert len(said) == 1 and "TensorBoard is not installed" in said[0] and "metrics.jsonl" in said[0]
+
+
+def test_rerun_of_a_complete_set_makes_the_asked_outputs_and_says_nothing_was_generated(made, tmp_path, capsys):
+    run, _ = made
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), *SAMPLE]) == 0
+    npz = (out / "samples.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--grid-png", "--png-folder", *SAMPLE]) == 0
+    text = capsys.readouterr().out
+    assert "nothing to do" in text and "0 samples generated now" in text and "wrote" + " " + str(out / "samples.npz") not in text
+    assert (out / "grid.png").is_file() and len(list((out / "images").glob("*.png"))) == 4
+    assert (out / "samples.npz").read_bytes() == npz

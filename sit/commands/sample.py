@@ -282,7 +282,7 @@ def run(args) -> int:
                         progress=not args.no_progress),
     )
     dist.print0(
-        f"wrote {res.npz} ({res.num_generated} samples generated now); NFE per sample actually spent: "
+        f"{res.npz}: {res.num_generated} samples generated now; NFE per sample actually spent: "
         f"{', '.join(str(v) for v in res.nfe) or 'n/a'}; {time.perf_counter() - t0:.1f} s; manifest {res.manifest}"
     )
     return 0

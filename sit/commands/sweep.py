@@ -173,6 +173,13 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
               for steps, extra in sweep_points(method, opts, nfes, tolerances)]
+    from sit.generate.glue import sample_config
+
+    for name, method, opts, steps, extra in points:  # every point's config checked before any is run
+        try:
+            sample_config(method, {**opts, **extra, "num_steps": steps})
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"--samplers {name!r} at {steps} steps: {e}") from None
     return samplers, points
 
 

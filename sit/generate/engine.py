@@ -241,6 +241,27 @@ def _start(job: _Job, info: dict, log) -> tuple[dict, bool]:
     return manifest, False
 
 
+def _outputs_of_complete_set(job: _Job, grid_png: bool, png_folder: bool, log) -> None:
+    """--grid-png / --png-folder asked of a set that is already complete: made from its verified npz."""
+    want_grid = grid_png and not (job.out_dir / "grid.png").is_file()
+    images = job.out_dir / "images"
+    want_pngs = png_folder and len(list(images.glob("*.png")) if images.is_dir() else []) < job.num_samples
+    if not (want_grid or want_pngs):
+        return
+    with np.load(job.npz_path) as z:
+        arr = z["arr_0"]
+    if want_grid:
+        labels = job.labels
+        nrow = len(labels) if isinstance(labels, tuple) and 2 <= len(labels) <= 32 else None
+        n = min(len(arr), 256)
+        io.save_png(io.make_grid(arr[:n], nrow=nrow), job.out_dir / "grid.png", upscale=max(1, 64 // arr.shape[1]))
+        log(f"wrote {job.out_dir / 'grid.png'} from the complete set")
+    if want_pngs:
+        for i in range(len(arr)):
+            io.save_png(arr[i], images / f"{i:06d}.png")
+        log(f"wrote {len(arr)} PNG files to {images} from the complete set")
+
+
 def _sample_chunk(job: _Job, start: int, end: int, sampler_fn, decode_fn, device, initial_noise):
     """Sample indices [start, end): (latents, images, labels, info); raises on non-finite samples."""
     idx = list(range(start, end))
@@ -438,7 +459,9 @@ def _generate(job: _Job, sampler_fn, decode_fn, info, device, png_folder, grid_p
         manifest = _read_manifest(job, lambda s: None)
         done = bool(manifest and manifest.get("complete"))
     if done:
-        dist.print0(f"{job.npz_path} is complete ({job.num_samples} samples); nothing to do")
+        dist.print0(f"{job.npz_path} is complete ({job.num_samples} samples, verified); nothing to do")
+        if rank == 0:
+            _outputs_of_complete_set(job, grid_png, png_folder, dist.print0)
         return GenerateResult(job.npz_path, job.manifest_path, 0, (manifest or {}).get("nfe_per_sample", []), 0.0)
     # 2. the work: every missing index, in chunks, round-robin over ranks
     covered = scan_parts(job.parts_dir, job.num_samples)
