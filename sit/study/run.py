@@ -323,21 +323,22 @@ PROGRESS_MIN_S = 20.0    # ... but not more often than this many seconds apart (
 
 def _train_progress(prefix: str, total: int, log: Callable[[str], None]) -> Callable[[int], None]:
     """``after_step`` callback: a line "training step k/N (x s/step, ETA ...)" every tenth of
-    training (at most one per PROGRESS_MIN_S seconds, and always the last). The rate counts only
-    consecutive steps, so the C(v) measurements between training segments do not inflate it."""
+    training (at most one per PROGRESS_MIN_S seconds, and always the last). The rate is the median
+    time between consecutive steps, so the C(v) measurements between training segments do not
+    inflate it."""
     every = max(1, total // PROGRESS_LINES)
-    state = {"prev": None, "t": 0.0, "busy": 0.0, "n": 0, "last": -math.inf}
+    state = {"prev": None, "t": 0.0, "last": -math.inf}
+    deltas: list[float] = []
 
     def after_step(step: int) -> None:
         now = time.perf_counter()
         if state["prev"] is not None and step == state["prev"] + 1:
-            state["busy"] += now - state["t"]
-            state["n"] += 1
+            deltas.append(now - state["t"])
         state["prev"], state["t"] = step, now
         if (step % every and step != total) or (now - state["last"] < PROGRESS_MIN_S and step != total):
             return
         state["last"] = now
-        per = state["busy"] / state["n"] if state["n"] else None
+        per = sorted(deltas)[len(deltas) // 2] if deltas else None   # median: robust to the C(v) pauses
         eta = f", ETA {_dur(per * (total - step))}" if per is not None and step < total else ""
         log(f"{prefix}: training step {step}/{total}" + (f" ({per:.3f} s/step{eta})" if per is not None else ""))
 
