@@ -109,3 +109,26 @@ def test_classifier_cache_verified_on_read(tmp_path):
     entry.write_bytes(b"not a safetensors file")
     get_classifier(x, y, seed=0, cache_dir=tmp_path, log=lines.append)
     assert len(lines) == 2 and "unreadable" in lines[1]
+
+
+def test_dinov2_scorer_from_a_local_folder(tmp_path):
+    from transformers import Dinov2Config, Dinov2Model
+
+    from sit.evaluate.scorers.dinov2 import Dinov2Scorer
+
+    with pytest.raises(FileNotFoundError, match="DINOv2 weights not found"):
+        Dinov2Scorer(tmp_path / "missing")
+    torch.manual_seed(0)
+    cfg = Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                       patch_size=14, image_size=224)
+    Dinov2Model(cfg).save_pretrained(tmp_path / "dino")
+    sc = Dinov2Scorer(tmp_path / "dino", device="cpu", batch_size=4)
+    imgs = np.random.default_rng(0).integers(0, 256, size=(5, 16, 16, 3), dtype=np.uint8)
+    f = sc.features(imgs)
+    assert f["cls"].shape == (5, 32)
+    assert abs(sc.scores(f, f).fd) < 1e-6
+    grey = sc.features(imgs[..., :1])                        # grey images are replicated to RGB
+    assert np.allclose(grey["cls"], sc.features(np.repeat(imgs[..., :1], 3, axis=-1))["cls"])
+    c = np.full(32, 0.5)
+    assert sc.scores(f, {"cls": f["cls"] + c}).fd == pytest.approx(shifted_fd(f["cls"], c), rel=1e-6)
+    assert sc.identity().startswith("dinov2-") and "model.safetensors" in sc.identity()

@@ -322,25 +322,25 @@ PROGRESS_MIN_S = 20.0    # ... but not more often than this many seconds apart (
 
 
 def _train_progress(prefix: str, total: int, log: Callable[[str], None]) -> Callable[[int], None]:
-    """``after_step`` callback: a line "step k/N (x s/step, ETA ...)" every tenth of training
-    (at most one per PROGRESS_MIN_S seconds), timed from the first step this process ran."""
+    """``after_step`` callback: a line "training step k/N (x s/step, ETA ...)" every tenth of
+    training (at most one per PROGRESS_MIN_S seconds, and always the last). The rate is the median
+    time between consecutive steps, so the C(v) measurements between training segments do not
+    inflate it."""
     every = max(1, total // PROGRESS_LINES)
-    state: dict = {}
+    state = {"prev": None, "t": 0.0, "last": -math.inf}
+    deltas: list[float] = []
 
     def after_step(step: int) -> None:
         now = time.perf_counter()
-        if "t0" not in state:
-            state.update(t0=now, s0=step - 1, last=-math.inf)
-        if step % every and step != total:
-            return
-        if now - state["last"] < PROGRESS_MIN_S and step != total:
+        if state["prev"] is not None and step == state["prev"] + 1:
+            deltas.append(now - state["t"])
+        state["prev"], state["t"] = step, now
+        if (step % every and step != total) or (now - state["last"] < PROGRESS_MIN_S and step != total):
             return
         state["last"] = now
-        done = step - state["s0"]
-        per = (now - state["t0"]) / max(1, done - 1) if done > 1 else None
+        per = sorted(deltas)[len(deltas) // 2] if deltas else None   # median: robust to the C(v) pauses
         eta = f", ETA {_dur(per * (total - step))}" if per is not None and step < total else ""
-        rate = f" ({per:.3f} s/step{eta})" if per is not None else ""
-        log(f"{prefix}: training step {step}/{total}{rate}")
+        log(f"{prefix}: training step {step}/{total}" + (f" ({per:.3f} s/step{eta})" if per is not None else ""))
 
     return after_step
 
