@@ -26,7 +26,7 @@ from bench_demo import draw, svc_judge  # noqa: E402
 
 
 def main() -> int:
-    from sit.config import ModelConfig, TrainConfig
+    from sit.config import ModelConfig, TrainConfig, from_dict
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
     from sit.models.sit import SiT
@@ -55,7 +55,7 @@ def main() -> int:
             from sit import checkpoints
 
             ema, meta = checkpoints.load(args.run[seed])
-            cfg, mc, run_dir = TrainConfig(**meta.train), meta.model, args.run[seed]
+            cfg, mc, run_dir = from_dict(TrainConfig, dict(meta.train)), meta.model, args.run[seed]
         else:
             out = tempfile.mkdtemp(prefix=f"bench_phema_s{seed}_")
             cfg = TrainConfig(**{**DEMO_TRAIN, "threads": args.threads, "progress": False, "quality": False, "seed": seed,
