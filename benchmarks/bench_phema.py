@@ -26,7 +26,7 @@ from bench_demo import draw, svc_judge  # noqa: E402
 
 
 def main() -> int:
-    from sit.config import ModelConfig, TrainConfig
+    from sit.config import ModelConfig, TrainConfig, from_dict
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
     from sit.models.sit import SiT
@@ -40,6 +40,7 @@ def main() -> int:
     ap.add_argument("--sigma", type=float, action="append", help="sigma_rel to reconstruct (repeatable)")
     ap.add_argument("--per-class", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--run", action="append", metavar="DIR", help="judge these finished runs instead of training (repeatable)")
     args = ap.parse_args()
     sigmas = args.sigma or [0.02, 0.05, 0.10, 0.15, 0.20, 0.25]
     torch.set_num_threads(args.threads)
@@ -49,19 +50,26 @@ def main() -> int:
     real_x, real_y = load_embedded("digits", "all")
     y = torch.arange(10).repeat_interleave(args.per_class)
     table: dict[tuple[str, str], list[float]] = {}
-    for seed in range(args.seeds):
-        out = tempfile.mkdtemp(prefix=f"bench_phema_s{seed}_")
-        cfg = TrainConfig(**{**DEMO_TRAIN, "threads": args.threads, "progress": False, "quality": False, "seed": seed,
-                             "phema_sigmas": (0.05, 0.10), "phema_every": args.every, "out": out})
-        mc = ModelConfig(**{**DEMO_MODEL, "input_size": cfg.image_size, "in_channels": 1, "num_classes": 10})
-        res = train(cfg, mc)
-        candidates = {f"ema {cfg.ema_decay}": res.ema}
+    for seed in (range(len(args.run)) if args.run else range(args.seeds)):
+        if args.run:
+            from sit import checkpoints
+
+            ema, meta = checkpoints.load(args.run[seed])
+            cfg, mc, run_dir = from_dict(TrainConfig, dict(meta.train)), meta.model, args.run[seed]
+        else:
+            out = tempfile.mkdtemp(prefix=f"bench_phema_s{seed}_")
+            cfg = TrainConfig(**{**DEMO_TRAIN, "threads": args.threads, "progress": False, "quality": False, "seed": seed,
+                                 "phema_sigmas": (0.05, 0.10), "phema_every": args.every, "out": out})
+            mc = ModelConfig(**{**DEMO_MODEL, "input_size": cfg.image_size, "in_channels": 1, "num_classes": 10})
+            res = train(cfg, mc)
+            ema, run_dir = res.ema, res.run_dir
+        candidates = {f"ema {cfg.ema_decay}": ema}
         for s in sigmas:
             net = SiT(mc)
-            net.load_state_dict(reconstruct(res.run_dir, s)[0])
+            net.load_state_dict(reconstruct(run_dir, s)[0])
             candidates[f"phema {s:g}"] = net.eval()
         for name, net in candidates.items():
-            row = {"seed": seed, "weights": name}
+            row = {"seed": cfg.seed, "weights": name}
             for scale in (1.0, cfg.cfg_scale):
                 x = draw(net, cfg, mc, y, scale, seed=1234)
                 row[f"svc_acc_cfg{scale:g}"] = float((clf.predict(x.flatten(1).numpy()) == y.numpy()).mean())

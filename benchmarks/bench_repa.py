@@ -122,6 +122,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm: 0 .. N-1 (default 3)")
     ap.add_argument("--seed", type=int, action="append", help="run only these seeds (repeatable; e.g. one process per seed)")
+    ap.add_argument("--arm", choices=["base", "repa"], action="append", help="run only this arm (repeatable; default both)")
     ap.add_argument("--every", type=int, default=150, help="steps between judged checkpoints (default 150)")
     ap.add_argument("--per-class", type=int, default=50, help="samples per class per judgement (default 50)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
@@ -143,7 +144,7 @@ def main() -> int:
           f"SVC held-out accuracy on real digits {held:.4f}; REPA arm overrides {args.repa or 'none'}", flush=True)
     rows = []
     for seed in args.seed or range(args.seeds):
-        for arm in ("base", "repa"):
+        for arm in args.arm or ("base", "repa"):
             cfg, mc, run_dir, wall = train_arm(arm, parse_variant(args.repa), seed, args.every, args.threads)
             for row in judge(cfg, mc, run_dir, clf, args.per_class):
                 row = {"arm": arm, "seed": seed, "train_wall_s": round(wall, 1), **row}
