@@ -271,3 +271,18 @@ def test_a_checkpoint_pruned_while_it_is_read_is_said_and_the_newest_valid_one_t
     net, meta = checkpoints.load(run, log=said.append)
     assert [c.name for c in calls] == ["step-0000004", "step-0000002"] and meta.step == 2
     assert any("was removed while it was read" in s for s in said)
+
+
+def test_study_list_counts_the_studys_own_seeds(tmp_path, capsys):
+    """Issue 22: `sit study --list` reads the seeds of the study in --out, not the default budget's."""
+    from sit.study.cells import CELLS
+
+    out = tmp_path / "st"
+    (out / "results").mkdir(parents=True)
+    (out / "study_config.json").write_text(json.dumps({"identity": {"budget": {"seeds": 5}}}))
+    for s in (0, 3, 4):
+        (out / "results" / f"{CELLS[0].name}-s{s}.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["study", "--list", "--out", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(CELLS[0].name + " "))
+    assert "done seeds [0, 3, 4] of 5" in line
