@@ -482,9 +482,20 @@ def load(
     `sit.models.checkpoint.load_model`)."""
     from sit.models.checkpoint import load_model
 
-    ck = resolve(path, log=log)
-    net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
-    return net, RunMeta.from_dict(meta, source=ck)
+    log = log or _default_log
+    for attempt in range(3):
+        ck = resolve(path, log=log)
+        try:
+            net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
+            return net, RunMeta.from_dict(meta, source=ck)
+        except (OSError, ValueError, CheckpointError):
+            # a training run writing this run folder prunes its old checkpoints: say so and take the
+            # newest that verifies again, rather than failing on a half-removed folder
+            if ck.exists() or ck == Path(path) or attempt == 2:
+                raise
+            log(f"sit: checkpoint {str(ck)!r} was removed while it was read (a training run pruning its old "
+                f"checkpoints?); taking the newest checkpoint of {str(path)!r} that verifies again")
+    raise AssertionError("unreachable")
 
 
 def _identity_files(ckpt: Path) -> list[Path]:

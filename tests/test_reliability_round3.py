@@ -249,3 +249,40 @@ def test_rerun_of_a_complete_set_makes_the_asked_outputs_and_says_nothing_was_ge
     assert "nothing to do" in text and "0 samples generated now" in text and "wrote" + " " + str(out / "samples.npz") not in text
     assert (out / "grid.png").is_file() and len(list((out / "images").glob("*.png"))) == 4
     assert (out / "samples.npz").read_bytes() == npz
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_said_and_the_newest_valid_one_taken(tmp_path, monkeypatch):
+    import sit.models.checkpoint as fmt
+    from sit import checkpoints
+
+    run = tmp_path / "r"
+    assert main(["train", "--out", str(run), *TRAIN[:-1], "4"]) == 0  # checkpoints at steps 2 and 4
+    real, calls = fmt.load_model, []
+
+    def pruned_on_first_read(ck, **kw):
+        calls.append(ck)
+        if len(calls) == 1:
+            shutil.rmtree(ck)  # what a training run's keep_last pruning does meanwhile
+            raise FileNotFoundError(f"{ck}/ema.safetensors")
+        return real(ck, **kw)
+
+    monkeypatch.setattr(fmt, "load_model", pruned_on_first_read)
+    said = []
+    net, meta = checkpoints.load(run, log=said.append)
+    assert [c.name for c in calls] == ["step-0000004", "step-0000002"] and meta.step == 2
+    assert any("was removed while it was read" in s for s in said)
+
+
+def test_study_list_counts_the_studys_own_seeds(tmp_path, capsys):
+    """Issue 22: `sit study --list` reads the seeds of the study in --out, not the default budget's."""
+    from sit.study.cells import CELLS
+
+    out = tmp_path / "st"
+    (out / "results").mkdir(parents=True)
+    (out / "study_config.json").write_text(json.dumps({"identity": {"budget": {"seeds": 5}}}))
+    for s in (0, 3, 4):
+        (out / "results" / f"{CELLS[0].name}-s{s}.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["study", "--list", "--out", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(CELLS[0].name + " "))
+    assert "done seeds [0, 3, 4] of 5" in line

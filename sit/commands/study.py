@@ -187,14 +187,24 @@ def _dry_run(study, args, only) -> int:
 
 
 def _list(study) -> int:
+    import re
+
+    from sit.io import read_json
     from sit.study.cells import CELLS
 
     names = {c.name for c in study.cells}
+    seeds = study.budget.seeds
+    if (study.out / "study_config.json").is_file():  # an existing study: its own seed count, not the flags'
+        try:
+            seeds = int(read_json(study.out / "study_config.json", "study config")["identity"]["budget"]["seeds"])
+        except (ValueError, KeyError, TypeError):
+            pass
     print(f"{'cell':18s} {'in study':8s} {'objective':11s} label / done seeds in {str(study.out)!r}")
     for c in CELLS:
-        done = [s for s in range(study.budget.seeds) if study.result_path(c, s).is_file()]
+        found = [re.fullmatch(rf"{re.escape(c.name)}-s(\d+)\.json", p.name) for p in study.result_path(c, 0).parent.glob("*.json")]
+        done = sorted(int(m.group(1)) for m in found if m)
         print(f"{c.name:18s} {'yes' if c.name in names else 'no':8s} {c.objective:11s} {c.label} ({c.time_input}); "
-              f"done seeds {done or 'none'} of {study.budget.seeds}")
+              f"done seeds {done or 'none'} of {seeds}")
     return 0
 
 
