@@ -315,6 +315,13 @@ def verify(ckpt: PathLike) -> dict:
     return state
 
 
+def is_diffusers_folder(path: PathLike) -> bool:
+    """A folder written by `sit convert RUN --to diffusers OUT` (it has sit_diffusers.json)."""
+    from sit.models.diffusers_format import is_diffusers_folder as _is
+
+    return _is(path)
+
+
 def is_training_checkpoint(path: PathLike) -> bool:
     p = Path(path)
     return p.is_dir() and ((p / MANIFEST).is_file() or (p / STATE).is_file())
@@ -376,6 +383,8 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    if is_diffusers_folder(path):  # `sit convert --to diffusers`: files verified when read
+        return path
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]
@@ -439,11 +448,20 @@ def load(
     from sit.models.checkpoint import load_model
 
     ck = resolve(path, log=log)
+    if is_diffusers_folder(ck):
+        from sit.models.diffusers_format import load_diffusers
+
+        net, meta = load_diffusers(ck)
+        return net, RunMeta.from_dict(meta, source=ck)
     net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
     return net, RunMeta.from_dict(meta, source=ck)
 
 
 def _identity_files(ckpt: Path) -> list[Path]:
+    if is_diffusers_folder(ckpt):  # its weights and the metadata that says how to read them
+        from sit.models.diffusers_format import METADATA, WEIGHTS
+
+        return [ckpt / METADATA, ckpt / WEIGHTS]
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
         p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name != "optimizer.pt")))
 
