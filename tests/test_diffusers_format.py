@@ -176,3 +176,9 @@ def test_pipeline_refuses_other_paths(tmp_path):
     pipe = DiffusionPipeline.from_pretrained(str(out), trust_remote_code=True)
     with pytest.raises(ValueError, match="Linear-path velocity models only"):
         pipe(class_labels=[1], num_inference_steps=2)
+
+
+def test_info_reads_the_export(run, capsys):
+    assert main(["info", str(run[1]), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"] == info["params_expected"] and info["step"] == 7 and info["path"] == "linear"
