@@ -165,8 +165,10 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    from sit.models.checkpoint import _jsonable
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
 
 
 def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str) -> Path:
