@@ -328,6 +328,13 @@ def verify(ckpt: PathLike) -> dict:
     return state
 
 
+def is_diffusers_folder(path: PathLike) -> bool:
+    """A folder written by `sit convert RUN --to diffusers OUT` (it has sit_diffusers.json)."""
+    from sit.models.diffusers_format import is_diffusers_folder as _is
+
+    return _is(path)
+
+
 def is_training_checkpoint(path: PathLike) -> bool:
     """A folder with state.json, or with a manifest.json that is not a sample set's (its "kind" is
     read first; a corrupt manifest counts, so `verify` names it)."""
@@ -395,6 +402,8 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
+    if is_diffusers_folder(path):  # `sit convert --to diffusers`: files verified when read
+        return path
     folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and folders.CHECKPOINT in folders.marks(path.parent):
         raise ValueError(f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass the folder "
@@ -485,6 +494,11 @@ def load(
     log = log or _default_log
     for attempt in range(3):
         ck = resolve(path, log=log)
+        if is_diffusers_folder(ck):
+            from sit.models.diffusers_format import load_diffusers
+
+            net, meta = load_diffusers(ck)
+            return net, RunMeta.from_dict(meta, source=ck)
         try:
             net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
             return net, RunMeta.from_dict(meta, source=ck)
@@ -499,6 +513,10 @@ def load(
 
 
 def _identity_files(ckpt: Path) -> list[Path]:
+    if is_diffusers_folder(ckpt):  # its weights and the metadata that says how to read them
+        from sit.models.diffusers_format import METADATA, WEIGHTS
+
+        return [ckpt / METADATA, ckpt / WEIGHTS]
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
         p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE, PHEMA_FILE))))
 

@@ -1,4 +1,5 @@
-"""`sit convert IN OUT`: official .pt <-> sit safetensors (+ JSON), direction by extension."""
+"""`sit convert IN OUT`: official .pt <-> sit safetensors (+ JSON), direction by extension;
+`--to diffusers`: OUT is a diffusers folder (`sit.models.diffusers_format`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ EXAMPLES = """examples:
   sit convert DiT-XL-2-512x512.pt weights/dit-xl2-512.safetensors --kind dit
   sit convert runs/s2/checkpoints/step-0050000 exported.pt --train-format
   sit convert runs/s2 exported.safetensors       # the run's newest checkpoint that verifies
+  sit convert runs/s2 --to diffusers exported-diffusers   # a folder diffusers loads (docs/sampling.md)
 """
 
 
@@ -22,7 +24,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("input", metavar="IN", help="official .pt, sit .safetensors, checkpoint dir or run dir")
-    p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt")
+    p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt (a new folder with --to diffusers)")
+    p.add_argument("--to", choices=["diffusers"], default=None,
+                   help="write OUT as a diffusers folder (DiTTransformer2DModel, scheduler, pipeline_sit.py, sit_diffusers.json)")
     p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
     p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
     p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
@@ -39,6 +43,8 @@ def run(args) -> int:
     from sit.models.checkpoint import export_official, official_args, preset_name, save_model
 
     out = Path(args.output)
+    if args.to == "diffusers":
+        return _to_diffusers(args, out)
     if out.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"unknown output type {out.suffix!r} for {str(out)!r}; expected one of ['.pt', '.safetensors']")
     net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
@@ -61,4 +67,23 @@ def run(args) -> int:
         print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
     name = preset_name(net.config) or "custom"
     print(f"model {name}, {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")
+    return 0
+
+
+def _to_diffusers(args, out: Path) -> int:
+    from sit import checkpoints as store
+    from sit.models.diffusers_format import export_diffusers
+
+    if args.train_format:
+        raise ValueError("--train-format is for .pt output, not --to diffusers")
+    if out.exists():
+        raise ValueError(f"{str(out)!r} exists; --to diffusers writes a new folder")
+    net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
+    if meta.discrete:
+        raise ValueError("--to diffusers exports continuous-time SiT models (this one takes DDPM steps: use diffusers' DiTPipeline)")
+    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source))
+    print(f"wrote {out} (transformer/, scheduler/, pipeline_sit.py, sit_diffusers.json)")
+    if (meta.path, meta.prediction) != ("linear", "velocity"):
+        print(f"note: pipeline_sit.py samples Linear velocity models; this {meta.path}/{meta.prediction} model samples with `sit sample --ckpt {out}`")
+    print(f"model {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")
     return 0

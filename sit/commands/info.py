@@ -36,7 +36,13 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
     from sit.models.sit import param_count
 
     ck = store.resolve(path)  # verifies; a run folder: its newest valid checkpoint (refusals named)
-    sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
+    if store.is_diffusers_folder(ck):  # `sit convert --to diffusers`: read back (and verified) as sit weights
+        from sit.models.diffusers_format import load_diffusers
+
+        net, meta = load_diffusers(ck)
+        sd = net.state_dict()
+    else:
+        sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
     if isinstance(meta.get("model"), dict):
         cfg = from_dict(ModelConfig, meta["model"])
     else:
