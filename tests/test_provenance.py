@@ -3,6 +3,7 @@ index and in a sample set's identity."""
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sit.generate.spec import SampleSpec
@@ -71,3 +72,29 @@ def test_flags_a_method_ignores_are_refused(tmp_path, capsys, flags, word):
 
     assert main(["sample", "--ckpt", str(tmp_path / "none"), "--out", str(tmp_path / "o"), *flags]) == 2
     assert word in capsys.readouterr().err
+
+
+@pytest.mark.slow   # fid-helper Inception on CPU: minutes on a loaded machine
+def test_sweep_reference_from_an_extract_folder(tmp_path):
+    from sit.commands.sweep import _inception_quality
+    from sit.data.imagefolder import ImageFolderDataset
+    from sit.data.latents import extract_latents
+    from sit.evaluate.inception import fid_helper_weights_path
+
+    try:
+        fid_helper_weights_path()
+    except FileNotFoundError:
+        pytest.skip("needs the fid-helper Inception weights")
+    for i in range(4):
+        (tmp_path / "img" / "a").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
+            tmp_path / "img" / "a" / f"{i}.png")
+    vae = VAE.tiny_random(0)
+    extract_latents(ImageFolderDataset(tmp_path / "img", 16), vae, tmp_path / "lat", shard_size=4, batch_size=2)
+    quality = _inception_quality(str(tmp_path / "lat"), "cpu", vae.decode)
+    from sit.generate.evaldata import load_extracted
+
+    lat, _ = load_extracted(tmp_path / "lat")
+    same = quality(vae.decode(lat), None)["fid"]            # the reference itself: FID 0 (sqrtm of a rank-3
+    assert abs(same) < 1e-3                                 # 2048-d product: ~1e-4 numerical error)
+    assert quality(torch.rand(4, 3, 16, 16) * 2 - 1, None)["fid"] > 100 * max(abs(same), 1e-3)

@@ -52,7 +52,8 @@ def register(sub) -> None:
     p.add_argument("--guide-ckpt", metavar="PATH",
                    help="autoguidance: guide with this weaker checkpoint (same label) instead of the null label")
     p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
-    p.add_argument("--ref", metavar="NPZ", help="ADM reference batch (images or mu/sigma) for Inception FID of latent models")
+    p.add_argument("--ref", metavar="NPZ|DIR", help="ADM reference batch (images or mu/sigma), or a `sit extract` folder "
+                   "(its latents decoded by --vae), for Inception FID of latent models")
     p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
     p.add_argument("--reference", metavar="SAMPLER", help="sampler whose largest-NFE value is the target (default: the first)")
     p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default %(default)s)")
@@ -144,7 +145,7 @@ def _quality_fn(args, net, labels, dev):
     from sit.vae import VAE
 
     decode_fn = VAE.from_pretrained(args.vae, device=dev).decode
-    return _inception_quality(args.ref, dev), f"Inception FID vs {Path(args.ref).name}", decode_fn
+    return _inception_quality(args.ref, dev, decode_fn), f"Inception FID vs {Path(args.ref).name}", decode_fn
 
 
 def _loss_table(args, samplers, meta):
@@ -334,20 +335,27 @@ def summarize(rows: list[dict], reference: str, tolerance: float) -> list[dict]:
     return out
 
 
-def _inception_quality(ref: str, device):
+def _inception_quality(ref: str, device, decode_fn=None):
     """Inception FID of uint8-quantised samples against an ADM reference batch (sit.evaluate)."""
     import numpy as np
 
     from sit.evaluate import metrics
     from sit.evaluate.scorers.inception import InceptionScorer
+    from sit.generate.evaldata import is_extract_folder, load_extracted
     from sit.io import to_uint8
 
     scorer = InceptionScorer(device=device, progress=False, spatial=False)
-    with np.load(ref) as z:
-        if "mu" in z and "sigma" in z:
-            mu_r, sig_r = z["mu"], z["sigma"]
-        else:
-            mu_r, sig_r = metrics.feature_statistics(scorer.features(z["arr_0"])["pool"])
+    if is_extract_folder(ref):   # the training latents, decoded: the reference images
+        lat, _ = load_extracted(ref)
+        pool = np.concatenate([scorer.features(to_uint8(decode_fn(lat[i : i + 256]).cpu()))["pool"]
+                               for i in range(0, len(lat), 256)])
+        mu_r, sig_r = metrics.feature_statistics(pool)
+    else:
+        with np.load(ref) as z:
+            if "mu" in z and "sigma" in z:
+                mu_r, sig_r = z["mu"], z["sigma"]
+            else:
+                mu_r, sig_r = metrics.feature_statistics(scorer.features(z["arr_0"])["pool"])
 
     def quality(fake_x, fake_y):
         pool = scorer.features(to_uint8(fake_x.clamp(-1, 1)))["pool"]

@@ -253,6 +253,7 @@ def figures(m: Measured, out: Path) -> list[Path]:
         _bars(ax, [f"{c}\n{k}" for c, k in items], [m.get(f"{c}/{k}") for c, k in items],
               [paper.paper_value(c, k) for c, k in items], ylabel=ylabel)
         ax.set_title(f"{name}: {title}", fontsize=10)
+        fig.tight_layout()   # room for the "(paper FID)" line under each label
         made.append(save_figure(fig, out / f"fig_{name.lower().replace(' ', '')}.png"))
         plt.close(fig)
     cells = [c for c in T6_CELLS if c in m.by_cell]
