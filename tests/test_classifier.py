@@ -79,3 +79,22 @@ def test_sit_eval_cli_classifier_mode(digits, cache, tmp_path, monkeypatch, caps
     assert "classifier FID" in capsys.readouterr().out
     assert main(["eval", "digits", str(tmp_path / "s.npz"), "--metrics", "fid,bogus"]) == 2
     assert "unknown metric 'bogus'" in capsys.readouterr().err
+
+
+def test_cached_classifier_leaves_the_global_rng_as_training_does(tmp_path):
+    """A run must not depend on whether the classifier cache was warm: reading the cache consumes no
+    global random numbers, exactly as training it does not (REPA's digits encoder is built between a
+    seed and the projector's initialisation)."""
+    import torch
+
+    from sit.data.embedded import load_embedded
+    from sit.evaluate.classifier import get_classifier
+
+    x, y = load_embedded("digits", "train", image_size=8)
+    draws = []
+    for _ in range(2):  # cold (trains and writes the cache), then warm (reads it)
+        torch.manual_seed(5)
+        get_classifier(x, y, num_classes=10, seed=1, cache_dir=tmp_path, log=lambda s: None)
+        draws.append(torch.rand(3))
+    torch.manual_seed(5)
+    assert torch.equal(draws[0], torch.rand(3)) and torch.equal(draws[1], draws[0])

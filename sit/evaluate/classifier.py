@@ -181,7 +181,8 @@ def get_classifier(
         path = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         path = path / f"{ARCH_VERSION}-{key}.safetensors"
         if path.is_file():
-            net = DigitClassifier(num_classes=k, in_channels=x.shape[1], image_size=min(x.shape[-2:]))
+            with torch.random.fork_rng(devices=[]):  # a cached read leaves the global RNG as training would
+                net = DigitClassifier(num_classes=k, in_channels=x.shape[1], image_size=min(x.shape[-2:]))
             try:
                 return read_cached_classifier(path, key, net)
             except ValueError as e:
