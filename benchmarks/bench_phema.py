@@ -84,7 +84,7 @@ def main() -> int:
         se = math.sqrt(sum((a - m) ** 2 for a in v) / (len(v) - 1) / len(v)) if len(v) > 1 else float("nan")
         return f"{m:.3f} ± {se:.3f}"
 
-    print(f"\nmean ± s.e. over {args.seeds} seeds, final step")
+    print(f"\nmean ± s.e. over {len(args.run) if args.run else args.seeds} run(s), final step")
     print("| weights | SVC acc. cfg 1 | SVC acc. cfg 2 | feature FID cfg 2 |")
     print("|---|---|---|---|")
     for name in dict.fromkeys(n for n, _ in table):
