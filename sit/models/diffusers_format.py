@@ -165,10 +165,11 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    from sit.io import write_text_atomic
     from sit.models.checkpoint import _jsonable
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n", durable=True)
 
 
 def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str) -> Path:
@@ -176,6 +177,8 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
     ``meta``: the run's metadata (``RunMeta.to_dict()``); ``source_sha256``: the identity of the
     checkpoint it came from. Written in a temporary sibling, renamed into place at the end."""
     from safetensors.torch import save_file
+
+    from sit.io import atomic_path, fsync_dir
 
     out = Path(out_dir)
     if out.exists():
@@ -187,7 +190,8 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         (tmp / "transformer").mkdir()
-        save_file(sd, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        with atomic_path(tmp / WEIGHTS, durable=True) as w:
+            save_file(sd, str(w), metadata={"format": "pt"})
         _write_json(tmp / TRANSFORMER_CONFIG, tconf)
         _write_json(tmp / SCHEDULER_CONFIG, {
             "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
@@ -207,6 +211,7 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
             "source_sha256": source_sha256, "files": files, "run": meta,
         })
         os.replace(tmp, out)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
