@@ -85,3 +85,14 @@ def test_every_flag_has_help_a_placeholder_and_its_default():
                 assert "_" not in a.metavar.replace("mnist_5k", ""), (flag, a.metavar)  # N, PATH, not HIDDEN_SIZE
             if a.default not in (None, False, argparse.SUPPRESS):
                 assert "default" in a.help, flag
+
+
+def test_help_built_with_stand_ins_equals_help_built_with_torch():
+    """The quick parse reads defaults while torch is a stand-in: every command's help text (flags,
+    defaults, choices) must be exactly the one built with the real packages."""
+    probe = "import sys, {pre}; from sit.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass"
+    for argv in [["--help"], *[[c.replace("_", "-"), "--help"] for c in COMMANDS]]:
+        quick, real = (subprocess.run([sys.executable, "-c", probe.format(pre=pre), *argv], capture_output=True, text=True,
+                                      env=dict(_env(), COLUMNS="100"), timeout=300) for pre in ("os", "torch"))
+        assert quick.returncode == real.returncode == 0, (argv, quick.stderr[-500:], real.stderr[-500:])
+        assert "stand-in" not in quick.stdout and quick.stdout == real.stdout, argv
