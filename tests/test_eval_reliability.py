@@ -253,3 +253,21 @@ def test_eval_help_examples_run(stub, tmp_path, monkeypatch, capsys):
                 os.replace(tmp_path / "tiny.npz", a)
         assert main(argv + ["--no-progress"]) == 0, (line, capsys.readouterr().err)
         assert "wrote " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("labels, why", [(None, "no labels"), ([10] * 12, "labels span 10..10"),
+                                         ([0] * 5, "5 labels for 12 images")])
+def test_classifier_accuracy_na_says_why(labels, why, tmp_path, monkeypatch):
+    """Issue 22: `sit eval` on samples whose labels cannot be judged says why accuracy is n/a."""
+    import types
+
+    from sit.commands.eval import format_table
+    from sit.evaluate.scorers.classifier import evaluate_dataset
+
+    monkeypatch.setenv("SIT_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, size=(12, 8, 8, 1), dtype=np.uint8)
+    s = types.SimpleNamespace(images=imgs, labels=None if labels is None else np.array(labels))
+    out = evaluate_dataset("digits", s, log=lambda *a: None)
+    assert out["clf_accuracy"] is None and why in out["clf_accuracy_note"]
+    assert "accuracy n/a: " in format_table(out)

@@ -187,7 +187,7 @@ def format_table(result: dict) -> str:
         if key in result:
             v = result[key]
             lines.append(f"{label:<32}{'n/a' if v is None else f'{v:.4f}'}")
-    for key in ("fid_reference", "is_note", "inception_note", "fid_note", "clf_fid_note"):
+    for key in ("fid_reference", "is_note", "inception_note", "fid_note", "clf_fid_note", "clf_accuracy_note"):
         if key in result:
             lines.append(f"  ({key.split('_')[0]}: {result[key]})")
     lines.append(f"{'samples':<32}{result.get('num_samples', result.get('num_fake', '?'))}")

@@ -53,17 +53,24 @@ def evaluate_dataset(dataset: str, sample_set, *, seed: int = 0, fit: str | None
         raise ValueError(f"classifier metrics need square samples; got {imgs.shape[1]}x{imgs.shape[2]}")
     fake_x = torch.from_numpy(imgs[..., :1].copy()).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # bin centres of sit's uint8
     real_x, real_y = load_embedded(dataset, "all", image_size=imgs.shape[1], fit=fit)
-    fake_y = None
-    if sample_set.labels is not None and len(sample_set.labels) == len(imgs):
+    fake_y, why = None, None
+    if sample_set.labels is None:
+        why = "the sample set has no labels (arr_1)"
+    elif len(sample_set.labels) != len(imgs):
+        why = f"the sample set has {len(sample_set.labels)} labels for {len(imgs)} images"
+    else:
         fake_y = torch.as_tensor(sample_set.labels).long()
-        if fake_y.min() < 0 or fake_y.max() >= 10:
-            fake_y = None  # e.g. the null label: unconditional samples
+        lo, hi = int(fake_y.min()), int(fake_y.max())
+        if lo < 0 or hi >= 10:  # e.g. the null label 10 of unconditional samples
+            why = f"labels span {lo}..{hi}, outside the classifier's classes 0..9 (unconditional samples carry the null label 10)"
+            fake_y = None
     n = min(len(imgs), len(real_x))
     note = fid_sample_note(n, FEATURE_DIM, recommended=RECOMMENDED_CLASSIFIER_SAMPLES, name="classifier FID")
     if note:
         log(f"warning: {note}")
     q = quick_quality(real_x, real_y, fake_x, fake_y, seed=seed, progress=progress)
     out = {f"clf_{k}" if k in ("accuracy", "fid", "precision", "recall") else k: v for k, v in q.items()}
-    return out | {"classifier_dataset": dataset} | ({"clf_fid_note": note} if note else {})
+    notes = ({"clf_fid_note": note} if note else {}) | ({"clf_accuracy_note": f"accuracy n/a: {why}"} if why else {})
+    return out | {"classifier_dataset": dataset} | notes
 
 
