@@ -219,6 +219,19 @@ class _StandInFinder:
         pass
 
 
+def _parse(argv: list[str]):
+    """Build the parser and parse ``argv``: the namespace of a command to run, or None after
+    printing the top-level help; flag errors exit with one line."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unknown_flags_error(parser, args.command, extras)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return None
+    return args
+
+
 def _parse_without_torch(argv: list[str]) -> bool:
     """Build the parser and parse ``argv`` with stand-ins for torch; exits for help, --version and
     flag errors. True when a command is to run (the caller parses again with the real torch)."""
@@ -226,14 +239,7 @@ def _parse_without_torch(argv: list[str]) -> bool:
     _StandInFinder.tops = tuple(n for n in _HEAVY if n not in sys.modules)  # never mix with a real one
     sys.meta_path.insert(0, _StandInFinder)
     try:
-        parser = build_parser()
-        args, extras = parser.parse_known_args(argv)
-        if extras:
-            _unknown_flags_error(parser, args.command, extras)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return False
-        return True
+        return _parse(argv) is not None
     finally:
         sys.meta_path.remove(_StandInFinder)
         for name in set(sys.modules) - before:
@@ -253,12 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         except Exception:  # noqa: BLE001  a module that needs the real packages to import: parse normally
             pass
-    parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    if extras:
-        _unknown_flags_error(parser, args.command, extras)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    args = _parse(argv)
+    if args is None:
         return 0
     try:
         import torch
