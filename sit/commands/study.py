@@ -79,7 +79,7 @@ def register(subparsers) -> None:
                    help="worker processes, one (cell, seed) each (default: 2 for the embedded study on >= 2 CPU "
                         "cores, else 1)")
     d.add_argument("--device", help="cpu / cuda (default: cuda if available)")
-    d.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: the demo's 1)")
+    d.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per worker (default: the usable cores divided among the --jobs workers)")
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,7 +417,20 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
 _DATA: list[EvalData] = []
 
 
-def _worker_init(study: Study, worker: bool = False) -> None:
+def worker_threads(requested: int, jobs: int) -> int:
+    """Torch threads of each of ``jobs`` study workers: ``requested`` when > 0, else the usable cores
+    shared out (at least 1). A spawned worker left at torch's default takes every core, so 2 workers
+    on 2 cores ran 4 threads and each training step took 2.2x as long (0.80 s against 0.37 s)."""
+    if requested > 0:
+        return requested
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, jobs))
+
+
+def _worker_init(study: Study, worker: bool = False, jobs: int = 1) -> None:
     """Per process: torch threads, the evaluation data, and (a Linux worker) die with the parent."""
     if worker:
         try:
@@ -425,7 +439,9 @@ def _worker_init(study: Study, worker: bool = False) -> None:
             ctypes.CDLL("libc.so.6").prctl(1, 9)   # PR_SET_PDEATHSIG = SIGKILL: no orphans after a kill
         except (OSError, AttributeError):
             pass
-    if study.base.threads > 0:
+    if worker:
+        torch.set_num_threads(worker_threads(study.base.threads, jobs))
+    elif study.base.threads > 0:
         torch.set_num_threads(study.base.threads)
     _DATA[:] = [eval_data(study)]
 
@@ -451,7 +467,7 @@ def _run_parallel(study, pending, done_times, jobs, t_start, log) -> list[dict]:
         futs[fut] = (cell, seed)
         return fut
 
-    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(study, True)) as ex:
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init, initargs=(study, True, jobs)) as ex:
         while queue and len(futs) < jobs:
             submit(ex)
         left = set(futs)
