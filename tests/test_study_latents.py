@@ -61,6 +61,14 @@ def test_tiny_latent_study_end_to_end(latent_setup, capsys):
     assert "Inception FID" in md and "classifier-feature" not in md
     ident = json.loads((root / "study" / "study_config.json").read_text())["identity"]
     assert ident["scoring"]["inception"].endswith(".pth")
+    # one (cell, seed) per job, then --report-only merges what the jobs wrote (no settings needed)
+    (root / "study" / "study.md").unlink()
+    (root / "study" / "cells.json").unlink()
+    assert main(["study", "--out", str(root / "study"), "--report-only"]) == 0
+    rows = json.loads((root / "study" / "cells.json").read_text())["rows"]
+    ode = [r for r in rows if r["cell"] == "gvp-velocity" and r["eval"] == "ode"]
+    assert len(ode) == 1 and ode[0]["n_seeds"] == 2 and ode[0]["seeds"] == "0 1"
+    assert "finished (cell: seeds): {'gvp-velocity': 2}" in (root / "study" / "study.md").read_text()
 
 
 def test_dry_run_prints_units_and_cost(latent_setup, capsys):

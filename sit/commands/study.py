@@ -83,7 +83,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-STUDY_TRAIN = dict(time_dist="uniform", lr=1e-3)  # on top of `sit train`'s resolution
+# On top of `sit train`'s resolution: the paper's recipe (uniform t, constant lr, no warm-up, no
+# clipping: the official train.py) whatever the demo's own recipe is tuned to. The demo's warm-up of
+# 100 steps and clipping at norm 1 kept VP velocity at 600 x 256 at 0.17 class accuracy (FD 111)
+# where the official recipe reaches 0.53 (FD 61) (docs/study.md, "Budget"). The embedded study
+# keeps the lr it was calibrated with (1e-3, as the official calibration); latents / images keep
+# the paper's 1e-4.
+STUDY_TRAIN = dict(time_dist="uniform", warmup_steps=0, grad_clip=0.0)
+STUDY_EMBEDDED_LR = 1e-3
 
 
 def _base(args):
@@ -99,9 +106,8 @@ def _base(args):
         setattr(ns, k, getattr(args, k))
     ns.no_progress = True
     cfg, mc = resolve(ns)
-    # the paper trains with uniform t; the study keeps that (and the lr it was measured with), whatever
-    # the demo's own recipe is tuned to
-    return dataclasses.replace(cfg, **STUDY_TRAIN), mc
+    embedded = cfg.data is None and cfg.latents is None
+    return dataclasses.replace(cfg, **STUDY_TRAIN, **({"lr": STUDY_EMBEDDED_LR} if embedded else {})), mc
 
 
 def _budget(args, out: Path):
@@ -121,16 +127,12 @@ def build_study(args):
         raise ValueError("give --steps or --train-minutes, not both")
     cfg, mc = _base(args)
     budget = _budget(args, out)
-    warmup = min(cfg.warmup_steps, budget.steps // 5)
-    cfg = dataclasses.replace(cfg, warmup_steps=warmup)
     study = Study(out, cfg, mc, budget, select_cells(args.cells), _scoring(args, cfg))
     if args.train_minutes is not None:
         from sit.study.calibrate import steps_for_minutes
 
         study = dataclasses.replace(study, budget=dataclasses.replace(
             budget, steps=steps_for_minutes(study, args.train_minutes, log=print), train_minutes=args.train_minutes))
-        study = dataclasses.replace(study, base=dataclasses.replace(cfg, warmup_steps=min(cfg.warmup_steps,
-                                                                                          study.budget.steps // 5)))
     return study
 
 
