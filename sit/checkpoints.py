@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sit import folders
-from sit.config import ModelConfig, from_dict, to_dict
+from sit.config import ModelConfig, field_error, from_dict, to_dict
 from sit.io import fsync_dir, fsync_file, no_space_message, set_file_mode, sha256_file
 
 PathLike = str | os.PathLike
@@ -406,8 +406,8 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
         return path
     folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and folders.CHECKPOINT in folders.marks(path.parent):
-        raise ValueError(f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass the folder "
-                         f"(--ckpt {path.parent}) so that it is verified and its config read")
+        raise field_error(ValueError, f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass "
+                          f"the folder ({{.ckpt}} {path.parent}) so that it is verified and its config read")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]

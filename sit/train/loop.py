@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from sit import dist
 from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
-from sit.config import ModelConfig, TrainConfig
+from sit.config import ModelConfig, TrainConfig, field_error
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
@@ -397,13 +397,13 @@ def _after_step(p: _Parts, st: _State, logger: Logger) -> bool:
     if p.callbacks.after_step is not None:
         p.callbacks.after_step(step)
     if stop_bad:
-        raise NonFiniteLossError(
+        raise field_error(NonFiniteLossError,
             f"training stopped after {st.consecutive_bad} non-finite losses/gradients in a row (last at step {step}); "
             f"the weights were not changed by them; checkpoint to return to: {str(st.last_ckpt)!r} "
-            f"(resume with `sit train --resume {p.run_dir} --lr LOWER` or `--grad-clip NORM`)"
+            f"(resume with {{resume}} {str(p.run_dir)!r} and a lower {{TrainConfig.lr}} or a {{TrainConfig.grad_clip}})"
         )
     if st.terminate:
-        dist.print0(f"sit train: SIGTERM received; saved {str(st.last_ckpt)!r}; resume with `sit train --resume {p.run_dir}`")
+        dist.print0(f"sit train: SIGTERM received; saved {str(st.last_ckpt)!r}; resuming {str(p.run_dir)!r} continues from it")
     return st.terminate
 
 
