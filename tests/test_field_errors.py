@@ -111,3 +111,42 @@ def test_library_fields_have_a_flag_in_their_command(record, field, command):
 
     cli.build_parser()
     assert flag_of(record, field, cli._OPTIONS[command]) is not None
+
+
+def _err_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("argv, library, flag", [
+    (["sample", "--ckpt", "absent", "--out", "o", "--labels", "cat"], "SampleSpec.labels must be", "--labels must be"),
+    (["sample", "--ckpt", "absent", "--out", "o", "--cfg-channels", "x"], "GuidanceConfig.channels must be",
+     "--cfg-channels must be"),
+])
+def test_the_cli_names_the_flag_the_library_the_field(argv, library, flag, tmp_path, capsys, monkeypatch):
+    from sit.cli import main
+    from sit.generate.noise import parse_labels
+    from sit.generate.spec import parse_channels
+
+    monkeypatch.chdir(tmp_path)
+    assert main([*argv, "--threads", "1"]) == 2
+    err = _err_line(capsys)
+    assert err.startswith(f"sit {argv[0]}: error: {flag}") and "SampleSpec" not in err and "GuidanceConfig" not in err
+    with pytest.raises(ConfigError, match=library):
+        parse_labels("cat", 10) if "labels" in flag else parse_channels("x")
+
+
+def test_train_folder_refusals_name_the_flag(tmp_path, capsys):
+    from sit import folders
+    from sit.cli import main
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "manifest.json").write_text('{"kind": "sample-set"}')
+    assert main(["train", "--out", str(samples), "--steps", "1", "--threads", "1"]) == 2
+    assert _err_line(capsys).startswith(f"sit train: error: --out {str(samples)!r} is a sample folder")
+    assert main(["train", "--resume", str(samples), "--threads", "1"]) == 2
+    assert _err_line(capsys).startswith(f"sit train: error: --resume {str(samples)!r} is a sample folder")
+    with pytest.raises(ValueError, match=r"^TrainConfig\.out '.*' is a sample folder"):  # the library: the field
+        folders.require_output(samples, folders.RUN, "TrainConfig.out")
