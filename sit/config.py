@@ -47,9 +47,14 @@ def check_steps(n: Any, what: str) -> None:
         raise ValueError(f"{what} must be an integer in [1, {MAX_STEPS}] (got {n!r})")
 
 
+def max_threads() -> int:
+    """The most torch CPU threads sit sets: MAX_THREADS_PER_CORE x the usable cores."""
+    return MAX_THREADS_PER_CORE * usable_cores()
+
+
 def check_threads(n: Any, what: str) -> None:
     """ValueError unless ``n`` is 0 (torch's own default) or 1 .. MAX_THREADS_PER_CORE x usable cores."""
-    top = MAX_THREADS_PER_CORE * usable_cores()
+    top = max_threads()
     if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= top:
         raise ValueError(f"{what} must be 0 (torch's default) or 1 .. {top} ({MAX_THREADS_PER_CORE} x "
                          f"{usable_cores()} usable cores) (got {n!r})")
