@@ -42,3 +42,29 @@ def test_a_resumed_run_caps_its_saved_threads_to_this_machine(tmp_path, monkeypa
     assert not (tmp_path / "fresh").exists()
     with pytest.raises(ConfigError, match=r"TrainConfig\.threads"):
         train(resume=run, steps=4, overrides={"threads": top + 1})
+
+
+def test_a_converted_checkpoint_reads_back_its_recorded_time_input(tmp_path, capsys):
+    from sit import checkpoints
+    from sit.cli import main
+    from sit.models.checkpoint import export_official, official_args
+    from sit.models.sit import SiT
+
+    net = SiT(TINY)
+    runs = {"discrete": {"path": "ddpm", "prediction": "noise", "time_input": "discrete"},
+            "continuous": {"path": "gvp", "prediction": "score", "time_input": "continuous"}}
+    for name, meta in runs.items():
+        p = export_official(net, tmp_path / f"{name}.pt", args=official_args(TINY, meta), ema=net)
+        _, rm = checkpoints.load(p)
+        assert (rm.time_input, rm.path, rm.prediction) == (meta["time_input"], meta["path"], meta["prediction"])
+        assert rm.discrete == (name == "discrete")
+    with pytest.raises(ConfigError, match=r"^kind sit contradicts the checkpoint .* records time_input 'discrete'"):
+        checkpoints.load(tmp_path / "discrete.pt", kind="sit")
+    with pytest.raises(ConfigError, match=r"^kind dit contradicts"):
+        checkpoints.load(tmp_path / "continuous.pt", kind="dit")
+    _, rm = checkpoints.load(tmp_path / "discrete.pt", kind="dit")  # agreeing with the record
+    assert rm.time_input == "discrete"
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "continuous.pt"), "--kind", "dit", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sit info: error: --kind dit contradicts the checkpoint")
