@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from sit.diffusion_coef import W_NAMES, LossTable, get_w, kl_eta
-from sit.paths import GVP, VP, Linear
 from sit.io import write_text_atomic
+from sit.paths import GVP, VP, Linear
 
 T = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.9], dtype=torch.float64)
 
