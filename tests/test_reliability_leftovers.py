@@ -113,3 +113,55 @@ def test_every_file_write_goes_through_sit_io():
     assert not found, f"plain file writes (use sit.io.write_text_atomic / atomic_path): {found}"
     src = "with atomic_path(p) as tmp, open(tmp, 'w') as f:\n    pass\nwith open(q, 'w') as g:\n    pass\n"
     assert _plain_writes(ast.parse(src)) == [3]  # the scan sees a plain write
+
+
+TRAIN = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "16",
+         "--warmup", "0", "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1",
+         "--sample-steps", "1", "--no-progress", "--threads", "1", "--steps", "2"]
+
+
+def _killed_run(folder, leftovers):
+    """The folder a `torchrun` killed during its first step leaves: rank 0's lock (its process gone)
+    and whatever rank 0 had written."""
+    import json
+    import socket
+
+    folder.mkdir()
+    (folder / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 7, "host": socket.gethostname()}))
+    for name in leftovers:
+        (folder / name).mkdir(parents=True) if name.endswith("/") else (folder / name).write_text("{}")
+    return folder
+
+
+def _err(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("leftovers", [["run_config.json"], ["run_config.json", "checkpoints/"],
+                                       ["run_config.json", "metrics.jsonl", ".tmp-step-0000002-99/"]])
+def test_a_run_killed_in_its_first_step_resume_and_fresh_agree(tmp_path, capsys, leftovers):
+    from sit.cli import main
+
+    run = _killed_run(tmp_path / "r", leftovers)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    resumed = _err(capsys)
+    assert main(["train", "--out", str(run), *TRAIN]) == 2
+    fresh = _err(capsys)
+    for err in (resumed, fresh):  # the same diagnosis and the same way out, in flags
+        assert "never reached a checkpoint" in err and "nothing to resume" in err and "--overwrite" in err, err
+    assert main(["train", "--out", str(run), "--overwrite", *TRAIN]) == 0  # the way out works
+    assert (run / "checkpoints").is_dir() and not list(run.glob(".tmp-step-*"))
+
+
+@pytest.mark.parametrize("leftovers", [[], [".tmp-step-0000002-99/"]])
+def test_a_run_killed_before_writing_anything_is_started_not_resumed(tmp_path, capsys, leftovers):
+    from sit.cli import main
+
+    run = _killed_run(tmp_path / "r", leftovers)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    err = _err(capsys)
+    assert "holds no run" in err and "nothing to resume" in err and f"--out {str(run)!r}" in err, err
+    assert main(["train", "--out", str(run), *TRAIN]) == 0  # what the message says works, and leaves no debris
+    assert (run / "checkpoints").is_dir() and not list(run.glob(".tmp-step-*"))

@@ -100,6 +100,8 @@ def open_fresh(cfg: TrainConfig, model_cfg: ModelConfig, overwrite: bool = False
     lock = _lock(run_dir, log)
     if overwrite and lock is not None:
         _clear(run_dir, log)
+    elif lock is not None:
+        clean_stale(run_dir, log)  # half-written checkpoints of a run killed at its start
     return OpenedRun(cfg, model_cfg, run_dir, None, [], lock)
 
 
@@ -131,11 +133,17 @@ def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> O
     try:
         if lock is not None:
             clean_stale(run_dir, log)
-        if not list_checkpoints(run_dir) and not is_training_checkpoint(path) and any(
-                (run_dir / n).exists() for n in RUN_MARKERS):
+        if not list_checkpoints(run_dir) and not is_training_checkpoint(path):
+            if any((run_dir / n).exists() for n in RUN_MARKERS):  # as a fresh run into it says (_refuse_existing)
+                raise field_error(FileNotFoundError,
+                    f"run folder {str(run_dir)!r} never reached a checkpoint (it was stopped before the first one), so "
+                    f"there is nothing to resume; start again with {{TrainConfig.out}} {str(run_dir)!r} {{overwrite}}"
+                )
+            # nothing of a run (at most the lock and half-written checkpoints of a run killed at its start, which
+            # clean_stale removed): a fresh run into it is accepted as it is, so say that
             raise field_error(FileNotFoundError,
-                f"run folder {str(run_dir)!r} never reached a checkpoint (it was stopped before the first one), so "
-                f"there is nothing to resume; start again with {{TrainConfig.out}} {str(run_dir)!r} {{overwrite}}"
+                f"run folder {str(run_dir)!r} holds no run (a run killed before it wrote anything leaves it so), so "
+                f"there is nothing to resume; start a run there with {{TrainConfig.out}} {str(run_dir)!r}"
             )
         ck, (state, meta, model_sd, ema_sd, opt_sd) = find_resumable(path, log=log)
         cfg, changed = apply_overrides(from_dict(TrainConfig, dict(meta.train)), overrides or {})
