@@ -150,3 +150,15 @@ def test_train_folder_refusals_name_the_flag(tmp_path, capsys):
     assert _err_line(capsys).startswith(f"sit train: error: --resume {str(samples)!r} is a sample folder")
     with pytest.raises(ValueError, match=r"^TrainConfig\.out '.*' is a sample folder"):  # the library: the field
         folders.require_output(samples, folders.RUN, "TrainConfig.out")
+
+
+def test_a_records_own_field_names_become_flags_too():
+    from sit.commands._errors import fields_as_flags
+    from sit.samplers import SampleConfig
+
+    with pytest.raises(ValueError) as e:
+        SampleConfig(method="heun", num_steps=0)
+    assert "SampleConfig.num_steps" in str(e.value)  # the library names the field
+    text = fields_as_flags(str(e.value), ("SampleConfig",))
+    assert text.startswith("--num-steps") and "SampleConfig" not in text
+    assert fields_as_flags("DiscreteSampleConfig.eta must be >= 0", ("DiscreteSampleConfig",)) == "--ddim-eta must be >= 0"

@@ -43,6 +43,15 @@ def flag_of(record: str, field: str, options: Collection[str] | None = None) -> 
     return flag
 
 
+def fields_as_flags(text: str, records: Collection[str]) -> str:
+    """``text`` (a message of a record that names its fields as ``Record.field``, such as
+    `SampleConfig`'s checks) with the fields of ``records`` written as flags."""
+    import re
+
+    pattern = r"\b(" + "|".join(map(re.escape, records)) + r")\.(\w+)"
+    return re.sub(pattern, lambda m: flag_of(m.group(1), m.group(2)), text)
+
+
 def in_flags(e: BaseException, command: str | None = None,
              options: Mapping[str, Collection[str]] | None = None) -> BaseException:
     """``e`` with the fields it names written as flags: a `ConfigError`, or an error carrying a
