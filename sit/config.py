@@ -70,6 +70,9 @@ class ConfigError(ValueError):
         self.record, self.field, self.problem = record, field, problem
         super().__init__(self.render(field_name))
 
+    def __reduce__(self):  # pickled across processes (study workers) with its fields, not its text
+        return (type(self), (self.record, self.field, self.problem))
+
     def render(self, name) -> str:
         """The one-line message with each field written as ``name(record, field)``."""
         return f"{name(self.record, self.field)} {render_fields(self.problem, name, self.record)}"

@@ -92,6 +92,11 @@ def test_config_error_names_fields_and_renders_flags():
     g = in_flags(f)
     assert isinstance(g, FileExistsError) and str(g) == "folder 'x' is taken; pass --overwrite"
     assert in_flags(KeyError("k")).args == ("k",)
+    import pickle
+
+    back = pickle.loads(pickle.dumps(e))  # a worker process's error reaches the CLI whole
+    assert (back.record, back.field, str(in_flags(back))) == ("GuidanceConfig", "scale", str(in_flags(e)))
+    assert str(in_flags(pickle.loads(pickle.dumps(f)))) == "folder 'x' is taken; pass --overwrite"
     assert render_fields("a dict {'k': 1} and {x y}", lambda r, f: "!") == "a dict {'k': 1} and {x y}"
 
 
