@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sit import folders
-from sit.config import ModelConfig, from_dict, to_dict
+from sit.config import ModelConfig, field_error, from_dict, to_dict
 from sit.io import fsync_dir, fsync_file, no_space_message, set_file_mode, sha256_file
 
 PathLike = str | os.PathLike
@@ -406,8 +406,8 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
         return path
     folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and folders.CHECKPOINT in folders.marks(path.parent):
-        raise ValueError(f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass the folder "
-                         f"(--ckpt {path.parent}) so that it is verified and its config read")
+        raise field_error(ValueError, f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass "
+                          f"the folder ({{.ckpt}} {path.parent}) so that it is verified and its config read")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]
@@ -501,7 +501,7 @@ def load(
             return net, RunMeta.from_dict(meta, source=ck)
         try:
             net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
-            return net, RunMeta.from_dict(meta, source=ck)
+            return net, RunMeta.from_dict(recorded_meta(meta, kind, ck), source=ck)
         except (OSError, ValueError, CheckpointError):
             # a training run writing this run folder prunes its old checkpoints: say so and take the
             # newest that verifies again, rather than failing on a half-removed folder
@@ -510,6 +510,27 @@ def load(
             log(f"sit: checkpoint {str(ck)!r} was removed while it was read (a training run pruning its old "
                 f"checkpoints?); taking the newest checkpoint of {str(path)!r} that verifies again")
     raise AssertionError("unreachable")
+
+
+def recorded_meta(meta: dict, kind: str | None, ck: PathLike) -> dict:
+    """The meta of an official ``.pt`` that `sit convert` wrote: its args record ``time_input``
+    (`sit.models.checkpoint.official_args`), which the official format cannot state. A recorded
+    "discrete" makes the model DiT's DDPM (path "ddpm", noise prediction), as its run was; a ``kind``
+    given that contradicts the record is refused. Files without the record are read as before."""
+    from sit.config import TIME_INPUTS, ConfigError
+
+    args = meta.get("official_args")
+    recorded = args.get("time_input") if isinstance(args, Mapping) else None
+    if recorded is None:
+        return meta
+    if recorded not in TIME_INPUTS:
+        raise CheckpointError(ck, f"its args record time_input {recorded!r}; expected one of {list(TIME_INPUTS)}")
+    if kind is not None and (kind == "dit") != (recorded == "discrete"):
+        raise ConfigError("", "kind", f"{kind} contradicts the checkpoint {str(ck)!r}, which records time_input "
+                          f"{recorded!r} ({'dit' if recorded == 'discrete' else 'sit'})")
+    if recorded == "discrete":
+        return dict(meta, path="ddpm", prediction="noise", loss_weight=None, time_input="discrete")
+    return dict(meta, time_input="continuous")
 
 
 def _identity_files(ckpt: Path) -> list[Path]:

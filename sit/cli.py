@@ -2,9 +2,10 @@
 
 Each subcommand lives in `sit/commands/<name>.py` and exposes ``register(subparsers)``, which adds
 its parser and sets ``func`` (a callable taking the parsed args and returning an exit code).
-User errors (ValueError, FileNotFoundError, ...) print one line and exit 2; ``--debug`` shows
-the traceback. Options common to every subcommand (``--threads``) are added here, so no
-subcommand can lack them. A mistyped flag gets the subcommand's usage and a "did you mean".
+User errors (ValueError, FileNotFoundError, ...) print one line and exit 2, a record field named
+as its flag (`sit.commands._errors.in_flags`); ``--debug`` shows the traceback. Options common to
+every subcommand (``--threads``) are added here, so no subcommand can lack them.
+A mistyped flag gets the subcommand's usage and a "did you mean".
 """
 
 from __future__ import annotations
@@ -112,6 +113,11 @@ def _complete_help(p: argparse.ArgumentParser) -> None:
             a.help += " (default %(default)s)"
 
 
+# each command's option strings: `sit.commands._errors.in_flags` names a field by its flag only where
+# the command has that flag
+_OPTIONS: dict[str, frozenset[str]] = {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sit",
@@ -122,9 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"sit.commands.{name}").register(sub)
-    for p in sub.choices.values():
+    for name, p in sub.choices.items():
         _add_common(p)
         _complete_help(p)
+        _OPTIONS[name] = frozenset(s for a in p._actions for s in a.option_strings)
     parser._sit_subparsers = sub.choices  # for errors in the subcommand's own words
     return parser
 
@@ -277,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, ImportError, RuntimeError, OSError) as e:
         if args.debug:
             raise
-        print(f"sit {args.command}: error: {e}", file=sys.stderr)
+        from sit.commands._errors import in_flags
+
+        print(f"sit {args.command}: error: {in_flags(e, args.command, _OPTIONS)}", file=sys.stderr)
         return 2
 
 

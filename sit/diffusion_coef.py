@@ -145,10 +145,6 @@ class LossTable:
             raise ValueError(f"unknown LossTable field(s) {unknown}; expected some of {sorted(names)}")
         return cls(**d)
 
-    def save(self, path) -> None:
-        with open(path, "w") as f:
-            f.write(self.to_json())
-
     @classmethod
     def load(cls, path) -> "LossTable":
         with open(path) as f:

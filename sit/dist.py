@@ -16,6 +16,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as _td
 
+from sit.config import ConfigError
+
 
 def is_initialized() -> bool:
     return _td.is_available() and _td.is_initialized()
@@ -53,9 +55,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"unknown device {str(device)!r}; expected cpu, cuda, cuda:N or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         if torch.version.cuda is None:
-            raise ValueError(f"--device {device}: this torch has no CUDA; use --device cpu")
-        raise ValueError(f"--device {device}: no CUDA GPU is visible to this torch (CUDA {torch.version.cuda}); "
-                         "use --device cpu")
+            raise ConfigError("", "device", f"{device}: this torch has no CUDA; use {{device}} cpu")
+        raise ConfigError("", "device", f"{device}: no CUDA GPU is visible to this torch (CUDA {torch.version.cuda}); "
+                          "use {device} cpu")
     return dev
 
 

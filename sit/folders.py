@@ -14,7 +14,8 @@ The three kinds and their marks, explicit one first:
   ``"files"``; ``state.json``; or ``config.json`` beside ``.safetensors`` / ``.pt`` weights (an export).
 - ``run``: ``run_config.json``, ``metrics.jsonl`` or ``checkpoints/``.
 
-Must not import: anything of ``sit`` but ``sit.io`` (the store, `sit.train` and `sit.generate` use it).
+Must not import: anything of ``sit`` but ``sit.io`` and ``sit.config`` (stdlib only: the refusals name
+the field or argument that gave the folder, never a flag). The store, `sit.train` and `sit.generate` use it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+
+from sit.config import field_error
 
 PathLike = str | os.PathLike
 
@@ -100,42 +103,47 @@ def _describe(folder: Path, found: dict[str, list[str]]) -> str:
     return "; ".join(f"{NAMES[k]} ({', '.join(v)})" for k, v in found.items())
 
 
-def require_output(folder: PathLike, kind: str, flag: str = "--out", command: str = "") -> None:
+def require_output(folder: PathLike, kind: str, field: str = "out") -> None:
     """Refuse, in one line, writing a folder of ``kind`` at ``folder`` when it is (or is inside) a
     checkpoint folder, or already shows another kind. A missing folder, an empty one, or one of
-    the same kind passes (the caller then applies its own rules for an existing one)."""
+    the same kind passes (the caller then applies its own rules for an existing one). ``field``
+    names what gave the folder (``out``, ``TrainConfig.out``); `sit.commands` writes it as a flag."""
     folder = Path(folder)
-    who = f"{command} " if command else ""
+    who = "{" + (field if "." in field else "." + field) + "}"
     if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"{who}{flag} {str(folder)!r} is a file, not a folder")
+        raise field_error(NotADirectoryError, f"{who} {_q(folder)} is a file, not a folder")
     ck = checkpoint_above(folder)
     if ck is not None:
-        raise ValueError(
-            f"{who}{flag} {str(folder)!r} is inside the checkpoint folder {str(ck)!r}; sit never writes into a "
+        raise field_error(ValueError,
+            f"{who} {_q(folder)} is inside the checkpoint folder {_q(ck)}; sit never writes into a "
             f"checkpoint (pruning old checkpoints would delete it): choose a folder outside it"
         )
     found = marks(folder)
     other = {k: v for k, v in found.items() if k != kind}
     if other:
-        raise ValueError(
-            f"{who}{flag} {str(folder)!r} is {_describe(folder, other)}, not {NAMES[kind]}; a folder holds one "
+        raise field_error(ValueError,
+            f"{who} {_q(folder)} is {_describe(folder, other)}, not {NAMES[kind]}; a folder holds one "
             f"kind: choose a new folder"
         )
 
 
-def require_input(path: PathLike, kinds: tuple[str, ...], flag: str, command: str = "") -> None:
+def _q(path: Path) -> str:
+    return repr(str(path))
+
+
+def require_input(path: PathLike, kinds: tuple[str, ...], field: str) -> None:
     """Refuse, in one line, reading ``path`` as one of ``kinds`` when it is a folder of another kind only
-    (a sample folder given as --ckpt or --resume)."""
+    (a sample folder given as the checkpoint to sample or resume from); ``field`` as in `require_output`."""
     path = Path(path)
     if not path.is_dir():
         return
     found = marks(path)
     if found and not any(k in found for k in kinds):
-        who = f"{command} " if command else ""
+        who = "{" + (field if "." in field else "." + field) + "}"
         hint = ""
         if SAMPLES in found:
             m = _manifest(path) or {}
             src = m.get("checkpoint")
             hint = f"; its samples came from {src!r}" if isinstance(src, str) else ""
         want = " or ".join(NAMES[k] for k in kinds)
-        raise ValueError(f"{who}{flag + ' ' if flag else ''}{str(path)!r} is {_describe(path, found)}, not {want}{hint}")
+        raise field_error(ValueError, f"{who} {_q(path)} is {_describe(path, found)}, not {want}{hint}")

@@ -33,6 +33,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from sit.config import ConfigError
+
 
 def _check_scale(scale) -> float:
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
@@ -100,8 +102,8 @@ class GuidanceConfig:
         if guide_fn is not None:
             return GuidedModel(model_fn, self, None, guide_fn=guide_fn)
         if null_class is None:
-            raise ValueError(f"--cfg-scale {self.scale} needs a class-conditional model trained with label dropout "
-                             "(it has no null label); use --guide-ckpt for autoguidance")
+            raise ConfigError("GuidanceConfig", "scale", f"{self.scale} needs a class-conditional model trained with "
+                              "label dropout (it has no null label); use {guide} for autoguidance")
         return GuidedModel(model_fn, self, null_class)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from sit.config import ModelConfig
+from sit.config import ConfigError, ModelConfig
 from sit.discrete import DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import NFECounter, SampleConfig
@@ -154,11 +154,11 @@ def build_sampler(
         guide_fn = prediction_fn(guide_net, g_info, precision)
     if isinstance(sample_cfg, DiscreteSampleConfig) or info.discrete:
         if not isinstance(sample_cfg, DiscreteSampleConfig):
-            raise ValueError(f"this checkpoint is a discrete-time DDPM model (DiT); --method must be one of "
-                             f"['ddpm', 'ddim'] (got {sample_cfg.method!r})")
+            raise ConfigError("SampleConfig", "method", "must be one of ['ddpm', 'ddim'] for this checkpoint, a "
+                              f"discrete-time DDPM model (DiT) (got {sample_cfg.method!r})")
         if not info.discrete:
-            raise ValueError(f"--method {sample_cfg.method} needs a discrete-time (DiT) checkpoint; "
-                             f"this one is {info.time_input!r}")
+            raise ConfigError("DiscreteSampleConfig", "method", f"{sample_cfg.method} needs a discrete-time (DiT) "
+                              f"checkpoint; this one is {info.time_input!r}")
         return _discrete(net, field_fn, guide_fn, sample_cfg, guidance, progress)
     if not isinstance(sample_cfg, SampleConfig):
         raise TypeError(f"sample_cfg must be a SampleConfig or DiscreteSampleConfig (got {type(sample_cfg).__name__})")
@@ -169,7 +169,7 @@ def _discrete(net, field_fn, guide_fn, cfg: DiscreteSampleConfig, guidance: Guid
     from sit import discrete
 
     if guidance.interval is not None:
-        raise ValueError("--cfg-interval is in continuous time t; it does not apply to --method ddpm/ddim")
+        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
     learn_sigma = field_fn.out_channels == 2 * field_fn.in_channels
     diffusion = discrete.DiscreteDiffusion(discrete.DiscreteConfig(learn_sigma=learn_sigma)).respace(cfg.num_steps)
     raw = NFECounter(field_fn.raw)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sit.diffusion_coef import W_NAMES, LossTable, get_w, kl_eta
+from sit.io import write_text_atomic
 from sit.paths import GVP, VP, Linear
 
 T = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.9], dtype=torch.float64)
@@ -54,7 +55,7 @@ def test_loss_table_interpolation_json_and_reduction(tmp_path):
     q = torch.tensor([0.0, 0.1, 0.3, 0.5, 0.7, 1.0])
     torch.testing.assert_close(tab(q), torch.tensor([1.0, 1.0, 2.0, 3.0, 2.5, 2.0]))
     assert LossTable.from_json(tab.to_json()) == tab
-    tab.save(tmp_path / "lt.json")
+    write_text_atomic(tmp_path / "lt.json", tab.to_json())  # as `sit lt` and training store it
     assert LossTable.load(tmp_path / "lt.json") == tab
     s = tab.with_reduction("sum")
     assert s.reduction == "sum" and s.loss == (8.0, 24.0, 16.0)

@@ -93,7 +93,7 @@ def test_tf32_context_sets_and_restores_both_flags():
 def test_cuda_device_without_cuda_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.version, "cuda", None)
-    with pytest.raises(ValueError, match="this torch has no CUDA; use --device cpu"):
+    with pytest.raises(ValueError, match="device cuda: this torch has no CUDA; use device cpu"):  # the argument; the CLI says --device
         dist.init("cuda")
     assert dist.resolve_device("cpu").type == "cpu" and dist.resolve_device(None).type == "cpu"
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):

@@ -67,7 +67,7 @@ def test_presets_are_typed_records():
 def test_flag_parsers():
     assert parse_channels("all") is None and parse_channels("3") == 3
     assert parse_interval("0.1,0.9") == (0.1, 0.9) and parse_interval(None) is None
-    with pytest.raises(ValueError, match="--cfg-interval"):
+    with pytest.raises(ValueError, match="GuidanceConfig.interval must be"):
         parse_interval("0.9")
 
 

@@ -51,7 +51,7 @@ def test_labels():
     assert parse_labels("random", 10) == "random"
     with pytest.raises(ValueError, match="outside"):
         parse_labels("3,12", 10)
-    with pytest.raises(ValueError, match="--labels"):
+    with pytest.raises(ValueError, match="SampleSpec.labels must be"):
         parse_labels("cat", 10)
     assert labels_for([0, 1, 2], (4, 7), 10, RowNoise([0, 1, 2])).tolist() == [4, 7, 4]
     assert labels_for([0, 1], "null", 10, RowNoise([0, 1])).tolist() == [10, 10]
@@ -121,7 +121,7 @@ def test_explicit_initial_noise(tmp_path):
     res = generate(tmp_path / "n", num_samples=3, batch_size=2, initial_noise=x0,
                    **dict(KW, sampler_fn=ident))
     assert np.array_equal(np.load(res.npz)["arr_0"], to_uint8(torch.tanh(x0)))
-    with pytest.raises(ValueError, match="--noise holds shape"):
+    with pytest.raises(ValueError, match="noise holds shape"):
         generate(tmp_path / "m", num_samples=4, batch_size=2, initial_noise=x0, **dict(KW, sampler_fn=ident))
 
 

@@ -160,7 +160,7 @@ def test_guidance_rules_are_checked_once():
     for bad in [(0.5, 0.5), (0.7, 0.2), (-0.1, 0.5)]:
         with pytest.raises(ValueError, match="t_lo < t_hi"):
             GuidanceConfig(scale=2.0, interval=bad)
-        with pytest.raises(ValueError, match="--cfg-interval"):
+        with pytest.raises(ValueError, match="GuidanceConfig.interval"):
             parse_interval(f"{bad[0]},{bad[1]}")
     assert parse_interval("0,1") == GuidanceConfig(interval=(0, 1)).interval == (0.0, 1.0)
 

@@ -43,6 +43,7 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         sd = net.state_dict()
     else:
         sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
+        meta = store.recorded_meta(meta, kind, ck)  # as `store.load` reads it
     if isinstance(meta.get("model"), dict):
         cfg = from_dict(ModelConfig, meta["model"])
     else:

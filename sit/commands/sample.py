@@ -169,8 +169,9 @@ def check_seed(seed: int, num_samples: int) -> None:
 
 def _flag_error(e: ValueError) -> ValueError:
     """A record's error with its field named as the flag (SampleConfig.num_steps -> --num-steps)."""
-    text = re.sub(r"(?:Discrete)?SampleConfig\.(\w+)", lambda m: "--" + m.group(1).replace("_", "-"), str(e))
-    return ValueError(text)
+    from sit.commands._errors import fields_as_flags
+
+    return ValueError(fields_as_flags(str(e), ("SampleConfig", "DiscreteSampleConfig")))
 
 
 SDE_ONLY_FLAGS = ("w", "w_scale", "eta", "last_step", "last_step_size")

@@ -243,26 +243,13 @@ def resume_overrides(args: argparse.Namespace) -> dict:
 
 
 def _flag(field: str) -> str:
-    return {"progress": "--no-progress", "global_batch": "--batch", "warmup_steps": "--warmup", "ema_decay": "--ema",
-            "time_input": "--time", "class_dropout_prob": "--label-dropout"}.get(field, "--" + field.replace("_", "-"))
+    from sit.commands._errors import flag_of
 
-
-def _flag_error(e):
-    """A TrainConfig `ConfigError` in the user's words: the field's flag instead of its name."""
-    from sit.config import ConfigError
-
-    if isinstance(e, ConfigError) and e.record == "TrainConfig":
-        return ValueError(f"{_flag(e.field)} {e.problem}")
-    return e
+    return flag_of("TrainConfig", field)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sit.config import ConfigError
-
-    try:
-        return _run(args)
-    except ConfigError as e:
-        raise _flag_error(e) from None
+    return _run(args)  # a ConfigError names its field; sit.cli writes it as the flag
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -285,7 +272,9 @@ def _run(args: argparse.Namespace) -> int:
                 return 0
             res = train(cfg, mc, overwrite=args.overwrite)
     except NonFiniteLossError as e:
-        print(f"sit train: error: {e}", file=sys.stderr)
+        from sit.commands._errors import in_flags
+
+        print(f"sit train: error: {in_flags(e, 'train')}", file=sys.stderr)
         return 3
     dist.print0(f"sit train: {res.status} at step {res.step}; run folder {str(res.run_dir)!r}")
     dist.cleanup()

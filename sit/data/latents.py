@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from sit.config import field_error
 from sit.data.imagefolder import CorruptImageError, ImageFolderDataset
 
 log = logging.getLogger("sit.data")
@@ -90,7 +91,7 @@ def read_index(root: str | os.PathLike) -> dict[str, Any]:
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{str(root)!r} is not a latent folder (no {INDEX}); create one with "
-            "`sit extract --data IMAGE_FOLDER --out DIR --vae PATH`"
+            "`sit extract` (an image folder and a local VAE folder)"
         )
     with open(path) as f:
         index = json.load(f)
@@ -141,9 +142,9 @@ def _check_same(existing: dict, new: dict, root: str) -> None:
         diff.append("vae_sha256")
     if diff:
         k = diff[0]
-        raise ValueError(
+        raise field_error(ValueError,
             f"{root!r} already holds an extraction with different settings ({', '.join(diff)}; e.g. {k}: "
-            f"{str(existing.get(k))[:80]!r} there, {str(new.get(k))[:80]!r} now); use another --out "
+            f"{str(existing.get(k))[:80]!r} there, {str(new.get(k))[:80]!r} now); use another {{.out_dir}} "
             "or the same arguments to resume"
         )
 

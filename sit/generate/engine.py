@@ -32,6 +32,7 @@ from torch import Tensor
 
 import sit
 from sit import folders, io
+from sit.config import ConfigError, field_error
 from sit.generate.noise import SEED_RULE, RowNoise, format_indices, labels_for, nonfinite_rows
 from sit.generate.spec import settings_sha256
 
@@ -112,9 +113,9 @@ def scan_parts(parts_dir: Path, num_samples: int) -> list[tuple[int, int]]:
         except (zipfile.BadZipFile, OSError):
             continue  # unreadable: treated as missing and regenerated
         if not 0 <= start < end <= num_samples:
-            raise ValueError(
+            raise field_error(ValueError,
                 f"part file {p} covers samples [{start}, {end}) outside [0, {num_samples}); "
-                "--num-samples differs from the interrupted run: use a new --out"
+                "{SampleSpec.num_samples} differs from the interrupted run: use a new {.out}"
             )
         ranges.append((start, end))
     for (s0, e0), (s1, e1) in zip(ranges, ranges[1:]):
@@ -152,9 +153,9 @@ def verify_parts(job: _Job, log: Callable[[str], None]) -> None:
             continue
         kind, text = problem
         if kind == "foreign":
-            raise ValueError(
+            raise field_error(ValueError,
                 f"{job.parts_dir} holds part files made with other settings ({p.name}: {text}; this run is "
-                f"{job.spec_sha256[:12]}); they are not adopted: use a new --out or delete {job.parts_dir}"
+                f"{job.spec_sha256[:12]}); they are not adopted: use a new {{.out}} or delete {job.parts_dir}"
             )
         log(f"sit sample: part {p} is broken ({text}); regenerating samples [{start}, {end})")
         p.unlink(missing_ok=True)
@@ -207,9 +208,9 @@ def _refuse_unproven_outputs(job: _Job) -> None:
     if pngs:
         there.append(f"images/ ({len(pngs)} PNG files)")
     if there:
-        raise ValueError(
+        raise field_error(ValueError,
             f"{job.out_dir} holds {', '.join(there)} but no readable manifest.json, so they cannot be proven to be "
-            f"this set; nothing was changed: use a new --out, or move those files away to make the set again"
+            f"this set; nothing was changed: use a new {{.out}}, or move those files away to make the set again"
         )
 
 
@@ -220,9 +221,9 @@ def _start(job: _Job, info: dict, log) -> tuple[dict, bool]:
         from sit.io import differing_fields
 
         diff = differing_fields(old.get("settings") or {}, job.settings)
-        raise ValueError(
+        raise field_error(ValueError,
             f"{job.out_dir} holds samples made with different settings (differ in {diff}); "
-            "use a new --out or delete that folder"
+            "use a new {.out} or delete that folder"
         )
     if old is not None and old.get("complete") and _npz_matches(job, old, log):
         return old, True
@@ -372,9 +373,9 @@ def _job(out_dir, num_samples, batch_size, seed, latent_shape, labels, num_class
     from sit.generate.spec import noise_sha256
 
     if not isinstance(num_samples, int) or num_samples < 1:
-        raise ValueError(f"--num-samples must be >= 1 (got {num_samples})")
+        raise ConfigError("", "num_samples", f"must be >= 1 (got {num_samples})")
     if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1 (got {batch_size})")
+        raise ConfigError("", "batch_size", f"must be >= 1 (got {batch_size})")
     if save_latents not in (None, "npy", "safetensors"):
         raise ValueError(f"unknown latent format {save_latents!r}; expected one of ['npy', 'safetensors']")
     ident = io.canonical(dict(settings or {}))
@@ -382,8 +383,8 @@ def _job(out_dir, num_samples, batch_size, seed, latent_shape, labels, num_class
                         "latent_shape": list(latent_shape), "save_latents": save_latents})
     if initial_noise is not None:
         if initial_noise.shape[0] < num_samples or tuple(initial_noise.shape[1:]) != tuple(latent_shape):
-            raise ValueError(
-                f"--noise holds shape {tuple(initial_noise.shape)}; expected ({num_samples}, {', '.join(map(str, latent_shape))})"
+            raise ConfigError("", "noise",
+                f"holds shape {tuple(initial_noise.shape)}; expected ({num_samples}, {', '.join(map(str, latent_shape))})"
             )
         own["initial_noise_sha256"] = noise_sha256(initial_noise)
     clash = sorted(k for k in own if ident.get(k) is not None and ident[k] != own[k])
@@ -437,7 +438,7 @@ def generate(
     """
     from sit import dist
 
-    folders.require_output(out_dir, folders.SAMPLES, "--out")  # never a run or checkpoint folder
+    folders.require_output(out_dir, folders.SAMPLES, "out")  # never a run or checkpoint folder
     job = _job(out_dir, num_samples, batch_size, seed, latent_shape, labels, num_classes, settings, save_latents,
                npz_name, initial_noise, origin)
     rank = dist.rank()

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sit.config import ConfigError, field_error
+
 
 def load_eval_data(spec: str, *, image_size: int | None = None, split: str = "heldout") -> tuple[Tensor, Tensor | None]:
     """Data for likelihood, L_t, path length and sweeps: (x (N, C, H, W) float32, labels or None).
@@ -29,8 +31,8 @@ def load_eval_data(spec: str, *, image_size: int | None = None, split: str = "he
     if p.is_dir() and (p / "index.json").is_file():
         return load_extracted(p)
     if not p.exists():
-        raise FileNotFoundError(
-            f"--data {spec!r}: neither an embedded dataset {list(EMBEDDED_DATASETS)} nor an existing .npz file"
+        raise field_error(FileNotFoundError,
+            f"{{.data}} {spec!r}: neither an embedded dataset {list(EMBEDDED_DATASETS)} nor an existing .npz file"
         )
     if p.suffix != ".npz":
         raise ValueError(f"unknown data file type {p.suffix!r}; expected one of ['.npz'] or {list(EMBEDDED_DATASETS)}")
@@ -65,7 +67,7 @@ def default_data_spec(net, split: str = "heldout") -> str:
     """The embedded dataset a pixel-space demo model was trained on, guessed from its size."""
     C, H = int(net.in_channels), int(net.config.input_size)
     if C != 1:
-        raise ValueError(f"a {C}-channel model needs --data FILE.npz (images or latents it was trained on)")
+        raise ConfigError("", "data", f"is needed for a {C}-channel model: an .npz file of the images or latents it was trained on")
     return ("digits" if H <= 8 else "mnist_5k") + f":{split}"
 
 

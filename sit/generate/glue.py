@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from sit.checkpoints import RunMeta
+from sit.config import ConfigError
 from sit.generate.spec import DISCRETE_METHODS, PRECISIONS, AnySampleConfig, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
@@ -91,7 +92,7 @@ def sample_config(method: str, options: Mapping[str, Any]) -> AnySampleConfig:
     if method in DISCRETE_METHODS:
         extra = sorted(set(opts) - {"num_steps", "eta"})
         if extra:
-            raise ValueError(f"option(s) {extra} do not apply to --method {method}")
+            raise ConfigError("DiscreteSampleConfig", "method", f"{method} takes no option(s) {extra}")
         return DiscreteSampleConfig(method=method, **opts)
     names = {f.name for f in dataclasses.fields(SampleConfig)}
     unknown = sorted(set(opts) - names)

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sit.config import ConfigError
+
 SEED_RULE = (
     "sample i draws x0 (then its random label, then per-step noise) from "
     "torch.Generator('cpu').manual_seed(seed + i), row by row"
@@ -70,21 +72,21 @@ def parse_labels(spec: str | Sequence[int] | None, num_classes: int | None = Non
         try:
             spec = [int(v) for v in s.replace(" ", "").split(",") if v != ""]
         except ValueError:
-            raise ValueError(f"--labels must be 'random', 'null' or comma-separated class indices (got {spec!r})") from None
+            raise ConfigError("SampleSpec", "labels", f"must be 'random', 'null' or comma-separated class indices (got {spec!r})") from None
     labels = tuple(int(v) for v in spec)
     if not labels:
-        raise ValueError("--labels is empty; give 'random', 'null' or class indices such as 207,360")
+        raise ConfigError("SampleSpec", "labels", "is empty; give 'random', 'null' or class indices such as 207,360")
     return check_labels(labels, num_classes) if check else labels
 
 
 def check_labels(labels: str | tuple[int, ...], num_classes: int | None) -> str | tuple[int, ...]:
     """The parsed ``labels`` checked against a model with ``num_classes`` classes (None: unconditional)."""
     if labels == "null" and num_classes is None:
-        raise ValueError("--labels null needs a class-conditional model (num_classes unknown)")
+        raise ConfigError("SampleSpec", "labels", "null needs a class-conditional model (num_classes unknown)")
     if isinstance(labels, tuple) and num_classes is not None:
         bad = [v for v in labels if not 0 <= v < num_classes]
         if bad:
-            raise ValueError(f"--labels {bad} outside the model's classes [0, {num_classes - 1}]")
+            raise ConfigError("SampleSpec", "labels", f"{bad} outside the model's classes [0, {num_classes - 1}]")
     return labels
 
 
@@ -106,11 +108,11 @@ def load_noise(path: str | os.PathLike) -> Tensor:
     is a one-line ValueError naming the file (and the non-finite sample indices)."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"--noise file {path} does not exist")
+        raise ConfigError("", "noise", f"file {path} does not exist")
     if path.suffix not in (".npy", ".safetensors"):
-        raise ValueError(f"unknown noise file type {path.suffix!r}; expected one of ['.npy', '.safetensors']")
+        raise ConfigError("", "noise", f"file {path}: unknown type {path.suffix!r}; expected one of ['.npy', '.safetensors']")
     if path.stat().st_size == 0:
-        raise ValueError(f"--noise file {path} is empty (0 bytes)")
+        raise ConfigError("", "noise", f"file {path} is empty (0 bytes)")
     try:
         if path.suffix == ".npy":
             x = torch.from_numpy(np.asarray(np.load(path, allow_pickle=False), dtype=np.float32))
@@ -119,19 +121,19 @@ def load_noise(path: str | os.PathLike) -> Tensor:
 
             d = load_file(str(path))
             if not d:
-                raise ValueError(f"--noise file {path} holds no tensor")
+                raise ConfigError("", "noise", f"file {path} holds no tensor")
             x = d.get("noise", next(iter(d.values()))).float()
     except ValueError as e:
         if str(path) in str(e):
             raise
-        raise ValueError(f"--noise file {path} is truncated or corrupt ({_first_line(e)})") from None
+        raise ConfigError("", "noise", f"file {path} is truncated or corrupt ({_first_line(e)})") from None
     except Exception as e:  # EOFError, OSError, SafetensorError, ...: one line, never a traceback
-        raise ValueError(f"--noise file {path} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from None
+        raise ConfigError("", "noise", f"file {path} is truncated or corrupt ({type(e).__name__}: {_first_line(e)})") from None
     if x.ndim < 1 or x.shape[0] == 0:
-        raise ValueError(f"--noise file {path} holds no samples (shape {tuple(x.shape)})")
+        raise ConfigError("", "noise", f"file {path} holds no samples (shape {tuple(x.shape)})")
     bad = nonfinite_rows(x)
     if bad:
-        raise ValueError(f"--noise file {path} holds NaN/inf in samples {format_indices(bad)}")
+        raise ConfigError("", "noise", f"file {path} holds NaN/inf in samples {format_indices(bad)}")
     return x
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from torch import Tensor
 
 from sit import io
+from sit.config import ConfigError, field_error
 from sit.generate.engine import GenerateResult, generate
 from sit.generate.spec import SampleSpec, check_against_model, settings_sha256
 
@@ -43,12 +44,13 @@ def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
         try:
             return LossTable.load(lt_table), str(lt_table)
         except (OSError, ValueError, TypeError, KeyError) as e:  # name the file, whatever is wrong in it
-            raise ValueError(f"--lt-table {str(lt_table)!r} is not a valid L_t table ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise ConfigError("", "lt_table", f"{str(lt_table)!r} is not a valid L_t table "
+                              f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     table = find_loss_table(ck, meta)
     if table is None:
-        raise FileNotFoundError(
-            f"--w kl_eta needs the model's L_t table: run `sit lt --ckpt {ck}` first "
-            f"(stores {loss_table_path(ck)}) or pass --lt-table FILE"
+        raise field_error(FileNotFoundError,
+            f"{{SampleConfig.w}} kl_eta needs the model's L_t table: estimate it for {str(ck)!r} first (`sit lt`; "
+            f"stores {loss_table_path(ck)}) or pass a table file as {{.lt_table}}"
         )
     p = loss_table_path(ck)
     return table, (str(p) if p.is_file() else None)
@@ -58,8 +60,8 @@ def _decoder(vae: str | None, channels: int, dev):
     if channels in (1, 3):
         return None, None, None
     if not vae:
-        raise ValueError(
-            f"this is a latent model ({channels} channels): pass --vae PATH (a local SD VAE folder, e.g. sd-vae-ft-ema) to decode"
+        raise ConfigError("SampleSpec", "vae",
+            f"is needed: this is a latent model ({channels} channels); give a local SD VAE folder (e.g. sd-vae-ft-ema) to decode"
         )
     from sit.vae import VAE
 
@@ -92,8 +94,8 @@ def sample_set(
     from sit import checkpoints, dist, folders
     from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
 
-    folders.require_input(ckpt, (folders.RUN, folders.CHECKPOINT), "--ckpt")  # before the lock makes OUT
-    folders.require_output(out, folders.SAMPLES, "--out")  # before the lock writes OUT/.lock
+    folders.require_input(ckpt, (folders.RUN, folders.CHECKPOINT), "ckpt")  # before the lock makes OUT
+    folders.require_output(out, folders.SAMPLES, "out")  # before the lock writes OUT/.lock
     dev = dist.init(default_device(device))
     lock = io.FolderLock(out, "sample folder", log=dist.eprint0) if dist.rank() == 0 else None
     with lock if lock is not None else contextlib.nullcontext():
@@ -106,7 +108,7 @@ def sample_set(
         table, table_src = _loss_table(spec, ck, meta, lt_table)
         guide_net = guide_meta = None
         if (guide_ckpt is not None) != (spec.guidance.guide is not None):
-            raise ValueError("autoguidance needs --guide-ckpt PATH and a spec whose guidance names a guide")
+            raise ConfigError("", "guide_ckpt", "and a spec whose guidance names a guide go together (autoguidance needs both)")
         if guide_ckpt is not None:
             gk = checkpoints.resolve(guide_ckpt, log=dist.eprint0)
             guide_net, guide_meta = checkpoints.load(gk, weights=spec.weights, kind=kind, num_heads=num_heads,
@@ -128,7 +130,7 @@ def sample_set(
                 "sampler": desc, "vae_scale_factor": vae_scale, "loss_table_file": table_src,
                 "loss_table": json.loads(table.to_json()) if table is not None else None,
                 "device": str(dev), "compile": bool(compile)}
-        origin = f" from checkpoint {ck}" + (f" with --noise file {noise_file}" if noise_file else "")
+        origin = f" from checkpoint {ck}" + (f" with noise file {noise_file}" if noise_file else "")
         with dist.tf32(tf32):
             return generate(
                 out, num_samples=spec.num_samples, batch_size=batch_size, seed=spec.seed,

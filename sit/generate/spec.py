@@ -13,6 +13,7 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
+from sit.config import ConfigError
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
@@ -60,9 +61,9 @@ class SampleSpec:
         if self.save_latents not in LATENT_FORMATS:
             raise ValueError(f"unknown latent format {self.save_latents!r}; expected one of {list(LATENT_FORMATS[1:])}")
         if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
-            raise ValueError(f"--num-samples must be >= 1 (got {self.num_samples})")
+            raise ConfigError("SampleSpec", "num_samples", f"must be >= 1 (got {self.num_samples})")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ValueError(f"--seed must be an integer >= 0 (got {self.seed!r})")
+            raise ConfigError("SampleSpec", "seed", f"must be an integer >= 0 (got {self.seed!r})")
         if not (self.labels in ("random", "null") or (isinstance(self.labels, tuple) and self.labels
                                                        and all(isinstance(v, int) for v in self.labels))):
             raise ValueError(f"SampleSpec.labels must be 'random', 'null' or a tuple of class indices (got {self.labels!r})")
@@ -111,7 +112,7 @@ def parse_interval(spec: str | Sequence[float] | None) -> tuple[float, float] | 
     try:  # the one interval rule lives in sit.guidance (0 <= LO < HI <= 1)
         return check_interval(spec.split(",") if isinstance(spec, str) else spec)
     except ValueError:
-        raise ValueError(f"--cfg-interval must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
+        raise ConfigError("GuidanceConfig", "interval", f"must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
 
 
 def parse_channels(spec: str | int | None) -> int | None:
@@ -122,9 +123,9 @@ def parse_channels(spec: str | int | None) -> int | None:
     try:
         k = int(spec)
     except ValueError:
-        raise ValueError(f"--cfg-channels must be 'all' or a channel count such as 3 (got {spec!r})") from None
+        raise ConfigError("GuidanceConfig", "channels", f"must be 'all' or a channel count such as 3 (got {spec!r})") from None
     if k < 1:
-        raise ValueError(f"--cfg-channels must be 'all' or a count >= 1 (got {spec!r})")
+        raise ConfigError("GuidanceConfig", "channels", f"must be 'all' or a count >= 1 (got {spec!r})")
     return k
 
 
@@ -134,15 +135,15 @@ def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | N
 
     method = spec.sample.method
     if time_input == "discrete" and not spec.discrete:
-        raise ValueError(f"this checkpoint is a discrete-time DDPM model (DiT); --method must be one of "
-                         f"{list(DISCRETE_METHODS)} (got {method!r})")
+        raise ConfigError("SampleConfig", "method", f"must be one of {list(DISCRETE_METHODS)} for this checkpoint, a "
+                          f"discrete-time DDPM model (DiT) (got {method!r})")
     if time_input != "discrete" and spec.discrete:
-        raise ValueError(f"--method {method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
+        raise ConfigError("DiscreteSampleConfig", "method", f"{method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
     if spec.discrete and spec.guidance.interval is not None:
-        raise ValueError("--cfg-interval is in continuous time t; it does not apply to --method ddpm/ddim")
+        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
     ch = spec.guidance.channels
     if ch is not None and ch > in_channels:
-        raise ValueError(f"--cfg-channels {ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
+        raise ConfigError("GuidanceConfig", "channels", f"{ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
     if spec.guidance.active and num_classes is None and spec.guidance.guide is None:
-        raise ValueError(f"--cfg-scale {spec.guidance.scale} needs a class-conditional model (this one has no classes)")
+        raise ConfigError("GuidanceConfig", "scale", f"{spec.guidance.scale} needs a class-conditional model (this one has no classes)")
     check_labels(spec.labels, num_classes)

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sit.config import MODEL_PRESETS, ModelConfig, from_dict, to_dict
+from sit.config import MODEL_PRESETS, ConfigError, ModelConfig, from_dict, to_dict
 from sit.io import atomic_path, write_text_atomic
 from sit.models.sit import SiT
 
@@ -152,7 +152,7 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
     recorded = args.get("num_heads") if args else None  # written by sit's export_official (official_args)
     if isinstance(recorded, int) and not isinstance(recorded, bool):
         if heads is not None and heads != recorded:
-            raise ValueError(f"the checkpoint records num_heads={recorded}; --num-heads {heads} contradicts it")
+            raise ConfigError("", "num_heads", f"{heads} contradicts it: the checkpoint records num_heads={recorded}")
         heads = recorded
     model_name = args.get("model")
     if heads is None and isinstance(model_name, str):
@@ -165,9 +165,9 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
                 heads = pr.num_heads
                 break
     if heads is None:
-        raise ValueError(
-            f"cannot infer num_heads for depth {depth}, hidden size {D} (not a paper preset; the weights' shapes "
-            "do not depend on it): pass --num-heads N on the command line, or num_heads= / config=ModelConfig(...)"
+        raise ConfigError("", "num_heads",
+            f"cannot be inferred for depth {depth}, hidden size {D} (not a paper preset; the weights' shapes "
+            "do not depend on it): give it (or config=ModelConfig(...))"
         )
     num_classes = int(args.get("num_classes", rows - 1))
     if num_classes == rows:

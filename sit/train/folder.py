@@ -17,7 +17,7 @@ from typing import Any
 
 from sit import dist, folders
 from sit.checkpoints import RunMeta, clean_stale, find_resumable, is_training_checkpoint, list_checkpoints, run_dir_of
-from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig, from_dict, to_dict
+from sit.config import RESUME_OVERRIDES, ConfigError, ModelConfig, TrainConfig, field_error, from_dict, to_dict
 from sit.io import FolderLock, write_text_atomic
 
 RUN_MARKERS = ("run_config.json", "metrics.jsonl", "checkpoints")
@@ -64,18 +64,18 @@ def _refuse_existing(run_dir: Path, overwrite: bool) -> None:
     if not run_dir.exists():
         return
     if not run_dir.is_dir():
-        raise NotADirectoryError(f"--out {str(run_dir)!r} is a file, not a run folder")
-    folders.require_output(run_dir, folders.RUN, "--out")  # a sample / checkpoint folder, even with --overwrite
+        raise field_error(NotADirectoryError, f"{{TrainConfig.out}} {str(run_dir)!r} is a file, not a run folder")
+    folders.require_output(run_dir, folders.RUN, "TrainConfig.out")  # a sample / checkpoint folder, even with overwrite
     found = [n for n in RUN_MARKERS if (run_dir / n).exists()]
     if found and not overwrite and not list_checkpoints(run_dir):
-        raise FileExistsError(
+        raise field_error(FileExistsError,
             f"run folder {str(run_dir)!r} holds a run that never reached a checkpoint ({', '.join(found)}), so "
-            f"there is nothing to resume; pass --overwrite to delete it and start again"
+            f"there is nothing to resume; pass {{overwrite}} to delete it and start again"
         )
     if found and not overwrite:
-        raise FileExistsError(
+        raise field_error(FileExistsError,
             f"run folder {str(run_dir)!r} already holds a run ({', '.join(found)}); continue it with "
-            f"`sit train --resume {run_dir}`, or pass --overwrite to delete it and start again"
+            f"{{resume}} {str(run_dir)!r}, or pass {{overwrite}} to delete it and start again"
         )
 
 
@@ -84,7 +84,7 @@ def _clear(run_dir: Path, log) -> None:
     for p in gone:
         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
     if gone:
-        log(f"sit train: --overwrite: removed the previous run in {str(run_dir)!r} ({len(gone)} entries)")
+        log(f"sit train: overwrite: removed the previous run in {str(run_dir)!r} ({len(gone)} entries)")
 
 
 def _lock(run_dir: Path, log) -> FolderLock | None:
@@ -94,12 +94,14 @@ def _lock(run_dir: Path, log) -> FolderLock | None:
 def open_fresh(cfg: TrainConfig, model_cfg: ModelConfig, overwrite: bool = False, log=print) -> OpenedRun:
     run_dir = Path(cfg.out)
     if not run_dir.exists():
-        folders.require_output(run_dir, folders.RUN, "--out")  # not inside a checkpoint folder
+        folders.require_output(run_dir, folders.RUN, "TrainConfig.out")  # not inside a checkpoint folder
     _refuse_existing(run_dir, overwrite)
     dist.barrier()
     lock = _lock(run_dir, log)
     if overwrite and lock is not None:
         _clear(run_dir, log)
+    elif lock is not None:
+        clean_stale(run_dir, log)  # half-written checkpoints of a run killed at its start
     return OpenedRun(cfg, model_cfg, run_dir, None, [], lock)
 
 
@@ -108,7 +110,7 @@ def apply_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> tuple[TrainC
     `RESUME_OVERRIDES` is refused by name."""
     bad = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if bad:
-        raise ValueError(f"--resume keeps the run's saved config; {bad} cannot change (allowed: {list(RESUME_OVERRIDES)})")
+        raise ConfigError("", "resume", f"keeps the run's saved config; {bad} cannot change (allowed: {list(RESUME_OVERRIDES)})")
     changed = {k: [getattr(cfg, k), v] for k, v in overrides.items() if getattr(cfg, k) != v}
     return dataclasses.replace(cfg, **{k: v for k, (_, v) in changed.items()}), changed
 
@@ -123,7 +125,7 @@ def _old_history(run_dir: Path) -> list:
 
 def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> OpenedRun:
     path = Path(resume)
-    folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "--resume")
+    folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "resume")
     run_dir = run_dir_of(path) if is_training_checkpoint(path) else path
     if not run_dir.is_dir():
         raise FileNotFoundError(f"no run folder {str(run_dir)!r} to resume")
@@ -131,17 +133,23 @@ def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> O
     try:
         if lock is not None:
             clean_stale(run_dir, log)
-        if not list_checkpoints(run_dir) and not is_training_checkpoint(path) and any(
-                (run_dir / n).exists() for n in RUN_MARKERS):
-            raise FileNotFoundError(
-                f"run folder {str(run_dir)!r} never reached a checkpoint (it was stopped before the first one), so "
-                f"there is nothing to resume; start again with `sit train --out {run_dir} --overwrite`"
+        if not list_checkpoints(run_dir) and not is_training_checkpoint(path):
+            if any((run_dir / n).exists() for n in RUN_MARKERS):  # as a fresh run into it says (_refuse_existing)
+                raise field_error(FileNotFoundError,
+                    f"run folder {str(run_dir)!r} never reached a checkpoint (it was stopped before the first one), so "
+                    f"there is nothing to resume; start again with {{TrainConfig.out}} {str(run_dir)!r} {{overwrite}}"
+                )
+            # nothing of a run (at most the lock and half-written checkpoints of a run killed at its start, which
+            # clean_stale removed): a fresh run into it is accepted as it is, so say that
+            raise field_error(FileNotFoundError,
+                f"run folder {str(run_dir)!r} holds no run (a run killed before it wrote anything leaves it so), so "
+                f"there is nothing to resume; start a run there with {{TrainConfig.out}} {str(run_dir)!r}"
             )
         ck, (state, meta, model_sd, ema_sd, opt_sd) = find_resumable(path, log=log)
         cfg, changed = apply_overrides(from_dict(TrainConfig, dict(meta.train)), overrides or {})
         if cfg.steps < int(state["step"]):
-            raise ValueError(f"--steps {cfg.steps} is below the checkpoint's step {state['step']} ({ck}); "
-                             f"give --steps above {state['step']}, or sample from that checkpoint as it is")
+            raise ConfigError("TrainConfig", "steps", f"{cfg.steps} is below the checkpoint's step {state['step']} ({ck}); "
+                              f"give {{steps}} above {state['step']}, or sample from that checkpoint as it is")
     except BaseException:
         if lock is not None:
             lock.release()

@@ -23,13 +23,29 @@ from torch import Tensor, nn
 
 from sit import dist
 from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
-from sit.config import ModelConfig, TrainConfig
+from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConfig, field_error, max_threads, usable_cores
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
 from sit.train.objective import Objective, build_objective
 from sit.train.report import finish_run, sample_grid
 from sit.train.seeds import generator, rng_state, seed_of, set_rng_state
+
+
+def run_threads(n: int, saved: bool, log=print) -> int:
+    """The torch threads a run sets: ``n`` (0 = torch's default) within `sit.config.max_threads`.
+    A count the run saved on a machine with more cores (``saved``: a resume that does not set
+    threads) is capped to this machine's bound with a message; one given now above it is refused
+    (more threads than that crashed inside torch, issue 22)."""
+    top = max_threads()
+    if n <= top:
+        return n
+    if not saved:
+        raise ConfigError("TrainConfig", "threads", f"must be 0 (torch's default) or 1 .. {top} ({MAX_THREADS_PER_CORE} "
+                          f"x {usable_cores()} usable cores) (got {n!r})")
+    log(f"sit train: the run's saved threads={n} exceed this machine's bound of {top} ({MAX_THREADS_PER_CORE} x "
+        f"{usable_cores()} usable cores); using {top}")
+    return top
 
 
 class NonFiniteLossError(RuntimeError):
@@ -186,13 +202,15 @@ def train(
     else:
         if cfg is None or model_cfg is None:
             raise ValueError("train() needs cfg and model_cfg, or resume=RUN_DIR")
+        run_threads(cfg.threads, saved=False)  # refused before the folder is touched
         run = open_fresh(cfg, model_cfg, overwrite, log=dist.print0)
     threads_before = torch.get_num_threads()
     try:
         if run.cfg.device is not None:
             device = dist.init(run.cfg.device)
-        if run.cfg.threads > 0:
-            torch.set_num_threads(run.cfg.threads)
+        threads = run_threads(run.cfg.threads, saved=resume is not None and "threads" not in ov, log=dist.print0)
+        if threads > 0:
+            torch.set_num_threads(threads)
         with dist.tf32(run.cfg.tf32):
             return _train(run, device, callbacks or Callbacks())
     finally:
@@ -397,13 +415,13 @@ def _after_step(p: _Parts, st: _State, logger: Logger) -> bool:
     if p.callbacks.after_step is not None:
         p.callbacks.after_step(step)
     if stop_bad:
-        raise NonFiniteLossError(
+        raise field_error(NonFiniteLossError,
             f"training stopped after {st.consecutive_bad} non-finite losses/gradients in a row (last at step {step}); "
             f"the weights were not changed by them; checkpoint to return to: {str(st.last_ckpt)!r} "
-            f"(resume with `sit train --resume {p.run_dir} --lr LOWER` or `--grad-clip NORM`)"
+            f"(resume with {{resume}} {str(p.run_dir)!r} and a lower {{TrainConfig.lr}} or a {{TrainConfig.grad_clip}})"
         )
     if st.terminate:
-        dist.print0(f"sit train: SIGTERM received; saved {str(st.last_ckpt)!r}; resume with `sit train --resume {p.run_dir}`")
+        dist.print0(f"sit train: SIGTERM received; saved {str(st.last_ckpt)!r}; resuming {str(p.run_dir)!r} continues from it")
     return st.terminate
 
 

@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from sit.config import field_error
+
 INDEX = "index.json"
 
 
@@ -124,8 +126,8 @@ def read_index(folder: Path) -> list[dict]:
     try:
         index = json.loads((Path(folder) / INDEX).read_text())
     except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"no readable post-hoc EMA index {str(Path(folder) / INDEX)!r} ({e}); "
-                                f"train with --phema-sigmas and --phema-every") from None
+        raise field_error(FileNotFoundError, f"no readable post-hoc EMA index {str(Path(folder) / INDEX)!r} ({e}); "
+                          "train with {TrainConfig.phema_sigmas} and {TrainConfig.phema_every}") from None
     return index
 
 

@@ -89,7 +89,7 @@ def _lt_table(ema, cfg: TrainConfig, data: DataSource, device, ckpt: Path) -> No
     """L_t of the EMA model on held-out data (sit.lt.estimate_loss_table; per-dimension mean, the
     training loss's scale) on a 50-point grid inside (0, 1), stored as ckpt/lt_table.json."""
     if cfg.time_input != "continuous":
-        dist.print0("sit train: --lt-table needs continuous time (w_KL,eta is a continuous-time SDE); skipped")
+        dist.print0("sit train: the L_t table (lt_table) needs continuous time (w_KL,eta is a continuous-time SDE); skipped")
         return
     from sit.lt import estimate_loss_table
     from sit.models.field import ModelField

@@ -152,8 +152,8 @@ def _inception_score(logits) -> dict:
     from sit.evaluate.metrics import inception_score
 
     if logits is None:
-        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; pass --inception PATH "
-                                       "to pt_inception-2015-12-05-6726825d.pth for the Inception Score"}
+        return {"is": None, "is_note": "unavailable: the fid-helper weights have no softmax layer; use pytorch-fid's "
+                                       "pt_inception-2015-12-05-6726825d.pth as the Inception weights for the Inception Score"}
     n = len(logits)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

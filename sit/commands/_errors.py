@@ -1,0 +1,72 @@
+"""Library errors in the user's words: the one place a record field becomes a command-line flag.
+
+Library modules raise `sit.config.ConfigError(record, field, problem)` (they never spell a flag);
+`sit.cli.main` passes every error of a command through `in_flags`, which writes each field the
+error names as the flag that sets it: ``--`` + the field with ``-`` for ``_``, or the flag of
+`FIELD_FLAGS` where the two differ. A field the command has no flag for keeps its record name
+(``TrainConfig.depth`` read back from a saved config is not something the user typed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+# (record, field) -> flag where the flag is not "--" + field.replace("_", "-"); record "" is a plain
+# argument of a library function. A test checks that each flag here exists in some command.
+FIELD_FLAGS: dict[tuple[str, str], str] = {
+    ("TrainConfig", "progress"): "--no-progress",
+    ("TrainConfig", "global_batch"): "--batch",
+    ("TrainConfig", "warmup_steps"): "--warmup",
+    ("TrainConfig", "ema_decay"): "--ema",
+    ("TrainConfig", "time_input"): "--time",
+    ("TrainConfig", "class_dropout_prob"): "--label-dropout",
+    ("ModelConfig", "class_dropout_prob"): "--label-dropout",
+    ("GuidanceConfig", "scale"): "--cfg-scale",
+    ("GuidanceConfig", "channels"): "--cfg-channels",
+    ("GuidanceConfig", "interval"): "--cfg-interval",
+    ("GuidanceConfig", "guide"): "--guide-ckpt",
+    ("DiscreteSampleConfig", "eta"): "--ddim-eta",
+    ("", "out_dir"): "--out",
+}
+
+# records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
+# --phema-sigmas"); other records' fields by the command that failed
+RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train"}
+
+
+def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:
+    """The flag that sets ``record.field``; None when ``options`` (the command's option strings)
+    is given and holds no such flag."""
+    flag = FIELD_FLAGS.get((record, field)) or "--" + field.replace("_", "-")
+    if options is not None and flag not in options:
+        return None
+    return flag
+
+
+def fields_as_flags(text: str, records: Collection[str]) -> str:
+    """``text`` (a message of a record that names its fields as ``Record.field``, such as
+    `SampleConfig`'s checks) with the fields of ``records`` written as flags."""
+    import re
+
+    pattern = r"\b(" + "|".join(map(re.escape, records)) + r")\.(\w+)"
+    return re.sub(pattern, lambda m: flag_of(m.group(1), m.group(2)), text)
+
+
+def in_flags(e: BaseException, command: str | None = None,
+             options: Mapping[str, Collection[str]] | None = None) -> BaseException:
+    """``e`` with the fields it names written as flags: a `ConfigError`, or an error carrying a
+    ``template`` of `sit.config.render_fields`; any other error as it is. With ``options`` (each
+    command's option strings) a field becomes a flag only where its command (``command``, or the
+    one of `RECORD_COMMAND`) has that flag; otherwise it keeps its record name."""
+    from sit.config import ConfigError, field_name, render_fields
+
+    def name(record: str, field: str) -> str:
+        own = None if options is None else options.get(RECORD_COMMAND.get(record, command), ())
+        return flag_of(record, field, own) or field_name(record, field)
+
+    if isinstance(e, ConfigError):
+        return ValueError(e.render(name))
+    template = getattr(e, "template", None)
+    if isinstance(template, str):
+        return type(e)(render_fields(template, name))
+    return e
