@@ -28,6 +28,11 @@ def register(subparsers) -> None:
     p.add_argument("--vae", default="ema", metavar="PATH|NAME",
                    help="folder with config.json + diffusion_pytorch_model.safetensors, or ema/mse/<hub id> "
                         "already in the local HF cache (default: ema = stabilityai/sd-vae-ft-ema)")
+    p.add_argument("--vae-scale", type=float, default=None, metavar="S",
+                   help="latent scale recorded in index.json: training sees (z - shift) * S "
+                        "(default: the VAE config's scaling_factor, 0.18215 for the SD VAE)")
+    p.add_argument("--vae-shift", type=float, default=None, metavar="B",
+                   help="latent shift recorded in index.json (default: the VAE config's shift_factor, 0 when it has none)")
     p.add_argument("--vae-dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="VAE compute dtype (default: fp32)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="stored moments dtype (default: float16)")
@@ -62,12 +67,13 @@ def run(args) -> int:
             print(f"{args.out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
             return 1
         print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
-              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}")
+              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}")
         return 0
     if not args.data:
         raise ValueError("--data is required (the ImageFolder to encode), unless --check")
     for name in ("image_size", "shard_size", "batch_size"):
         require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    _check_latent_flags(args.vae_scale, args.vae_shift)
     require_at_least("--num-workers", args.num_workers, 0)
 
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
@@ -78,11 +84,12 @@ def run(args) -> int:
     class_to_idx = load_label_map(args.label_map) if args.label_map else None
     dataset = ImageFolderDataset(args.data, args.image_size, on_error=args.on_error, class_to_idx=class_to_idx,
                                  num_classes=args.num_classes)
-    vae = VAE.from_pretrained(args.vae, device=device, dtype=args.vae_dtype, batch_size=2 * args.batch_size)
+    vae = VAE.from_pretrained(args.vae, device=device, dtype=args.vae_dtype, batch_size=2 * args.batch_size,
+                              scale_factor=args.vae_scale, shift_factor=args.vae_shift)
     vae.latent_shape(args.image_size)  # size check before any work
     if rank == 0:
         print(f"extract: {len(dataset)} images, {dataset.num_classes} classes, {world} process(es), "
-              f"vae {vae.name} on {device} -> {args.out}", flush=True)
+              f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {args.out}", flush=True)
     stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
                             progress=not args.no_progress and rank == 0)
@@ -120,3 +127,20 @@ def _placement(args):
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     return rank, world, torch.device(device)
+
+
+def _check_latent_flags(scale, shift) -> None:
+    """--vae-scale / --vae-shift: finite, the scale > 0 (checked before the VAE is loaded)."""
+    import math
+
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"--vae-scale must be a finite number > 0 (got {scale})")
+    if shift is not None and not math.isfinite(shift):
+        raise ValueError(f"--vae-shift must be a finite number (got {shift})")
+
+
+def _space_text(index) -> str:
+    from sit.data.latents import index_space
+
+    sp = index_space(index)
+    return f"scale {sp.scale:g}, shift {sp.shift:g}"

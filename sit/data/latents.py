@@ -47,7 +47,7 @@ VERSION = 1
 INDEX = "index.json"
 STORE_DTYPES = ("float16", "float32")
 # settings that must agree between a resumed extraction and the folder it writes into
-_MATCH_KEYS = ("format", "version", "dtype", "latent_shape", "scale_factor", "image_size", "vae",
+_MATCH_KEYS = ("format", "version", "dtype", "latent_shape", "image_size", "vae",
                "num_classes", "classes", "num_files", "shard_size", "num_shards", "files_sha256")
 
 
@@ -117,10 +117,11 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
         "format": FORMAT,
         "version": VERSION,
         "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
-                  "unscaled (multiply samples by scale_factor); labels (n,) int64",
+                  "unscaled (the network sees (sample - shift_factor) * scale_factor); labels (n,) int64",
         "dtype": dtype,
         "latent_shape": list(vae.latent_shape(dataset.image_size)),
         "scale_factor": vae.scale_factor,
+        "shift_factor": vae.shift_factor,
         "image_size": dataset.image_size,
         "vae": vae.name,
         "vae_sha256": vae.weights_sha256,
@@ -135,8 +136,19 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
     }
 
 
+def index_space(index: dict[str, Any]):
+    """The `sit.vae.LatentSpace` (scale, shift) an index records. An index written before sit
+    recorded the shift (or, hypothetically, the scale) lacks the field: it means the SD VAE's
+    0.18215 and shift 0, what sit then hard-coded (`LatentSpace.from_record`)."""
+    from sit.vae import LatentSpace
+
+    return LatentSpace.from_record({"scale_factor": index.get("scale_factor"), "shift_factor": index.get("shift_factor")})
+
+
 def _check_same(existing: dict, new: dict, root: str) -> None:
     diff = [k for k in _MATCH_KEYS if existing.get(k) != new.get(k)]
+    old, now = index_space(existing), index_space(new)
+    diff += [k for k, a, b in (("scale_factor", old.scale, now.scale), ("shift_factor", old.shift, now.shift)) if a != b]
     if "vae_sha256" in existing and existing["vae_sha256"] != new.get("vae_sha256"):   # (older indexes lack it)
         diff.append("vae_sha256")
     if diff:
@@ -306,16 +318,19 @@ def _check_labels(labels: np.ndarray, path: str, num_classes: int) -> None:
 class LatentShardDataset(Dataset):
     """Training items from an extraction folder: i -> (latent float32 (C, h, w), label int).
 
-    latent = scale_factor * (mean_o + std_o * N(0, I)) with o, the orientation (image or mirror),
-    chosen with probability 1/2 when ``flip`` (else the image), i.e. a fresh posterior sample of a
-    randomly flipped image every epoch. ``sample=False`` returns scale_factor * mean_o.
+    latent = space.to_network(mean_o + std_o * N(0, I)) (= (z - shift_factor) * scale_factor, see
+    `sit.vae.LatentSpace`) with o, the orientation (image or mirror), chosen with probability 1/2
+    when ``flip`` (else the image), i.e. a fresh posterior sample of a randomly flipped image every
+    epoch. ``sample=False`` uses mean_o. ``space`` defaults to the index's (`index_space`);
+    training may pass another (the stored moments are unscaled, so any scale / shift applies).
     Randomness comes from a generator seeded by (seed, epoch, i), so items are reproducible and
     independent of DataLoader workers; call :meth:`set_epoch` every epoch (with
     persistent_workers=True the workers keep the epoch they were started with).
     Shards are memory-mapped lazily in each process (safe with worker processes).
     """
 
-    def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0):
+    def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0,
+                 space=None):
         self.root = str(root)
         index, missing = check_extraction(root)
         if missing:
@@ -327,7 +342,7 @@ class LatentShardDataset(Dataset):
             raise ValueError(f"seed must be >= 0 (got {seed})")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
-        self.scale_factor = float(index["scale_factor"])
+        self.space = index_space(index) if space is None else space
         self.latent_shape = tuple(index["latent_shape"])
         self.num_classes = int(index["num_classes"])
         self.classes = list(index["classes"])
@@ -372,4 +387,8 @@ class LatentShardDataset(Dataset):
         z = m[o, 0].astype(np.float32)
         if self.sample:
             z = z + m[o, 1].astype(np.float32) * rng.standard_normal(z.shape, dtype=np.float32)
-        return torch.from_numpy(z * np.float32(self.scale_factor)), int(self.targets[index])
+        return torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+
+    @property
+    def scale_factor(self) -> float:
+        return self.space.scale
