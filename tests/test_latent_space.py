@@ -213,3 +213,117 @@ def test_train_config_checks_the_fields():
     with pytest.raises(ConfigError, match="vae_shift .* embedded"):
         TrainConfig(vae_shift=0.1)
     assert "vae_scale" not in json.loads(__import__("sit.config", fromlist=["to_json"]).to_json(TrainConfig()))
+
+
+# ------------------------------------------------------------------------------------------------ normalisation
+def shard_moments(root):
+    import glob
+
+    return np.concatenate([np.load(p) for p in sorted(glob.glob(str(root / "shard-*.moments.npy")))])
+
+
+@pytest.fixture(scope="module")
+def normed(folders, tmp_path_factory):
+    out = tmp_path_factory.mktemp("normed") / "lat"
+    assert extract(folders, out, "--vae", str(folders / "vae_shift"), "--latent-norm", "channel") == 0
+    return out
+
+
+def test_channel_statistics_equal_a_direct_computation(normed):
+    index = json.loads((normed / "index.json").read_text())
+    stats = index["latent_norm_stats"]
+    m = torch.from_numpy(shard_moments(normed)).double()  # (n, [image, mirror], [mean, std], C, h, w)
+    assert m.shape[0] == 16
+    mean = m[:, :, 0].mean(dim=(0, 1, 3, 4))
+    second = (m[:, :, 0] ** 2 + m[:, :, 1] ** 2).mean(dim=(0, 1, 3, 4))  # E[z^2] of z ~ N(mean, std^2)
+    torch.testing.assert_close(torch.tensor(stats["mean"], dtype=torch.float64), mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.tensor(stats["std"], dtype=torch.float64), (second - mean**2).sqrt(),
+                               rtol=1e-12, atol=1e-12)
+    assert stats["count"] == 16 * 2 * 8 * 8
+    # in the network's space (after shift 0.1 and scale 0.5) what training draws has mean 0, variance 1
+    sp = index_space(index)
+    assert sp.mean == tuple((v - 0.1) * 0.5 for v in stats["mean"]) and sp.std == tuple(v * 0.5 for v in stats["std"])
+    x_mean = (m[:, :, 0] - 0.1) * 0.5
+    x_mean = (x_mean - torch.tensor(sp.mean, dtype=torch.float64).view(-1, 1, 1)) / torch.tensor(sp.std).view(-1, 1, 1)
+    x_var = (m[:, :, 1] * 0.5 / torch.tensor(sp.std, dtype=torch.float64).view(-1, 1, 1)) ** 2
+    torch.testing.assert_close(x_mean.mean(dim=(0, 1, 3, 4)), torch.zeros(4, dtype=torch.float64), atol=1e-9, rtol=0)
+    torch.testing.assert_close((x_mean**2 + x_var).mean(dim=(0, 1, 3, 4)), torch.ones(4, dtype=torch.float64),
+                               atol=1e-9, rtol=0)
+    # the items: ((z - shift) * scale - mean_c) / std_c, in float32
+    ds = LatentShardDataset(normed, flip=False, sample=False)
+    z = ds.moments(5)[0, 0].astype(np.float32)
+    want = ((z - np.float32(0.1)) * np.float32(0.5) - np.asarray(sp.mean, np.float32).reshape(-1, 1, 1)) \
+        / np.asarray(sp.std, np.float32).reshape(-1, 1, 1)
+    assert np.array_equal(ds[5][0].numpy(), want)
+
+
+def test_channel_statistics_do_not_depend_on_the_ranks_and_are_verified(folders, normed, tmp_path, capsys):
+    out = tmp_path / "ranks"
+    args = ["--vae", str(folders / "vae_shift"), "--latent-norm", "channel", "--world-size", "2"]
+    assert extract(folders, out, *args, "--rank", "1") == 0  # before rank 0 wrote index.json
+    assert extract(folders, out, *args, "--rank", "0") == 0
+    index = json.loads((out / "index.json").read_text())
+    assert index["latent_norm_stats"] == json.loads((normed / "index.json").read_text())["latent_norm_stats"]
+    # statistics not written yet (a process killed at the end): readers refuse, --check writes them
+    del index["latent_norm_stats"]
+    (out / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="not computed yet.*--check"):
+        LatentShardDataset(out)
+    assert main(["extract", "--out", str(out), "--check"]) == 0
+    assert "per-channel normalisation: z mean [" in capsys.readouterr().out
+    assert LatentShardDataset(out).space == LatentShardDataset(normed).space
+    # edited statistics are refused
+    index = json.loads((out / "index.json").read_text())
+    index["latent_norm_stats"]["std"][0] *= 2
+    (out / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="disagree with the shard markers"):
+        LatentShardDataset(out)
+    # the setting is part of the extraction: resuming without it is refused
+    with pytest.raises(ValueError, match="latent_norm"):
+        from sit.data.imagefolder import ImageFolderDataset
+        from sit.data.latents import extract_latents
+
+        extract_latents(ImageFolderDataset(folders / "imgs", 16), VAE.from_pretrained(str(folders / "vae_shift")),
+                        normed, shard_size=5)
+
+
+def test_normalised_run_records_resumes_and_decodes_with_the_inverse(folders, normed, tmp_path, capsys):
+    from sit.checkpoints import load
+    from sit.generate.run import load_decoder
+    from sit.io import to_uint8
+
+    def train_run(out, *extra):
+        return main(["train", "--latents", str(normed), "--vae", str(folders / "vae_shift"), "--out", str(out),
+                     *TINY_TRAIN, *extra])
+
+    assert train_run(tmp_path / "r4", "--steps", "4") == 0
+    assert train_run(tmp_path / "r", "--steps", "2") == 0
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "4", "--no-progress"]) == 0
+    lines = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    lines4 = [json.loads(x) for x in (tmp_path / "r4" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in lines if "loss" in r]
+    assert len(losses) == 4 and losses == [r["loss"] for r in lines4 if "loss" in r]  # resumed = straight run
+    sp = LatentShardDataset(normed).space
+    for run in ("r", "r4"):
+        norm = json.loads((tmp_path / run / "run_config.json").read_text())["data"]["latent_norm"]
+        assert norm == {"kind": "channel", "mean": list(sp.mean), "std": list(sp.std)}
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r")]) == 0
+    assert "x = (z - 0.1) * 0.5, per-channel normalisation mean [" in capsys.readouterr().out
+    # decoding a known tensor: the run's inverse, then the VAE
+    _, meta = load(str(tmp_path / "r"))
+    vae = load_decoder(str(folders / "vae_shift"), "cpu", meta)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    mean, std = torch.tensor(sp.mean).view(-1, 1, 1), torch.tensor(sp.std).view(-1, 1, 1)
+    with torch.no_grad():
+        want = vae.model.decode((x * std + mean) / 0.5 + 0.1).sample.clamp(-1, 1)
+    assert torch.equal(vae.decode(x), want)
+    # sit sample: the saved network-space latents, decoded through the inverse, are the images
+    s = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(tmp_path / "r"), "--vae", str(folders / "vae_shift"), "--num-samples", "2",
+                 "--num-steps", "2", "--out", str(s), "--save-latents", "npy", "--no-progress", "--threads", "1"]) == 0
+    lat = torch.from_numpy(np.load(s / "latents.npy", allow_pickle=False))
+    with torch.no_grad():
+        pixels = vae.model.decode((lat * std + mean) / 0.5 + 0.1).sample.clamp(-1, 1)
+    assert np.array_equal(np.load(s / "samples.npz")["arr_0"], to_uint8(pixels))
+    assert "vae_latent_norm" in (s / "manifest.json").read_text()

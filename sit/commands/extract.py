@@ -33,6 +33,10 @@ def register(subparsers) -> None:
                         "(default: the VAE config's scaling_factor, 0.18215 for the SD VAE)")
     p.add_argument("--vae-shift", type=float, default=None, metavar="B",
                    help="latent shift recorded in index.json (default: the VAE config's shift_factor, 0 when it has none)")
+    p.add_argument("--latent-norm", default="none", choices=["none", "channel"],
+                   help="channel: also compute the per-channel mean and std of the whole set (exact, float64) into "
+                        "index.json; training on the folder then normalises each channel, applied after the scale "
+                        "and shift (LightningDiT) (default: none)")
     p.add_argument("--vae-dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="VAE compute dtype (default: fp32)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="stored moments dtype (default: float16)")
@@ -54,7 +58,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sit.data.latents import check_extraction, nonfinite_shards
+    from sit.data.latents import check_extraction, finish_latent_norm, nonfinite_shards
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.check:
@@ -66,6 +70,8 @@ def run(args) -> int:
         if bad:
             print(f"{args.out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
             return 1
+        if finish_latent_norm(args.out) is not None:  # (computed, or verified when already there)
+            index, _ = check_extraction(args.out)
         print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
               f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}")
         return 0
@@ -92,7 +98,7 @@ def run(args) -> int:
               f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {args.out}", flush=True)
     stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
-                            progress=not args.no_progress and rank == 0)
+                            progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm)
     print(f"extract rank {rank}: wrote {len(stats.shards_written)} shard(s) ({stats.images_written} images), "
           f"{len(stats.shards_resumed)} already done, {len(stats.bad_images)} unreadable image(s) skipped",
           file=sys.stderr, flush=True)
@@ -106,7 +112,7 @@ def run(args) -> int:
         print(f"extract rank {rank}: done; other ranks not finished yet (missing: {missing[:5]}) "
               f"(check later with `sit extract --out {args.out} --check`)", file=sys.stderr)
     else:
-        print(f"extract: {args.out} complete ({index['num_shards']} shards)")
+        print(f"extract: {args.out} complete ({index['num_shards']} shards), {_space_text(index)}")
     return 0
 
 
@@ -142,5 +148,11 @@ def _check_latent_flags(scale, shift) -> None:
 def _space_text(index) -> str:
     from sit.data.latents import index_space
 
-    sp = index_space(index)
-    return f"scale {sp.scale:g}, shift {sp.shift:g}"
+    sp = index_space({k: v for k, v in index.items() if k != "latent_norm"})
+    text = f"scale {sp.scale:g}, shift {sp.shift:g}"
+    if index.get("latent_norm", "none") != "none":
+        stats = index.get("latent_norm_stats")
+        text += (", per-channel normalisation: " + ("statistics not computed yet" if stats is None else
+                 "z mean [" + ", ".join(f"{v:.4g}" for v in stats["mean"]) + "], std ["
+                 + ", ".join(f"{v:.4g}" for v in stats["std"]) + "]"))
+    return text

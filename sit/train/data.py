@@ -206,22 +206,14 @@ class FolderSource(DataSource):
         return hx, hy
 
 
-def latent_space(index: dict, scale: float | None = None, shift: float | None = None):
-    """The `sit.vae.LatentSpace` training on a latent folder uses: the index's scale and shift
-    (``scale`` / ``shift`` override them), and its per-channel normalisation if it has one."""
-    from sit.data.latents import index_space
-
-    return index_space(index).override(scale, shift)
-
-
 def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
     """The training data of ``cfg``: embedded (pixels), ImageFolder through the VAE, or latent shards."""
     if cfg.latents is not None:
-        from sit.data.latents import LatentShardDataset, read_index
+        from sit.data.latents import LatentShardDataset, index_space, read_index
 
         # the network's latent space: the index's scale / shift (cfg.vae_scale / vae_shift override:
         # the shards hold unscaled moments) and its per-channel normalisation, if extracted with one
-        space = latent_space(read_index(cfg.latents), cfg.vae_scale, cfg.vae_shift)
+        space = index_space(read_index(cfg.latents), cfg.vae_scale, cfg.vae_shift)
         ds = LatentShardDataset(cfg.latents, flip=True, seed=cfg.seed, space=space)
         c, h, w = ds.latent_shape
         if h != w:
