@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   sit extract --data imagenet/train --out latents/in256 --image-size 256 --vae /models/sd-vae-ft-ema
   torchrun --nproc-per-node 8 -m sit.cli extract --data imagenet/train --out latents/in256 --vae ema --on-error skip
   sit extract --out latents/in256 --check        # are all shards there?
+  sit extract --data imagenet/train --out latents/in256n --vae /models/sd-vae-ft-ema --latent-norm channel
   RANK=3 WORLD_SIZE=16 sit extract --data imagenet/train --out latents/in256 --vae ema   # job 3 of 16 (e.g. a SLURM array)
 
 Rerunning the same command resumes: finished shards are skipped. Each process writes its own
