@@ -288,12 +288,17 @@ def test_channel_statistics_do_not_depend_on_the_ranks_and_are_verified(folders,
 
 
 def test_normalised_run_records_resumes_and_decodes_with_the_inverse(folders, normed, tmp_path, capsys):
+    import shutil
+
     from sit.checkpoints import load
     from sit.generate.run import load_decoder
     from sit.io import to_uint8
 
+    lat = tmp_path / "lat"
+    shutil.copytree(normed, lat)
+
     def train_run(out, *extra):
-        return main(["train", "--latents", str(normed), "--vae", str(folders / "vae_shift"), "--out", str(out),
+        return main(["train", "--latents", str(lat), "--vae", str(folders / "vae_shift"), "--out", str(out),
                      *TINY_TRAIN, *extra])
 
     assert train_run(tmp_path / "r4", "--steps", "4") == 0
@@ -303,7 +308,7 @@ def test_normalised_run_records_resumes_and_decodes_with_the_inverse(folders, no
     lines4 = [json.loads(x) for x in (tmp_path / "r4" / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in lines if "loss" in r]
     assert len(losses) == 4 and losses == [r["loss"] for r in lines4 if "loss" in r]  # resumed = straight run
-    sp = LatentShardDataset(normed).space
+    sp = LatentShardDataset(lat).space
     for run in ("r", "r4"):
         norm = json.loads((tmp_path / run / "run_config.json").read_text())["data"]["latent_norm"]
         assert norm == {"kind": "channel", "mean": list(sp.mean), "std": list(sp.std)}
@@ -322,8 +327,18 @@ def test_normalised_run_records_resumes_and_decodes_with_the_inverse(folders, no
     s = tmp_path / "s"
     assert main(["sample", "--ckpt", str(tmp_path / "r"), "--vae", str(folders / "vae_shift"), "--num-samples", "2",
                  "--num-steps", "2", "--out", str(s), "--save-latents", "npy", "--no-progress", "--threads", "1"]) == 0
-    lat = torch.from_numpy(np.load(s / "latents.npy", allow_pickle=False))
+    z = torch.from_numpy(np.load(s / "latents.npy", allow_pickle=False))
     with torch.no_grad():
-        pixels = vae.model.decode((lat * std + mean) / 0.5 + 0.1).sample.clamp(-1, 1)
+        pixels = vae.model.decode((z * std + mean) / 0.5 + 0.1).sample.clamp(-1, 1)
     assert np.array_equal(np.load(s / "samples.npz")["arr_0"], to_uint8(pixels))
     assert "vae_latent_norm" in (s / "manifest.json").read_text()
+    # the folder extracted again under the same path (other statistics): resuming is refused in one line
+    other = tmp_path / "other"
+    tiny_autoencoder(0.5, 0.1, seed=1).save_pretrained(tmp_path / "vae_other")
+    assert extract(folders, other, "--vae", str(tmp_path / "vae_other"), "--latent-norm", "channel") == 0
+    shutil.rmtree(lat)
+    shutil.copytree(other, lat)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "r"), "--steps", "6", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "trained on latents with another mean/std than its data gives now" in err and len(err.splitlines()) == 1
