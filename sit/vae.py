@@ -151,19 +151,42 @@ def config_space(model) -> LatentSpace:
     return LatentSpace(scale=SCALE_FACTOR if scale is None else scale, shift=DEFAULT_SHIFT if shift is None else shift)
 
 
+def vae_config_record(config: LatentSpace, used: LatentSpace) -> dict[str, Any]:
+    """``{"vae_config": {scaling_factor, shift_factor}}``: what the VAE's own config says, recorded
+    beside the values used only when an override made them differ (else ``{}``, so records of
+    runs without overrides stay as they were)."""
+    if (config.scale, config.shift) == (used.scale, used.shift):
+        return {}
+    return {"vae_config": {"scaling_factor": config.scale, "shift_factor": config.shift}}
+
+
+def recorded_vae_config(record: Mapping[str, Any] | None) -> LatentSpace:
+    """The config (scale, shift) of the VAE a record's latents came from: its ``vae_config`` when
+    an override was used, else the recorded values themselves."""
+    record = record or {}
+    cfg = record.get("vae_config")
+    if isinstance(cfg, Mapping):
+        return LatentSpace.from_record({"scale_factor": cfg.get("scaling_factor"), "shift_factor": cfg.get("shift_factor")})
+    return LatentSpace.from_record({"scale_factor": record.get("scale_factor"), "shift_factor": record.get("shift_factor")})
+
+
 def decode_space(vae_space: LatentSpace, recorded: LatentSpace, scale: float | None = None,
-                 shift: float | None = None, *, vae_name: str = "VAE", source: str = "the run") -> LatentSpace:
+                 shift: float | None = None, *, expected: LatentSpace | None = None, vae_name: str = "VAE",
+                 source: str = "the run") -> LatentSpace:
     """The latent space a decode uses: the one ``recorded`` with the samples' model (its
     normalisation included), not the decode VAE's defaults. ``scale`` / ``shift`` (vae_scale /
     vae_shift) override; without them a VAE whose own config (``vae_space``) contradicts the
-    record is refused in one line (the wrong VAE, or one that needs the override)."""
-    for field, own, rec, given in (("scaling_factor", vae_space.scale, recorded.scale, scale),
-                                   ("shift_factor", vae_space.shift, recorded.shift, shift)):
+    config of the VAE the record came from (``expected``; default: the recorded values) is
+    refused in one line (the wrong VAE, or one that needs the override)."""
+    expected = recorded if expected is None else expected
+    for field, own, rec, given in (("scaling_factor", vae_space.scale, expected.scale, scale),
+                                   ("shift_factor", vae_space.shift, expected.shift, shift)):
         if given is None and own != rec:
             flag = "--vae-scale" if field == "scaling_factor" else "--vae-shift"
+            used = recorded.scale if field == "scaling_factor" else recorded.shift
             raise ValueError(f"VAE {vae_name}: its config {field} {own:g} contradicts {source}'s recorded {rec:g}; "
                              f"use the VAE the latents came from, or override with vae_scale / vae_shift "
-                             f"({flag} {rec:g} decodes with {source}'s value)")
+                             f"({flag} {used:g} decodes with {source}'s value)")
     return recorded.override(scale, shift)
 
 # short names accepted by --vae, as in the official SiT/DiT scripts (--vae ema|mse)

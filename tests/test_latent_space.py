@@ -205,6 +205,21 @@ def test_train_on_images_records_the_override(folders, tmp_path):
     cfg = json.loads((run / "run_config.json").read_text())
     assert (cfg["data"]["scale_factor"], cfg["data"]["shift_factor"]) == (0.3, 0.1)  # shift from the VAE config
     assert cfg["train"]["vae_scale"] == 0.3 and "vae_shift" not in cfg["train"]
+    assert cfg["data"]["vae_config"] == {"scaling_factor": 0.5, "shift_factor": 0.1}  # what the VAE itself says
+    # sampling with that VAE is not refused (its config is the one the run used) and decodes with 0.3
+    s = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--vae", str(folders / "vae_shift"), "--num-samples", "2",
+                 "--num-steps", "2", "--out", str(s), "--no-progress", "--threads", "1"]) == 0
+    assert '"vae_scale_factor": 0.3' in (s / "manifest.json").read_text()
+    # the same through an extraction with the override: the index keeps the VAE config's values
+    lat = tmp_path / "lat"
+    assert extract(folders, lat, "--vae", str(folders / "vae_shift"), "--vae-scale", "0.3") == 0
+    index = json.loads((lat / "index.json").read_text())
+    assert index["vae_config"] == {"scaling_factor": 0.5, "shift_factor": 0.1} and index["scale_factor"] == 0.3
+    assert main(["train", "--latents", str(lat), "--vae", str(folders / "vae_shift"), "--out", str(tmp_path / "r2"),
+                 *TINY_TRAIN]) == 0
+    data = json.loads((tmp_path / "r2" / "run_config.json").read_text())["data"]
+    assert data["scale_factor"] == 0.3 and data["vae_config"] == {"scaling_factor": 0.5, "shift_factor": 0.1}
 
 
 def test_train_config_checks_the_fields():

@@ -112,6 +112,8 @@ def _files_digest(dataset: ImageFolderDataset) -> str:
 def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
                latent_norm: str = "none") -> dict[str, Any]:
     """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
+    from sit.vae import vae_config_record
+
     if dtype not in STORE_DTYPES:
         raise ValueError(f"unknown latent store dtype {dtype!r}; expected one of {list(STORE_DTYPES)}")
     if latent_norm not in LATENT_NORMS:
@@ -127,6 +129,7 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
         "latent_shape": list(vae.latent_shape(dataset.image_size)),
         "scale_factor": vae.scale_factor,
         "shift_factor": vae.shift_factor,
+        **vae_config_record(vae.config_space, vae.space),   # the VAE config's values, when overridden
         "image_size": dataset.image_size,
         "vae": vae.name,
         "vae_sha256": vae.weights_sha256,

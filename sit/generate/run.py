@@ -71,11 +71,12 @@ def _decoder(spec: SampleSpec, channels: int, dev, meta):
 
 def load_decoder(vae: str, dev, meta, scale: float | None = None, shift: float | None = None):
     """The `sit.vae.VAE` ``vae`` set to decode the latents of the run ``meta`` (its recorded space)."""
-    from sit.vae import VAE, LatentSpace, decode_space
+    from sit.vae import VAE, LatentSpace, decode_space, recorded_vae_config
 
     v = VAE.from_pretrained(vae, device=dev)
-    recorded = LatentSpace.from_record(meta.data if meta is not None else None)
-    v.space = decode_space(v.config_space, recorded, scale, shift, vae_name=v.name, source="the checkpoint")
+    data = meta.data if meta is not None else None
+    v.space = decode_space(v.config_space, LatentSpace.from_record(data), scale, shift,
+                           expected=recorded_vae_config(data), vae_name=v.name, source="the checkpoint")
     return v
 
 
