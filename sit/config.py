@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
@@ -293,9 +294,13 @@ class TrainConfig:
     phema_every: int = 0
     grad_checkpointing: bool = False     # recompute each block's activations in the backward pass (memory for time)
     cosine_coeff: float = 0.0            # LightningDiT's velocity-direction term 1 - cos(v_theta, v*) (sit.train.terms); 0 = off
+    # the VAE latent space (sit.vae.LatentSpace): x = (z - vae_shift) * vae_scale; None = the VAE config's
+    # scaling_factor / shift_factor (data), the latent index's (latents)
+    vae_scale: float | None = None
+    vae_shift: float | None = None
 
     OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
-                       "grad_checkpointing", "cosine_coeff")
+                       "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -351,6 +356,13 @@ class TrainConfig:
             raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
         if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
             raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
+        for name in ("vae_scale", "vae_shift"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                                  or (name == "vae_scale" and not v > 0)):
+                raise ConfigError("TrainConfig", name, f"must be a finite number{' > 0' if name == 'vae_scale' else ''} or None (got {v!r})")
+            if v is not None and self.data is None and self.latents is None:
+                raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
         if self.repa_encoder is not None and self.latents is not None:
             raise ConfigError("TrainConfig", "repa_encoder", "needs the training images, which latent shards do not hold; "
                               "train REPA from the images (data + vae) instead of latents")

@@ -2,8 +2,11 @@
 
 SiT (like DiT) is trained on the latents of the SD VAE ``stabilityai/sd-vae-ft-ema`` (or ``-mse``):
 an image x in [-1, 1] of shape (B, 3, H, W) is encoded to a diagonal Gaussian posterior
-q(z | x) = N(mean, std^2) of shape (B, 4, H/8, W/8); the network sees z * 0.18215 (the SD scale
-factor, which brings the latents to roughly unit variance). Decoding divides by the same factor.
+q(z | x) = N(mean, std^2) of shape (B, 4, H/8, W/8); the network sees x = (z - shift) * scale
+(`LatentSpace`): the VAE's own ``scaling_factor`` and ``shift_factor`` from its diffusers config
+(SD VAE: 0.18215 and none, which brings the latents to roughly unit variance; SD3 / FLUX VAEs
+state a shift), unless overridden, optionally followed by a per-channel normalisation computed
+at extraction (`sit extract --latent-norm channel`, LightningDiT). Decoding inverts both.
 
 diffusers is an optional dependency (``pip install "sit[vae]"``) imported only when a VAE is
 built. Weights are never downloaded: they come from a local folder or the local Hugging Face
@@ -12,13 +15,179 @@ cache (``local_files_only=True``).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from pathlib import Path
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import Tensor
 
 SCALE_FACTOR = 0.18215  # SD VAE latent scale (DiT / SiT: x = vae.encode(img).sample() * 0.18215)
+# What a record without the fields means: latent folders (index.json) and runs (config.json "data")
+# written before scale / shift were recorded used the SD VAE's 0.18215 and no shift (sit then
+# hard-coded them), and no per-channel normalisation.
+DEFAULT_SHIFT = 0.0
+
+
+def _finite(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ValueError(f"{what} must be a finite number (got {v!r})")
+    return float(v)
+
+
+@dataclasses.dataclass(frozen=True)
+class LatentSpace:
+    """How a VAE latent z becomes the network's input x, and back.
+
+    x = ((z - shift) * scale - mean_c) / std_c    (``to_network``)
+    z = (x * std_c + mean_c) / scale + shift      (``to_vae``)
+
+    ``scale`` and ``shift`` are the VAE's ``scaling_factor`` / ``shift_factor`` (or overrides);
+    ``mean`` / ``std`` the optional per-channel normalisation (LightningDiT), already in the
+    scaled space (None: off). With the defaults the arithmetic is exactly sit's historic
+    ``z * 0.18215`` and ``x / 0.18215`` (a zero shift and an absent normalisation are skipped, not
+    applied), so every earlier result stays bit-identical.
+    """
+
+    scale: float = SCALE_FACTOR
+    shift: float = DEFAULT_SHIFT
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        scale = _finite(self.scale, "latent scale_factor")
+        if not scale > 0:
+            raise ValueError(f"latent scale_factor must be > 0 (got {self.scale!r})")
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "shift", _finite(self.shift, "latent shift_factor"))
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("latent normalisation needs both mean and std (or neither)")
+        if self.mean is not None:
+            mean = tuple(_finite(v, "latent_norm mean") for v in self.mean)
+            std = tuple(_finite(v, "latent_norm std") for v in self.std)
+            if len(mean) != len(std) or not mean:
+                raise ValueError(f"latent_norm mean and std need one value per channel (got {len(mean)} and {len(std)})")
+            if not all(v > 0 for v in std):
+                raise ValueError(f"latent_norm std must be > 0 in every channel (got {list(std)})")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
+
+    @property
+    def normalised(self) -> bool:
+        return self.mean is not None
+
+    def _check_channels(self, x) -> None:
+        if self.normalised and (x.ndim < 3 or x.shape[-3] != len(self.mean)):
+            raise ValueError(f"latents of shape {tuple(x.shape)} do not have the {len(self.mean)} channels "
+                             "the latent normalisation was computed for")
+
+    def _per_channel(self, x, values):
+        if isinstance(x, np.ndarray):
+            return np.asarray(values, dtype=x.dtype).reshape(-1, 1, 1)
+        return torch.tensor(values, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+
+    def to_network(self, z):
+        """x = ((z - shift) * scale - mean_c) / std_c for z of shape (..., C, h, w), a float32
+        tensor or numpy array (numpy constants in float32, so the result stays float32)."""
+        c = np.float32 if isinstance(z, np.ndarray) else float
+        if self.shift:
+            z = z - c(self.shift)
+        x = z * c(self.scale)
+        if self.normalised:
+            self._check_channels(x)
+            x = (x - self._per_channel(x, self.mean)) / self._per_channel(x, self.std)
+        return x
+
+    def to_vae(self, x):
+        """The inverse of `to_network`: z = (x * std_c + mean_c) / scale + shift."""
+        c = np.float32 if isinstance(x, np.ndarray) else float
+        if self.normalised:
+            self._check_channels(x)
+            x = x * self._per_channel(x, self.std) + self._per_channel(x, self.mean)
+        z = x / c(self.scale)
+        if self.shift:
+            z = z + c(self.shift)
+        return z
+
+    def record(self) -> dict[str, Any]:
+        """The fields a run's data record (config.json) stores: ``scale_factor`` always,
+        ``shift_factor`` and ``latent_norm`` only when set (so records of the defaults are the
+        ones sit wrote before they existed)."""
+        d: dict[str, Any] = {"scale_factor": self.scale}
+        if self.shift:
+            d["shift_factor"] = self.shift
+        if self.normalised:
+            d["latent_norm"] = {"kind": "channel", "mean": list(self.mean), "std": list(self.std)}
+        return d
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> "LatentSpace":
+        """From a run's data record (or None: an official checkpoint); absent fields mean the
+        pre-recording defaults (0.18215, shift 0, no normalisation)."""
+        record = record or {}
+        norm = record.get("latent_norm")
+        if norm is not None and (not isinstance(norm, Mapping) or norm.get("kind") != "channel"):
+            raise ValueError(f"unknown latent_norm record {norm!r}; expected kind 'channel' with mean and std")
+        scale = record.get("scale_factor")
+        shift = record.get("shift_factor")
+        return cls(scale=SCALE_FACTOR if scale is None else scale, shift=DEFAULT_SHIFT if shift is None else shift,
+                   mean=None if norm is None else tuple(norm["mean"]), std=None if norm is None else tuple(norm["std"]))
+
+    def override(self, scale: float | None = None, shift: float | None = None) -> "LatentSpace":
+        """This space with ``scale`` / ``shift`` replaced where given (the normalisation kept)."""
+        return dataclasses.replace(self, scale=self.scale if scale is None else scale,
+                                   shift=self.shift if shift is None else shift)
+
+
+def config_space(model) -> LatentSpace:
+    """The latent scale and shift a diffusers ``AutoencoderKL`` states in its config
+    (``scaling_factor``; ``shift_factor``, None or absent meaning 0)."""
+    cfg = model.config
+    scale = getattr(cfg, "scaling_factor", None) if not isinstance(cfg, Mapping) else cfg.get("scaling_factor")
+    shift = getattr(cfg, "shift_factor", None) if not isinstance(cfg, Mapping) else cfg.get("shift_factor")
+    return LatentSpace(scale=SCALE_FACTOR if scale is None else scale, shift=DEFAULT_SHIFT if shift is None else shift)
+
+
+def vae_config_record(config: LatentSpace, used: LatentSpace) -> dict[str, Any]:
+    """``{"vae_config": {scaling_factor, shift_factor}}``: what the VAE's own config says, recorded
+    beside the values used only when an override made them differ (else ``{}``, so records of
+    runs without overrides stay as they were)."""
+    if (config.scale, config.shift) == (used.scale, used.shift):
+        return {}
+    return {"vae_config": {"scaling_factor": config.scale, "shift_factor": config.shift}}
+
+
+def recorded_vae_config(record: Mapping[str, Any] | None) -> LatentSpace:
+    """The config (scale, shift) of the VAE a record's latents came from: its ``vae_config`` when
+    an override was used, else the recorded values themselves."""
+    record = record or {}
+    cfg = record.get("vae_config")
+    if isinstance(cfg, Mapping):
+        return LatentSpace.from_record({"scale_factor": cfg.get("scaling_factor"), "shift_factor": cfg.get("shift_factor")})
+    return LatentSpace.from_record({"scale_factor": record.get("scale_factor"), "shift_factor": record.get("shift_factor")})
+
+
+def decode_space(vae_space: LatentSpace, recorded: LatentSpace, scale: float | None = None,
+                 shift: float | None = None, *, expected: LatentSpace | None = None, vae_name: str = "VAE",
+                 source: str = "the run") -> LatentSpace:
+    """The latent space a decode uses: the one ``recorded`` with the samples' model (its
+    normalisation included), not the decode VAE's defaults. ``scale`` / ``shift`` (vae_scale /
+    vae_shift) override; without them a VAE whose own config (``vae_space``) contradicts the
+    config of the VAE the record came from (``expected``; default: the recorded values) is
+    refused in one line (the wrong VAE, or one that needs the override)."""
+    expected = recorded if expected is None else expected
+    for field, own, rec, given in (("scaling_factor", vae_space.scale, expected.scale, scale),
+                                   ("shift_factor", vae_space.shift, expected.shift, shift)):
+        if given is None and own != rec:
+            flag = "--vae-scale" if field == "scaling_factor" else "--vae-shift"
+            used = recorded.scale if field == "scaling_factor" else recorded.shift
+            raise ValueError(f"VAE {vae_name}: its config {field} {own:g} contradicts {source}'s recorded {rec:g}; "
+                             f"use the VAE the latents came from, or override with vae_scale / vae_shift "
+                             f"({flag} {used:g} decodes with {source}'s value)")
+    return recorded.override(scale, shift)
 
 # short names accepted by --vae, as in the official SiT/DiT scripts (--vae ema|mse)
 VAE_NAMES = {
@@ -75,16 +244,18 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
 
 
 class VAE:
-    """A frozen SD-style ``AutoencoderKL`` with the SiT latent scale.
+    """A frozen SD-style ``AutoencoderKL`` with its latent space (`LatentSpace`).
 
     Images are float tensors in [-1, 1] of shape (B, 3, H, W), H and W divisible by
-    ``downsample`` (8 for the SD VAE); latents are (B, latent_channels, H/8, W/8) and already
-    multiplied by ``scale_factor``. Every method runs under ``torch.no_grad`` in the VAE's dtype
+    ``downsample`` (8 for the SD VAE); latents are (B, latent_channels, H/8, W/8) in the network's
+    space ``space.to_network(z)``: (z - shift_factor) * scale_factor (the config's values unless
+    overridden), normalised per channel when ``space`` says so. Every method runs under ``torch.no_grad`` in the VAE's dtype
     on its device, in chunks of ``batch_size``, and returns float32 tensors on the input's device.
     """
 
-    def __init__(self, model, *, scale_factor: float = SCALE_FACTOR, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype = torch.float32, batch_size: int = 64, name: str = "custom"):
+    def __init__(self, model, *, scale_factor: float | None = None, shift_factor: float | None = None,
+                 device: str | torch.device | None = None, dtype: str | torch.dtype = torch.float32,
+                 batch_size: int = 64, name: str = "custom"):
         if batch_size < 1:
             raise ValueError(f"VAE batch_size must be >= 1 (got {batch_size})")
         self.dtype = resolve_dtype(dtype)
@@ -93,7 +264,10 @@ class VAE:
         if model.dtype != self.dtype:  # (diffusers warns on every dtype cast, even a no-op one)
             model = model.to(self.dtype)
         self.model = model.eval().requires_grad_(False)
-        self.scale_factor = float(scale_factor)
+        # the VAE's own latent scale / shift (its config), and the space encode / decode use:
+        # those, with scale_factor / shift_factor overriding (set `space` to decode a run's latents)
+        self.config_space = config_space(model)
+        self.space = self.config_space.override(scale_factor, shift_factor)
         self.batch_size = int(batch_size)
         self.name = name
 
@@ -149,6 +323,14 @@ class VAE:
         return cls(model, name=f"tiny-random-{seed}", **kwargs)
 
     # ---------------------------------------------------------------- properties
+    @property
+    def scale_factor(self) -> float:
+        return self.space.scale
+
+    @property
+    def shift_factor(self) -> float:
+        return self.space.shift
+
     @property
     def weights_sha256(self) -> str:
         """sha256 of the VAE's weights (every state-dict tensor: name, dtype, shape, bytes, in name
@@ -214,19 +396,19 @@ class VAE:
 
     @torch.no_grad()
     def encode(self, images: Tensor, generator: torch.Generator | None = None, sample: bool = True) -> Tensor:
-        """Latents scale_factor * z with z = mean + std * N(0, I) drawn from the posterior
+        """Latents ``space.to_network(z)`` ((z - shift) * scale) with z = mean + std * N(0, I) drawn from the posterior
         (``sample=False``: z = mean). images in [-1, 1] (B, 3, H, W) -> float32 (B, C, H/f, W/f).
         The noise is drawn on the generator's device (default: the images' device)."""
         mean, std = self.encode_moments(images)
         if not sample:
-            return mean * self.scale_factor
+            return self.space.to_network(mean)
         gen_device = generator.device if generator is not None else mean.device
         noise = torch.randn(mean.shape, generator=generator, device=gen_device, dtype=torch.float32).to(mean.device)
-        return (mean + std * noise) * self.scale_factor
+        return self.space.to_network(mean + std * noise)
 
     @torch.no_grad()
     def decode(self, latents: Tensor, clamp: bool = True) -> Tensor:
-        """Images from scaled latents (B, C, h, w) -> float32 (B, 3, h*f, w*f), clamped to [-1, 1]
+        """Images from network-space latents (B, C, h, w) (``space.to_vae`` first) -> float32 (B, 3, h*f, w*f), clamped to [-1, 1]
         unless ``clamp=False`` (the raw decoder output slightly overshoots)."""
         if latents.ndim != 4 or latents.shape[1] != self.latent_channels:
             raise ValueError(
@@ -234,10 +416,10 @@ class VAE:
             )
         out = []
         for chunk in latents.split(self.batch_size):
-            x = self.model.decode(chunk.to(self.device, self.dtype) / self.scale_factor).sample.float()
+            x = self.model.decode(self.space.to_vae(chunk.to(self.device, self.dtype))).sample.float()
             out.append((x.clamp(-1, 1) if clamp else x).to(latents.device))
         return torch.cat(out)
 
     def __repr__(self) -> str:
         return (f"VAE({self.name!r}, latent_channels={self.latent_channels}, downsample={self.downsample}, "
-                f"scale_factor={self.scale_factor}, device={self.device}, dtype={self.dtype})")
+                f"scale_factor={self.scale_factor}, shift_factor={self.shift_factor}, device={self.device}, dtype={self.dtype})")

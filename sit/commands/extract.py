@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   sit extract --data imagenet/train --out latents/in256 --image-size 256 --vae /models/sd-vae-ft-ema
   torchrun --nproc-per-node 8 -m sit.cli extract --data imagenet/train --out latents/in256 --vae ema --on-error skip
   sit extract --out latents/in256 --check        # are all shards there?
+  sit extract --data imagenet/train --out latents/in256n --vae /models/sd-vae-ft-ema --latent-norm channel
   RANK=3 WORLD_SIZE=16 sit extract --data imagenet/train --out latents/in256 --vae ema   # job 3 of 16 (e.g. a SLURM array)
 
 Rerunning the same command resumes: finished shards are skipped. Each process writes its own
@@ -28,6 +29,15 @@ def register(subparsers) -> None:
     p.add_argument("--vae", default="ema", metavar="PATH|NAME",
                    help="folder with config.json + diffusion_pytorch_model.safetensors, or ema/mse/<hub id> "
                         "already in the local HF cache (default: ema = stabilityai/sd-vae-ft-ema)")
+    p.add_argument("--vae-scale", type=float, default=None, metavar="S",
+                   help="latent scale recorded in index.json: training sees (z - shift) * S "
+                        "(default: the VAE config's scaling_factor, 0.18215 for the SD VAE)")
+    p.add_argument("--vae-shift", type=float, default=None, metavar="B",
+                   help="latent shift recorded in index.json (default: the VAE config's shift_factor, 0 when it has none)")
+    p.add_argument("--latent-norm", default="none", choices=["none", "channel"],
+                   help="channel: also compute the per-channel mean and std of the whole set (exact, float64) into "
+                        "index.json; training on the folder then normalises each channel, applied after the scale "
+                        "and shift (LightningDiT) (default: none)")
     p.add_argument("--vae-dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="VAE compute dtype (default: fp32)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="stored moments dtype (default: float16)")
@@ -49,7 +59,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sit.data.latents import check_extraction, nonfinite_shards
+    from sit.data.latents import check_extraction, finish_latent_norm, nonfinite_shards
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.check:
@@ -61,13 +71,16 @@ def run(args) -> int:
         if bad:
             print(f"{args.out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
             return 1
+        if finish_latent_norm(args.out) is not None:  # (computed, or verified when already there)
+            index, _ = check_extraction(args.out)
         print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
-              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}")
+              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}")
         return 0
     if not args.data:
         raise ValueError("--data is required (the ImageFolder to encode), unless --check")
     for name in ("image_size", "shard_size", "batch_size"):
         require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
+    _check_latent_flags(args.vae_scale, args.vae_shift)
     require_at_least("--num-workers", args.num_workers, 0)
 
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
@@ -78,14 +91,15 @@ def run(args) -> int:
     class_to_idx = load_label_map(args.label_map) if args.label_map else None
     dataset = ImageFolderDataset(args.data, args.image_size, on_error=args.on_error, class_to_idx=class_to_idx,
                                  num_classes=args.num_classes)
-    vae = VAE.from_pretrained(args.vae, device=device, dtype=args.vae_dtype, batch_size=2 * args.batch_size)
+    vae = VAE.from_pretrained(args.vae, device=device, dtype=args.vae_dtype, batch_size=2 * args.batch_size,
+                              scale_factor=args.vae_scale, shift_factor=args.vae_shift)
     vae.latent_shape(args.image_size)  # size check before any work
     if rank == 0:
         print(f"extract: {len(dataset)} images, {dataset.num_classes} classes, {world} process(es), "
-              f"vae {vae.name} on {device} -> {args.out}", flush=True)
+              f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {args.out}", flush=True)
     stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
-                            progress=not args.no_progress and rank == 0)
+                            progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm)
     print(f"extract rank {rank}: wrote {len(stats.shards_written)} shard(s) ({stats.images_written} images), "
           f"{len(stats.shards_resumed)} already done, {len(stats.bad_images)} unreadable image(s) skipped",
           file=sys.stderr, flush=True)
@@ -99,7 +113,7 @@ def run(args) -> int:
         print(f"extract rank {rank}: done; other ranks not finished yet (missing: {missing[:5]}) "
               f"(check later with `sit extract --out {args.out} --check`)", file=sys.stderr)
     else:
-        print(f"extract: {args.out} complete ({index['num_shards']} shards)")
+        print(f"extract: {args.out} complete ({index['num_shards']} shards), {_space_text(index)}")
     return 0
 
 
@@ -120,3 +134,26 @@ def _placement(args):
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     return rank, world, torch.device(device)
+
+
+def _check_latent_flags(scale, shift) -> None:
+    """--vae-scale / --vae-shift: finite, the scale > 0 (checked before the VAE is loaded)."""
+    import math
+
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"--vae-scale must be a finite number > 0 (got {scale})")
+    if shift is not None and not math.isfinite(shift):
+        raise ValueError(f"--vae-shift must be a finite number (got {shift})")
+
+
+def _space_text(index) -> str:
+    from sit.data.latents import index_space
+
+    sp = index_space({k: v for k, v in index.items() if k != "latent_norm"})
+    text = f"scale {sp.scale:g}, shift {sp.shift:g}"
+    if index.get("latent_norm", "none") != "none":
+        stats = index.get("latent_norm_stats")
+        text += (", per-channel normalisation: " + ("statistics not computed yet" if stats is None else
+                 "z mean [" + ", ".join(f"{v:.4g}" for v in stats["mean"]) + "], std ["
+                 + ", ".join(f"{v:.4g}" for v in stats["std"]) + "]"))
+    return text

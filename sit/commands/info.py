@@ -74,6 +74,11 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         info["alignment"] = {"method": "repa", "encoder": train["repa_encoder"],
                              "depth": train.get("repa_depth") or default_depth(cfg.depth),
                              "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
+    if cfg.in_channels not in (1, 3):  # a latent model: the space its samples are decoded from
+        from sit.vae import LatentSpace
+
+        data = meta.get("data") if isinstance(meta.get("data"), dict) else None
+        info["latent_space"] = {"recorded": bool(data and "scale_factor" in data), **LatentSpace.from_record(data).record()}
     extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
     if extra:
         info["meta"] = extra
@@ -97,9 +102,20 @@ def run(args) -> int:
         a = info["alignment"]
         print(f"alignment    REPA: encoder {a['encoder']}, block {a['depth']} of {c['depth']}, lambda {a['coeff']:g}, "
               f"projector MLP width {a['proj_dim']} (training only: not in the weights above)")
+    if "latent_space" in info:
+        sp = info["latent_space"]
+        norm = sp.get("latent_norm")
+        norm_text = ("per-channel normalisation mean " + _floats(norm["mean"]) + ", std " + _floats(norm["std"])
+                     if norm else "no normalisation")
+        print(f"latents      x = (z - {sp.get('shift_factor', 0.0):g}) * {sp['scale_factor']:g}, {norm_text}"
+              + ("" if sp["recorded"] else "  (not recorded: sit's defaults for official / older checkpoints)"))
     for k, v in sorted(info.get("meta", {}).items()):
         lines = textwrap.wrap(json.dumps(v), width=100, break_long_words=False, break_on_hyphens=False) or [""]
         print(f"{'meta.' + k:<12} {lines[0]}")
         for line in lines[1:]:
             print(" " * 13 + line)
     return 0
+
+
+def _floats(values) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"

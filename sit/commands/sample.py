@@ -61,6 +61,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(p, overrides=True)
+    add_vae_space_arguments(p)
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network for inference with frozen weights (sit.models.sit.compile_for_inference): "
                         "faster sampling after a one-off compile of about 20-60 s per batch shape")
@@ -87,6 +88,26 @@ def add_model_arguments(p, overrides: bool = False) -> None:
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     if overrides:
         add_model_overrides(g)
+
+
+def add_vae_space_arguments(p) -> None:
+    """--vae-scale / --vae-shift: override the latent scale and shift a decode uses (default: the
+    values recorded with the run; a --vae whose config contradicts them is refused)."""
+    g = p.add_argument_group("latent decoding (latent models)")
+    g.add_argument("--vae-scale", type=float, metavar="S",
+                   help="decode z = x / S + shift (default: the scale recorded with the run, 0.18215 for official "
+                        "checkpoints; a --vae whose config scaling_factor differs is refused unless this is given)")
+    g.add_argument("--vae-shift", type=float, metavar="B",
+                   help="decode shift (default: the run's recorded shift, 0 when none is recorded)")
+
+
+def check_vae_space_args(args) -> None:
+    for name in ("vae_scale", "vae_shift"):
+        v = getattr(args, name, None)
+        if v is not None and not (math.isfinite(v) and (name == "vae_shift" or v > 0)):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number{' > 0' if name == 'vae_scale' else ''} (got {v})")
+        if v is not None and not getattr(args, "vae", None):
+            raise ValueError(f"--{name.replace('_', '-')} applies to decoding with --vae (a latent model); give --vae PATH")
 
 
 def add_model_overrides(g) -> None:
@@ -151,6 +172,7 @@ def check_args(args) -> None:
         raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
     if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
         raise ValueError(f"--cfg-scale must be a finite number (got {args.cfg_scale})")
+    check_vae_space_args(args)
     for name in ("eta", "ddim_eta", "atol", "rtol", "last_step_size", "w_scale"):
         v = getattr(args, name, None)
         if v is not None and not (math.isfinite(v) and v >= 0):
@@ -257,7 +279,7 @@ def build_spec(args):
         or preset.num_samples or SampleSpec.num_samples
     spec = SampleSpec(weights=args.weights, sample=sample, guidance=guidance, labels=labels, seed=args.seed,
                       num_samples=int(num_samples), precision=args.precision, vae=args.vae,
-                      save_latents=args.save_latents)
+                      vae_scale=args.vae_scale, vae_shift=args.vae_shift, save_latents=args.save_latents)
     return spec, args.preset
 
 

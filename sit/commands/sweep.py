@@ -60,6 +60,9 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
+    from sit.commands.sample import add_vae_space_arguments
+
+    add_vae_space_arguments(p)
     finish_command(p, run)
 
 
@@ -121,7 +124,7 @@ def parse_int_list(text: str, name: str) -> list[int]:
     return sorted(set(vals))
 
 
-def _quality_fn(args, net, labels, dev):
+def _quality_fn(args, net, labels, dev, meta=None):
     """(quality(x, y) -> dict with 'fid', metric name, decode_fn) for a pixel or a latent model."""
     from sit import generate as S
 
@@ -142,10 +145,11 @@ def _quality_fn(args, net, labels, dev):
         return quality, f"classifier FID vs {data}", None
     if not args.vae or not args.ref:
         raise ValueError("a latent model needs --vae PATH (to decode) and --ref NPZ (reference batch) for Inception FID")
-    from sit.vae import VAE
+    from sit.generate.run import load_decoder
 
-    decode_fn = VAE.from_pretrained(args.vae, device=dev).decode
-    return _inception_quality(args.ref, dev, decode_fn), f"Inception FID vs {Path(args.ref).name}", decode_fn
+    vae = load_decoder(args.vae, dev, meta, args.vae_scale, args.vae_shift)  # the run's latent space
+    return (_inception_quality(args.ref, dev, vae.decode, space=vae.space), f"Inception FID vs {Path(args.ref).name}",
+            vae.decode)
 
 
 def _loss_table(args, samplers, meta):
@@ -170,6 +174,9 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
     require_at_least("--num-samples", args.num_samples, 4)
     require_at_least("--repeats", args.repeats, 1)
+    from sit.commands.sample import check_vae_space_args
+
+    check_vae_space_args(args)
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
@@ -269,7 +276,7 @@ def run(args) -> int:
     net = S.prepare_network(net, args.precision, args.compile, dev)
     labels = S.parse_labels(args.labels, S.model_num_classes(net))
     table = _loss_table(args, samplers, meta)
-    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev)
+    quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev, meta)
     out = Path(args.out)
     guide = (None, None, None)
     if args.guide_ckpt:
@@ -335,8 +342,9 @@ def summarize(rows: list[dict], reference: str, tolerance: float) -> list[dict]:
     return out
 
 
-def _inception_quality(ref: str, device, decode_fn=None):
-    """Inception FID of uint8-quantised samples against an ADM reference batch (sit.evaluate)."""
+def _inception_quality(ref: str, device, decode_fn=None, space=None):
+    """Inception FID of uint8-quantised samples against an ADM reference batch (sit.evaluate); a
+    `sit extract` folder's latents are read in ``space`` (the one ``decode_fn`` inverts)."""
     import numpy as np
 
     from sit.evaluate import metrics
@@ -346,7 +354,7 @@ def _inception_quality(ref: str, device, decode_fn=None):
 
     scorer = InceptionScorer(device=device, progress=False, spatial=False)
     if is_extract_folder(ref):   # the training latents, decoded: the reference images
-        lat, _ = load_extracted(ref)
+        lat, _ = load_extracted(ref, space=space)
         pool = np.concatenate([scorer.features(to_uint8(decode_fn(lat[i : i + 256]).cpu()))["pool"]
                                for i in range(0, len(lat), 256)])
         mu_r, sig_r = metrics.feature_statistics(pool)

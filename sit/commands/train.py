@@ -54,6 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--data", metavar="DIR", help="ImageFolder root (one folder per class), encoded by --vae")
     d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
     d.add_argument("--vae", metavar="PATH", help="SD VAE folder or cached name (ema / mse) for --data (and grids of --latents)")
+    d.add_argument("--vae-scale", type=float, metavar="S",
+                   help="latent scale: the network sees (z - shift) * S (default: the VAE config's scaling_factor for "
+                        "--data, the latent index's for --latents; recorded in the run)")
+    d.add_argument("--vae-shift", type=float, metavar="B",
+                   help="latent shift (default: the VAE config's shift_factor, 0 when it has none; the index's for --latents)")
     d.add_argument("--image-size", type=int, metavar="PX", help=f"pixels (--data: {DATA_IMAGE_SIZE}; digits: {DEMO_TRAIN['image_size']}; mnist_5k: {DEMO_MNIST['image_size']})")
     d.add_argument("--on-error", choices=TRAIN_CHOICES["on_error"], help=f"unreadable image: stop or skip and count (default {D.on_error})")
     d.add_argument("--num-workers", type=int, metavar="N", help=f"DataLoader workers (default {D.num_workers}; demo {_demo('num_workers')})")
@@ -142,7 +147,7 @@ TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "n
                "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
                "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
                "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim",
-               "phema_sigmas", "phema_every", "grad_checkpointing", "cosine_coeff")
+               "phema_sigmas", "phema_every", "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
 
 

@@ -47,8 +47,9 @@ FORMAT = "sit-latents"
 VERSION = 1
 INDEX = "index.json"
 STORE_DTYPES = ("float16", "float32")
+LATENT_NORMS = ("none", "channel")   # --latent-norm: per-channel statistics computed at extraction (LightningDiT)
 # settings that must agree between a resumed extraction and the folder it writes into
-_MATCH_KEYS = ("format", "version", "dtype", "latent_shape", "scale_factor", "image_size", "vae",
+_MATCH_KEYS = ("format", "version", "dtype", "latent_shape", "image_size", "vae",
                "num_classes", "classes", "num_files", "shard_size", "num_shards", "files_sha256")
 
 
@@ -109,19 +110,27 @@ def _files_digest(dataset: ImageFolderDataset) -> str:
     return h.hexdigest()
 
 
-def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16") -> dict[str, Any]:
+def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
+               latent_norm: str = "none") -> dict[str, Any]:
     """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
+    from sit.vae import vae_config_record
+
     if dtype not in STORE_DTYPES:
         raise ValueError(f"unknown latent store dtype {dtype!r}; expected one of {list(STORE_DTYPES)}")
+    if latent_norm not in LATENT_NORMS:
+        raise ValueError(f"unknown latent normalisation {latent_norm!r}; expected one of {list(LATENT_NORMS)}")
     n = len(dataset.samples)
-    return {
+    norm = {} if latent_norm == "none" else {"latent_norm": latent_norm}  # (absent: none, as before it existed)
+    return {**norm,
         "format": FORMAT,
         "version": VERSION,
         "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
-                  "unscaled (multiply samples by scale_factor); labels (n,) int64",
+                  "unscaled (the network sees (sample - shift_factor) * scale_factor); labels (n,) int64",
         "dtype": dtype,
         "latent_shape": list(vae.latent_shape(dataset.image_size)),
         "scale_factor": vae.scale_factor,
+        "shift_factor": vae.shift_factor,
+        **vae_config_record(vae.config_space, vae.space),   # the VAE config's values, when overridden
         "image_size": dataset.image_size,
         "vae": vae.name,
         "vae_sha256": vae.weights_sha256,
@@ -136,8 +145,35 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
     }
 
 
+def index_space(index: dict[str, Any], scale: float | None = None, shift: float | None = None):
+    """The `sit.vae.LatentSpace` of an extraction folder: the scale and shift its index records
+    (``scale`` / ``shift`` override them: the shards hold unscaled moments, so any applies) and,
+    when extracted with ``--latent-norm channel``, the per-channel normalisation, taken to the
+    scaled space: mean_c = (mean_z - shift) * scale, std_c = std_z * scale (the index stores the
+    statistics of the unscaled z). An index written before sit recorded the shift (or,
+    hypothetically, the scale) lacks the field: it means the SD VAE's 0.18215 and shift 0, what
+    sit then hard-coded (`LatentSpace.from_record`); one without ``latent_norm`` is not normalised."""
+    from sit.vae import LatentSpace
+
+    sp = LatentSpace.from_record({"scale_factor": index.get("scale_factor"), "shift_factor": index.get("shift_factor")})
+    sp = sp.override(scale, shift)
+    if index.get("latent_norm", "none") == "none":
+        return sp
+    stats = index.get("latent_norm_stats")
+    if stats is None:
+        raise ValueError("the latent folder's per-channel statistics are not computed yet (extraction unfinished); "
+                         "finish it with `sit extract --out DIR --check`")
+    return LatentSpace(sp.scale, sp.shift, mean=tuple((m - sp.shift) * sp.scale for m in stats["mean"]),
+                       std=tuple(v * sp.scale for v in stats["std"]))
+
+
 def _check_same(existing: dict, new: dict, root: str) -> None:
     diff = [k for k in _MATCH_KEYS if existing.get(k) != new.get(k)]
+    if existing.get("latent_norm", "none") != new.get("latent_norm", "none"):
+        diff.append("latent_norm")
+    old = index_space({k: v for k, v in existing.items() if k != "latent_norm"})
+    now = index_space({k: v for k, v in new.items() if k != "latent_norm"})
+    diff += [k for k, a, b in (("scale_factor", old.scale, now.scale), ("shift_factor", old.shift, now.shift)) if a != b]
     if "vae_sha256" in existing and existing["vae_sha256"] != new.get("vae_sha256"):   # (older indexes lack it)
         diff.append("vae_sha256")
     if diff:
@@ -204,7 +240,7 @@ class ExtractStats:
 
 def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike, *, shard_size: int = 10_000,
                     batch_size: int = 64, rank: int = 0, world_size: int = 1, dtype: str = "float16",
-                    num_workers: int = 0, progress: bool = False) -> ExtractStats:
+                    num_workers: int = 0, progress: bool = False, latent_norm: str = "none") -> ExtractStats:
     """Encode ``dataset`` (its centre crop; its ``flip`` is ignored) into shards under ``out_dir``.
 
     For every image x stores the posterior moments (mean, std) of x and of flip(x) (unscaled,
@@ -212,10 +248,13 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     shards are skipped (resume). Unreadable images follow ``dataset.on_error``: "raise" stops with
     CorruptImageError naming the path, "skip" leaves the image out and lists it in the shard marker
     and in the returned ``bad_images``. Deterministic: the result does not depend on world_size.
+    ``latent_norm="channel"``: each shard marker also holds float64 per-channel sums of the stored
+    moments (`channel_sums`), and the process that finds the folder complete writes the
+    statistics of the whole set into index.json (`finish_latent_norm`).
     """
     os.makedirs(out_dir, exist_ok=True)
     out_dir = str(out_dir)
-    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype)
+    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype, latent_norm=latent_norm)
     index_path = os.path.join(out_dir, INDEX)
     if os.path.isfile(index_path):
         _check_same(read_index(out_dir), index, out_dir)
@@ -273,14 +312,85 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
         stem = shard_stem(out_dir, s)
         _save_npy(stem + ".labels.npy", labels)
         _save_npy(stem + ".moments.npy", moments)
-        _save_json(stem + ".json", {"shard": s, "start": start, "stop": stop, "count": len(labels),
-                                    "skipped": skipped})
+        marker = {"shard": s, "start": start, "stop": stop, "count": len(labels), "skipped": skipped}
+        if latent_norm == "channel":
+            marker["channel_sums"] = channel_sums(moments)
+        _save_json(stem + ".json", marker)
         stats.shards_written.append(s)
         stats.images_written += len(labels)
         stats.bad_images += [k["path"] for k in skipped]
     if bar is not None:
         bar.close()
+    if latent_norm == "channel" and os.path.isfile(index_path):  # (no index yet: rank 0 has not started)
+        finish_latent_norm(out_dir)
     return stats
+
+
+def channel_sums(moments: np.ndarray, chunk: int = 256) -> dict[str, Any]:
+    """Float64 per-channel sums of stored moments (n, 2, 2, C, h, w) over items, both orientations
+    and positions: ``count`` values per channel, ``sum`` of the posterior means, ``sum_sq`` of
+    mean^2 + std^2 (the second moment of z ~ N(mean, std^2)), read in chunks (streaming)."""
+    n, _, _, c, h, w = moments.shape
+    s1, s2 = np.zeros(c, np.float64), np.zeros(c, np.float64)
+    for i in range(0, n, chunk):
+        m = np.asarray(moments[i: i + chunk], dtype=np.float64)
+        s1 += m[:, :, 0].sum(axis=(0, 1, 3, 4))
+        s2 += (m[:, :, 0] ** 2 + m[:, :, 1] ** 2).sum(axis=(0, 1, 3, 4))
+    return {"count": int(n * 2 * h * w), "sum": s1.tolist(), "sum_sq": s2.tolist()}
+
+
+def latent_norm_stats(root: str | os.PathLike, index: dict[str, Any]) -> dict[str, Any]:
+    """Per-channel mean and std of the unscaled training latents z of a complete folder, from its
+    shard markers' sums (combined in shard order, float64): the exact moments of what training
+    draws, z ~ N(mean_o, std_o^2) with both orientations o equally likely (not a sample):
+    mean_c = E[z_c], std_c = sqrt(E[z_c^2] - mean_c^2)."""
+    c = index["latent_shape"][0]
+    count, s1, s2 = 0, [0.0] * c, [0.0] * c
+    for s in range(index["num_shards"]):
+        path = shard_stem(root, s) + ".json"
+        with open(path) as f:
+            sums = json.load(f).get("channel_sums")
+        if sums is None or len(sums["sum"]) != c or len(sums["sum_sq"]) != c:
+            raise ValueError(f"shard marker {path!r} holds no per-channel sums for {c} channels; the folder was not "
+                             "extracted with --latent-norm channel (extract it again into a new --out)")
+        count += sums["count"]
+        s1 = [a + b for a, b in zip(s1, sums["sum"])]
+        s2 = [a + b for a, b in zip(s2, sums["sum_sq"])]
+    if count == 0:
+        raise ValueError(f"latent folder {str(root)!r} holds no latents to compute statistics from")
+    mean = [a / count for a in s1]
+    var = [b / count - m * m for b, m in zip(s2, mean)]
+    if not all(np.isfinite(v) and v > 0 for v in var):
+        raise ValueError(f"latent folder {str(root)!r}: per-channel variance {var} is not finite and positive")
+    return {"space": "z: the VAE posterior, unscaled (before shift and scale)", "count": count,
+            "mean": mean, "std": [float(np.sqrt(v)) for v in var]}
+
+
+def finish_latent_norm(root: str | os.PathLike) -> dict[str, Any] | None:
+    """When the folder (extracted with --latent-norm channel) is complete, write its statistics
+    into index.json (atomically; every finishing process writes the same bytes) and return them;
+    None while shards are missing. Already present statistics are verified, not rewritten."""
+    index, missing = check_extraction(root)
+    if index.get("latent_norm", "none") == "none" or missing:
+        return None
+    if "latent_norm_stats" in index:
+        verify_latent_norm(root, index)
+        return index["latent_norm_stats"]
+    stats = latent_norm_stats(root, index)
+    _save_json(os.path.join(root, INDEX), {**index, "latent_norm_stats": stats})
+    return stats
+
+
+def verify_latent_norm(root: str | os.PathLike, index: dict[str, Any]) -> None:
+    """The statistics in index.json must equal those the shard markers give (a reader's check)."""
+    if index.get("latent_norm", "none") == "none":
+        return
+    if "latent_norm_stats" not in index:
+        raise ValueError(f"latent folder {str(root)!r}: the per-channel statistics are not computed yet; finish them "
+                         f"with `sit extract --out {root} --check`")
+    if index["latent_norm_stats"] != latent_norm_stats(root, index):
+        raise ValueError(f"latent folder {str(root)!r}: index.json's latent_norm_stats disagree with the shard markers "
+                         "(edited or mixed folders); extract again into a new --out")
 
 
 def check_extraction(root: str | os.PathLike) -> tuple[dict[str, Any], list[int]]:
@@ -307,16 +417,19 @@ def _check_labels(labels: np.ndarray, path: str, num_classes: int) -> None:
 class LatentShardDataset(Dataset):
     """Training items from an extraction folder: i -> (latent float32 (C, h, w), label int).
 
-    latent = scale_factor * (mean_o + std_o * N(0, I)) with o, the orientation (image or mirror),
-    chosen with probability 1/2 when ``flip`` (else the image), i.e. a fresh posterior sample of a
-    randomly flipped image every epoch. ``sample=False`` returns scale_factor * mean_o.
+    latent = space.to_network(mean_o + std_o * N(0, I)) (= (z - shift_factor) * scale_factor, see
+    `sit.vae.LatentSpace`) with o, the orientation (image or mirror), chosen with probability 1/2
+    when ``flip`` (else the image), i.e. a fresh posterior sample of a randomly flipped image every
+    epoch. ``sample=False`` uses mean_o. ``space`` defaults to the index's (`index_space`);
+    training may pass another (the stored moments are unscaled, so any scale / shift applies).
     Randomness comes from a generator seeded by (seed, epoch, i), so items are reproducible and
     independent of DataLoader workers; call :meth:`set_epoch` every epoch (with
     persistent_workers=True the workers keep the epoch they were started with).
     Shards are memory-mapped lazily in each process (safe with worker processes).
     """
 
-    def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0):
+    def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0,
+                 space=None):
         self.root = str(root)
         index, missing = check_extraction(root)
         if missing:
@@ -328,7 +441,8 @@ class LatentShardDataset(Dataset):
             raise ValueError(f"seed must be >= 0 (got {seed})")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
-        self.scale_factor = float(index["scale_factor"])
+        verify_latent_norm(root, index)
+        self.space = index_space(index) if space is None else space
         self.latent_shape = tuple(index["latent_shape"])
         self.num_classes = int(index["num_classes"])
         self.classes = list(index["classes"])
@@ -373,4 +487,8 @@ class LatentShardDataset(Dataset):
         z = m[o, 0].astype(np.float32)
         if self.sample:
             z = z + m[o, 1].astype(np.float32) * rng.standard_normal(z.shape, dtype=np.float32)
-        return torch.from_numpy(z * np.float32(self.scale_factor)), int(self.targets[index])
+        return torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+
+    @property
+    def scale_factor(self) -> float:
+        return self.space.scale

@@ -105,12 +105,13 @@ def is_extract_folder(spec: str | None) -> bool:
     return spec is not None and Path(spec).is_dir() and (Path(spec) / "index.json").is_file()
 
 
-def load_extracted(root, max_items: int = EXTRACT_MAX_ITEMS) -> tuple[Tensor, Tensor]:
+def load_extracted(root, max_items: int = EXTRACT_MAX_ITEMS, space=None) -> tuple[Tensor, Tensor]:
     """Scaled latents (N, C, h, w) and labels of a `sit extract` folder: one posterior draw per
-    image (seed 0, unflipped), evenly spaced over the folder when it holds more than ``max_items``."""
+    image (seed 0, unflipped), evenly spaced over the folder when it holds more than ``max_items``;
+    in the latent space ``space`` (`sit.vae.LatentSpace`; None: the folder's own)."""
     from sit.data.latents import LatentShardDataset
 
-    ds = LatentShardDataset(root, flip=False, sample=True, seed=0)
+    ds = LatentShardDataset(root, flip=False, sample=True, seed=0, space=space)
     idx = np.unique(np.linspace(0, len(ds) - 1, min(max_items, len(ds))).round().astype(np.int64))
     items = [ds[int(i)] for i in idx]
     return torch.stack([a for a, _ in items]), torch.tensor([b for _, b in items], dtype=torch.long)

@@ -56,17 +56,30 @@ def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):
     return table, (str(p) if p.is_file() else None)
 
 
-def _decoder(vae: str | None, channels: int, dev):
+def _decoder(spec: SampleSpec, channels: int, dev, meta):
+    """(decode function, latent space record, VAE sha256) of a latent model, (None, None, None)
+    for pixels. The decode uses the latent space recorded with the run (``meta.data``: scale,
+    shift, per-channel normalisation; official checkpoints: 0.18215, no shift), spec.vae_scale /
+    vae_shift overriding (`sit.vae.decode_space` refuses a VAE whose config contradicts it)."""
     if channels in (1, 3):
         return None, None, None
-    if not vae:
+    if not spec.vae:
         raise ConfigError("SampleSpec", "vae",
             f"is needed: this is a latent model ({channels} channels); give a local SD VAE folder (e.g. sd-vae-ft-ema) to decode"
         )
-    from sit.vae import VAE
+    v = load_decoder(spec.vae, dev, meta, spec.vae_scale, spec.vae_shift)
+    return v.decode, v.space.record(), v.weights_sha256
+
+
+def load_decoder(vae: str, dev, meta, scale: float | None = None, shift: float | None = None):
+    """The `sit.vae.VAE` ``vae`` set to decode the latents of the run ``meta`` (its recorded space)."""
+    from sit.vae import VAE, LatentSpace, decode_space, recorded_vae_config
 
     v = VAE.from_pretrained(vae, device=dev)
-    return v.decode, v.scale_factor, v.weights_sha256
+    data = meta.data if meta is not None else None
+    v.space = decode_space(v.config_space, LatentSpace.from_record(data), scale, shift,
+                           expected=recorded_vae_config(data), vae_name=v.name, source="the checkpoint")
+    return v
 
 
 def sample_set(
@@ -115,7 +128,7 @@ def sample_set(
                                                      log=dist.eprint0)
             guide_net = prepare_network(guide_net, spec.precision, compile, dev)
             spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=checkpoints.identity(gk)))
-        decode_fn, vae_scale, vae_sha = _decoder(spec.vae, C, dev)
+        decode_fn, vae_space, vae_sha = _decoder(spec, C, dev, meta)
         spec = dataclasses.replace(
             spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
             vae_sha256=vae_sha,
@@ -127,7 +140,9 @@ def sample_set(
                 "guide_checkpoint": str(guide_meta.source) if guide_meta is not None else None,
                 "run_meta": {"path": meta.path, "prediction": meta.prediction, "time_input": meta.time_input,
                              "kind": meta.kind, "weights_taken": meta.weights},
-                "sampler": desc, "vae_scale_factor": vae_scale, "loss_table_file": table_src,
+                "sampler": desc, "vae_scale_factor": vae_space["scale_factor"] if vae_space else None,
+                **{f"vae_{k}": v for k, v in (vae_space or {}).items() if k != "scale_factor"},
+                "loss_table_file": table_src,
                 "loss_table": json.loads(table.to_json()) if table is not None else None,
                 "device": str(dev), "compile": bool(compile)}
         origin = f" from checkpoint {ck}" + (f" with noise file {noise_file}" if noise_file else "")

@@ -44,6 +44,8 @@ class SampleSpec:
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
     vae_sha256: str | None = None             # sha256 of that VAE's weights (filled in when it is loaded)
+    vae_scale: float | None = None            # --vae-scale: decode scale override (None: the run's recorded one)
+    vae_shift: float | None = None            # --vae-shift: decode shift override (None: the run's recorded one)
     initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
     loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
     latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
@@ -82,6 +84,9 @@ class SampleSpec:
             d["guidance"].pop("guide", None)
         if d["vae_sha256"] is None:   # pixel sets: the identity of sets made before the field existed
             del d["vae_sha256"]
+        for k in ("vae_scale", "vae_shift"):  # no override: the identity of sets made before the fields existed
+            if d[k] is None:              # (the run's recorded values are part of the checkpoint's identity)
+                del d[k]
         return json.loads(json.dumps(d, sort_keys=True))
 
     def sha256(self) -> str:

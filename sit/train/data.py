@@ -191,7 +191,7 @@ class FolderSource(DataSource):
         mean, std = self.vae.encode_moments(x)
         vg = generator(self.posterior_seed, 3, step, micro)
         noise = torch.randn((sampler.micro_global, *mean.shape[1:]), generator=vg)[sampler.rows()]
-        return (mean + std * noise.to(mean.device)) * self.vae.scale_factor
+        return self.vae.space.to_network(mean + std * noise.to(mean.device))
 
     def to_pixels(self, x):
         return self.vae.decode(x.to(self.vae.device)) if self.vae is not None else None
@@ -209,28 +209,37 @@ class FolderSource(DataSource):
 def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
     """The training data of ``cfg``: embedded (pixels), ImageFolder through the VAE, or latent shards."""
     if cfg.latents is not None:
-        from sit.data.latents import LatentShardDataset
+        from sit.data.latents import LatentShardDataset, index_space, read_index
+        from sit.vae import recorded_vae_config, vae_config_record
 
-        ds = LatentShardDataset(cfg.latents, flip=True, seed=cfg.seed)
+        # the network's latent space: the index's scale / shift (cfg.vae_scale / vae_shift override:
+        # the shards hold unscaled moments) and its per-channel normalisation, if extracted with one
+        index = read_index(cfg.latents)
+        space = index_space(index, cfg.vae_scale, cfg.vae_shift)
+        vae_config = recorded_vae_config(index)  # what the extracting VAE's config said
+        ds = LatentShardDataset(cfg.latents, flip=True, seed=cfg.seed, space=space)
         c, h, w = ds.latent_shape
         if h != w:
             raise ValueError(f"latents must be square (got {h}x{w} in {cfg.latents!r})")
         vae = None
-        if cfg.vae is not None:
-            from sit.vae import VAE
+        if cfg.vae is not None:  # decodes the previews with the run's space (a contradicting VAE refused)
+            from sit.vae import VAE, decode_space
 
             vae = VAE.from_pretrained(cfg.vae, device=device)
-        info = {"kind": "latents", "root": str(cfg.latents), "latent_shape": [c, h, w], "scale_factor": ds.scale_factor}
+            vae.space = decode_space(vae.config_space, space, cfg.vae_scale, cfg.vae_shift, expected=vae_config, vae_name=vae.name,
+                                     source=f"the latents {str(cfg.latents)!r}")
+        info = {"kind": "latents", "root": str(cfg.latents), "latent_shape": [c, h, w], **space.record(),
+                **vae_config_record(vae_config, space)}
         return FolderSource(ds, vae, info, c, h)
     if cfg.data is not None:
         from sit.data.imagefolder import ImageFolderDataset
-        from sit.vae import VAE
+        from sit.vae import VAE, vae_config_record
 
         size = cfg.image_size or 256
         ds = ImageFolderDataset(cfg.data, size, flip=True, on_error=cfg.on_error, seed=cfg.seed)
-        vae = VAE.from_pretrained(cfg.vae or "ema", device=device)
+        vae = VAE.from_pretrained(cfg.vae or "ema", device=device, scale_factor=cfg.vae_scale, shift_factor=cfg.vae_shift)
         c, h, w = vae.latent_shape(size)
         info = {"kind": "images", "root": str(cfg.data), "image_size": size, "vae": vae.name,
-                "latent_shape": [c, h, w], "scale_factor": vae.scale_factor}
+                "latent_shape": [c, h, w], **vae.space.record(), **vae_config_record(vae.config_space, vae.space)}
         return FolderSource(ds, vae, info, c, h, posterior_seed=cfg.seed)
     return EmbeddedSource(cfg, device)

@@ -31,6 +31,7 @@ class OpenedRun:
     loaded: tuple | None            # (ckpt, state, model_sd, ema_sd, opt_sd) when resuming
     history: list                   # run_config.json "history"
     lock: FolderLock | None         # rank 0: held until the run ends
+    resumed_data: dict | None = None  # the resumed checkpoint's "data" record (its latent space is kept)
 
 
 def run_meta(cfg: TrainConfig, model_cfg: ModelConfig, data_info: dict | None = None) -> RunMeta:
@@ -157,4 +158,21 @@ def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> O
     history = _old_history(run_dir) + ([{"step": int(state["step"]), "changed": changed}] if changed else [])
     note = f"; changed {changed}" if changed else ""
     log(f"sit train: resuming {str(run_dir)!r} from {ck.name} (step {state['step']}){note}")
-    return OpenedRun(cfg, meta.model, run_dir, (ck, state, model_sd, ema_sd, opt_sd), history, lock)
+    return OpenedRun(cfg, meta.model, run_dir, (ck, state, model_sd, ema_sd, opt_sd), history, lock,
+                     resumed_data=dict(meta.data) if meta.data else None)
+
+
+def check_resumed_space(recorded: dict | None, now: dict) -> None:
+    """A resumed latent run must see the latents in the space it was trained in (scale, shift,
+    per-channel normalisation; `sit.vae.LatentSpace`): a latent folder extracted again or edited
+    under the same path is refused in one line."""
+    if not recorded or recorded.get("kind") not in ("latents", "images") or now.get("kind") != recorded.get("kind"):
+        return
+    from sit.vae import LatentSpace
+
+    old, new = LatentSpace.from_record(recorded), LatentSpace.from_record(now)
+    if old != new:
+        what = [k for k in ("scale", "shift", "mean", "std") if getattr(old, k) != getattr(new, k)]
+        raise ValueError(f"the run was trained on latents with another {'/'.join(what)} than its data gives now "
+                         f"(recorded {old.record()}, now {new.record()}); the latent folder changed since: resume "
+                         "with the data the run started on")

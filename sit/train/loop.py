@@ -25,7 +25,7 @@ from sit import dist
 from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
 from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConfig, field_error, max_threads, usable_cores
 from sit.train.data import DataSource, StepSampler, build_data
-from sit.train.folder import OpenedRun, open_fresh, open_resume, run_meta, write_run_config
+from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
 from sit.train.objective import Objective, build_objective
 from sit.train.report import finish_run, sample_grid
@@ -224,6 +224,7 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     torch.manual_seed(seed_of(cfg.seed, 0))  # the same initial weights on every rank (and for the EMA copy)
     data = build_data(cfg, device)
     _check_shapes(data, model_cfg)
+    check_resumed_space(run.resumed_data, data.info)
     meta = run_meta(cfg, model_cfg, data.info)
     if dist.is_main():
         write_run_config(run_dir, meta, run.history)
