@@ -282,7 +282,7 @@ def test_channel_statistics_do_not_depend_on_the_ranks_and_are_verified(folders,
     # statistics not written yet (a process killed at the end): readers refuse, --check writes them
     del index["latent_norm_stats"]
     (out / "index.json").write_text(json.dumps(index))
-    with pytest.raises(ValueError, match="not computed yet.*--check"):
+    with pytest.raises(ValueError, match="not computed yet.*check mode"):
         LatentShardDataset(out)
     assert main(["extract", "--out", str(out), "--check"]) == 0
     assert "per-channel normalisation: z mean [" in capsys.readouterr().out

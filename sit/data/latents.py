@@ -162,7 +162,7 @@ def index_space(index: dict[str, Any], scale: float | None = None, shift: float 
     stats = index.get("latent_norm_stats")
     if stats is None:
         raise ValueError("the latent folder's per-channel statistics are not computed yet (extraction unfinished); "
-                         "finish it with `sit extract --out DIR --check`")
+                         "run `sit extract` on this folder again in check mode to write them")
     return LatentSpace(sp.scale, sp.shift, mean=tuple((m - sp.shift) * sp.scale for m in stats["mean"]),
                        std=tuple(v * sp.scale for v in stats["std"]))
 
@@ -352,7 +352,7 @@ def latent_norm_stats(root: str | os.PathLike, index: dict[str, Any]) -> dict[st
             sums = json.load(f).get("channel_sums")
         if sums is None or len(sums["sum"]) != c or len(sums["sum_sq"]) != c:
             raise ValueError(f"shard marker {path!r} holds no per-channel sums for {c} channels; the folder was not "
-                             "extracted with --latent-norm channel (extract it again into a new --out)")
+                             "extracted with latent_norm 'channel' (extract it again into a new folder)")
         count += sums["count"]
         s1 = [a + b for a, b in zip(s1, sums["sum"])]
         s2 = [a + b for a, b in zip(s2, sums["sum_sq"])]
@@ -386,11 +386,11 @@ def verify_latent_norm(root: str | os.PathLike, index: dict[str, Any]) -> None:
     if index.get("latent_norm", "none") == "none":
         return
     if "latent_norm_stats" not in index:
-        raise ValueError(f"latent folder {str(root)!r}: the per-channel statistics are not computed yet; finish them "
-                         f"with `sit extract --out {root} --check`")
+        raise ValueError(f"latent folder {str(root)!r}: the per-channel statistics are not computed yet; run "
+                         "`sit extract` on this folder again in check mode to write them")
     if index["latent_norm_stats"] != latent_norm_stats(root, index):
         raise ValueError(f"latent folder {str(root)!r}: index.json's latent_norm_stats disagree with the shard markers "
-                         "(edited or mixed folders); extract again into a new --out")
+                         "(edited or mixed folders); extract again into a new folder")
 
 
 def check_extraction(root: str | os.PathLike) -> tuple[dict[str, Any], list[int]]:
