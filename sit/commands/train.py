@@ -162,7 +162,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             group.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
 
 
-def _given(args: argparse.Namespace) -> dict:
+def given_fields(args: argparse.Namespace) -> dict:
     """The TrainConfig fields given on the command line, as field values ("none" -> None, lists -> tuples)."""
     from sit.config import TRAIN_CHOICES
 
@@ -182,7 +182,7 @@ def resolve(args: argparse.Namespace):
     the paper's otherwise; explicit flags always win."""
     from sit.config import ModelConfig, TrainConfig, model_preset
 
-    given = _given(args)
+    given = given_fields(args)
     demo = args.data is None and args.latents is None
     base = {}
     if demo:
@@ -253,7 +253,7 @@ def resume_overrides(args: argparse.Namespace) -> dict:
     `sit.train.RESUME_OVERRIDES` is refused by name."""
     from sit.config import RESUME_OVERRIDES
 
-    given = _given(args)
+    given = given_fields(args)
     bad = sorted(k for k in given if k not in RESUME_OVERRIDES)
     bad += [k for k in ARCH_FLAGS if getattr(args, k, None) is not None]
     if getattr(args, "overwrite", False):
