@@ -157,3 +157,27 @@ def test_records_partition_the_fields_and_view_a_config():
 def test_config_errors_name_the_flag_or_the_field_when_it_has_none():
     assert str(_flag_error(ConfigError("TrainConfig", "global_batch", "is odd"))) == "--batch is odd"
     assert str(_flag_error(ConfigError("TrainConfig", "beta1", "is odd"))) == "TrainConfig.beta1 is odd"
+
+
+def test_sit_info_prints_the_training_config_by_record(tmp_path, capsys):
+    from sit.cli import main
+    from sit.commands.info import train_records
+    from sit.config import ModelConfig
+    from sit.train import train
+
+    d = dataclasses.asdict(TrainConfig(lr=3e-4))
+    rec = train_records({**d, "from_the_future": 1})
+    assert list(rec) == [*TRAIN_GROUPS, "other"] and rec["other"] == {"from_the_future": 1}
+    assert rec["optimiser"]["lr"] == 3e-4 and {k: v for r in rec.values() for k, v in r.items()} == {**d, "from_the_future": 1}
+
+    cfg = TrainConfig(out=str(tmp_path / "r"), image_size=8, steps=2, global_batch=8, log_every=1, ckpt_every=2,
+                      quality=False, samples_per_class=1, sample_steps=1, progress=False, num_workers=0, threads=1,
+                      lr=3e-4)
+    train(cfg, ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=16, depth=1, num_heads=2,
+                           num_classes=10, learn_sigma=False))
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "r")]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("train.")}
+    stored = to_dict(cfg)   # REPA's fields are stored only when set, so no alignment line here
+    assert list(lines) == [f"train.{g}" for g in TRAIN_GROUPS if set(stored) & set(rec[g])] and "train.alignment" not in lines
+    assert '"lr": 0.0003' in lines["train.optimiser"] and '"steps": 2' in lines["train.optimiser"]
