@@ -11,7 +11,8 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from types import MappingProxyType
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 # The paper's design axes as choice types, defined once (the math core and the CLI import them).
 PathName = Literal["linear", "gvp", "vp"]
@@ -200,17 +201,30 @@ def model_preset(name: str, **overrides) -> ModelConfig:
 # ------------------------------------------------------------------------------------------------
 # training (sit/train.py, `sit train`)
 # ------------------------------------------------------------------------------------------------
-TRAIN_CHOICES: dict[str, tuple] = {
-    "dataset": ("digits", "mnist_5k"),
-    "path": PATH_NAMES,
-    "prediction": PREDICTIONS,
-    "loss_weight": LOSS_WEIGHTS,
-    "time_input": TIME_INPUTS,
-    "time_dist": TIME_DISTS,
-    "precision": ("fp32", "bf16"),
-    "on_error": ("raise", "skip"),
-    "sample_method": ("euler", "heun", "euler_maruyama", "sde_heun", "dopri5"),
+EmbeddedDataset = Literal["digits", "mnist_5k"]
+OnError = Literal["raise", "skip"]
+Precision = Literal["fp32", "bf16"]
+PreviewMethod = Literal["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"]   # sit.samplers methods for grids
+
+# The records TrainConfig's fields belong to (each field's metadata "group"), in the order `sit train --help`
+# lists them, each with what it holds. `TrainConfig.group(name)` gives one as a typed record.
+TRAIN_GROUPS: dict[str, str] = {
+    "data": "default: the embedded demo",
+    "loss": "the paper's axes and extra loss terms",
+    "alignment": "representation alignment, REPA: Yu et al. 2024; docs/training.md",
+    "optimiser": "AdamW, EMA, and post-hoc EMA: Karras et al. 2024; `sit ema` reconstructs any length afterwards",
+    "run": "run folder, logging, checkpoints, hardware",
+    "preview": "EMA sample grids and numbers during and after training",
 }
+
+
+def _f(default, group: str, help: str, **extra):
+    """A TrainConfig field: its default, its record (``group``, a TRAIN_GROUPS key) and its help text.
+    ``help`` may name other fields in braces ({vae}); `sit train` writes their flags there. ``extra``:
+    ``flag`` (when it is not --field-name; None: no flag, then ``internal`` says why), ``metavar``."""
+    if group not in TRAIN_GROUPS:
+        raise ValueError(f"TrainConfig field group {group!r} is not one of {list(TRAIN_GROUPS)}")
+    return dataclasses.field(default=default, metadata=MappingProxyType(dict(group=group, help=help, **extra)))
 
 
 # TrainConfig fields `sit train --resume` may change: they alter neither the data order nor the model,
@@ -232,72 +246,103 @@ class TrainConfig:
     (pixel space, 1 channel). Time: ``time_input`` "continuous" trains SiT (paper time t on
     ``path`` with ``prediction``/``loss_weight``/``time_dist``); "discrete" trains the DDPM of DiT
     (sit.discrete; the path/prediction fields are then ignored: noise prediction, hybrid loss).
-    ``global_batch`` is split over ``world size x grad_accum`` micro-batches of equal size."""
+    ``global_batch`` is split over ``world size x grad_accum`` micro-batches of equal size.
 
-    out: str = "runs/demo"
+    The stored form is flat (every run folder's config and identity); each field's metadata names
+    its record (data, loss, alignment, optimiser, run, preview: `TRAIN_GROUPS`), its help text and,
+    where it differs from the field name, its `sit train` flag, which is generated from the field
+    (type from the annotation, choices from the ``Literal``). `group` / `records` give the records."""
+
+    out: str = _f("runs/demo", "run", "run folder", metavar="DIR")
     # data
-    dataset: str = "digits"              # embedded dataset (data = latents = None)
-    data: str | None = None              # ImageFolder root (class per folder)
-    latents: str | None = None           # `sit extract` output folder
-    vae: str | None = None               # VAE folder / name for `data` (and decoding sample grids)
-    image_size: int | None = None        # pixels; None: 256 for `data`, the demo's size for embedded
-    on_error: str = "raise"              # unreadable image: stop ("raise") or skip and count
-    num_workers: int = 4                 # DataLoader workers (data / latents)
+    dataset: EmbeddedDataset = _f("digits", "data", "embedded dataset, used without {data} / {latents}")
+    data: str | None = _f(None, "data", "ImageFolder root (one folder per class), encoded by {vae}", metavar="DIR")
+    latents: str | None = _f(None, "data", "pre-extracted latents (`sit extract`)", metavar="DIR")
+    vae: str | None = _f(None, "data", "SD VAE folder or cached name (ema / mse) for {data} (and grids of {latents})",
+                         metavar="PATH")
+    image_size: int | None = _f(None, "data", "pixels", metavar="PX")   # None: 256 for `data`, the demo's for embedded
+    on_error: OnError = _f("raise", "data", "unreadable image: stop or skip and count")
+    num_workers: int = _f(4, "data", "DataLoader workers", metavar="N")
     # objective
-    path: str = "linear"
-    prediction: str = "velocity"
-    loss_weight: str | None = None       # official names; only for score / noise prediction
-    time_input: str = "continuous"
-    time_dist: str = "uniform"
-    t_min: float | None = None           # None: official range for the path and prediction
-    t_max: float | None = None
+    path: PathName = _f("linear", "loss", "interpolant")
+    prediction: Prediction = _f("velocity", "loss", "network output")
+    loss_weight: LossWeight = _f(None, "loss", "score/noise loss weighting, official names")
+    time_input: TimeInput = _f("continuous", "loss", "continuous (SiT) or discrete DDPM (DiT)", flag="--time")
+    time_dist: TimeDist = _f("uniform", "loss", "training t distribution")
+    t_min: float | None = _f(None, "loss", "smallest training t; without it the official range for the path and prediction")
+    t_max: float | None = _f(None, "loss", "largest training t; without it the official range")
     # optimisation
-    steps: int = 400_000                 # optimizer steps (a skipped non-finite step counts)
-    global_batch: int = 256              # images per optimizer step, all ranks together
-    grad_accum: int = 1                  # micro-batches per step on each rank
-    lr: float = 1e-4
-    weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.999
-    warmup_steps: int = 0                # linear learning-rate warm-up from 0
-    grad_clip: float = 0.0               # max global grad norm; 0 = off
-    ema_decay: float = 0.9999
-    ema_warmup: bool = False             # decay min(ema_decay, (1 + n) / (10 + n)) after n updates
-    precision: str = "fp32"              # "bf16": autocast the network to bfloat16
-    compile: bool = False                # torch.compile the network for training
-    tf32: bool = True                    # CUDA: TF32 matmuls for fp32 work (as the official train.py)
-    seed: int = 0
-    device: str | None = None            # None: cuda if available, else cpu
-    threads: int = 0                     # torch CPU threads per process; 0 = torch's default
+    steps: int = _f(400_000, "optimiser", "optimizer steps", metavar="N")   # a skipped non-finite step counts
+    global_batch: int = _f(256, "optimiser", "global batch over all ranks", flag="--batch", metavar="N")
+    grad_accum: int = _f(1, "optimiser", "micro-batches per optimizer step on each rank", metavar="K")
+    lr: float = _f(1e-4, "optimiser", "AdamW learning rate")
+    weight_decay: float = _f(0.0, "optimiser", "AdamW weight decay")
+    beta1: float = _f(0.9, "optimiser", "AdamW beta1", flag=None,
+                      internal="the paper's AdamW betas; not a flag (library users and config files set them)")
+    beta2: float = _f(0.999, "optimiser", "AdamW beta2", flag=None,
+                      internal="the paper's AdamW betas; not a flag (library users and config files set them)")
+    warmup_steps: int = _f(0, "optimiser", "linear lr warm-up from 0", flag="--warmup", metavar="STEPS")
+    grad_clip: float = _f(0.0, "optimiser", "max global grad norm; 0 = off", metavar="NORM")
+    ema_decay: float = _f(0.9999, "optimiser", "EMA decay", flag="--ema", metavar="DECAY")
+    ema_warmup: bool = _f(False, "optimiser", "EMA decay ramps up over the first steps: min(decay, (1 + n) / (10 + n)) "
+                                              "after n updates")
+    precision: Precision = _f("fp32", "run", "network precision; bf16 autocasts the network to bfloat16")
+    compile: bool = _f(False, "run", "torch.compile the network for training")
+    tf32: bool = _f(True, "run", "CUDA: TF32 matmuls for fp32 work, as the official train.py")
+    seed: int = _f(0, "run", "random seed")
+    device: str | None = _f(None, "run", "cpu / cuda (default: cuda if available)")
+    threads: int = _f(0, "run", "torch CPU threads (default: $SIT_THREADS, else the free cores: usable cores minus the "
+                                "load average, at least 1; 0 = torch's own default)", metavar="N")
     # logging, checkpoints, samples
-    log_every: int = 100                 # steps per metrics.jsonl record
-    ckpt_every: int = 50_000             # steps between checkpoints (and one at the end)
-    keep_last: int = 3                   # checkpoints kept on disk
-    sample_every: int = 0                # steps between EMA sample grids; 0 = only at the end
-    cfg_scale: float = 4.0               # guidance scale zeta of sample grids (1 = off)
-    sample_method: str = "heun"
-    sample_steps: int = 50
-    samples_per_class: int = 8           # grid columns
-    max_nonfinite: int = 5               # stop after this many non-finite steps in a row
-    lt_table: bool = False               # estimate L_t (sit.lt) after training, store with the checkpoint
-    quality: bool = True                 # embedded data: quality number of EMA samples (sit.evaluate.classifier)
-    quality_samples_per_class: int = 30
-    progress: bool = True
+    log_every: int = _f(100, "run", "steps per metrics.jsonl record", metavar="STEPS")
+    ckpt_every: int = _f(50_000, "run", "steps between checkpoints, and one at the end", metavar="STEPS")
+    keep_last: int = _f(3, "run", "checkpoints kept on disk", metavar="K")
+    sample_every: int = _f(0, "preview", "steps between EMA sample grids; 0 = only at the end", metavar="STEPS")
+    cfg_scale: float = _f(4.0, "preview", "guidance scale zeta of sample grids, 1 = off")
+    sample_method: PreviewMethod = _f("heun", "preview", "sampler of the preview grids")
+    sample_steps: int = _f(50, "preview", "sampler steps of the grids")
+    samples_per_class: int = _f(8, "preview", "grid columns")
+    max_nonfinite: int = _f(5, "run", "stop after K non-finite steps in a row", metavar="K")
+    lt_table: bool = _f(False, "preview", "estimate L_t after training (sit.lt), stored with the checkpoint")
+    quality: bool = _f(True, "preview", "quality number of EMA samples (embedded data; sit.evaluate.classifier)")
+    quality_samples_per_class: int = _f(30, "preview", "samples per class for the quality number", metavar="N")
+    progress: bool = _f(True, "run", "no progress bar", flag="--no-progress")
     # representation alignment (REPA, Yu et al. 2024; sit.train.repa): an extra loss term
-    repa_encoder: str | None = None      # "digits-cnn" (embedded) or a local DINOv2 folder; None = off
-    repa_depth: int | None = None        # align the output of this block (1-based); None: ceil(2 depth / 7)
-    repa_coeff: float = 0.5              # lambda: weight of the alignment term
-    repa_proj_dim: int = 2048            # width of the projector MLP (3 layers, SiLU)
+    repa_encoder: str | None = _f(None, "alignment", "frozen encoder whose patch features the network aligns with: "
+                                  "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); "
+                                  "default off", metavar="ENC")
+    repa_depth: int | None = _f(None, "alignment", "align the output of block D (1-based; without it ceil(2 x depth / 7): "
+                                "XL 8, B 4, demo 2)", metavar="D")
+    repa_coeff: float = _f(0.5, "alignment", "lambda: weight of the alignment term", metavar="LAMBDA")
+    repa_proj_dim: int = _f(2048, "alignment", "projector MLP width (3 layers, SiLU)", metavar="N")
     # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,
     # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
-    phema_sigmas: tuple[float, ...] = ()
-    phema_every: int = 0
-    grad_checkpointing: bool = False     # recompute each block's activations in the backward pass (memory for time)
-    cosine_coeff: float = 0.0            # LightningDiT's velocity-direction term 1 - cos(v_theta, v*) (sit.train.terms); 0 = off
+    phema_sigmas: tuple[float, ...] = _f((), "optimiser", "relative lengths of the tracked power-function EMAs for "
+                                         "post-hoc EMA (edm2: 0.05 0.10); off without it", metavar="S")
+    phema_every: int = _f(0, "optimiser", "steps between snapshots of them, 0 = off; needs {phema_sigmas}", metavar="STEPS")
+    grad_checkpointing: bool = _f(False, "run", "recompute each block's activations in the backward pass: less memory, "
+                                                "~1/3 more compute")
+    cosine_coeff: float = _f(0.0, "loss", "weight of LightningDiT's velocity-direction term 1 - cos(v_theta, v*) per pixel "
+                                          "over channels, sit.train.terms; LightningDiT uses 1, 0 = off", metavar="W")
+
     # the VAE latent space (sit.vae.LatentSpace): x = (z - vae_shift) * vae_scale; None = the VAE config's
-    # scaling_factor / shift_factor (data), the latent index's (latents)
-    vae_scale: float | None = None
-    vae_shift: float | None = None
+    # scaling_factor / shift_factor ({data}), the latent index's ({latents})
+    vae_scale: float | None = _f(None, "data", "latent scale: the network sees (z - shift) * S (default: the VAE config's "
+                                 "scaling_factor for {data}, the latent index's for {latents}; recorded in the run)", metavar="S")
+    vae_shift: float | None = _f(None, "data", "latent shift (default: the VAE config's shift_factor, 0 when it has none; "
+                                 "the index's for {latents})", metavar="B")
+
+    def group(self, name: str):
+        """The fields of record ``name`` (a `TRAIN_GROUPS` key) as a frozen, typed record
+        (``cfg.group("optimiser").lr == cfg.lr``)."""
+        if name not in TRAIN_RECORDS:
+            raise ValueError(f"unknown TrainConfig record {name!r}; expected one of {list(TRAIN_RECORDS)}")
+        cls = TRAIN_RECORDS[name]
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls)})
+
+    def records(self) -> dict[str, Any]:
+        """Every record of this config, in `TRAIN_GROUPS` order (each field in exactly one)."""
+        return {name: self.group(name) for name in TRAIN_RECORDS}
 
     OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
                        "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
@@ -366,3 +411,22 @@ class TrainConfig:
         if self.repa_encoder is not None and self.latents is not None:
             raise ConfigError("TrainConfig", "repa_encoder", "needs the training images, which latent shards do not hold; "
                               "train REPA from the images (data + vae) instead of latents")
+
+
+TRAIN_TYPES: dict[str, Any] = get_type_hints(TrainConfig)  # field -> its annotation, evaluated
+# the allowed values of every choice field, read from its Literal annotation (the one place they are written)
+TRAIN_CHOICES: dict[str, tuple] = {f.name: get_args(TRAIN_TYPES[f.name]) for f in dataclasses.fields(TrainConfig)
+                                   if get_origin(TRAIN_TYPES[f.name]) is Literal}
+# the records (TRAIN_GROUPS) as frozen dataclasses built from the field list: TrainData, TrainLoss, ...
+def _record(name: str) -> type:
+    cls = dataclasses.make_dataclass(
+        f"Train{name.capitalize()}",
+        [(f.name, TRAIN_TYPES[f.name], dataclasses.field(default=f.default, metadata=f.metadata))
+         for f in dataclasses.fields(TrainConfig) if f.metadata["group"] == name],
+        frozen=True)
+    cls.__module__ = __name__
+    cls.__doc__ = f"TrainConfig's {name} record: {TRAIN_GROUPS[name]}."
+    return cls
+
+
+TRAIN_RECORDS: dict[str, type] = {name: _record(name) for name in TRAIN_GROUPS}

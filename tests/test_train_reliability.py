@@ -159,6 +159,8 @@ def test_help_defaults_come_from_the_code(capsys):
             assert got == (f"{want:g}" if isinstance(want, float) else str(want if want is not None else "none")), a.dest
             if m.group(2):
                 dv = _demo(a.dest)
+                if isinstance(dv, bool):   # --ema-warmup: "(default off; demo on)"
+                    dv = "on" if dv else "off"
                 assert m.group(2) == (f"{dv:g}" if isinstance(dv, float) else str(dv)), a.dest
             checked += 1
     assert checked >= 15

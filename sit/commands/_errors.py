@@ -12,14 +12,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 # (record, field) -> flag where the flag is not "--" + field.replace("_", "-"); record "" is a plain
-# argument of a library function. A test checks that each flag here exists in some command.
+# argument of a library function. TrainConfig's fields carry their flag in their metadata
+# (`sit.commands.train.flag_for`). A test checks that each flag here exists in some command.
 FIELD_FLAGS: dict[tuple[str, str], str] = {
-    ("TrainConfig", "progress"): "--no-progress",
-    ("TrainConfig", "global_batch"): "--batch",
-    ("TrainConfig", "warmup_steps"): "--warmup",
-    ("TrainConfig", "ema_decay"): "--ema",
-    ("TrainConfig", "time_input"): "--time",
-    ("TrainConfig", "class_dropout_prob"): "--label-dropout",
     ("ModelConfig", "class_dropout_prob"): "--label-dropout",
     ("GuidanceConfig", "scale"): "--cfg-scale",
     ("GuidanceConfig", "channels"): "--cfg-channels",
@@ -37,7 +32,12 @@ RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train"}
 def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:
     """The flag that sets ``record.field``; None when ``options`` (the command's option strings)
     is given and holds no such flag."""
-    flag = FIELD_FLAGS.get((record, field)) or "--" + field.replace("_", "-")
+    flag = FIELD_FLAGS.get((record, field))
+    if flag is None and record == "TrainConfig":   # TrainConfig's flags are generated from its fields
+        from sit.commands.train import flag_for
+
+        flag = flag_for(field)
+    flag = flag or "--" + field.replace("_", "-")
     if options is not None and flag not in options:
         return None
     return flag

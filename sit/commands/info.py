@@ -109,12 +109,35 @@ def run(args) -> int:
                      if norm else "no normalisation")
         print(f"latents      x = (z - {sp.get('shift_factor', 0.0):g}) * {sp['scale_factor']:g}, {norm_text}"
               + ("" if sp["recorded"] else "  (not recorded: sit's defaults for official / older checkpoints)"))
-    for k, v in sorted(info.get("meta", {}).items()):
-        lines = textwrap.wrap(json.dumps(v), width=100, break_long_words=False, break_on_hyphens=False) or [""]
-        print(f"{'meta.' + k:<12} {lines[0]}")
-        for line in lines[1:]:
-            print(" " * 13 + line)
+    meta = dict(info.get("meta", {}))
+    train = meta.pop("train") if isinstance(meta.get("train"), dict) else None
+    for k, v in sorted(meta.items()):
+        _print_wrapped(f"meta.{k}", v)
+    if train is not None:   # the training config, one line per record of TrainConfig (sit.config.TRAIN_GROUPS)
+        for name, values in train_records(train).items():
+            _print_wrapped(f"train.{name}", values)
     return 0
+
+
+def train_records(train: dict) -> dict[str, dict]:
+    """A stored TrainConfig dict split into its records (data, loss, ..., `sit.config.TRAIN_GROUPS` order);
+    keys no record holds (a config from another version) under "other"."""
+    import dataclasses
+
+    from sit.config import TRAIN_RECORDS
+
+    out = {name: {f.name: train[f.name] for f in dataclasses.fields(cls) if f.name in train}
+           for name, cls in TRAIN_RECORDS.items()}
+    known = {k for values in out.values() for k in values}
+    out["other"] = {k: v for k, v in train.items() if k not in known}
+    return {name: values for name, values in out.items() if values}
+
+
+def _print_wrapped(label: str, v) -> None:
+    lines = textwrap.wrap(json.dumps(v), width=100, break_long_words=False, break_on_hyphens=False) or [""]
+    print(f"{label:<12} {lines[0]}")
+    for line in lines[1:]:
+        print(" " * 13 + line)
 
 
 def _floats(values) -> str:

@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import sys
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin
 
 EXAMPLES = """\
 examples:
@@ -32,123 +34,147 @@ from sit.train.presets import (  # noqa: E402,F401  (re-exported: earlier code i
 )
 
 
-def _none_or(v):
-    return None if v in (None, "none", "None", "") else v
-
-
 def _demo(field: str):
-    """The demo's value of a TrainConfig field (its DEMO_TRAIN entry, else the TrainConfig default)."""
+    """The demo's value of a TrainConfig field (its DEMO_TRAIN entry, else the TrainConfig default;
+    the projector width of --repa-encoder on the demo)."""
     from sit.config import TrainConfig
 
+    if field == "repa_proj_dim":
+        return DEMO_REPA_PROJ_DIM
     return DEMO_TRAIN.get(field, getattr(TrainConfig(), field))
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags; every default in a help text is read from TrainConfig / ModelConfig / DEMO_TRAIN."""
-    from sit.config import RESUME_OVERRIDES, TRAIN_CHOICES, ModelConfig, TrainConfig
+def _train_flags() -> dict[str, str | None]:
+    from sit.config import TrainConfig
 
-    D, M = TrainConfig(), ModelConfig()
-    _RESUME_FLAGS = [_flag(k) for k in RESUME_OVERRIDES]
-    d = p.add_argument_group("data (default: the embedded demo)")
-    d.add_argument("--dataset", choices=TRAIN_CHOICES["dataset"], help=f"embedded dataset (default {D.dataset})")
-    d.add_argument("--data", metavar="DIR", help="ImageFolder root (one folder per class), encoded by --vae")
-    d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
-    d.add_argument("--vae", metavar="PATH", help="SD VAE folder or cached name (ema / mse) for --data (and grids of --latents)")
-    d.add_argument("--vae-scale", type=float, metavar="S",
-                   help="latent scale: the network sees (z - shift) * S (default: the VAE config's scaling_factor for "
-                        "--data, the latent index's for --latents; recorded in the run)")
-    d.add_argument("--vae-shift", type=float, metavar="B",
-                   help="latent shift (default: the VAE config's shift_factor, 0 when it has none; the index's for --latents)")
-    d.add_argument("--image-size", type=int, metavar="PX", help=f"pixels (--data: {DATA_IMAGE_SIZE}; digits: {DEMO_TRAIN['image_size']}; mnist_5k: {DEMO_MNIST['image_size']})")
-    d.add_argument("--on-error", choices=TRAIN_CHOICES["on_error"], help=f"unreadable image: stop or skip and count (default {D.on_error})")
-    d.add_argument("--num-workers", type=int, metavar="N", help=f"DataLoader workers (default {D.num_workers}; demo {_demo('num_workers')})")
-
-    m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="NAME", help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
-    m.add_argument("--depth", type=int)
-    m.add_argument("--hidden-size", type=int)
-    m.add_argument("--num-heads", type=int)
-    m.add_argument("--patch-size", type=int)
-    m.add_argument("--mlp-ratio", type=float)
-    m.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
-                   help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
-    m.add_argument("--label-dropout", type=float, metavar="P", help=f"label dropout for guidance (default {M.class_dropout_prob})")
-
-    o = p.add_argument_group("objective (paper axes)")
-    o.add_argument("--path", choices=TRAIN_CHOICES["path"], help=f"interpolant (default {D.path})")
-    o.add_argument("--prediction", choices=TRAIN_CHOICES["prediction"], help=f"network output (default {D.prediction})")
-    o.add_argument("--loss-weight", choices=[v or "none" for v in TRAIN_CHOICES["loss_weight"]], help=f"score/noise loss weighting (default {D.loss_weight or 'none'})")
-    o.add_argument("--time", dest="time_input", choices=TRAIN_CHOICES["time_input"], help=f"continuous (SiT) or discrete DDPM (DiT) (default {D.time_input})")
-    o.add_argument("--time-dist", choices=TRAIN_CHOICES["time_dist"], help=f"training t distribution (default {D.time_dist}; demo {_demo('time_dist')})")
-    o.add_argument("--t-min", type=float)
-    o.add_argument("--t-max", type=float)
-
-    a = p.add_argument_group("representation alignment (REPA, Yu et al. 2024; docs/training.md)")
-    a.add_argument("--repa-encoder", metavar="ENC", help="frozen encoder whose patch features the network aligns with: "
-                   "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); default off")
-    a.add_argument("--repa-depth", type=int, metavar="D", help="align the output of block D (1-based; without it ceil(2 x depth / 7): XL 8, B 4, demo 2)")
-    a.add_argument("--repa-coeff", type=float, metavar="LAMBDA", help=f"weight of the alignment term (default {D.repa_coeff:g})")
-    a.add_argument("--repa-proj-dim", type=int, metavar="N", help=f"projector MLP width (default {D.repa_proj_dim}); {DEMO_REPA_PROJ_DIM} on the embedded demo")
-
-    a.add_argument("--cosine-coeff", type=float, metavar="W", help="weight of LightningDiT's velocity-direction term "
-                   f"1 - cos(v_theta, v*) per pixel over channels (default {D.cosine_coeff:g} = off; LightningDiT: 1)")
-
-    e = p.add_argument_group("post-hoc EMA (Karras et al. 2024; `sit ema` reconstructs any length afterwards)")
-    e.add_argument("--phema-sigmas", type=float, nargs="+", metavar="S",
-                   help="relative lengths of the tracked power-function EMAs (edm2: 0.05 0.10); off without it")
-    e.add_argument("--phema-every", type=int, metavar="STEPS", help="steps between snapshots of them (needs --phema-sigmas)")
-
-    t = p.add_argument_group("optimisation")
-    t.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps (default {D.steps}; demo {_demo('steps')})")
-    t.add_argument("--batch", dest="global_batch", type=int, metavar="N", help=f"global batch over all ranks (default {D.global_batch}; demo {_demo('global_batch')})")
-    t.add_argument("--grad-accum", type=int, metavar="K")
-    t.add_argument("--lr", type=float, help=f"AdamW learning rate (default {D.lr:g}; demo {_demo('lr'):g})")
-    t.add_argument("--weight-decay", type=float)
-    t.add_argument("--warmup", dest="warmup_steps", type=int, metavar="STEPS", help=f"linear lr warm-up (default {D.warmup_steps}; demo {_demo('warmup_steps')})")
-    t.add_argument("--grad-clip", type=float, metavar="NORM", help=f"0 = off (default {D.grad_clip:g}; demo {_demo('grad_clip'):g})")
-    t.add_argument("--ema", dest="ema_decay", type=float, metavar="DECAY", help=f"EMA decay (default {D.ema_decay}; demo {_demo('ema_decay')})")
-    t.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--precision", choices=TRAIN_CHOICES["precision"])
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the network")
-    t.add_argument("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None,
-                   help="recompute each block's activations in the backward pass: less memory, ~1/3 more compute (default off)")
-    t.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"CUDA: TF32 matmuls for fp32 work, as the official train.py (default {'on' if D.tf32 else 'off'})")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--device", help="cpu / cuda (default: cuda if available)")
-    t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: $SIT_THREADS, else the free cores: usable cores minus the load average, at least 1; 0 = torch's own default)")
-
-    r = p.add_argument_group("run folder, logging, checkpoints")
-    r.add_argument("--out", metavar="DIR", help=f"run folder (default {D.out})")
-    r.add_argument("--resume", metavar="RUN",
-                   help="continue a run exactly from its newest valid checkpoint; only these flags may change it: "
-                   + ", ".join(_RESUME_FLAGS))
-    r.add_argument("--overwrite", action="store_true",
-                   help="start a fresh run in an --out folder that holds one, deleting its contents first")
-    r.add_argument("--log-every", type=int, metavar="STEPS", help=f"(default {D.log_every}; demo {_demo('log_every')})")
-    r.add_argument("--ckpt-every", type=int, metavar="STEPS", help=f"(default {D.ckpt_every}; demo {_demo('ckpt_every')})")
-    r.add_argument("--keep-last", type=int, metavar="K", help=f"checkpoints kept (default {D.keep_last}; demo {_demo('keep_last')})")
-    r.add_argument("--sample-every", type=int, metavar="STEPS", help="EMA sample grids (0: only at the end)")
-    r.add_argument("--cfg-scale", type=float, help=f"guidance scale of sample grids, 1 = off (default {D.cfg_scale:g}; demo {_demo('cfg_scale'):g})")
-    r.add_argument("--sample-method", choices=TRAIN_CHOICES["sample_method"])
-    r.add_argument("--sample-steps", type=int, help=f"(default {D.sample_steps}; demo {_demo('sample_steps')})")
-    r.add_argument("--samples-per-class", type=int, help=f"grid columns (default {D.samples_per_class}; demo {_demo('samples_per_class')})")
-    r.add_argument("--max-nonfinite", type=int, metavar="K", help=f"stop after K non-finite steps in a row (default {D.max_nonfinite})")
-    r.add_argument("--lt-table", action=argparse.BooleanOptionalAction, default=None, help="estimate L_t after training")
-    r.add_argument("--quality-samples-per-class", type=int, metavar="N", help=f"samples per class for the quality number (default {D.quality_samples_per_class})")
-    r.add_argument("--quality", action=argparse.BooleanOptionalAction, default=None, help="quality number (embedded data)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
+    return {f.name: f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(TrainConfig)}
 
 
-TRAIN_FLAGS = ("dataset", "data", "latents", "vae", "image_size", "on_error", "num_workers", "path", "prediction",
-               "loss_weight", "time_input", "time_dist", "t_min", "t_max", "steps", "global_batch", "grad_accum", "lr",
-               "weight_decay", "warmup_steps", "grad_clip", "ema_decay", "ema_warmup", "precision", "compile", "tf32", "seed",
-               "device", "threads", "out", "log_every", "ckpt_every", "keep_last", "sample_every", "cfg_scale", "sample_method",
-               "sample_steps", "samples_per_class", "max_nonfinite", "lt_table", "quality",
-               "quality_samples_per_class", "repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim",
-               "phema_sigmas", "phema_every", "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
+_TRAIN_FLAG_OF = _train_flags()          # TrainConfig field -> its flag (None: internal, no flag)
+_MODEL_FLAG_OF = {"class_dropout_prob": "--label-dropout"}   # ModelConfig fields whose flag differs from the name
+# the TrainConfig fields that have a flag (the study builds a namespace of them)
+TRAIN_FLAGS = tuple(name for name, flag in _TRAIN_FLAG_OF.items() if flag is not None)
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
+
+
+def flag_for(field: str) -> str | None:
+    """The `sit train` flag of a TrainConfig field (its metadata "flag", else --field-name; None for an
+    internal field that has no flag) or of a ModelConfig field / other option name (--field-name)."""
+    if field in _TRAIN_FLAG_OF:
+        return _TRAIN_FLAG_OF[field]
+    return _MODEL_FLAG_OF.get(field, "--" + field.replace("_", "-"))
+
+
+class _FlagsByField(dict):
+    """Fills "{vae}" in a field's help with that field's flag."""
+
+    def __missing__(self, field: str) -> str:
+        return flag_for(field)
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return "on" if v else "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return "none" if v is None else str(v)
+
+
+def _default_text(f, choices) -> str:
+    """" (default X; demo Y)" for a field's help: its TrainConfig default and, where it differs, the
+    embedded demo's value; nothing for a field without a default (None / empty) unless None is a choice."""
+    if f.name == "image_size":   # None in the record; `resolve` picks it by the data
+        return f" ({flag_for('data')}: {DATA_IMAGE_SIZE}; digits: {DEMO_TRAIN['image_size']}; mnist_5k: {DEMO_MNIST['image_size']})"
+    if f.default == () or (f.default is None and None not in (choices or ())):
+        return ""
+    demo = _demo(f.name)
+    return f" (default {_show(f.default)}" + (f"; demo {_show(demo)}" if demo != f.default else "") + ")"
+
+
+def add_field_argument(group, f) -> None:
+    """The flag of TrainConfig field ``f``, read from the field: its name (`flag_for`), type from the
+    annotation (``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values),
+    choices from the ``Literal`` (None shown as "none"), help from its metadata with its default.
+    Its default is None, so `resolve` sees only what the command line gave."""
+    from sit.config import TRAIN_TYPES
+
+    flag, hint = flag_for(f.name), TRAIN_TYPES[f.name]
+    choices = get_args(hint) if get_origin(hint) is Literal else None
+    base = _without_none(hint)
+    kw: dict = dict(dest=f.name, default=None)
+    if choices is not None:
+        kw["choices"] = ["none" if v is None else v for v in choices]
+    elif base is bool and flag.startswith("--no-"):
+        kw.update(action="store_const", const=False)
+    elif base is bool:
+        kw["action"] = argparse.BooleanOptionalAction
+    elif get_origin(base) is tuple:
+        kw.update(nargs="+", type=get_args(base)[0])
+    elif base in (int, float):
+        kw["type"] = base
+    if "metavar" in f.metadata:
+        kw["metavar"] = f.metadata["metavar"]
+    text = f.metadata["help"].format_map(_FlagsByField())
+    if "default" not in text and kw.get("action") != "store_const":
+        text += _default_text(f, choices)
+    group.add_argument(flag, help=text, **kw)
+
+
+def _without_none(hint):
+    """X for ``X | None`` (Optional), else the hint itself."""
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) in (Union, UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags: one argument group per TrainConfig record (`sit.config.TRAIN_GROUPS`), each field's flag
+    generated from the field (`add_field_argument`); the model flags and --resume / --overwrite /
+    --dry-run are written here."""
+    from sit.config import RESUME_OVERRIDES, TRAIN_GROUPS, ModelConfig, TrainConfig
+
+    M = ModelConfig()
+    fields = dataclasses.fields(TrainConfig)
+    for name in ("data", "model", *(g for g in TRAIN_GROUPS if g != "data")):
+        group = p.add_argument_group(name if name == "model" else f"{name} ({TRAIN_GROUPS[name]})")
+        for f in fields:
+            if f.metadata["group"] == name and flag_for(f.name) is not None:
+                add_field_argument(group, f)
+        if name == "model":
+            group.add_argument("--model", metavar="NAME",
+                               help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
+            group.add_argument("--depth", type=int)
+            group.add_argument("--hidden-size", type=int)
+            group.add_argument("--num-heads", type=int)
+            group.add_argument("--patch-size", type=int)
+            group.add_argument("--mlp-ratio", type=float)
+            group.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
+                               help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
+            group.add_argument(flag_for("class_dropout_prob"), dest="label_dropout", type=float, metavar="P",
+                               help=f"label dropout for guidance (default {M.class_dropout_prob})")
+        if name == "run":
+            group.add_argument("--resume", metavar="RUN",
+                               help="continue a run exactly from its newest valid checkpoint; only these flags may change "
+                               "it: " + ", ".join(flag_for(k) for k in RESUME_OVERRIDES))
+            group.add_argument("--overwrite", action="store_true",
+                               help=f"start a fresh run in an {flag_for('out')} folder that holds one, deleting its contents first")
+            group.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
+
+
+def given_fields(args: argparse.Namespace) -> dict:
+    """The TrainConfig fields given on the command line, as field values ("none" -> None, lists -> tuples)."""
+    from sit.config import TRAIN_CHOICES
+
+    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
+    for k, v in given.items():
+        if None in TRAIN_CHOICES.get(k, ()) and v in ("none", "None", ""):
+            given[k] = None
+        elif isinstance(v, list):
+            given[k] = tuple(v)
+    if getattr(args, "no_progress", False):   # a namespace built by hand (sit study) may say it this way
+        given["progress"] = False
+    return given
 
 
 def resolve(args: argparse.Namespace):
@@ -156,13 +182,7 @@ def resolve(args: argparse.Namespace):
     the paper's otherwise; explicit flags always win."""
     from sit.config import ModelConfig, TrainConfig, model_preset
 
-    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    if "loss_weight" in given:
-        given["loss_weight"] = _none_or(given["loss_weight"])
-    if "phema_sigmas" in given:
-        given["phema_sigmas"] = tuple(given["phema_sigmas"])
-    if getattr(args, "no_progress", False):
-        given["progress"] = False
+    given = given_fields(args)
     demo = args.data is None and args.latents is None
     base = {}
     if demo:
@@ -233,24 +253,18 @@ def resume_overrides(args: argparse.Namespace) -> dict:
     `sit.train.RESUME_OVERRIDES` is refused by name."""
     from sit.config import RESUME_OVERRIDES
 
-    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    if getattr(args, "no_progress", False):
-        given["progress"] = False
+    given = given_fields(args)
     bad = sorted(k for k in given if k not in RESUME_OVERRIDES)
     bad += [k for k in ARCH_FLAGS if getattr(args, k, None) is not None]
     if getattr(args, "overwrite", False):
         bad.append("overwrite")
     if bad:
-        allowed = ", ".join(_flag(k) for k in RESUME_OVERRIDES)
-        raise ValueError(f"--resume continues the run's saved config; {', '.join(_flag(k) for k in bad)} cannot change "
+        allowed = ", ".join(flag_for(k) for k in RESUME_OVERRIDES)
+        raise ValueError(f"--resume continues the run's saved config; {', '.join(flag_for(k) for k in bad)} cannot change "
                          f"(allowed with --resume: {allowed})")
     return given
 
 
-def _flag(field: str) -> str:
-    from sit.commands._errors import flag_of
-
-    return flag_of("TrainConfig", field)
 
 
 def run(args: argparse.Namespace) -> int:
