@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sit.config import ConfigError
+
 SCALE_FACTOR = 0.18215  # SD VAE latent scale (DiT / SiT: x = vae.encode(img).sample() * 0.18215)
 # What a record without the fields means: latent folders (index.json) and runs (config.json "data")
 # written before scale / shift were recorded used the SD VAE's 0.18215 and no shift (sit then
@@ -182,11 +184,11 @@ def decode_space(vae_space: LatentSpace, recorded: LatentSpace, scale: float | N
     for field, own, rec, given in (("scaling_factor", vae_space.scale, expected.scale, scale),
                                    ("shift_factor", vae_space.shift, expected.shift, shift)):
         if given is None and own != rec:
-            flag = "--vae-scale" if field == "scaling_factor" else "--vae-shift"
+            over = "vae_scale" if field == "scaling_factor" else "vae_shift"
             used = recorded.scale if field == "scaling_factor" else recorded.shift
-            raise ValueError(f"VAE {vae_name}: its config {field} {own:g} contradicts {source}'s recorded {rec:g}; "
-                             f"use the VAE the latents came from, or override with vae_scale / vae_shift "
-                             f"({flag} {used:g} decodes with {source}'s value)")
+            raise ConfigError("", over, f"not given, and VAE {vae_name}: its config {field} {own:g} contradicts {source}'s "
+                              f"recorded {rec:g}; use the VAE the latents came from, or give {{.{over}}} {used:g} to "
+                              f"decode with {source}'s value")
     return recorded.override(scale, shift)
 
 # short names accepted by --vae, as in the official SiT/DiT scripts (--vae ema|mse)
@@ -219,7 +221,7 @@ def hf_cache_dir() -> Path:
 
 
 def _missing_vae_message(spec: str, repo_id: str | None) -> str:
-    msg = (f"VAE {spec!r} not found locally (sit never downloads weights at run time). Pass --vae "
+    msg = (f"VAE {spec!r} not found locally (sit never downloads weights at run time). Give the VAE as "
            "/path/to/sd-vae-ft-ema, a folder holding config.json and diffusion_pytorch_model.safetensors "
            "(or .bin), i.e. the files of https://huggingface.co/stabilityai/sd-vae-ft-ema")
     if repo_id is not None:
@@ -288,7 +290,7 @@ class VAE:
             return cls(model, name=str(path), **kwargs)
         if path.exists():
             raise NotADirectoryError(
-                f"--vae {spec!r} is a file; pass the folder holding config.json and "
+                f"VAE {spec!r} is a file; give the folder holding config.json and "
                 "diffusion_pytorch_model.safetensors"
             )
         repo_id = VAE_NAMES.get(spec, spec)

@@ -102,7 +102,10 @@ def test_decode_space_refuses_a_contradicting_vae_unless_overridden():
     run = LatentSpace(0.5, 0.1)
     with pytest.raises(ValueError, match=r"scaling_factor 0.18215 contradicts .* recorded 0.5") as e:
         decode_space(LatentSpace(), run, vae_name="v")
-    assert "\n" not in str(e.value) and "--vae-scale 0.5" in str(e.value)
+    assert "\n" not in str(e.value) and "give vae_scale 0.5" in str(e.value)   # the library names the field
+    from sit.commands._errors import in_flags
+
+    assert "give --vae-scale 0.5" in str(in_flags(e.value, "sample", {"sample": {"--vae-scale"}}))   # the CLI its flag
     with pytest.raises(ValueError, match="shift_factor 0 contradicts"):
         decode_space(LatentSpace(0.5, 0.0), run)
     assert decode_space(LatentSpace(0.5, 0.1), run) == run

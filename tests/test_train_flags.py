@@ -8,7 +8,7 @@ from typing import Literal, get_args, get_origin
 
 import pytest
 
-from sit.commands.train import ARCH_FLAGS, TRAIN_FLAGS, _flag_error, add_arguments, flag_for, given_fields, resolve
+from sit.commands.train import ARCH_FLAGS, TRAIN_FLAGS, add_arguments, flag_for, given_fields, resolve
 from sit.config import TRAIN_CHOICES, TRAIN_GROUPS, TRAIN_RECORDS, TRAIN_TYPES, ConfigError, TrainConfig, to_dict
 from sit.train.presets import DEMO_MNIST, DEMO_TRAIN, demo_configs
 
@@ -155,8 +155,12 @@ def test_records_partition_the_fields_and_view_a_config():
 
 
 def test_config_errors_name_the_flag_or_the_field_when_it_has_none():
-    assert str(_flag_error(ConfigError("TrainConfig", "global_batch", "is odd"))) == "--batch is odd"
-    assert str(_flag_error(ConfigError("TrainConfig", "beta1", "is odd"))) == "TrainConfig.beta1 is odd"
+    from sit.cli import _OPTIONS, build_parser
+    from sit.commands._errors import in_flags
+
+    build_parser()
+    assert str(in_flags(ConfigError("TrainConfig", "global_batch", "is odd"), "train", _OPTIONS)) == "--batch is odd"
+    assert str(in_flags(ConfigError("TrainConfig", "beta1", "is odd"), "train", _OPTIONS)) == "TrainConfig.beta1 is odd"
 
 
 def test_sit_info_prints_the_training_config_by_record(tmp_path, capsys):

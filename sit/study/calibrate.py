@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+from sit.config import ConfigError
+
 
 def steps_for_minutes(study, minutes: float, log: Callable[[str], None] = print) -> int:
     """Steps that fit ``minutes`` of training per model: seconds per step are the median over the
@@ -18,7 +20,7 @@ def steps_for_minutes(study, minutes: float, log: Callable[[str], None] = print)
     from sit.train import train
 
     if not (minutes > 0):
-        raise ValueError(f"--train-minutes must be > 0 (got {minutes})")
+        raise ConfigError("", "train_minutes", f"must be > 0 (got {minutes})")
     f = Path(study.out) / CONFIG_NAME
     if f.is_file():
         cal = json.loads(f.read_text()).get("identity", {}).get("budget", {})
@@ -32,7 +34,7 @@ def steps_for_minutes(study, minutes: float, log: Callable[[str], None] = print)
         rates = [r["img_per_s"] for r in map(json.loads, (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines())
                  if r.get("img_per_s")][1:]   # the first window holds the start-up
     if not rates:
-        raise RuntimeError("--train-minutes: the timing run logged no throughput")
+        raise RuntimeError("the timing run of the train_minutes budget logged no throughput")
     per_step = study.budget.batch / sorted(rates)[len(rates) // 2]
     steps = max(1, int(minutes * 60 / per_step))
     log(f"sit study: {per_step:.3f} s per step (median of {len(rates)} windows) -> {steps} steps for {minutes:g} min "

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from sit.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Cell:
@@ -113,9 +115,9 @@ def parse_only(spec: str, cells: tuple[Cell, ...], seeds: int) -> tuple[str, int
     """`--only CELL`, `--only CELL:SEED` or `--only CELL/SEED` -> (cell name, seed index or None)."""
     name, _, seed = spec.replace(":", "/").partition("/")
     if name not in {c.name for c in cells}:
-        raise ValueError(f"--only {spec!r}: unknown cell {name!r}; this study has {[c.name for c in cells]}")
+        raise ConfigError("", "only", f"{spec!r}: unknown cell {name!r}; this study has {[c.name for c in cells]}")
     if not seed:
         return name, None
     if not seed.isdigit() or not 0 <= int(seed) < seeds:
-        raise ValueError(f"--only {spec!r}: seed must be an integer in 0..{seeds - 1}")
+        raise ConfigError("", "only", f"{spec!r}: seed must be an integer in 0..{seeds - 1}")
     return name, int(seed)

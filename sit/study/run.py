@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from sit.config import ModelConfig, TrainConfig, to_dict
+from sit.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
 from sit.study.sampling import generate, spec_name
 from sit.study.scoring import ScoringConfig
@@ -74,9 +74,9 @@ def check_identity(study: Study) -> None:
         have = read_json(f, "study config").get("identity")
         if have != want:
             diff = differing_fields(have or {}, want, values=True)
-            raise ValueError(
-                f"{str(study.out)!r} holds a study made with other settings ({'; '.join(diff[:6])}); "
-                "rerun with the same settings to continue it, or use a new --out"
+            raise ConfigError(
+                "", "out", f"{str(study.out)!r} holds a study made with other settings ({'; '.join(diff[:6])}); "
+                "rerun with the same settings to continue it, or use a new {.out}"
             )
         return
     study.out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,7 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     """Run every unfinished (cell, seed) of ``study`` (or those named by ``only``), with progress
     and ETAs, in ``jobs`` worker processes (1: in this process); returns the results run now."""
     if not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"--jobs must be an integer >= 1 (got {jobs!r})")
+        raise ConfigError("", "jobs", f"must be an integer >= 1 (got {jobs!r})")
     check_identity(study)
     todo = [(c, s) for c, s in study.units()
             if not only or any(c.name == n and (ss is None or ss == s) for n, ss in only)]

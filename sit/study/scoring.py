@@ -20,6 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from sit.config import ConfigError
+
 
 @dataclass(frozen=True)
 class ScoringConfig:
@@ -45,7 +47,8 @@ def study_vae_spec(base) -> tuple[str, str, int]:
         index = read_index(base.latents)
         vae = base.vae or index.get("vae")
         if not vae or vae.startswith("tiny-random"):
-            raise ValueError(f"the latent index of {base.latents!r} names no loadable VAE ({vae!r}); pass --vae PATH")
+            raise ConfigError("TrainConfig", "vae", f"is needed: the latent index of {base.latents!r} names no loadable VAE ({vae!r}); "
+                              "give a local VAE folder")
         return vae, index["source"], int(index["image_size"])
     return base.vae or "ema", base.data, int(base.image_size or 256)
 
@@ -100,7 +103,7 @@ def latent_scorer(study, device, log: Callable[[str], None]) -> Callable[[torch.
     real_dino = None
     if dino is not None:
         if images is None:
-            raise ValueError("FD-DINOv2 needs reference images, but --ref holds only statistics")
+            raise ConfigError("", "ref", "holds only statistics, but FD-DINOv2 needs reference images")
         from sit.evaluate.scorer import reference_features
 
         real_dino = reference_features(dino, name, images, log=log)
