@@ -18,13 +18,22 @@ and the official number next to it:
   metric    Fréchet distance between Gaussians fitted to the 64 pixel values in [0, 1] of the
             samples (clamped) and of all 1,797 real digits
 
-Investigation knobs (the defaults are the settings above): ``--vp-end`` (the VP sampler's last
-time), ``--heun-points`` (the official ``ode`` samples on ``linspace(t0, t1, num_steps)``, i.e.
+Investigation knobs (the defaults are the settings above): ``--loss official`` / ``--sampler
+official`` (train with, or sample with, the official ``transport`` package instead of sit's math:
+``Transport.training_losses`` on the same network, optimizer and EMA, and
+``Sampler.sample_ode(sampling_method="heun2", num_steps=--heun-steps)``; ``--official DIR`` names the
+folder holding ``transport/`` of a willisma/SiT checkout, which is never part of sit), ``--vp-end``
+(the sit VP sampler's last time), ``--heun-points`` (the official ``ode`` samples on ``linspace(t0, t1, num_steps)``, i.e.
 num_steps - 1 Heun steps: official ``sample_ode(sampling_method="heun2", num_steps=25)`` equals sit's
 Heun with 24 steps to 2e-8 on the same field), ``--ema-start`` (EMA counter offset), ``--save-dir``
 (keep the EMA networks, so a sampler variant is scored without retraining).
 
     python benchmarks/bench_fidelity.py --seeds 0,1,2 --out /tmp/fidelity.json   # ~2 min per run, 1 core
+    python benchmarks/bench_fidelity.py --cells linear-score --loss official --sampler official \
+        --official /path/to/SiT --seeds 0,1,2 --out /tmp/fidelity.json
+
+Each result also records ``fd_unclamped``: the same distance with the samples mapped to (x + 1) / 2
+but not clamped to [0, 1].
 
 Results are appended per (cell, seed) to ``--out`` (a rerun skips what is there), then the table
 is printed. Prints figures only; nothing here is a test.
@@ -50,6 +59,7 @@ OFFICIAL = {
     "linear-velocity": 0.149, "gvp-velocity": 0.146, "vp-velocity": 0.417,
     "vp-score": 1.095, "vp-score-lambda": 2.005, "linear-score": 4.05,
 }
+OFFICIAL_NAMES = {"linear": "Linear", "gvp": "GVP", "vp": "VP"}  # official create_transport path_type
 CELLS = {  # name: (path, prediction, loss_weight)
     "linear-velocity": ("linear", "velocity", None),
     "gvp-velocity": ("gvp", "velocity", None),
@@ -67,19 +77,48 @@ def real_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return load_embedded("digits", "all", image_size=8)
 
 
-def pixel_fd(real01: torch.Tensor, fake: torch.Tensor) -> float:
-    """Fréchet distance of 64-dim pixel vectors in [0, 1] (samples clamped)."""
+def pixel_fd(real01: torch.Tensor, fake: torch.Tensor, clamp: bool = True) -> float:
+    """Fréchet distance of 64-dim pixel vectors (x + 1) / 2, the samples clamped to [0, 1] unless
+    ``clamp=False``."""
     from sit.evaluate.metrics import fid_from_features
 
-    f = ((fake.float() + 1) / 2).clamp(0, 1).reshape(fake.shape[0], -1).double()
-    return fid_from_features(real01, f)
+    f = (fake.float() + 1) / 2
+    if clamp:
+        f = f.clamp(0, 1)
+    return fid_from_features(real01, f.reshape(fake.shape[0], -1).double())
+
+
+def fidelity_model_config():
+    """SiT depth 4, width 128, 4 heads, patch 2 on 8x8x1, 10 classes, no learned sigma, dropout 0.1."""
+    from sit.config import ModelConfig
+
+    return ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
+                       class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
+
+
+def load_official(folder: str):
+    """The official ``transport`` package from ``folder`` (the root of a willisma/SiT checkout)."""
+    import importlib
+
+    root = Path(folder).expanduser().resolve()
+    if not (root / "transport" / "__init__.py").is_file():
+        raise SystemExit(f"--official: no transport/__init__.py in {root} (give the root of a willisma/SiT checkout)")
+    sys.path.insert(0, str(root))
+    mod = importlib.import_module("transport")
+    if not (hasattr(mod, "create_transport") and hasattr(mod, "Sampler")):
+        raise SystemExit(f"--official: {root / 'transport'} has no create_transport / Sampler (not the official package?)")
+    return mod
+
+
+def official_transport(cell: str, args):
+    path_name, prediction, weight = CELLS[cell]
+    return args.official_mod.create_transport(OFFICIAL_NAMES[path_name], prediction, weight)
 
 
 def train_cell(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     """The EMA network after ``args.steps`` steps of the official recipe."""
     import copy
 
-    from sit.config import ModelConfig
     from sit.models.field import ModelField
     from sit.models.sit import SiT
     from sit.objectives import LossConfig, training_losses
@@ -88,18 +127,20 @@ def train_cell(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> 
 
     path_name, prediction, weight = CELLS[cell]
     torch.manual_seed(seed)
-    mc = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
-                     class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
-    net = SiT(mc)
+    net = SiT(fidelity_model_config())
     ema = copy.deepcopy(net).requires_grad_(False)
     opt = make_adamw(list(net.parameters()), lr=1e-3, weight_decay=0.0)
     path = get_path(path_name)
     loss_cfg = LossConfig(prediction=prediction, loss_weight=weight, time_dist="uniform")
     model_fn = ModelField(net, prediction, "continuous")
+    transport = official_transport(cell, args) if args.loss == "official" else None
     net.train()
     for k in range(args.steps):
         idx = torch.randint(0, x.shape[0], (args.batch,))
-        loss = training_losses(model_fn, path, x[idx], loss_cfg, y=y[idx])["loss"].mean()
+        if transport is not None:  # official: t, x0 and label dropout from the global generator
+            loss = transport.training_losses(net, x[idx], dict(y=y[idx]))["loss"].mean()
+        else:
+            loss = training_losses(model_fn, path, x[idx], loss_cfg, y=y[idx])["loss"].mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,14 +155,12 @@ def load_or_train(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) 
         return train_cell(cell, seed, args, x, y)
     from safetensors.torch import load_file, save_file
 
-    from sit.config import ModelConfig
     from sit.models.sit import SiT
 
-    f = Path(args.save_dir) / f"{cell}-s{seed}-steps{args.steps}-b{args.batch}-e{args.ema_start}.safetensors"
+    tag = "-official-loss" if args.loss == "official" else ""
+    f = Path(args.save_dir) / f"{cell}-s{seed}-steps{args.steps}-b{args.batch}-e{args.ema_start}{tag}.safetensors"
     if f.is_file():
-        mc = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=128, depth=4, num_heads=4,
-                         class_dropout_prob=0.1, num_classes=10, learn_sigma=False)
-        net = SiT(mc)
+        net = SiT(fidelity_model_config())
         net.load_state_dict(load_file(str(f)))
         print(f"{cell} seed {seed}: EMA weights from {f}", flush=True)
         return net.eval()
@@ -144,6 +183,9 @@ def sample_cell(ema, cell: str, seed: int, args) -> torch.Tensor:
     labels = torch.arange(n) % 10
     g = torch.Generator().manual_seed(10_000 + seed)
     noise = torch.randn((n, 1, 8, 8), generator=g)
+    if args.sampler == "official":  # torchdiffeq heun2 on linspace(t0, t1, num_steps) in official time
+        sampler = args.official_mod.Sampler(official_transport(cell, args))
+        return sampler.sample_ode(sampling_method="heun2", num_steps=args.heun_steps)(noise, ema, y=labels)[-1]
     steps = args.heun_steps - 1 if args.heun_points else args.heun_steps
     t_end = args.vp_end if path_name == "vp" else None
     sc = SampleConfig(method="heun", num_steps=steps, t_end=t_end)
@@ -164,6 +206,11 @@ def main(argv=None) -> int:
                     help="read --heun-steps as grid points (official linspace(t0, t1, num_steps)): one step fewer")
     ap.add_argument("--vp-end", type=float, default=None, help="VP sampler's last time (default: sit's, 1e-3)")
     ap.add_argument("--ema-start", type=int, default=0, help="offset of the EMA warm-up counter (default 0)")
+    ap.add_argument("--loss", choices=("sit", "official"), default="sit",
+                    help="training loss: sit.objectives (default) or the official Transport.training_losses (needs --official)")
+    ap.add_argument("--sampler", choices=("sit", "official"), default="sit",
+                    help="ODE sampler: sit's Heun (default) or the official Sampler.sample_ode heun2 (needs --official)")
+    ap.add_argument("--official", default=None, help="root of a willisma/SiT checkout (its transport/ package)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--save-dir", default=None, help="keep / reuse each EMA network here (safetensors)")
     ap.add_argument("--out", default="fidelity.json", help="results JSON, appended per (cell, seed)")
@@ -175,10 +222,15 @@ def main(argv=None) -> int:
     if bad:
         ap.error(f"unknown cell {bad[0]!r}; expected names from {list(CELLS)}")
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    official = "official" in (args.loss, args.sampler)
+    if official and not args.official:
+        ap.error("--loss official / --sampler official need --official DIR (a willisma/SiT checkout)")
+    args.official_mod = load_official(args.official) if official and not args.report_only else None
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else {}
     setting = f"steps={args.steps},batch={args.batch},samples={args.samples},heun={args.heun_steps}" \
-              f"{'p' if args.heun_points else ''},vp_end={args.vp_end},ema_start={args.ema_start}"
+              f"{'p' if args.heun_points else ''},vp_end={args.vp_end},ema_start={args.ema_start}" \
+              f"{',loss=official' if args.loss == 'official' else ''}{',sampler=official' if args.sampler == 'official' else ''}"
     if not args.report_only:
         x, y = real_digits()
         for cell in cells:
@@ -190,25 +242,30 @@ def main(argv=None) -> int:
                 ema = load_or_train(cell, seed, args, x, y)
                 t1 = time.perf_counter()
                 fake = sample_cell(ema, cell, seed, args)
-                fd = pixel_fd(((x + 1) / 2).reshape(x.shape[0], -1).double(), fake)
-                results[key] = {"cell": cell, "seed": seed, "setting": setting, "fd": fd,
+                real01 = ((x + 1) / 2).reshape(x.shape[0], -1).double()
+                fd = pixel_fd(real01, fake)
+                fd_raw = pixel_fd(real01, fake, clamp=False)
+                results[key] = {"cell": cell, "seed": seed, "setting": setting, "fd": fd, "fd_unclamped": fd_raw,
                                 "train_s": round(t1 - t0, 1), "sample_s": round(time.perf_counter() - t1, 1)}
                 tmp = out.with_suffix(f".tmp{os.getpid()}")
                 tmp.write_text(json.dumps(results, indent=1))
                 os.replace(tmp, out)
-                print(f"{cell:16s} seed {seed}: FD {fd:.3f}  (train {t1 - t0:.0f} s, sample "
+                print(f"{cell:16s} seed {seed}: FD {fd:.3f}, unclamped {fd_raw:.3f}  (train {t1 - t0:.0f} s, sample "
                       f"{time.perf_counter() - t1:.0f} s)", flush=True)
     print(f"\nsetting: {setting}")
-    print(f"{'cell':16s} {'official':>9s} {'sit mean':>9s} {'sit sd':>7s} {'sit min..max':>15s}  n  official in sit range?")
+    print(f"{'cell':16s} {'official':>9s} {'sit mean':>9s} {'sit sd':>7s} {'sit min..max':>15s}  n  official in sit range?"
+          "  (unclamped mean)")
     for cell in cells:
-        fds = [r["fd"] for r in results.values() if r["cell"] == cell and r["setting"] == setting]
+        runs = [r for r in results.values() if r["cell"] == cell and r["setting"] == setting]
+        fds = [r["fd"] for r in runs]
+        raw = [r["fd_unclamped"] for r in runs if "fd_unclamped" in r]
         if not fds:
             continue
         m = statistics.mean(fds)
         sd = statistics.stdev(fds) if len(fds) > 1 else math.nan
         inside = min(fds) <= OFFICIAL[cell] <= max(fds)
         print(f"{cell:16s} {OFFICIAL[cell]:9.3f} {m:9.3f} {sd:7.3f} {min(fds):7.3f}..{max(fds):<7.3f} {len(fds):2d}  "
-              f"{'yes' if inside else 'no'}")
+              f"{'yes' if inside else 'no '}" + (f"                    ({statistics.mean(raw):.3f}, {len(raw)})" if raw else ""))
     return 0
 
 
