@@ -58,3 +58,25 @@ def test_every_file_write_goes_through_the_atomic_helpers():
                 continue
             bad.append(f"{rel}:{i + 1} ({func}): {line.strip()}")
     assert bad == []
+
+
+def test_study_and_benchmarks_do_not_go_through_the_cli():
+    """The study's and the benchmarks' configs come from typed presets (`sit.train.presets.resolve_configs`,
+    `sit.study.run.study_base`), never from the CLI's parser or a hand-built argparse Namespace."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    bad = []
+    for p in sorted([*(root / "sit" / "study").glob("*.py"), *(root / "sit" / "train").glob("*.py"),
+                     *(root / "benchmarks").glob("*.py")]):
+        for node in ast.walk(ast.parse(p.read_text())):
+            mods = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            elif isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            bad += [f"{p.relative_to(root)}: imports {m}" for m in mods if m.startswith(("sit.cli", "sit.commands"))]
+            if isinstance(node, ast.Attribute) and node.attr == "Namespace":
+                bad.append(f"{p.relative_to(root)}:{node.lineno}: builds an argparse Namespace")
+    assert not bad, "\n".join(bad)

@@ -83,31 +83,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-# On top of `sit train`'s resolution: the paper's recipe (uniform t, constant lr, no warm-up, no
-# clipping: the official train.py) whatever the demo's own recipe is tuned to. The demo's warm-up of
-# 100 steps and clipping at norm 1 kept VP velocity at 600 x 256 at 0.17 class accuracy (FD 111)
-# where the official recipe reaches 0.53 (FD 61) (docs/study.md, "Budget"). The embedded study
-# keeps the lr it was calibrated with (1e-3, as the official calibration); latents / images keep
-# the paper's 1e-4.
-STUDY_TRAIN = dict(time_dist="uniform", warmup_steps=0, grad_clip=0.0)
-STUDY_EMBEDDED_LR = 1e-3
-
-
 def _base(args):
-    """(TrainConfig, ModelConfig) of the study's network and optimiser: `sit train`'s resolution
-    (the demo's defaults without --data/--latents)."""
-    from sit.commands.train import TRAIN_FLAGS, resolve
+    """(TrainConfig, ModelConfig) of the study's network and optimiser (`sit.study.run.study_base`)."""
+    from sit.study.run import study_base
 
-    names = set(TRAIN_FLAGS) | {"depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma",
-                                "label_dropout", "model", "no_progress"}
-    ns = argparse.Namespace(**{k: None for k in names})
-    for k in ("dataset", "latents", "data", "vae", "image_size", "model", "depth", "hidden_size", "num_heads",
-              "patch_size", "device", "threads"):
-        setattr(ns, k, getattr(args, k))
-    ns.no_progress = True
-    cfg, mc = resolve(ns)
-    embedded = cfg.data is None and cfg.latents is None
-    return dataclasses.replace(cfg, **STUDY_TRAIN, **({"lr": STUDY_EMBEDDED_LR} if embedded else {})), mc
+    train = {k: getattr(args, k) for k in ("dataset", "latents", "data", "vae", "image_size", "device", "threads")
+             if getattr(args, k, None) is not None}
+    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size")
+            if getattr(args, k, None) is not None}
+    return study_base(train, arch, args.model)
 
 
 def _budget(args, out: Path):

@@ -178,74 +178,15 @@ def given_fields(args: argparse.Namespace) -> dict:
 
 
 def resolve(args: argparse.Namespace):
-    """(TrainConfig, ModelConfig) from parsed flags: the demo's defaults without --data/--latents,
-    the paper's otherwise; explicit flags always win."""
-    from sit.config import ModelConfig, TrainConfig, model_preset
+    """(TrainConfig, ModelConfig) from parsed flags (`sit.train.presets.resolve_configs`: the demo's
+    defaults without --data/--latents, the paper's otherwise; explicit flags always win)."""
+    from sit.train.presets import resolve_configs
 
-    given = given_fields(args)
-    demo = args.data is None and args.latents is None
-    base = {}
-    if demo:
-        base = dict(DEMO_TRAIN)
-        if given.get("dataset") == "mnist_5k":
-            base.update(DEMO_MNIST)
-    elif args.data is not None:
-        base = {"image_size": DATA_IMAGE_SIZE}
-    if demo and given.get("repa_encoder") is not None:
-        base["repa_proj_dim"] = DEMO_REPA_PROJ_DIM
-    cfg = TrainConfig(**{**base, **given})
-
-    # data shape
-    if demo:
-        channels, size, classes = 1, cfg.image_size, 10
-    elif cfg.latents is not None:
-        channels, size, classes = _latent_shape(cfg.latents)
-    else:
-        channels, down = _vae_geometry(cfg.vae)
-        if cfg.image_size % down:
-            raise ValueError(f"--image-size {cfg.image_size} must be divisible by the VAE's downsampling factor {down}")
-        channels, size, classes = channels, cfg.image_size // down, _num_folders(cfg.data)
     arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma")
             if getattr(args, k, None) is not None}
-    if args.label_dropout is not None:
+    if getattr(args, "label_dropout", None) is not None:
         arch["class_dropout_prob"] = args.label_dropout
-    common = dict(input_size=size, in_channels=channels, num_classes=classes)
-    if args.model:
-        mc = model_preset(args.model, **common, **arch)
-    elif demo:
-        dm = DEMO_MODEL_MNIST if cfg.dataset == "mnist_5k" else DEMO_MODEL
-        mc = ModelConfig(**{**dm, **common, **arch})
-    else:
-        mc = model_preset(DEFAULT_PRESET, **common, **arch)
-    if cfg.time_input == "discrete" and "learn_sigma" not in arch and not mc.learn_sigma:
-        mc = dataclasses.replace(mc, learn_sigma=True)  # DiT learns the variance (hybrid loss)
-    return cfg, mc
-
-
-def _latent_shape(root: str) -> tuple[int, int, int]:
-    from sit.data.latents import read_index
-
-    idx = read_index(root)
-    c, h, w = idx["latent_shape"]
-    return int(c), int(h), int(idx["num_classes"])
-
-
-def _vae_geometry(vae: str | None) -> tuple[int, int]:
-    """(latent channels, downsampling factor) from a VAE folder's config.json; the SD VAE's (4, 8)
-    for names and folders without one."""
-    from pathlib import Path
-
-    cfg = Path(vae).expanduser() / "config.json" if vae else None
-    if cfg is not None and cfg.is_file():
-        d = json.loads(cfg.read_text())
-        return int(d.get("latent_channels", 4)), 2 ** (len(d.get("block_out_channels", [0, 0, 0, 0])) - 1)
-    return 4, 8
-
-
-def _num_folders(root: str) -> int:
-    from sit.data.imagefolder import find_classes
-
-    return len(find_classes(root))
+    return resolve_configs(given_fields(args), arch, getattr(args, "model", None))
 
 
 def resume_overrides(args: argparse.Namespace) -> dict:

@@ -87,7 +87,7 @@ class Budget:
 
 
 # The default study (embedded digits, the demo's network): 600 steps x batch 256 = 153,600 images per
-# model with the paper's recipe (sit.commands.study.STUDY_TRAIN), the budget at which the official
+# model with the paper's recipe (sit.study.run.STUDY_TRAIN), the budget at which the official
 # code separates the VP cells (issue 19; the former 600 x 64 left every VP-family cell at chance).
 # 6 cells x 3 seeds, sampling and evaluation included: about 37 minutes on 2 idle CPU cores
 # (measured: docs/study.md, "Budget").

@@ -6,10 +6,13 @@ of them imports the CLI. Read-only mappings of `sit.config.TrainConfig` / `Model
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from sit.config import ModelConfig, TrainConfig
+from sit.config import ConfigError, ModelConfig, TrainConfig, model_preset
 
 # the embedded demo's defaults (measured in docs/training.md; `sit train --help` shows them); a flag given on the
 # command line wins
@@ -53,3 +56,67 @@ def demo_configs(dataset: str = "digits", **train_overrides) -> tuple[TrainConfi
     cfg = TrainConfig(**{**base, **train_overrides})
     dm = DEMO_MODEL_MNIST if dataset == "mnist_5k" else DEMO_MODEL
     return cfg, ModelConfig(**dm, input_size=cfg.image_size, in_channels=1, num_classes=10)
+
+
+def resolve_configs(train: Mapping[str, Any], arch: Mapping[str, Any] | None = None,
+                    model: str | None = None) -> tuple[TrainConfig, ModelConfig]:
+    """(TrainConfig, ModelConfig) from given TrainConfig fields ``train`` and ModelConfig fields
+    ``arch`` (depth, class_dropout_prob, ...), as `sit train` resolves its flags: the embedded demo's
+    defaults (DEMO_TRAIN, DEMO_MODEL) without ``data`` / ``latents``, the paper's otherwise (the
+    ``model`` preset, default DEFAULT_PRESET); the data shape from the latent index or the VAE's
+    config; given fields always win. A discrete-time run learns the variance unless ``arch`` says."""
+    given, arch = dict(train), dict(arch or {})
+    demo = given.get("data") is None and given.get("latents") is None
+    base: dict[str, Any] = {}
+    if demo:
+        base = dict(DEMO_TRAIN)
+        if given.get("dataset") == "mnist_5k":
+            base.update(DEMO_MNIST)
+        if given.get("repa_encoder") is not None:
+            base["repa_proj_dim"] = DEMO_REPA_PROJ_DIM
+    elif given.get("data") is not None:
+        base = {"image_size": DATA_IMAGE_SIZE}
+    cfg = TrainConfig(**{**base, **given})
+
+    if demo:
+        channels, size, classes = 1, cfg.image_size, 10
+    elif cfg.latents is not None:
+        channels, size, classes = latent_shape(cfg.latents)
+    else:
+        channels, down = vae_geometry(cfg.vae)
+        if cfg.image_size % down:
+            raise ConfigError("TrainConfig", "image_size",
+                              f"{cfg.image_size} must be divisible by the VAE's downsampling factor {down}")
+        from sit.data.imagefolder import find_classes
+
+        size, classes = cfg.image_size // down, len(find_classes(cfg.data))
+    common = dict(input_size=size, in_channels=channels, num_classes=classes)
+    if model:
+        mc = model_preset(model, **common, **arch)
+    elif demo:
+        dm = DEMO_MODEL_MNIST if cfg.dataset == "mnist_5k" else DEMO_MODEL
+        mc = ModelConfig(**{**dm, **common, **arch})
+    else:
+        mc = model_preset(DEFAULT_PRESET, **common, **arch)
+    if cfg.time_input == "discrete" and "learn_sigma" not in arch and not mc.learn_sigma:
+        mc = dataclasses.replace(mc, learn_sigma=True)  # DiT learns the variance (hybrid loss)
+    return cfg, mc
+
+
+def latent_shape(root: str) -> tuple[int, int, int]:
+    """(channels, size, classes) of a `sit extract` folder, from its verified index."""
+    from sit.data.latents import read_index
+
+    idx = read_index(root)
+    c, h, w = idx["latent_shape"]
+    return int(c), int(h), int(idx["num_classes"])
+
+
+def vae_geometry(vae: str | None) -> tuple[int, int]:
+    """(latent channels, downsampling factor) from a VAE folder's config.json; the SD VAE's (4, 8)
+    for names and folders without one."""
+    cfg = Path(vae).expanduser() / "config.json" if vae else None
+    if cfg is not None and cfg.is_file():
+        d = json.loads(cfg.read_text())
+        return int(d.get("latent_channels", 4)), 2 ** (len(d.get("block_out_channels", [0, 0, 0, 0])) - 1)
+    return 4, 8
