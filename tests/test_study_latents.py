@@ -96,3 +96,25 @@ def test_train_progress_lines():
     assert lines[0] == "  x s0: training step 10/100" or lines[0].startswith("  x s0: training step 10/100 (")
     assert lines[-1].startswith("  x s0: training step 100/100 (") and "ETA" not in lines[-1]
     assert 1 <= len(lines) <= 11
+
+
+def test_study_decodes_in_the_latent_space_its_cells_trained_in(latent_setup):
+    """A latent study decodes with the index's space (scale, shift, normalisation), and the base's
+    vae_scale / vae_shift override it as they override training (not the VAE config's default)."""
+    import dataclasses
+
+    from sit.data.latents import index_space, read_index
+    from sit.study.cells import DEFAULT_BUDGET, select_cells
+    from sit.study.run import Study, study_base
+    from sit.study.scoring import study_decoder
+
+    root = latent_setup
+    base, mc = study_base({"latents": str(root / "latents")})
+    study = Study(root / "nostudy", base, mc, DEFAULT_BUDGET, select_cells("gvp-velocity"))
+    vae = study_decoder(study, str(root / "vae"))
+    assert vae.space == index_space(read_index(str(root / "latents")))
+    over = dataclasses.replace(study, base=dataclasses.replace(base, vae_scale=0.5, vae_shift=0.25))
+    vae = study_decoder(over, str(root / "vae"))
+    assert (vae.space.scale, vae.space.shift) == (0.5, 0.25)
+    z = torch.randn(2, *read_index(str(root / "latents"))["latent_shape"])
+    assert torch.equal(vae.space.to_vae(z), z / 0.5 + 0.25)

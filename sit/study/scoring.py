@@ -53,6 +53,22 @@ def study_vae_spec(base) -> tuple[str, str, int]:
     return base.vae or "ema", base.data, int(base.image_size or 256)
 
 
+def study_decoder(study, vae_spec: str, device=None, batch_size: int = 64):
+    """The VAE that decodes a latent / image study's samples, set to the latent space its cells
+    trained in: the latent index's (scale, shift, per-channel normalisation: `index_space`) for
+    ``--latents``, the VAE config's for ``--data``; the base's vae_scale / vae_shift override both."""
+    from sit.vae import VAE
+
+    base = study.base
+    vae = VAE.from_pretrained(vae_spec, device=device, batch_size=batch_size, scale_factor=base.vae_scale,
+                              shift_factor=base.vae_shift)
+    if base.latents is not None:
+        from sit.data.latents import index_space, read_index
+
+        vae.space = index_space(read_index(base.latents), base.vae_scale, base.vae_shift)
+    return vae
+
+
 def training_images(root: str, size: int, n: int) -> tuple[np.ndarray, str]:
     """Up to ``n`` training images of ``root`` (evenly spaced over the sorted file list, ADM centre
     crop at ``size``) as uint8 (N, size, size, 3), and a key naming exactly that selection."""
@@ -74,11 +90,10 @@ def latent_scorer(study, device, log: Callable[[str], None]) -> Callable[[torch.
     """score(latents (N, C, h, w), labels) -> {"fd": Inception FID, "sfd", "fd_dinov2"?}."""
     from sit.evaluate.scorers.inception import InceptionScorer
     from sit.io import to_uint8
-    from sit.vae import VAE
 
     sc: ScoringConfig = study.scoring
     vae_spec, root, size = study_vae_spec(study.base)
-    vae = VAE.from_pretrained(vae_spec, device=device, batch_size=sc.batch_size)
+    vae = study_decoder(study, vae_spec, device, sc.batch_size)
     inc = InceptionScorer(sc.inception, device=device, batch_size=sc.batch_size, progress=False)
     log(f"sit study: scoring with the Inception scorer ({inc.describe()}), samples decoded by the VAE {vae.name}")
     dino = None
