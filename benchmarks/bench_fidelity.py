@@ -194,6 +194,15 @@ def sample_cell(ema, cell: str, seed: int, args) -> torch.Tensor:
     return x
 
 
+def parse_cells(ap: argparse.ArgumentParser, spec: str) -> list[str]:
+    """The cell names of a comma list (``ap.error`` on an unknown one)."""
+    cells = [c.strip() for c in spec.split(",") if c.strip()]
+    bad = [c for c in cells if c not in CELLS]
+    if bad:
+        ap.error(f"unknown cell {bad[0]!r}; expected names from {list(CELLS)}")
+    return cells
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cells", default=",".join(CELLS), help="comma list (default: all six)")
@@ -217,10 +226,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report-only", action="store_true", help="print the table of --out and exit")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in CELLS]
-    if bad:
-        ap.error(f"unknown cell {bad[0]!r}; expected names from {list(CELLS)}")
+    cells = parse_cells(ap, args.cells)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     official = "official" in (args.loss, args.sampler)
     if official and not args.official:

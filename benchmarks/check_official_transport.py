@@ -34,7 +34,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from bench_fidelity import CELLS, OFFICIAL_NAMES, fidelity_model_config, load_official, real_digits  # noqa: E402
+from bench_fidelity import (  # noqa: E402
+    CELLS,
+    OFFICIAL_NAMES,
+    fidelity_model_config,
+    load_official,
+    parse_cells,
+    real_digits,
+)
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -141,10 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    bad = [c for c in cells if c not in CELLS]
-    if bad:
-        ap.error(f"unknown cell {bad[0]!r}; expected names from {list(CELLS)}")
+    cells = parse_cells(ap, args.cells)
     official = load_official(args.official)
     importlib.import_module("torchdiffeq")
     x, y = real_digits()
