@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
+import importlib.machinery  # here, not inside the finder: importing it there asks the finder again (recursion)
 import os
 import sys
+import types
 
 import sit
 
@@ -201,16 +203,12 @@ class _StandInFinder:
 
     @staticmethod
     def find_spec(name, path=None, target=None):
-        import importlib.machinery
-
         if name.split(".")[0] in _StandInFinder.tops:
             return importlib.machinery.ModuleSpec(name, _StandInFinder, is_package=True)
         return None
 
     @staticmethod
     def create_module(spec):
-        import types
-
         class _Module(types.ModuleType):
             def __getattr__(self, attr):
                 if attr.startswith("__") and attr.endswith("__"):
@@ -264,8 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if not _parse_without_torch(argv):
                 return 0
-        except Exception:  # noqa: BLE001  a module that needs the real packages to import: parse normally
-            pass
+        except Exception as e:  # noqa: BLE001  a module that needs the real packages to import: parse normally
+            if "--debug" in argv:
+                print(f"sit: the quick parse failed ({type(e).__name__}: {e}); parsing with the real packages",
+                      file=sys.stderr)
     args = _parse(argv)
     if args is None:
         return 0

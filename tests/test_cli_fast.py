@@ -42,6 +42,30 @@ def test_help_and_flag_errors_import_no_torch():
         assert loaded == [], f"{argv} imported {loaded}"
 
 
+def test_quick_parse_works_from_an_installed_copy(tmp_path):
+    """As after `pip install .` (not editable): the package is a copy in a site folder, run from another
+    folder, and no editable-install hook has imported anything first (``-S``: no .pth file is read).
+    The stand-in finder must not import inside itself (that recursed and fell back to torch)."""
+    import shutil
+    import site
+
+    import sit
+
+    site_dir = tmp_path / "site"
+    shutil.copytree(os.path.dirname(sit.__file__), site_dir / "sit", ignore=shutil.ignore_patterns("__pycache__"))
+    paths = [str(site_dir), *site.getsitepackages(), site.getusersitepackages()]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    cases = [["--help"], ["sample", "--help"], ["sample", "--nums-steps", "3"], ["train", "--steps", "x"]]
+    probe = PROBE + "print(sys.modules['sit'].__file__, file=sys.stderr)"
+    r = subprocess.run([sys.executable, "-S", "-c", probe, json.dumps(cases)], capture_output=True, text=True,
+                       env=env, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.strip().splitlines()[-1].startswith(str(site_dir)), r.stderr[-500:]  # the copy ran
+    for argv, code, loaded in json.loads(r.stdout.strip().splitlines()[-1]):
+        assert code in (0, 2), (argv, code)
+        assert loaded == [], f"{argv} imported {loaded}"
+
+
 def test_flag_errors_are_one_line_with_did_you_mean():
     r = subprocess.run([sys.executable, "-m", "sit.cli", "sampel"], capture_output=True, text=True, env=_env())
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
