@@ -328,6 +328,17 @@ def verify(ckpt: PathLike) -> dict:
     return state
 
 
+def verify_listed(folder: PathLike, required: tuple[str, ...]) -> dict:
+    """The manifest.json of a folder written whole by one command (`sit ema --out`) after checking
+    every file it lists (size, sha256; ``required`` among them) and that its step agrees with
+    config.json's; CheckpointError naming the problem otherwise."""
+    folder = Path(folder)
+    manifest = _read_json(folder, MANIFEST)
+    _check_files(folder, manifest.get("files"), required, MANIFEST)
+    _check_steps(folder, {"config.json": _read_json(folder, "config.json").get("step"), "manifest.json": manifest.get("step")})
+    return manifest
+
+
 def is_diffusers_folder(path: PathLike) -> bool:
     """A folder written by `sit convert RUN --to diffusers OUT` (it has sit_diffusers.json)."""
     from sit.models.diffusers_format import is_diffusers_folder as _is
@@ -343,7 +354,7 @@ def is_training_checkpoint(path: PathLike) -> bool:
         return False
     if (p / STATE).is_file():
         return True
-    return (p / MANIFEST).is_file() and folders.SAMPLES not in folders.marks(p)
+    return (p / MANIFEST).is_file() and not {folders.SAMPLES, folders.EMA} & set(folders.marks(p))
 
 
 def check(ckpt: PathLike) -> Path:
@@ -356,6 +367,8 @@ def check(ckpt: PathLike) -> Path:
         raise FileNotFoundError(f"no checkpoint at {str(ckpt)!r}")
     if is_training_checkpoint(ckpt):
         verify(ckpt)
+    elif folders.EMA in folders.marks(ckpt):
+        verify_listed(ckpt, ("config.json", "ema.safetensors"))
     elif ckpt.is_dir() and (ckpt / "config.json").is_file():
         _check_steps(ckpt, {"config.json": _read_json(ckpt, "config.json").get("step")}, required=False)
     return ckpt
@@ -404,8 +417,8 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     if is_diffusers_folder(path):  # `sit convert --to diffusers`: files verified when read
         return path
-    folders.require_input(path, (folders.RUN, folders.CHECKPOINT), "checkpoint")
-    if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and folders.CHECKPOINT in folders.marks(path.parent):
+    folders.require_input(path, folders.READABLE, "checkpoint")
+    if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and {folders.CHECKPOINT, folders.EMA} & set(folders.marks(path.parent)):
         raise field_error(ValueError, f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass "
                           f"the folder ({{.ckpt}} {path.parent}) so that it is verified and its config read")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():

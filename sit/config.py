@@ -31,6 +31,16 @@ TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 # is a typo, and honouring it allocates a grid that OOM-kills the machine or crashes inside torch.
 MAX_STEPS = 100_000          # sampler / likelihood / preview steps (the paper uses at most 1000)
 MAX_THREADS_PER_CORE = 4     # torch CPU threads: at most this many per usable core
+# post-hoc EMA lengths sigma_rel (sit.train.phema): below 1e-4 a power-function EMA averages less than
+# 0.01 % of training (no averaging at all for runs under 10,000 steps) and sigma^-2 overflows below
+# 1e-154; 12^-1/2 is gamma = 0, the uniform average of the whole run
+PHEMA_SIGMA_RANGE = (1e-4, 12 ** -0.5)
+# the largest relative L2 error of a reconstructed averaging profile `sit ema` accepts: 0.05, below the
+# 0.067-0.085 that separates the profile of sigma_rel from that of 1.1 sigma_rel (sigma_rel 0.01-0.10),
+# so an accepted reconstruction is nearer the requested EMA than a 10 % longer or shorter EMA is.
+# Snapshots of sigma_rel 0.05 / 0.10 every 25 steps of 1,200 reach 0.014-0.26 within it; every 100
+# steps of 600 only 0.04-0.14 (sit.train.phema.fit_error)
+PHEMA_MAX_FIT_ERROR = 0.05
 
 
 def usable_cores() -> int:
@@ -394,9 +404,10 @@ class TrainConfig:
         if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
             raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(self.phema_sigmas)}, "
                               f"every {self.phema_every} (give both, every >= 1, or neither)")
+        lo, hi = PHEMA_SIGMA_RANGE
         for s in self.phema_sigmas:
-            if not 0 < s < 12 ** -0.5:
-                raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside (0, {12 ** -0.5:.4f})")
+            if not lo <= s < hi:
+                raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside [{lo:g}, {hi:.4f})")
         if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
             raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
         if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):

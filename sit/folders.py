@@ -1,4 +1,4 @@
-"""What a folder is: a run folder, a sample folder or a checkpoint folder, never two at once.
+"""What a folder is: a run, sample, checkpoint or post-hoc EMA folder, never two at once.
 
 Owns: reading a folder's kind (the explicit ``"kind"`` field of its ``manifest.json`` first, then
 the files only one kind writes), and the one-line refusals of every cross-use: `sit sample --out`
@@ -13,6 +13,8 @@ The three kinds and their marks, explicit one first:
 - ``checkpoint``: ``manifest.json`` with ``"kind": "checkpoint"`` or an older one holding
   ``"files"``; ``state.json``; or ``config.json`` beside ``.safetensors`` / ``.pt`` weights (an export).
 - ``run``: ``run_config.json``, ``metrics.jsonl`` or ``checkpoints/``.
+- ``posthoc-ema``: ``manifest.json`` with ``"kind": "posthoc-ema"`` (`sit ema --out`): read like a
+  checkpoint (verified against its manifest), written only by `sit ema`, nothing written inside it.
 
 Must not import: anything of ``sit`` but ``sit.io`` and ``sit.config`` (stdlib only: the refusals name
 the field or argument that gave the folder, never a flag). The store, `sit.train` and `sit.generate` use it.
@@ -28,10 +30,13 @@ from sit.config import field_error
 
 PathLike = str | os.PathLike
 
-SAMPLES, CHECKPOINT, RUN = "samples", "checkpoint", "run"
+SAMPLES, CHECKPOINT, RUN, EMA = "samples", "checkpoint", "run", "posthoc-ema"
 SAMPLE_SET_KIND = "sample-set"  # the "kind" field of a sample folder's manifest.json
 CHECKPOINT_KIND = "checkpoint"  # the "kind" field of a training checkpoint's manifest.json
-NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder"}
+EMA_KIND = "posthoc-ema"        # the "kind" field of the manifest.json `sit ema --out` writes
+NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder",
+         EMA: "a post-hoc EMA folder"}
+READABLE = (RUN, CHECKPOINT, EMA)  # the kinds a checkpoint reader (--ckpt) takes
 _WEIGHTS = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -61,9 +66,11 @@ def marks(folder: PathLike) -> dict[str, list[str]]:
             add(SAMPLES, "manifest.json of a sample set")
         elif kind == CHECKPOINT_KIND or (kind is None and "files" in m):
             add(CHECKPOINT, "manifest.json of a checkpoint")
+        elif kind == EMA_KIND:
+            add(EMA, "manifest.json of a post-hoc EMA")
     if (folder / "state.json").is_file():
         add(CHECKPOINT, "state.json")
-    if (folder / "config.json").is_file() and any(p.suffix in _WEIGHTS for p in folder.iterdir() if p.is_file()):
+    if EMA not in found and (folder / "config.json").is_file() and any(p.suffix in _WEIGHTS for p in folder.iterdir() if p.is_file()):
         add(CHECKPOINT, "config.json + weights")
     for name in ("run_config.json", "metrics.jsonl", "checkpoints"):
         if (folder / name).exists():
@@ -79,17 +86,19 @@ def kind_of(folder: PathLike) -> str | None:
     """The kind of ``folder`` (None for a missing or empty-of-marks folder); a checkpoint mark wins
     over the others (its manifest is read first by every reader)."""
     found = marks(folder)
-    for kind in (CHECKPOINT, RUN, SAMPLES):
+    for kind in (CHECKPOINT, EMA, RUN, SAMPLES):
         if kind in found:
             return kind
     return None
 
 
 def checkpoint_above(path: PathLike) -> Path | None:
-    """The checkpoint folder ``path`` is (or lies inside), or ``RUN/checkpoints`` itself; else None."""
+    """The checkpoint (or post-hoc EMA) folder ``path`` is (or lies inside), or ``RUN/checkpoints``
+    itself; else None."""
     p = Path(os.path.abspath(path))
     for q in (p, *p.parents):
-        shown = marks(q).get(CHECKPOINT, [])
+        found = marks(q)
+        shown = found.get(CHECKPOINT, []) + found.get(EMA, [])
         # the folder itself by any mark; a parent by a training checkpoint's own files only (a
         # config.json beside a .pt in a home folder does not make everything below it a checkpoint)
         if shown and (q == p or any(w != "config.json + weights" for w in shown)):

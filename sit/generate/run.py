@@ -107,7 +107,7 @@ def sample_set(
     from sit import checkpoints, dist, folders
     from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
 
-    folders.require_input(ckpt, (folders.RUN, folders.CHECKPOINT), "ckpt")  # before the lock makes OUT
+    folders.require_input(ckpt, folders.READABLE, "ckpt")  # before the lock makes OUT
     folders.require_output(out, folders.SAMPLES, "out")  # before the lock writes OUT/.lock
     dev = dist.init(default_device(device))
     lock = io.FolderLock(out, "sample folder", log=dist.eprint0) if dist.rank() == 0 else None

@@ -408,9 +408,10 @@ def _after_step(p: _Parts, st: _State, logger: Logger) -> bool:
     if step % cfg.ckpt_every == 0 or step == cfg.steps or st.terminate or stop_bad:
         st.last_ckpt = _checkpoint(p, st)
     if cfg.phema_every and step % cfg.phema_every == 0 and dist.is_main():
-        from sit.train.phema import write_snapshots
+        from sit.config import to_dict
+        from sit.train.phema import run_tag, write_snapshots
 
-        write_snapshots(p.run_dir, p.pema, step)
+        write_snapshots(p.run_dir, p.pema, step, run=run_tag(to_dict(cfg), to_dict(p.model_cfg)))
     if cfg.sample_every and step % cfg.sample_every == 0 and dist.is_main():
         sample_grid(p.ema, cfg, p.model_cfg, p.data, p.objective, p.device, p.run_dir / "samples" / f"step-{step:07d}.png")
     if p.callbacks.after_step is not None:
