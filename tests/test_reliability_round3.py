@@ -159,7 +159,7 @@ def test_train_format_export_keeps_model_and_ema_and_records_the_heads(made, tmp
     k = "final_layer.linear.weight"
     assert not torch_equal(raw[k], ema[k])
     assert torch_equal(d["model"][k], raw[k]) and torch_equal(d["ema"][k], ema[k])
-    assert d["args"].num_heads == 1
+    assert d["args"]["num_heads"] == 1
     net, meta = load_model(pt)  # a custom size, read back without --num-heads
     assert net.config.num_heads == 1 and meta["weights"] == "ema"
     capsys.readouterr()

@@ -447,7 +447,9 @@ def export_official(
     and ``model.load_state_dict`` read it). With args (dict or Namespace, e.g. {"model":
     "SiT-XL/2", "path_type": "Linear", "prediction": "velocity", ...}): a train.py-style dict
     {"model", "ema", "opt", "args"}; "ema" is ``ema``'s weights (default: net's), "opt" is
-    ``opt_state`` or a fresh AdamW(lr=1e-4, weight_decay=0) state as official train.py builds.
+    ``opt_state`` or a fresh AdamW(lr=1e-4, weight_decay=0) state as official train.py builds,
+    "args" a plain dict (official train.py stores a Namespace, which ``torch.load(weights_only=True)``
+    refuses; every reader, sit's included, takes either).
     """
     path = Path(path)
     if path.suffix != ".pt":
@@ -458,10 +460,16 @@ def export_official(
         with atomic_path(path) as tmp:
             torch.save(sd, tmp)
         return path
-    if isinstance(args, dict):
-        args = argparse.Namespace(**args)
-    if not isinstance(args, argparse.Namespace):
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    if not isinstance(args, dict):
         raise TypeError(f"args must be a dict or argparse.Namespace (got {type(args).__name__})")
+    # plain data: the official loader (download.find_model: torch.load, weights_only by default on
+    # torch >= 2.6) cannot unpickle an argparse.Namespace, which official train.py itself stores
+    args = {str(k): v for k, v in args.items()}
+    bad = [k for k, v in args.items() if not isinstance(v, (str, int, float, bool, type(None)))]
+    if bad:
+        raise TypeError(f"args must hold plain values (str, int, float, bool, None); {bad} do not")
     if opt_state is None:
         opt_state = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0).state_dict()
     ckpt = {"model": sd, "ema": _plain_state_dict(ema) if ema is not None else sd, "opt": opt_state, "args": args}
