@@ -6,6 +6,7 @@ so a typo in a config file is an error, not a silently ignored field.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -117,16 +118,44 @@ def field_name(record: str, field: str) -> str:
     return f"{record}.{field}" if record else field
 
 
+# One rule for identities (run configs, sample sets, studies): a field added after configs and
+# identities were first stored carries ``ADDED_LATER`` in its metadata (`added_later(default)`;
+# TrainConfig: ``_f(..., added_later=True)``) and is left out of `to_dict` -- every stored config,
+# manifest and identity hashed from them -- while it holds its default, so what was written before
+# the field existed stays byte-identical (``from_dict`` fills it back in). tests/data/identities.json
+# holds today's default identities; tests/test_identities.py recomputes them.
+ADDED_LATER = "added_later"
+
+
+def added_later(default: Any, **metadata: Any):
+    """A dataclass field added later (`ADDED_LATER`): omitted from identities while at ``default``."""
+    return dataclasses.field(default=default, metadata=MappingProxyType({ADDED_LATER: True, **metadata}))
+
+
+def omitted_if_default(cls) -> frozenset[str]:
+    """The fields of dataclass ``cls`` that `to_dict` leaves out while they hold their default: those
+    marked `ADDED_LATER`, and (a legacy alias, to be converted to the marker) any a class still lists
+    in an ``OMIT_IF_DEFAULT`` tuple."""
+    marked = {f.name for f in dataclasses.fields(cls) if f.metadata.get(ADDED_LATER)}
+    return frozenset(marked | set(getattr(cls, "OMIT_IF_DEFAULT", ())))
+
+
 def to_dict(cfg) -> dict[str, Any]:
-    """The fields of ``cfg`` as a dict; fields a class lists in ``OMIT_IF_DEFAULT`` are left out
-    while they hold their default (options added later, so the configs written before them, and
-    every identity hashed from them, stay byte-identical; ``from_dict`` fills them back in)."""
-    d = dataclasses.asdict(cfg)
-    for name in getattr(type(cfg), "OMIT_IF_DEFAULT", ()):
-        f = next(f for f in dataclasses.fields(cfg) if f.name == name)
-        if d.get(name) == f.default:
-            d.pop(name)
-    return d
+    """The fields of dataclass ``cfg`` as a dict (nested dataclasses too, as ``dataclasses.asdict``),
+    without the fields `omitted_if_default` while they hold their default, at every level."""
+    omit = omitted_if_default(type(cfg))
+    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if not (f.name in omit and getattr(cfg, f.name) == f.default)}
+
+
+def _plain(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return to_dict(v)
+    if isinstance(v, (list, tuple)):
+        return type(v)(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return type(v)((_plain(k), _plain(x)) for k, x in v.items())
+    return copy.deepcopy(v)
 
 
 def from_dict(cls, d: dict[str, Any]):
@@ -320,27 +349,27 @@ class TrainConfig:
     # representation alignment (REPA, Yu et al. 2024; sit.train.repa): an extra loss term
     repa_encoder: str | None = _f(None, "alignment", "frozen encoder whose patch features the network aligns with: "
                                   "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); "
-                                  "default off", metavar="ENC")
+                                  "default off", metavar="ENC", added_later=True)
     repa_depth: int | None = _f(None, "alignment", "align the output of block D (1-based; without it ceil(2 x depth / 7): "
-                                "XL 8, B 4, demo 2)", metavar="D")
-    repa_coeff: float = _f(0.5, "alignment", "lambda: weight of the alignment term", metavar="LAMBDA")
-    repa_proj_dim: int = _f(2048, "alignment", "projector MLP width (3 layers, SiLU)", metavar="N")
+                                "XL 8, B 4, demo 2)", metavar="D", added_later=True)
+    repa_coeff: float = _f(0.5, "alignment", "lambda: weight of the alignment term", metavar="LAMBDA", added_later=True)
+    repa_proj_dim: int = _f(2048, "alignment", "projector MLP width (3 layers, SiLU)", metavar="N", added_later=True)
     # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,
     # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
     phema_sigmas: tuple[float, ...] = _f((), "optimiser", "relative lengths of the tracked power-function EMAs for "
-                                         "post-hoc EMA (edm2: 0.05 0.10); off without it", metavar="S")
-    phema_every: int = _f(0, "optimiser", "steps between snapshots of them, 0 = off; needs {phema_sigmas}", metavar="STEPS")
+                                         "post-hoc EMA (edm2: 0.05 0.10); off without it", metavar="S", added_later=True)
+    phema_every: int = _f(0, "optimiser", "steps between snapshots of them, 0 = off; needs {phema_sigmas}", metavar="STEPS", added_later=True)
     grad_checkpointing: bool = _f(False, "run", "recompute each block's activations in the backward pass: less memory, "
-                                                "~1/3 more compute")
+                                                "~1/3 more compute", added_later=True)
     cosine_coeff: float = _f(0.0, "loss", "weight of LightningDiT's velocity-direction term 1 - cos(v_theta, v*) per pixel "
-                                          "over channels, sit.train.terms; LightningDiT uses 1, 0 = off", metavar="W")
+                                          "over channels, sit.train.terms; LightningDiT uses 1, 0 = off", metavar="W", added_later=True)
 
     # the VAE latent space (sit.vae.LatentSpace): x = (z - vae_shift) * vae_scale; None = the VAE config's
     # scaling_factor / shift_factor ({data}), the latent index's ({latents})
     vae_scale: float | None = _f(None, "data", "latent scale: the network sees (z - shift) * S (default: the VAE config's "
-                                 "scaling_factor for {data}, the latent index's for {latents}; recorded in the run)", metavar="S")
+                                 "scaling_factor for {data}, the latent index's for {latents}; recorded in the run)", metavar="S", added_later=True)
     vae_shift: float | None = _f(None, "data", "latent shift (default: the VAE config's shift_factor, 0 when it has none; "
-                                 "the index's for {latents})", metavar="B")
+                                 "the index's for {latents})", metavar="B", added_later=True)
 
     def group(self, name: str):
         """The fields of record ``name`` (a `TRAIN_GROUPS` key) as a frozen, typed record
@@ -354,8 +383,9 @@ class TrainConfig:
         """Every record of this config, in `TRAIN_GROUPS` order (each field in exactly one)."""
         return {name: self.group(name) for name in TRAIN_RECORDS}
 
-    OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
-                       "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
+    # legacy alias of the `ADDED_LATER` marker (`omitted_if_default` reads both): mark a new field with
+    # ``_f(..., added_later=True)`` instead of listing it here
+    OMIT_IF_DEFAULT = ()
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():

@@ -33,7 +33,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from sit.config import ConfigError
+from sit.config import ConfigError, added_later
 
 
 def _check_scale(scale) -> float:
@@ -71,7 +71,7 @@ class GuidanceConfig:
     scale: float = 1.0
     channels: int | None = None
     interval: tuple[float, float] | None = None
-    guide: str | None = None
+    guide: str | None = added_later(None)  # CFG's sets keep the identity they had before autoguidance
 
     def __post_init__(self):
         object.__setattr__(self, "scale", _check_scale(self.scale))

@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any, Mapping, Sequence
 
-from sit.config import ConfigError
+from sit.config import ConfigError, added_later, to_dict
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
@@ -43,9 +43,9 @@ class SampleSpec:
     precision: str = "fp32"                   # --precision
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
-    vae_sha256: str | None = None             # sha256 of that VAE's weights (filled in when it is loaded)
-    vae_scale: float | None = None            # --vae-scale: decode scale override (None: the run's recorded one)
-    vae_shift: float | None = None            # --vae-shift: decode shift override (None: the run's recorded one)
+    vae_sha256: str | None = added_later(None)  # sha256 of that VAE's weights (filled in when it is loaded)
+    vae_scale: float | None = added_later(None)  # --vae-scale: decode scale override (None: the run's recorded one)
+    vae_shift: float | None = added_later(None)  # --vae-shift: decode shift override (None: the run's recorded one)
     initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
     loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
     latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
@@ -77,16 +77,10 @@ class SampleSpec:
         return isinstance(self.sample, DiscreteSampleConfig)
 
     def to_json(self) -> dict[str, Any]:
-        """The identity as JSON (tuples as lists), as stored in the manifest's ``settings``."""
-        d = dataclasses.asdict(self)
+        """The identity as JSON (tuples as lists), as stored in the manifest's ``settings``: every
+        field, less those added later while at their default (`sit.config.to_dict`, the one rule)."""
+        d = to_dict(self)
         d["sample"] = {"kind": "discrete" if self.discrete else "continuous", **d["sample"]}
-        if d["guidance"].get("guide") is None:  # CFG: identical to sets made before autoguidance existed
-            d["guidance"].pop("guide", None)
-        if d["vae_sha256"] is None:   # pixel sets: the identity of sets made before the field existed
-            del d["vae_sha256"]
-        for k in ("vae_scale", "vae_shift"):  # no override: the identity of sets made before the fields existed
-            if d[k] is None:              # (the run's recorded values are part of the checkpoint's identity)
-                del d[k]
         return json.loads(json.dumps(d, sort_keys=True))
 
     def sha256(self) -> str:

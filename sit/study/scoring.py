@@ -12,7 +12,6 @@ cached, sha256-verified, in ``$SIT_CACHE/refstats``. An ADM reference batch (``r
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -156,4 +155,6 @@ def identity(study) -> dict:
     """The scoring part of a study's identity (empty for the embedded study)."""
     if study.base.latents is None and study.base.data is None:
         return {}
-    return {"scoring": dataclasses.asdict(study.scoring)}
+    from sit.config import to_dict
+
+    return {"scoring": to_dict(study.scoring)}
