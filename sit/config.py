@@ -151,6 +151,8 @@ def to_dict(cfg) -> dict[str, Any]:
 def _plain(v: Any) -> Any:
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return to_dict(v)
+    if isinstance(v, tuple) and hasattr(v, "_fields"):  # a namedtuple, as dataclasses.asdict
+        return type(v)(*[_plain(x) for x in v])
     if isinstance(v, (list, tuple)):
         return type(v)(_plain(x) for x in v)
     if isinstance(v, dict):

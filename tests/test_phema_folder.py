@@ -132,6 +132,9 @@ def test_sit_ema_output_is_a_verified_folder_of_its_own(runs, tmp_path, capsys):
     assert main(["convert", str(e), str(tmp_path / "conv.safetensors")]) == 0
     net, meta = checkpoints.load(e)
     assert meta.step == 20
+    assert main(["sample", "--ckpt", str(e), "--out", str(tmp_path / "s"), "--num-samples", "2", "--method", "euler",
+                 "--num-steps", "1", "--no-progress", "--threads", "1"]) == 0
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["checkpoint"] == str(e)
     err = _err(capsys, ["sample", "--ckpt", str(a), "--out", str(e / "s"), "--num-samples", "2"])
     assert "inside the checkpoint folder" in err
     err = _err(capsys, ["train", "--resume", str(e)])
