@@ -498,6 +498,13 @@ def load(
             from sit.models.diffusers_format import load_diffusers
 
             net, meta = load_diffusers(ck)
+            held = meta.get("weights") or "ema"
+            if weights == "model" and held != "model":  # an export holds one set: never the other silently
+                from sit.config import ConfigError
+
+                raise ConfigError("", "weights", f"model asks for the raw weights, but the diffusers export {str(ck)!r} "
+                                  f"holds the {held} weights only (export them with `sit convert RUN --to diffusers "
+                                  f"OUT --prefer model`)")
             return net, RunMeta.from_dict(meta, source=ck)
         try:
             net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)

@@ -13,6 +13,10 @@ The three kinds and their marks, explicit one first:
 - ``checkpoint``: ``manifest.json`` with ``"kind": "checkpoint"`` or an older one holding
   ``"files"``; ``state.json``; or ``config.json`` beside ``.safetensors`` / ``.pt`` weights (an export).
 - ``run``: ``run_config.json``, ``metrics.jsonl`` or ``checkpoints/``.
+- ``export``: a diffusers folder: ``sit_diffusers.json`` (`sit convert RUN --to diffusers OUT`) or
+  ``model_index.json`` (any diffusers pipeline folder, e.g. the official DiT's). It is read as a
+  checkpoint (wherever a checkpoint folder is accepted as input) and written only by `sit convert`,
+  never inside a run or checkpoint folder (`require_standalone`).
 
 Must not import: anything of ``sit`` but ``sit.io`` and ``sit.config`` (stdlib only: the refusals name
 the field or argument that gave the folder, never a flag). The store, `sit.train` and `sit.generate` use it.
@@ -28,10 +32,12 @@ from sit.config import field_error
 
 PathLike = str | os.PathLike
 
-SAMPLES, CHECKPOINT, RUN = "samples", "checkpoint", "run"
+SAMPLES, CHECKPOINT, RUN, EXPORT = "samples", "checkpoint", "run", "export"
 SAMPLE_SET_KIND = "sample-set"  # the "kind" field of a sample folder's manifest.json
 CHECKPOINT_KIND = "checkpoint"  # the "kind" field of a training checkpoint's manifest.json
-NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder"}
+NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder",
+         EXPORT: "a diffusers export folder"}
+EXPORT_MARKS = ("sit_diffusers.json", "model_index.json")  # sit's export; any diffusers pipeline folder
 _WEIGHTS = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -68,6 +74,9 @@ def marks(folder: PathLike) -> dict[str, list[str]]:
     for name in ("run_config.json", "metrics.jsonl", "checkpoints"):
         if (folder / name).exists():
             add(RUN, name + ("/" if name == "checkpoints" else ""))
+    for name in EXPORT_MARKS:
+        if (folder / name).is_file():
+            add(EXPORT, name)
     if SAMPLES not in found:
         for name in ("samples.npz", "parts"):
             if (folder / name).exists():
@@ -79,7 +88,7 @@ def kind_of(folder: PathLike) -> str | None:
     """The kind of ``folder`` (None for a missing or empty-of-marks folder); a checkpoint mark wins
     over the others (its manifest is read first by every reader)."""
     found = marks(folder)
-    for kind in (CHECKPOINT, RUN, SAMPLES):
+    for kind in (CHECKPOINT, EXPORT, RUN, SAMPLES):
         if kind in found:
             return kind
     return None
@@ -127,6 +136,25 @@ def require_output(folder: PathLike, kind: str, field: str = "out") -> None:
         )
 
 
+def require_standalone(folder: PathLike, kind: str, what: str) -> None:
+    """`require_output`, and refuse ``folder`` inside a run folder or a folder of ``kind`` too: an
+    export written into a run would be taken for part of it (and removed by ``--overwrite``).
+    ``what`` names the argument in the message as the user typed it (e.g. ``OUT``)."""
+    folder = Path(folder)
+    ck = checkpoint_above(folder)
+    if ck is not None:
+        raise ValueError(f"{what} {_q(folder)} is inside the checkpoint folder {_q(ck)}; sit never writes into a "
+                         f"checkpoint (pruning old checkpoints would delete it): choose a folder outside it")
+    for q in Path(os.path.abspath(folder)).parents:
+        shown = {k: v for k, v in marks(q).items() if k in (RUN, kind)}
+        if shown:
+            raise ValueError(f"{what} {_q(folder)} is inside {_q(q)}, {_describe(q, shown)}; a folder holds one "
+                             f"kind: choose a folder outside it")
+    found = {k: v for k, v in marks(folder).items() if k != kind}
+    if found:
+        raise ValueError(f"{what} {_q(folder)} is {_describe(folder, found)}, not {NAMES[kind]}; choose a new folder")
+
+
 def _q(path: Path) -> str:
     return repr(str(path))
 
@@ -138,6 +166,8 @@ def require_input(path: PathLike, kinds: tuple[str, ...], field: str) -> None:
     if not path.is_dir():
         return
     found = marks(path)
+    if CHECKPOINT in kinds:  # an export is read wherever a checkpoint is (`sit.checkpoints.load`)
+        kinds = (*kinds, EXPORT)
     if found and not any(k in found for k in kinds):
         who = "{" + (field if "." in field else "." + field) + "}"
         hint = ""

@@ -182,3 +182,86 @@ def test_info_reads_the_export(run, capsys):
     assert main(["info", str(run[1]), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["params"] == info["params_expected"] and info["step"] == 7 and info["path"] == "linear"
+
+
+# ------------------------------------------------------------------------------------------------
+# the export is a folder of its own kind, and every byte that says how to read it is verified
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field,value", [("prediction", "score"), ("path", "gvp"), ("weights", "model")])
+def test_a_one_field_edit_of_sit_diffusers_json_is_refused(run, tmp_path, capsys, field, value):
+    bad = _copy(run[1], tmp_path / "bad")
+    meta = json.loads((bad / dfmt.METADATA).read_text())
+    meta[field] = value
+    (bad / dfmt.METADATA).write_text(json.dumps(meta, indent=2))
+    with pytest.raises(dfmt.DiffusersFormatError, match="was changed after it was written"):
+        store.load(bad)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sit_diffusers.json was changed" in err[0]
+
+
+def test_an_export_without_the_metadata_hash_is_refused(run, tmp_path):
+    old = _copy(run[1], tmp_path / "v1")
+    meta = json.loads((old / dfmt.METADATA).read_text())
+    meta.pop("sha256")
+    meta["format_version"] = 1
+    (old / dfmt.METADATA).write_text(json.dumps(meta))
+    with pytest.raises(dfmt.DiffusersFormatError, match="export it again"):
+        store.load(old)
+
+
+def test_convert_refuses_an_export_inside_a_run_or_checkpoint_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ck = ckpt_mod.save_model(_net(), run_dir / "checkpoints" / "step-0000003.safetensors", dict(META, step=3))
+    ckdir = tmp_path / "ckdir"  # a training checkpoint copied out of its run (its manifest names the kind)
+    ckdir.mkdir()
+    (ckdir / "manifest.json").write_text(json.dumps({"kind": "checkpoint", "step": 3, "files": {}}))
+    for out in (run_dir / "diff", run_dir / "checkpoints" / "diff", ckdir / "diff"):
+        assert main(["convert", str(ck), "--to", "diffusers", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is inside" in err[0] and "OUT" in err[0], err
+        assert not out.exists()
+
+
+def test_sample_and_train_refuse_an_export_folder(run, tmp_path, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in run[1].iterdir()}
+    rc = main(["sample", "--ckpt", str(run[0]), "--num-samples", "1", "--out", str(run[1]), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diffusers export folder" in err[0] and "--out" in err[0]
+    rc = main(["train", "--out", str(run[1]), "--steps", "1", "--overwrite"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "diffusers export folder" in err[0]
+    assert {p.name: p.stat().st_mtime_ns for p in run[1].iterdir()} == before
+    store.load(run[1])  # still verifies
+
+
+def test_export_folder_has_the_ordinary_mode_and_weights_model_is_not_silently_ema(run, tmp_path, capsys):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert run[1].stat().st_mode & 0o777 == 0o777 & ~umask
+    assert json.loads((run[1] / dfmt.METADATA).read_text())["weights"] == "ema"
+    rc = main(["sample", "--ckpt", str(run[1]), "--weights", "model", "--num-samples", "1",
+               "--out", str(tmp_path / "s"), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weights model" in err[0], err
+    assert "--prefer model" in err[0]
+    # exported with --prefer model, --weights model is honoured: the raw weights, not the EMA
+    src = tmp_path / "two"
+    (src / "checkpoints").mkdir(parents=True)
+    step = src / "checkpoints" / "step-0000005"
+    ckpt_mod.save_model(_net(seed=3), step / "ema.safetensors", dict(META, step=5))
+    ckpt_mod.save_model(_net(seed=4), step / "model.safetensors", dict(META, step=5))
+    (step / "ema.json").rename(step / "config.json")
+    (step / "model.json").unlink()
+    out = tmp_path / "exp-model"
+    assert main(["convert", str(step), "--to", "diffusers", str(out), "--prefer", "model"]) == 0
+    net, meta = store.load(out, weights="model")
+    raw, _ = store.load(step, weights="model")
+    assert meta.weights == "model"
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), raw.state_dict().values()))

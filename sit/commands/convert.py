@@ -76,6 +76,9 @@ def _to_diffusers(args, out: Path) -> int:
 
     if args.train_format:
         raise ValueError("--train-format is for .pt output, not --to diffusers")
+    from sit import folders
+
+    folders.require_standalone(out, folders.EXPORT, "OUT")  # never inside a run / checkpoint / export folder
     if out.exists():
         raise ValueError(f"{str(out)!r} exists; --to diffusers writes a new folder")
     net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
