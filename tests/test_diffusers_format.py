@@ -88,13 +88,16 @@ def _sample(ckpt, out, extra=()):
     return np.load(out / "latents.npy")
 
 
-@pytest.mark.parametrize("method,steps,scale", [("euler", 5, 1.0), ("heun", 3, 2.5)])
-def test_pipeline_and_sit_sample_agree_and_round_trip(run, tmp_path, method, steps, scale):
+@pytest.mark.parametrize("method,steps,scale,interval", [("euler", 5, 1.0, None), ("heun", 3, 2.5, None),
+                                                         ("dpmpp_2m", 4, 2.5, None), ("dpmpp_2m", 5, 3.0, (0.3, 0.8))])
+def test_pipeline_and_sit_sample_agree_and_round_trip(run, tmp_path, method, steps, scale, interval):
     from diffusers import DiffusionPipeline
 
     noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(5))
     np.save(tmp_path / "noise.npy", noise.numpy())
     extra = ["--method", method, "--num-steps", str(steps), "--cfg-scale", str(scale)]
+    if interval:
+        extra += ["--cfg-interval", f"{interval[0]},{interval[1]}"]
     from_run = _sample(run[0], tmp_path / "a", extra)
     from_export = _sample(run[1], tmp_path / "b", extra)
     np.testing.assert_array_equal(from_export, from_run)  # same weights, same code: bit-identical
@@ -102,8 +105,13 @@ def test_pipeline_and_sit_sample_agree_and_round_trip(run, tmp_path, method, ste
     pipe = DiffusionPipeline.from_pretrained(str(run[1]), trust_remote_code=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.sit_meta["source_sha256"] == store.identity(run[0])
-    got = pipe(class_labels=[1, 4, 7], num_inference_steps=steps, guidance_scale=scale, method=method, latents=noise).images
+    got = pipe(class_labels=[1, 4, 7], num_inference_steps=steps, guidance_scale=scale, method=method, latents=noise,
+               guidance_interval=interval, output_type="latent").images
     assert np.abs(got.numpy() - from_run).max() < 1e-5
+    if interval:  # the interval matters: guiding everywhere gives another sample
+        every = pipe(class_labels=[1, 4, 7], num_inference_steps=steps, guidance_scale=scale, method=method,
+                     latents=noise, output_type="latent").images
+        assert np.abs(every.numpy() - from_run).max() > 1e-3
     assert np.abs(from_run - noise.numpy()).max() > 0.1  # the samplers moved
 
 
@@ -265,3 +273,42 @@ def test_export_folder_has_the_ordinary_mode_and_weights_model_is_not_silently_e
     raw, _ = store.load(step, weights="model")
     assert meta.weights == "model"
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), raw.state_dict().values()))
+
+
+def test_pipeline_outputs_like_a_diffusers_pipeline(run):
+    from diffusers import DiffusionPipeline
+    from PIL import Image
+
+    pipe = DiffusionPipeline.from_pretrained(str(run[1]), trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(9))
+    kw = dict(class_labels=[2, 5], num_inference_steps=3, latents=noise)
+    lat = pipe(**kw, output_type="latent").images
+    pil = pipe(**kw).images  # the default, as DiTPipeline's
+    assert isinstance(pil, list) and len(pil) == 2 and isinstance(pil[0], Image.Image) and pil[0].size == (8, 8)
+    arr = pipe(**kw, output_type="np").images
+    pt = pipe(**kw, output_type="pt").images
+    want = ((lat / 2 + 0.5).clamp(0, 1))
+    assert arr.shape == (2, 8, 8, 3) and 0 <= arr.min() and arr.max() <= 1
+    torch.testing.assert_close(pt, want, rtol=0, atol=0)
+    np.testing.assert_array_equal(arr, want.permute(0, 2, 3, 1).numpy())
+    np.testing.assert_array_equal(np.asarray(pil[1]), (arr[1] * 255).round().astype(np.uint8))
+    (tup,) = pipe(**kw, output_type="pt", return_dict=False)
+    torch.testing.assert_close(tup, want, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown output_type"):
+        pipe(**kw, output_type="jpeg")
+
+
+def test_pipeline_file_says_how_to_load_it_and_checks_its_metadata(run, tmp_path):
+    from diffusers import DiffusionPipeline
+
+    text = (run[1] / dfmt.PIPELINE_FILE).read_text()
+    usage = [line for line in text.splitlines() if "from_pretrained(" in line and "pipe =" in line]
+    assert usage and all("trust_remote_code=True" in line for line in usage)
+    bad = _copy(run[1], tmp_path / "edited")
+    meta = json.loads((bad / dfmt.METADATA).read_text())
+    meta["prediction"] = "velocity "  # any edit
+    (bad / dfmt.METADATA).write_text(json.dumps(meta))
+    pipe = DiffusionPipeline.from_pretrained(str(bad), trust_remote_code=True)
+    with pytest.raises(ValueError, match="was changed after it was written"):
+        pipe(class_labels=[1], num_inference_steps=1)
