@@ -5,7 +5,6 @@ as an official one is refused in one line instead of sampling in the wrong conve
 import argparse
 import json
 
-import numpy as np
 import pytest
 import torch
 
