@@ -312,3 +312,36 @@ def test_pipeline_file_says_how_to_load_it_and_checks_its_metadata(run, tmp_path
     pipe = DiffusionPipeline.from_pretrained(str(bad), trust_remote_code=True)
     with pytest.raises(ValueError, match="was changed after it was written"):
         pipe(class_labels=[1], num_inference_steps=1)
+
+
+def test_a_latent_runs_export_carries_its_vae_and_decodes_in_the_runs_latent_space(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    from sit.vae import VAE
+
+    vae = VAE.tiny_random(seed=2)
+    vae.model.save_pretrained(str(tmp_path / "vae"))
+    # a run trained with an overridden latent space (scale 0.5, shift 0.1; its VAE's config says 0.18215, 0)
+    data = {"kind": "images", "vae": str(tmp_path / "vae"), "scale_factor": 0.5, "shift_factor": 0.1,
+            "vae_config": {"scaling_factor": vae.model.config.scaling_factor, "shift_factor": 0.0}}
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt_mod.save_model(_net(in_channels=4), run_dir / "checkpoints" / "step-0000002.safetensors", dict(META, step=2, data=data))
+    out = tmp_path / "exp"
+    assert main(["convert", str(run_dir), "--to", "diffusers", str(out)]) == 0
+    meta = json.loads((out / dfmt.METADATA).read_text())
+    assert "vae/diffusion_pytorch_model.safetensors" in meta["files"] and meta["latent_space"]["shift_factor"] == 0.1
+    noise = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    np.save(tmp_path / "noise.npy", noise.numpy())
+    lat = _sample(run_dir, tmp_path / "s", ["--method", "dpmpp_2m", "--num-steps", "3", "--vae", str(tmp_path / "vae")])
+
+    pipe = DiffusionPipeline.from_pretrained(str(out), trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    pt = pipe(class_labels=[1, 4, 7], num_inference_steps=3, method="dpmpp_2m", latents=noise, output_type="pt").images
+    assert pt.shape == (3, 3, 16, 16)  # images, through the export's own vae/
+    sit_vae = VAE.from_pretrained(str(tmp_path / "vae"), scale_factor=0.5, shift_factor=0.1)
+    want = (sit_vae.decode(torch.from_numpy(lat)) / 2 + 0.5).clamp(0, 1)  # sit's decode of sit's samples
+    assert (pt - want).abs().max() < 1e-4
+    plain = (VAE.from_pretrained(str(tmp_path / "vae")).decode(torch.from_numpy(lat)) / 2 + 0.5).clamp(0, 1)
+    assert (pt - plain).abs().max() > 1e-3  # the VAE config's own space would decode something else
+    assert len(pipe(class_labels=[1, 4, 7], num_inference_steps=3, method="dpmpp_2m", latents=noise).images) == 3

@@ -33,6 +33,9 @@ def register(subparsers) -> None:
                         "eps - x, projector keys), mapped to sit's convention (docs/network.md)")
     p.add_argument("--keep-projector", action="store_true",
                    help="with --from repa: keep REPA's projector(s) in OUT.projector.safetensors (default: dropped)")
+    p.add_argument("--vae", metavar="PATH", default=None,
+                   help="with --to diffusers: the VAE folder to put in the export (default: the one the run recorded, "
+                        "when it is a local folder; latent models only)")
     p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
     p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
     p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
@@ -94,8 +97,13 @@ def _to_diffusers(args, out: Path) -> int:
     net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
     if meta.discrete:
         raise ValueError("--to diffusers exports continuous-time SiT models (this one takes DDPM steps: use diffusers' DiTPipeline)")
-    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source))
-    print(f"wrote {out} (transformer/, scheduler/, pipeline_sit.py, sit_diffusers.json)")
+    vae, space = _run_vae(args.vae, net, meta)
+    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source),
+                     vae=None if vae is None else vae.model, latent_space=space)
+    print(f"wrote {out} (transformer/, scheduler/, {'vae/, ' if vae is not None else ''}pipeline_sit.py, sit_diffusers.json)")
+    if vae is None and space is not None:
+        print("note: no VAE in the export (the run names none that is a local folder): the pipeline gives latents "
+              "(output_type='latent'); add one with --vae PATH")
     if (meta.path, meta.prediction) != ("linear", "velocity"):
         print(f"note: pipeline_sit.py samples Linear velocity models; this {meta.path}/{meta.prediction} model samples with `sit sample --ckpt {out}`")
     print(f"model {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")
@@ -131,3 +139,37 @@ def _from_repa(args, out: Path) -> int:
           f"output sign folded into the weights; projector(s) {r['projectors']} {kept}")
     print(f"model {net.num_params():,} parameters, step {meta['step']}, weights {meta['weights']}")
     return 0
+
+
+def _run_vae(given: str | None, net, meta):
+    """(sit.vae.VAE or None, latent-space record or None) for the export of a latent model: ``given``
+    (``--vae``), else the VAE the run recorded (its data record, or its latent folder's index) when
+    it loads from a local folder; set to decode in the run's recorded latent space."""
+    import json
+
+    from sit.vae import LatentSpace
+
+    if int(net.in_channels) in (1, 3):
+        if given is not None:
+            raise ValueError("--vae: this is a pixel-space model; its export has no VAE")
+        return None, None
+    data = dict(meta.data or {})
+    space = LatentSpace.from_record(data).record()
+    name = given or data.get("vae")
+    if name is None and isinstance(data.get("root"), str) and data.get("kind") == "latents":
+        try:
+            name = json.loads((Path(data["root"]) / "index.json").read_text()).get("vae")
+        except (OSError, ValueError):
+            name = None
+    if name is None:
+        return None, space
+    from sit.generate.run import load_decoder
+
+    try:
+        v = load_decoder(str(name), "cpu", meta)
+    except (OSError, ValueError) as e:
+        if given is not None:
+            raise
+        print(f"note: the run's VAE {name!r} cannot be loaded here ({str(e).splitlines()[0][:120]})")
+        return None, space
+    return v, v.space.record()

@@ -7,6 +7,7 @@ A folder written by ``export_diffusers`` (``sit convert RUN --to diffusers OUT``
     OUT/transformer/config.json          ``DiTTransformer2DModel`` config
     OUT/transformer/diffusion_pytorch_model.safetensors
     OUT/scheduler/scheduler_config.json  ``FlowMatchEulerDiscreteScheduler`` (sigma = paper t)
+    OUT/vae/                             a latent run's VAE (``AutoencoderKL``), when it has one
     OUT/sit_diffusers.json               written last: the run's metadata (path, prediction,
                                          time input, learn_sigma, which weights, ...), the source
                                          checkpoint's sha256, the sha256 of every file above, and
@@ -190,10 +191,14 @@ def _write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n", durable=True)
 
 
-def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str) -> Path:
+def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str,
+                     vae=None, latent_space: dict[str, Any] | None = None) -> Path:
     """Write ``out_dir`` (must not exist) as a diffusers folder of ``net`` (module docstring).
     ``meta``: the run's metadata (``RunMeta.to_dict()``); ``source_sha256``: the identity of the
-    checkpoint it came from. Written in a temporary sibling, renamed into place at the end."""
+    checkpoint it came from; ``vae``: a diffusers ``AutoencoderKL`` written as ``vae/`` (a latent
+    model's decoder) with ``latent_space`` (`sit.vae.LatentSpace.record`: scale, shift,
+    normalisation) the space its latents are decoded from. Written in a temporary sibling,
+    renamed into place at the end."""
     from safetensors.torch import save_file
 
     from sit.io import atomic_path, fsync_dir
@@ -217,12 +222,17 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
         _write_json(tmp / SCHEDULER_CONFIG, {
             "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
             "use_dynamic_shifting": False})
-        _write_json(tmp / MODEL_INDEX, {
-            "_class_name": ["pipeline_sit", "SiTPipeline"],
-            "transformer": ["diffusers", "DiTTransformer2DModel"],
-            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]})
+        index = {"_class_name": ["pipeline_sit", "SiTPipeline"],
+                 "transformer": ["diffusers", "DiTTransformer2DModel"],
+                 "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+        names = [WEIGHTS, TRANSFORMER_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX, PIPELINE_FILE]
+        if vae is not None:
+            vae.to(torch.float32).save_pretrained(str(tmp / "vae"), safe_serialization=True)
+            index["vae"] = ["diffusers", type(vae).__name__]
+            names += sorted(str(p.relative_to(tmp)) for p in (tmp / "vae").rglob("*") if p.is_file())
+        _write_json(tmp / MODEL_INDEX, index)
         shutil.copyfile(Path(__file__).with_name("diffusers_pipeline.py"), tmp / PIPELINE_FILE)
-        files = {name: _sha256(tmp / name) for name in (WEIGHTS, TRANSFORMER_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX, PIPELINE_FILE)}
+        files = {name: _sha256(tmp / name) for name in names}
         record = _json_round_trip({
             "format": FORMAT, "format_version": FORMAT_VERSION, "weights": meta.get("weights"),
             "model": to_dict(config), "path": meta.get("path"), "prediction": meta.get("prediction"),
@@ -230,6 +240,7 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
             "time_mapping": "transformer timestep = tau = 1 - t (paper time t = scheduler sigma), unscaled",
             "time_embedding": "SiT frequencies 10000^(-k/128): set downscale_freq_shift = 0 on every time_proj",
             "source_sha256": source_sha256, "files": files, "run": meta,
+            "latent_space": latent_space, "vae": None if vae is None else "vae/",
         })
         record["sha256"] = metadata_digest(record)
         _write_json(tmp / METADATA, record)
