@@ -510,8 +510,8 @@ def load(
                 from sit.config import ConfigError
 
                 raise ConfigError("", "weights", f"model asks for the raw weights, but the diffusers export {str(ck)!r} "
-                                  f"holds the {held} weights only (export them with `sit convert RUN --to diffusers "
-                                  f"OUT --prefer model`)")
+                                  f"holds the {held} weights only (export them with `sit convert RUN {{ConvertOptions.to}} "
+                                  f"diffusers OUT {{ConvertOptions.prefer}} model`)")
             return net, RunMeta.from_dict(meta, source=ck)
         if is_dit_folder(ck):
             from sit.models.diffusers_dit import load_dit_folder

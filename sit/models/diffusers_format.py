@@ -262,9 +262,11 @@ def read_metadata(folder: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DiffusersFormatError(f"{str(folder)!r}: {METADATA} is not a {FORMAT} file")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise DiffusersFormatError(
+        from sit.config import field_error
+
+        raise field_error(DiffusersFormatError,
             f"{str(folder)!r}: {METADATA} is {FORMAT} v{meta.get('format_version')}, not v{FORMAT_VERSION} (v1 has no "
-            f"hash over its own fields): export it again with `sit convert RUN --to diffusers NEW`")
+            f"hash over its own fields): export it again with `sit convert RUN {{ConvertOptions.to}} diffusers NEW`")
     if meta.get("sha256") != metadata_digest(meta):
         raise DiffusersFormatError(
             f"{str(folder)!r}: {METADATA} was changed after it was written (its sha256 does not match its fields); "

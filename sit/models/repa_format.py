@@ -58,17 +58,19 @@ def refuse_unknown_convention(path, sd: Mapping[str, Any], args: Mapping[str, An
     """One line for a ``.pt`` whose time / sign convention is not the official SiT's or DiT's: a
     REPA checkpoint (`sit.models.repa_format`), or train.py args naming a path / prediction sit
     does not know (read as the official SiT, it would sample in the wrong convention, silently)."""
+    from sit.config import field_error
+
     why = looks_like_repa(sd, args)
     if why:
-        raise ValueError(f"{str(path)!r} is a REPA checkpoint ({why}): its network takes t (0 = data) and predicts "
-                         f"eps - x, not the official SiT's 1 - t and x - eps; convert it first: "
-                         f"sit convert --from repa {path} OUT.safetensors")
+        raise field_error(ValueError, f"{str(path)!r} is a REPA checkpoint ({why}): its network takes t (0 = data) and "
+                          f"predicts eps - x, not the official SiT's 1 - t and x - eps; convert it first: "
+                          f"sit convert {{ConvertOptions.from_format}} repa {path} OUT.safetensors")
     path_type, pred = args.get("path_type"), args.get("prediction")
     if (path_type is not None and str(path_type).lower() not in ("linear", "gvp", "vp")) or (
             pred is not None and str(pred).lower() not in ("velocity", "score", "noise")):
-        raise ValueError(f"{str(path)!r}: its args say path_type {path_type!r}, prediction {pred!r}, not the official "
-                         "SiT's (Linear/GVP/VP; velocity/score/noise), so its convention is unknown; a REPA checkpoint "
-                         "converts with sit convert --from repa FILE OUT.safetensors")
+        raise field_error(ValueError, f"{str(path)!r}: its args say path_type {path_type!r}, prediction {pred!r}, not the "
+                          "official SiT's (Linear/GVP/VP; velocity/score/noise), so its convention is unknown; a REPA "
+                          "checkpoint converts with sit convert {ConvertOptions.from_format} repa FILE OUT.safetensors")
 
 
 def _time_reversal(w: Tensor, max_period: float = 10000.0) -> Tensor:
