@@ -60,7 +60,7 @@ def test_sit_ddim_equals_diffusers_dit_pipeline(dit_folder, tmp_path, scale):
     assert main(["sample", "--ckpt", str(dit_folder), "--method", "ddim", "--num-steps", str(steps),
                  "--labels", ",".join(map(str, labels)), "--num-samples", "2", "--cfg-scale", str(scale),
                  "--cfg-channels", "4", "--noise", str(tmp_path / "noise.npy"), "--save-latents", "npy",
-                 "--vae", str(dit_folder / "vae"), "--out", str(tmp_path / "s"), "--no-progress", "--threads", "1"]) == 0
+                 "--out", str(tmp_path / "s"), "--no-progress", "--threads", "1"]) == 0  # its vae/ decodes
     lat = torch.from_numpy(np.load(tmp_path / "s" / "latents.npy"))
 
     pipe = DiffusionPipeline.from_pretrained(str(dit_folder))
@@ -76,7 +76,8 @@ def test_sit_ddim_equals_diffusers_dit_pipeline(dit_folder, tmp_path, scale):
     err = np.abs(got - want).max()
     assert err < 1e-5
     assert np.abs(bare - want).max() > 20 * err  # diffusers' own time embedding is another network
-    assert (tmp_path / "s" / "manifest.json").is_file()
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert str(dit_folder / "vae") in json.dumps(manifest)  # the folder's VAE, named in the set's identity
 
 
 def test_a_folder_that_is_not_dits_ddpm_is_refused(dit_folder, tmp_path, capsys):
