@@ -346,6 +346,13 @@ def is_diffusers_folder(path: PathLike) -> bool:
     return _is(path)
 
 
+def is_dit_folder(path: PathLike) -> bool:
+    """An official diffusers DiT folder (`sit.models.diffusers_dit`: model_index.json, transformer/)."""
+    from sit.models.diffusers_dit import is_dit_folder as _is
+
+    return _is(path)
+
+
 def is_training_checkpoint(path: PathLike) -> bool:
     """A folder with state.json, or with a manifest.json that is not a sample set's (its "kind" is
     read first; a corrupt manifest counts, so `verify` names it)."""
@@ -415,7 +422,7 @@ def resolve(path: PathLike, *, log: Log | None = None) -> Path:
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    if is_diffusers_folder(path):  # `sit convert --to diffusers`: files verified when read
+    if is_diffusers_folder(path) or is_dit_folder(path):  # an export / diffusers DiT: checked when read
         return path
     folders.require_input(path, folders.READABLE, "checkpoint")
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and {folders.CHECKPOINT, folders.EMA} & set(folders.marks(path.parent)):
@@ -511,6 +518,18 @@ def load(
             from sit.models.diffusers_format import load_diffusers
 
             net, meta = load_diffusers(ck)
+            held = meta.get("weights") or "ema"
+            if weights == "model" and held != "model":  # an export holds one set: never the other silently
+                from sit.config import ConfigError
+
+                raise ConfigError("", "weights", f"model asks for the raw weights, but the diffusers export {str(ck)!r} "
+                                  f"holds the {held} weights only (export them with `sit convert RUN {{ConvertOptions.to}} "
+                                  f"diffusers OUT {{ConvertOptions.prefer}} model`)")
+            return net, RunMeta.from_dict(meta, source=ck)
+        if is_dit_folder(ck):
+            from sit.models.diffusers_dit import load_dit_folder
+
+            net, meta = load_dit_folder(ck)
             return net, RunMeta.from_dict(meta, source=ck)
         try:
             net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
@@ -551,6 +570,10 @@ def _identity_files(ckpt: Path) -> list[Path]:
         from sit.models.diffusers_format import METADATA, WEIGHTS
 
         return [ckpt / METADATA, ckpt / WEIGHTS]
+    if is_dit_folder(ckpt):
+        from sit.models.diffusers_dit import identity_files
+
+        return identity_files(ckpt)
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
         p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE, PHEMA_FILE))))
 

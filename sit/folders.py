@@ -1,4 +1,4 @@
-"""What a folder is: a run, sample, checkpoint or post-hoc EMA folder, never two at once.
+"""What a folder is: a run, sample, checkpoint, post-hoc EMA or diffusers export folder, never two at once.
 
 Owns: reading a folder's kind (the explicit ``"kind"`` field of its ``manifest.json`` first, then
 the files only one kind writes), and the one-line refusals of every cross-use: `sit sample --out`
@@ -6,7 +6,7 @@ into a run or checkpoint folder, `sit train --out` into a sample or checkpoint f
 folder given as ``--ckpt`` / ``--resume``, and any output inside a checkpoint folder (a checkpoint
 is only ever written by the store, and pruning it would delete what was put beside it).
 
-The three kinds and their marks, explicit one first:
+The kinds and their marks, explicit one first:
 
 - ``samples``: ``manifest.json`` with ``"kind": "sample-set"`` (sit >= 0.1 issue 22), or an older
   one holding ``"settings"``; without a manifest, ``samples.npz`` / ``parts/``.
@@ -15,6 +15,10 @@ The three kinds and their marks, explicit one first:
 - ``run``: ``run_config.json``, ``metrics.jsonl`` or ``checkpoints/``.
 - ``posthoc-ema``: ``manifest.json`` with ``"kind": "posthoc-ema"`` (`sit ema --out`): read like a
   checkpoint (verified against its manifest), written only by `sit ema`, nothing written inside it.
+- ``export``: a diffusers folder: ``sit_diffusers.json`` (`sit convert RUN --to diffusers OUT`) or
+  ``model_index.json`` (any diffusers pipeline folder, e.g. the official DiT's). It is read as a
+  checkpoint (wherever a checkpoint folder is accepted as input) and written only by `sit convert`,
+  never inside a run or checkpoint folder (`require_standalone`).
 
 Must not import: anything of ``sit`` but ``sit.io`` and ``sit.config`` (stdlib only: the refusals name
 the field or argument that gave the folder, never a flag). The store, `sit.train` and `sit.generate` use it.
@@ -30,13 +34,14 @@ from sit.config import field_error
 
 PathLike = str | os.PathLike
 
-SAMPLES, CHECKPOINT, RUN, EMA = "samples", "checkpoint", "run", "posthoc-ema"
+SAMPLES, CHECKPOINT, RUN, EMA, EXPORT = "samples", "checkpoint", "run", "posthoc-ema", "export"
 SAMPLE_SET_KIND = "sample-set"  # the "kind" field of a sample folder's manifest.json
 CHECKPOINT_KIND = "checkpoint"  # the "kind" field of a training checkpoint's manifest.json
 EMA_KIND = "posthoc-ema"        # the "kind" field of the manifest.json `sit ema --out` writes
 NAMES = {SAMPLES: "a sample folder", CHECKPOINT: "a checkpoint folder", RUN: "a run folder",
-         EMA: "a post-hoc EMA folder"}
+         EMA: "a post-hoc EMA folder", EXPORT: "a diffusers export folder"}
 READABLE = (RUN, CHECKPOINT, EMA)  # the kinds a checkpoint reader (--ckpt) takes
+EXPORT_MARKS = ("sit_diffusers.json", "model_index.json")  # sit's export; any diffusers pipeline folder
 _WEIGHTS = (".safetensors", ".pt", ".pth", ".bin")
 
 
@@ -75,6 +80,9 @@ def marks(folder: PathLike) -> dict[str, list[str]]:
     for name in ("run_config.json", "metrics.jsonl", "checkpoints"):
         if (folder / name).exists():
             add(RUN, name + ("/" if name == "checkpoints" else ""))
+    for name in EXPORT_MARKS:
+        if (folder / name).is_file():
+            add(EXPORT, name)
     if SAMPLES not in found:
         for name in ("samples.npz", "parts"):
             if (folder / name).exists():
@@ -86,7 +94,7 @@ def kind_of(folder: PathLike) -> str | None:
     """The kind of ``folder`` (None for a missing or empty-of-marks folder); a checkpoint mark wins
     over the others (its manifest is read first by every reader)."""
     found = marks(folder)
-    for kind in (CHECKPOINT, EMA, RUN, SAMPLES):
+    for kind in (CHECKPOINT, EMA, EXPORT, RUN, SAMPLES):
         if kind in found:
             return kind
     return None
@@ -136,6 +144,25 @@ def require_output(folder: PathLike, kind: str, field: str = "out") -> None:
         )
 
 
+def require_standalone(folder: PathLike, kind: str, what: str) -> None:
+    """`require_output`, and refuse ``folder`` inside a run folder or a folder of ``kind`` too: an
+    export written into a run would be taken for part of it (and removed by ``--overwrite``).
+    ``what`` names the argument in the message as the user typed it (e.g. ``OUT``)."""
+    folder = Path(folder)
+    ck = checkpoint_above(folder)
+    if ck is not None:
+        raise ValueError(f"{what} {_q(folder)} is inside the checkpoint folder {_q(ck)}; sit never writes into a "
+                         f"checkpoint (pruning old checkpoints would delete it): choose a folder outside it")
+    for q in Path(os.path.abspath(folder)).parents:
+        shown = {k: v for k, v in marks(q).items() if k in (RUN, kind)}
+        if shown:
+            raise ValueError(f"{what} {_q(folder)} is inside {_q(q)}, {_describe(q, shown)}; a folder holds one "
+                             f"kind: choose a folder outside it")
+    found = {k: v for k, v in marks(folder).items() if k != kind}
+    if found:
+        raise ValueError(f"{what} {_q(folder)} is {_describe(folder, found)}, not {NAMES[kind]}; choose a new folder")
+
+
 def _q(path: Path) -> str:
     return repr(str(path))
 
@@ -147,6 +174,8 @@ def require_input(path: PathLike, kinds: tuple[str, ...], field: str) -> None:
     if not path.is_dir():
         return
     found = marks(path)
+    if CHECKPOINT in kinds:  # an export is read wherever a checkpoint is (`sit.checkpoints.load`)
+        kinds = (*kinds, EXPORT)
     if found and not any(k in found for k in kinds):
         who = "{" + (field if "." in field else "." + field) + "}"
         hint = ""

@@ -22,11 +22,12 @@ FIELD_FLAGS: dict[tuple[str, str], str] = {
     ("GuidanceConfig", "guide"): "--guide-ckpt",
     ("DiscreteSampleConfig", "eta"): "--ddim-eta",
     ("", "out_dir"): "--out",
+    ("ConvertOptions", "from_format"): "--from",   # `sit convert`'s options, named by the readers' advice
 }
 
 # records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
 # --phema-sigmas"); other records' fields by the command that failed
-RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train"}
+RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert"}
 
 
 def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   sit convert runs/s2/checkpoints/step-0050000 exported.pt --train-format
   sit convert runs/s2 exported.safetensors       # the run's newest checkpoint that verifies
   sit convert runs/s2 --to diffusers exported-diffusers   # a folder diffusers loads (docs/sampling.md)
+  sit convert --from repa last.pt weights/repa-xl2.safetensors   # a REPA checkpoint, convention mapped
 """
 
 
@@ -27,6 +28,14 @@ def register(subparsers) -> None:
     p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt (a new folder with --to diffusers)")
     p.add_argument("--to", choices=["diffusers"], default=None,
                    help="write OUT as a diffusers folder (DiTTransformer2DModel, scheduler, pipeline_sit.py, sit_diffusers.json)")
+    p.add_argument("--from", dest="from_format", choices=["repa"], default=None,
+                   help="IN is a checkpoint of another code base: repa = sihyun-yu/REPA's SiT (t = 0 data, output "
+                        "eps - x, projector keys), mapped to sit's convention (docs/network.md)")
+    p.add_argument("--keep-projector", action="store_true",
+                   help="with --from repa: keep REPA's projector(s) in OUT.projector.safetensors (default: dropped)")
+    p.add_argument("--vae", metavar="PATH", default=None,
+                   help="with --to diffusers: the VAE folder to put in the export (default: the one the run recorded, "
+                        "when it is a local folder; latent models only)")
     p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
     p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
     p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
@@ -43,6 +52,10 @@ def run(args) -> int:
     from sit.models.checkpoint import export_official, official_args, preset_name, save_model
 
     out = Path(args.output)
+    if args.keep_projector and args.from_format != "repa":
+        raise ValueError("--keep-projector goes with --from repa")
+    if args.from_format == "repa":
+        return _from_repa(args, out)
     if args.to == "diffusers":
         return _to_diffusers(args, out)
     if out.suffix not in (".safetensors", ".pt"):
@@ -76,14 +89,87 @@ def _to_diffusers(args, out: Path) -> int:
 
     if args.train_format:
         raise ValueError("--train-format is for .pt output, not --to diffusers")
+    from sit import folders
+
+    folders.require_standalone(out, folders.EXPORT, "OUT")  # never inside a run / checkpoint / export folder
     if out.exists():
         raise ValueError(f"{str(out)!r} exists; --to diffusers writes a new folder")
     net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
     if meta.discrete:
         raise ValueError("--to diffusers exports continuous-time SiT models (this one takes DDPM steps: use diffusers' DiTPipeline)")
-    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source))
-    print(f"wrote {out} (transformer/, scheduler/, pipeline_sit.py, sit_diffusers.json)")
+    vae, space = _run_vae(args.vae, net, meta)
+    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source),
+                     vae=None if vae is None else vae.model, latent_space=space)
+    print(f"wrote {out} (transformer/, scheduler/, {'vae/, ' if vae is not None else ''}pipeline_sit.py, sit_diffusers.json)")
+    if vae is None and space is not None:
+        print("note: no VAE in the export (the run names none that is a local folder): the pipeline gives latents "
+              "(output_type='latent'); add one with --vae PATH")
     if (meta.path, meta.prediction) != ("linear", "velocity"):
         print(f"note: pipeline_sit.py samples Linear velocity models; this {meta.path}/{meta.prediction} model samples with `sit sample --ckpt {out}`")
     print(f"model {net.num_params():,} parameters, step {meta.step}, {meta.prediction}/{meta.path}/{meta.time_input}")
     return 0
+
+
+def _from_repa(args, out: Path) -> int:
+    from sit.io import atomic_path
+    from sit.models.checkpoint import save_model
+    from sit.models.repa_format import read_repa
+
+    if args.to is not None or args.train_format or args.kind is not None:
+        raise ValueError("--from repa writes a sit .safetensors; --to / --train-format / --kind do not apply")
+    if out.suffix != ".safetensors":
+        raise ValueError(f"--from repa writes a sit .safetensors (+ .json); OUT {str(out)!r} should end in .safetensors")
+    net, proj, meta = read_repa(args.input, prefer=args.prefer, num_heads=args.num_heads)
+    meta["converted_from"] = str(args.input)
+    if args.keep_projector:
+        from safetensors.torch import save_file
+
+        if not proj:
+            raise ValueError(f"--keep-projector: {args.input} holds no projector (projectors.* keys)")
+        ppath = out.with_suffix(".projector.safetensors")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(ppath, durable=True) as w:
+            save_file({k: v.contiguous() for k, v in proj.items()}, str(w), metadata={"format": "pt", "source": "repa"})
+        meta["repa"]["projector_file"] = ppath.name
+    written = save_model(net, out, meta)
+    r = meta["repa"]
+    kept = f"kept in {out.with_suffix('.projector.safetensors').name}" if args.keep_projector else "dropped"
+    print(f"wrote {written} and {written.with_suffix('.json')}: REPA {r['repa_path_type']} path"
+          f"{' (assumed: REPA default)' if r['path_assumed'] else ''} -> sit {r['path']}/velocity, t -> 1 - t and the "
+          f"output sign folded into the weights; projector(s) {r['projectors']} {kept}")
+    print(f"model {net.num_params():,} parameters, step {meta['step']}, weights {meta['weights']}")
+    return 0
+
+
+def _run_vae(given: str | None, net, meta):
+    """(sit.vae.VAE or None, latent-space record or None) for the export of a latent model: ``given``
+    (``--vae``), else the VAE the run recorded (its data record, or its latent folder's index) when
+    it loads from a local folder; set to decode in the run's recorded latent space."""
+    import json
+
+    from sit.vae import LatentSpace
+
+    if int(net.in_channels) in (1, 3):
+        if given is not None:
+            raise ValueError("--vae: this is a pixel-space model; its export has no VAE")
+        return None, None
+    data = dict(meta.data or {})
+    space = LatentSpace.from_record(data).record()
+    name = given or data.get("vae")
+    if name is None and isinstance(data.get("root"), str) and data.get("kind") == "latents":
+        try:
+            name = json.loads((Path(data["root"]) / "index.json").read_text()).get("vae")
+        except (OSError, ValueError):
+            name = None
+    if name is None:
+        return None, space
+    from sit.generate.run import load_decoder
+
+    try:
+        v = load_decoder(str(name), "cpu", meta)
+    except (OSError, ValueError) as e:
+        if given is not None:
+            raise
+        print(f"note: the run's VAE {name!r} cannot be loaded here ({str(e).splitlines()[0][:120]})")
+        return None, space
+    return v, v.space.record()

@@ -41,6 +41,11 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
 
         net, meta = load_diffusers(ck)
         sd = net.state_dict()
+    elif store.is_dit_folder(ck):  # an official diffusers DiT folder (facebook/DiT-XL-2-256 layout): DiT
+        from sit.models.diffusers_dit import load_dit_folder
+
+        net, meta = load_dit_folder(ck)
+        sd = net.state_dict()
     else:
         sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
         meta = store.recorded_meta(meta, kind, ck)  # as `store.load` reads it

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -265,6 +266,19 @@ def guidance_from_args(args, base):
         raise ValueError(re.sub(r"cfg_scale \(guidance scale zeta\)", "--cfg-scale", str(e))) from None
 
 
+def _folder_vae(args) -> None:
+    """A diffusers folder given as --ckpt (a sit export or an official DiT folder) brings its VAE:
+    its ``vae/`` is the default --vae (named, so it is part of the sample set's identity)."""
+    from pathlib import Path
+
+    from sit import folders
+
+    ck = Path(args.ckpt or "")
+    if args.vae is None and args.ckpt and ck.is_dir() and folders.EXPORT in folders.marks(ck) and (ck / "vae" / "config.json").is_file():
+        args.vae = str(ck / "vae")
+        print(f"sit: decoding with the folder's own VAE (--vae {args.vae})", file=sys.stderr)
+
+
 def build_spec(args):
     """(SampleSpec without the checkpoint's fields, preset name): explicit flags > preset > defaults."""
     from sit.generate.noise import parse_labels
@@ -290,6 +304,7 @@ def run(args) -> int:
     from sit.generate.spec import noise_sha256
 
     check_args(args)
+    _folder_vae(args)
     spec, preset = build_spec(args)  # every flag checked: nothing is loaded yet
     check_seed(spec.seed, spec.num_samples)
     noise = None

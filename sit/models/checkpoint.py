@@ -271,6 +271,9 @@ def _read_official(path: Path, prefer: str, kind: str | None) -> tuple[dict[str,
         sd, source = obj, "state_dict"
     if not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError(f"{str(path)!r}: the {source!r} entry is not a state_dict of tensors")
+    from sit.models.repa_format import refuse_unknown_convention
+
+    refuse_unknown_convention(path, sd, args)  # REPA's, or args naming an unknown path / prediction
     if kind is None:
         if args:
             kind = "sit" if "path_type" in args or "prediction" in args else "dit"

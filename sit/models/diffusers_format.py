@@ -7,9 +7,12 @@ A folder written by ``export_diffusers`` (``sit convert RUN --to diffusers OUT``
     OUT/transformer/config.json          ``DiTTransformer2DModel`` config
     OUT/transformer/diffusion_pytorch_model.safetensors
     OUT/scheduler/scheduler_config.json  ``FlowMatchEulerDiscreteScheduler`` (sigma = paper t)
+    OUT/vae/                             a latent run's VAE (``AutoencoderKL``), when it has one
     OUT/sit_diffusers.json               written last: the run's metadata (path, prediction,
-                                         time input, learn_sigma, ...), the source checkpoint's
-                                         sha256 and the sha256 of every file above
+                                         time input, learn_sigma, which weights, ...), the source
+                                         checkpoint's sha256, the sha256 of every file above, and
+                                         "sha256": its own hash (`metadata_digest`), so a one-field
+                                         edit (prediction, path) is refused like a changed file
 
 Key mapping (SiT / official DiT names -> diffusers ``DiTTransformer2DModel``):
 
@@ -47,7 +50,7 @@ from sit.models.sit import SiT
 
 METADATA = "sit_diffusers.json"
 FORMAT = "sit-diffusers"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sit_diffusers.json carries its own sha256 (1 had none: refused, export again)
 WEIGHTS = "transformer/diffusion_pytorch_model.safetensors"
 TRANSFORMER_CONFIG = "transformer/config.json"
 SCHEDULER_CONFIG = "scheduler/scheduler_config.json"
@@ -164,6 +167,22 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def metadata_digest(meta: dict[str, Any]) -> str:
+    """sha256 of ``meta`` without its "sha256" key, as canonical JSON (sorted keys, no spaces): what
+    the "sha256" field of sit_diffusers.json holds (the exported pipeline checks the same)."""
+    import hashlib
+
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _json_round_trip(obj: dict[str, Any]) -> dict[str, Any]:
+    """``obj`` as it will read back from its JSON file (tuples as lists, keys as strings)."""
+    from sit.models.checkpoint import _jsonable
+
+    return json.loads(json.dumps(_jsonable(obj)))
+
+
 def _write_json(path: Path, obj: Any) -> None:
     from sit.io import write_text_atomic
     from sit.models.checkpoint import _jsonable
@@ -172,10 +191,14 @@ def _write_json(path: Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n", durable=True)
 
 
-def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str) -> Path:
+def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike, *, source_sha256: str,
+                     vae=None, latent_space: dict[str, Any] | None = None) -> Path:
     """Write ``out_dir`` (must not exist) as a diffusers folder of ``net`` (module docstring).
     ``meta``: the run's metadata (``RunMeta.to_dict()``); ``source_sha256``: the identity of the
-    checkpoint it came from. Written in a temporary sibling, renamed into place at the end."""
+    checkpoint it came from; ``vae``: a diffusers ``AutoencoderKL`` written as ``vae/`` (a latent
+    model's decoder) with ``latent_space`` (`sit.vae.LatentSpace.record`: scale, shift,
+    normalisation) the space its latents are decoded from. Written in a temporary sibling,
+    renamed into place at the end."""
     from safetensors.torch import save_file
 
     from sit.io import atomic_path, fsync_dir
@@ -188,6 +211,9 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
     sd = to_diffusers({k: v.float() for k, v in net.state_dict().items()}, config)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the export is an ordinary folder
     try:
         (tmp / "transformer").mkdir()
         with atomic_path(tmp / WEIGHTS, durable=True) as w:
@@ -196,20 +222,28 @@ def export_diffusers(net: SiT, meta: dict[str, Any], out_dir: str | os.PathLike,
         _write_json(tmp / SCHEDULER_CONFIG, {
             "_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 1.0,
             "use_dynamic_shifting": False})
-        _write_json(tmp / MODEL_INDEX, {
-            "_class_name": ["pipeline_sit", "SiTPipeline"],
-            "transformer": ["diffusers", "DiTTransformer2DModel"],
-            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]})
+        index = {"_class_name": ["pipeline_sit", "SiTPipeline"],
+                 "transformer": ["diffusers", "DiTTransformer2DModel"],
+                 "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}
+        names = [WEIGHTS, TRANSFORMER_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX, PIPELINE_FILE]
+        if vae is not None:
+            vae.to(torch.float32).save_pretrained(str(tmp / "vae"), safe_serialization=True)
+            index["vae"] = ["diffusers", type(vae).__name__]
+            names += sorted(str(p.relative_to(tmp)) for p in (tmp / "vae").rglob("*") if p.is_file())
+        _write_json(tmp / MODEL_INDEX, index)
         shutil.copyfile(Path(__file__).with_name("diffusers_pipeline.py"), tmp / PIPELINE_FILE)
-        files = {name: _sha256(tmp / name) for name in (WEIGHTS, TRANSFORMER_CONFIG, SCHEDULER_CONFIG, MODEL_INDEX, PIPELINE_FILE)}
-        _write_json(tmp / METADATA, {
-            "format": FORMAT, "format_version": FORMAT_VERSION,
+        files = {name: _sha256(tmp / name) for name in names}
+        record = _json_round_trip({
+            "format": FORMAT, "format_version": FORMAT_VERSION, "weights": meta.get("weights"),
             "model": to_dict(config), "path": meta.get("path"), "prediction": meta.get("prediction"),
             "time_input": meta.get("time_input"), "learn_sigma": config.learn_sigma,
             "time_mapping": "transformer timestep = tau = 1 - t (paper time t = scheduler sigma), unscaled",
             "time_embedding": "SiT frequencies 10000^(-k/128): set downscale_freq_shift = 0 on every time_proj",
             "source_sha256": source_sha256, "files": files, "run": meta,
+            "latent_space": latent_space, "vae": None if vae is None else "vae/",
         })
+        record["sha256"] = metadata_digest(record)
+        _write_json(tmp / METADATA, record)
         os.replace(tmp, out)
         fsync_dir(out.parent)
     except BaseException:
@@ -225,8 +259,18 @@ def read_metadata(folder: str | os.PathLike) -> dict[str, Any]:
         meta = json.loads((folder / METADATA).read_text())
     except (OSError, ValueError) as e:
         raise DiffusersFormatError(f"{str(folder / METADATA)!r} cannot be read ({type(e).__name__})") from e
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise DiffusersFormatError(f"{str(folder)!r}: {METADATA} is not a {FORMAT} v{FORMAT_VERSION} file")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise DiffusersFormatError(f"{str(folder)!r}: {METADATA} is not a {FORMAT} file")
+    if meta.get("format_version") != FORMAT_VERSION:
+        from sit.config import field_error
+
+        raise field_error(DiffusersFormatError,
+            f"{str(folder)!r}: {METADATA} is {FORMAT} v{meta.get('format_version')}, not v{FORMAT_VERSION} (v1 has no "
+            f"hash over its own fields): export it again with `sit convert RUN {{ConvertOptions.to}} diffusers NEW`")
+    if meta.get("sha256") != metadata_digest(meta):
+        raise DiffusersFormatError(
+            f"{str(folder)!r}: {METADATA} was changed after it was written (its sha256 does not match its fields); "
+            "export the run again rather than editing it")
     files = meta.get("files") or {}
     if WEIGHTS not in files:
         raise DiffusersFormatError(f"{str(folder)!r}: {METADATA} lists no {WEIGHTS}")
