@@ -105,7 +105,7 @@ def test_sit_ema_output_is_a_verified_folder_of_its_own(runs, tmp_path, capsys):
     (export / "transformer").mkdir(parents=True)
     (export / "sit_diffusers.json").write_text("{}")
     for out, says in ((ck, "inside the checkpoint folder"), (b, "is a run folder"), (sample, "is a sample folder"),
-                      (export, "holds other files")):
+                      (export, "is a diffusers export folder")):
         err = _err(capsys, ["ema", "--ckpt", str(a), "--sigma-rel", "0.07", "--out", str(out), "--overwrite"])
         assert says in err, err
     checkpoints.verify(ck)  # untouched
