@@ -12,12 +12,18 @@ On-disk layout of an extraction folder ``OUT``::
     OUT/index.json                 settings, classes, shard plan (written by rank 0 before the work)
     OUT/shard-000000.moments.npy   float16 (n, 2, 2, C, h, w): [image, mirror] x [mean, std], unscaled
     OUT/shard-000000.labels.npy    int64 (n,)
+    OUT/shard-000000.pixels.npy    uint8 (n, 3, S, S): the centre crop itself (only with ``pixels``, for REPA)
     OUT/shard-000000.json          done marker, written last: count, skipped unreadable images
 
 Shard s covers dataset indices [s * shard_size, (s + 1) * shard_size) minus unreadable images.
 With W processes, rank r writes shards r, r + W, r + 2W, ... (no file has two writers); every file
 is written through `sit.io.atomic_path` (a hidden temporary file, fsynced, renamed), so a killed run leaves no half shard and
 a rerun with the same arguments skips the finished shards (resume).
+
+With ``pixels`` (`sit extract --pixels`) the ADM centre crop at the training resolution is kept
+beside the latents, raw uint8 (memory-mapped; the mirror is read as the image flipped, so a
+mirrored latent comes with the mirrored image): 192 KiB per 256^2 image, chosen over PNG (about
+108 KiB on natural images, but ~580 decodes/s per core) and zlib for read speed (docs/data.md).
 
 Size: 2 (image, mirror) x 2 (mean, std) x 4 x 32 x 32 x 2 bytes (float16) = 32 KiB per 256^2 image,
 42.0 GB (39.1 GiB) for ImageNet's 1,281,167 training images (see docs/data.md).
@@ -110,8 +116,19 @@ def _files_digest(dataset: ImageFolderDataset) -> str:
     return h.hexdigest()
 
 
+def pixels_record(image_size: int) -> dict[str, Any]:
+    """The index entry of stored pixels (`sit extract --pixels`)."""
+    return {"dtype": "uint8", "shape": [3, int(image_size), int(image_size)],
+            "layout": "pixels (n, 3, S, S) uint8: the ADM centre crop, not mirrored (x / 127.5 - 1 is the image in [-1, 1])"}
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Images in [-1, 1] made by `sit.data.imagefolder.to_tensor` (v / 127.5 - 1) -> their uint8 values v (exact)."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
-               latent_norm: str = "none") -> dict[str, Any]:
+               latent_norm: str = "none", pixels: bool = False) -> dict[str, Any]:
     """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
     from sit.vae import vae_config_record
 
@@ -121,7 +138,8 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
         raise ValueError(f"unknown latent normalisation {latent_norm!r}; expected one of {list(LATENT_NORMS)}")
     n = len(dataset.samples)
     norm = {} if latent_norm == "none" else {"latent_norm": latent_norm}  # (absent: none, as before it existed)
-    return {**norm,
+    pix = {"pixels": pixels_record(dataset.image_size)} if pixels else {}   # (absent: no pixels, as before)
+    return {**norm, **pix,
         "format": FORMAT,
         "version": VERSION,
         "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
@@ -171,6 +189,8 @@ def _check_same(existing: dict, new: dict, root: str) -> None:
     diff = [k for k in _MATCH_KEYS if existing.get(k) != new.get(k)]
     if existing.get("latent_norm", "none") != new.get("latent_norm", "none"):
         diff.append("latent_norm")
+    if existing.get("pixels") != new.get("pixels"):
+        diff.append("pixels")
     old = index_space({k: v for k, v in existing.items() if k != "latent_norm"})
     now = index_space({k: v for k, v in new.items() if k != "latent_norm"})
     diff += [k for k, a, b in (("scale_factor", old.scale, now.scale), ("shift_factor", old.shift, now.shift)) if a != b]
@@ -185,8 +205,9 @@ def _check_same(existing: dict, new: dict, root: str) -> None:
         )
 
 
-def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int) -> bool:
-    """A shard is finished when its marker exists and both arrays have the marker's length."""
+def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int, pixels: bool = False) -> bool:
+    """A shard is finished when its marker exists and its arrays (the pixels too, when the folder
+    stores them) have the marker's length."""
     stem = shard_stem(root, shard)
     try:
         with open(stem + ".json") as f:
@@ -196,6 +217,8 @@ def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int) -> bo
         count = marker["count"]
         moments = np.load(stem + ".moments.npy", mmap_mode="r")
         labels = np.load(stem + ".labels.npy", mmap_mode="r")
+        if pixels and len(np.load(stem + ".pixels.npy", mmap_mode="r")) != count:
+            return False
         return len(moments) == count and len(labels) == count
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return False
@@ -240,7 +263,8 @@ class ExtractStats:
 
 def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike, *, shard_size: int = 10_000,
                     batch_size: int = 64, rank: int = 0, world_size: int = 1, dtype: str = "float16",
-                    num_workers: int = 0, progress: bool = False, latent_norm: str = "none") -> ExtractStats:
+                    num_workers: int = 0, progress: bool = False, latent_norm: str = "none",
+                    pixels: bool = False) -> ExtractStats:
     """Encode ``dataset`` (its centre crop; its ``flip`` is ignored) into shards under ``out_dir``.
 
     For every image x stores the posterior moments (mean, std) of x and of flip(x) (unscaled,
@@ -250,11 +274,12 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     and in the returned ``bad_images``. Deterministic: the result does not depend on world_size.
     ``latent_norm="channel"``: each shard marker also holds float64 per-channel sums of the stored
     moments (`channel_sums`), and the process that finds the folder complete writes the
-    statistics of the whole set into index.json (`finish_latent_norm`).
+    statistics of the whole set into index.json (`finish_latent_norm`). ``pixels``: each shard
+    also stores the centre crops as uint8 (`to_uint8`), for REPA's encoder.
     """
     os.makedirs(out_dir, exist_ok=True)
     out_dir = str(out_dir)
-    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype, latent_norm=latent_norm)
+    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype, latent_norm=latent_norm, pixels=pixels)
     index_path = os.path.join(out_dir, INDEX)
     if os.path.isfile(index_path):
         _check_same(read_index(out_dir), index, out_dir)
@@ -265,7 +290,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     stats = ExtractStats()
     for s in mine:  # leftovers of a killed run (each shard has one writer, so they are ours)
         stem = shard_stem(out_dir, s)
-        for suffix in (".labels.npy", ".moments.npy", ".json"):
+        for suffix in (".labels.npy", ".moments.npy", ".pixels.npy", ".json"):
             old = [stem + suffix + ".tmp"]  # sit <= 0.1's name; now sit.io's hidden .NAME.tmpPID
             old += glob.glob(os.path.join(os.path.dirname(stem), f".{os.path.basename(stem)}{suffix}.tmp*"))
             for p in old:
@@ -273,7 +298,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
                     os.remove(p)
     todo = []
     for s in mine:
-        (stats.shards_resumed if shard_done(out_dir, s, *ranges[s]) else todo).append(s)
+        (stats.shards_resumed if shard_done(out_dir, s, *ranges[s], pixels=pixels) else todo).append(s)
     if stats.shards_resumed:
         log.info("rank %d: %d finished shard(s) found, skipped", rank, len(stats.shards_resumed))
     np_dtype = np.dtype(dtype)
@@ -285,7 +310,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
         start, stop = ranges[s]
         loader = DataLoader(_ShardImages(dataset, start, stop), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers)
-        moments, labels, skipped = [], [], []
+        moments, labels, skipped, pix = [], [], [], []
         for images, label, idx, err in loader:
             ok = torch.tensor([not e for e in err], dtype=torch.bool)
             for i, e in zip(idx.tolist(), err):
@@ -304,6 +329,8 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
             m = torch.stack([torch.stack([mean[:b], std[:b]], 1), torch.stack([mean[b:], std[b:]], 1)], 1)
             moments.append(m.numpy().astype(np_dtype))  # (b, 2, 2, C, h, w)
             labels.append(label[ok].numpy().astype(np.int64))
+            if pixels:
+                pix.append(to_uint8(images))
         c, h, w = index["latent_shape"]
         moments = np.concatenate(moments) if moments else np.zeros((0, 2, 2, c, h, w), np_dtype)
         labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
@@ -312,6 +339,9 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
         stem = shard_stem(out_dir, s)
         _save_npy(stem + ".labels.npy", labels)
         _save_npy(stem + ".moments.npy", moments)
+        if pixels:
+            sz = index["image_size"]
+            _save_npy(stem + ".pixels.npy", np.concatenate(pix) if pix else np.zeros((0, 3, sz, sz), np.uint8))
         marker = {"shard": s, "start": start, "stop": stop, "count": len(labels), "skipped": skipped}
         if latent_norm == "channel":
             marker["channel_sums"] = channel_sums(moments)
@@ -397,7 +427,8 @@ def check_extraction(root: str | os.PathLike) -> tuple[dict[str, Any], list[int]
     """(index, missing shard ids) of an extraction folder."""
     index = read_index(root)
     ranges = shard_ranges(index["num_files"], index["shard_size"])
-    missing = [s for s, (a, b) in enumerate(ranges) if not shard_done(root, s, a, b)]
+    pixels = "pixels" in index
+    missing = [s for s, (a, b) in enumerate(ranges) if not shard_done(root, s, a, b, pixels=pixels)]
     return index, missing
 
 
@@ -426,10 +457,12 @@ class LatentShardDataset(Dataset):
     independent of DataLoader workers; call :meth:`set_epoch` every epoch (with
     persistent_workers=True the workers keep the epoch they were started with).
     Shards are memory-mapped lazily in each process (safe with worker processes).
+    ``pixels``: items are (latent, label, image) with the stored centre crop as uint8 (3, S, S),
+    mirrored exactly when the latent is the mirror's (a folder extracted without pixels is refused).
     """
 
     def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0,
-                 space=None):
+                 space=None, pixels: bool = False):
         self.root = str(root)
         index, missing = check_extraction(root)
         if missing:
@@ -439,8 +472,13 @@ class LatentShardDataset(Dataset):
             )
         if seed < 0:
             raise ValueError(f"seed must be >= 0 (got {seed})")
+        if pixels and "pixels" not in index:
+            raise field_error(ValueError,
+                f"the latent folder {self.root!r} holds no images for the {{TrainConfig.repa_encoder}}; extract it "
+                "again with `sit extract --pixels` (the centre crops beside the latents) into a new folder")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
+        self.pixels = bool(pixels)
         verify_latent_norm(root, index)
         self.space = index_space(index) if space is None else space
         self.latent_shape = tuple(index["latent_shape"])
@@ -456,10 +494,11 @@ class LatentShardDataset(Dataset):
         self.num_skipped = index["num_files"] - len(self.targets)
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._maps: dict[int, np.ndarray] = {}
+        self._pix: dict[int, np.ndarray] = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = {}  # each worker opens its own memory maps
+        state["_maps"], state["_pix"] = {}, {}  # each worker opens its own memory maps
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -479,7 +518,15 @@ class LatentShardDataset(Dataset):
             self._maps[s] = np.load(shard_stem(self.root, s) + ".moments.npy", mmap_mode="r")
         return self._maps[s][index - self._starts[s]]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def image(self, index: int, mirror: bool = False) -> np.ndarray:
+        """The stored centre crop of item ``index``, uint8 (3, S, S), mirrored when ``mirror``."""
+        s = int(np.searchsorted(self._starts, index, side="right")) - 1
+        if s not in self._pix:
+            self._pix[s] = np.load(shard_stem(self.root, s) + ".pixels.npy", mmap_mode="r")
+        p = self._pix[s][index - self._starts[s]]
+        return np.array(p[:, :, ::-1] if mirror else p)  # a copy: writable, and the memory map stays unshared
+
+    def __getitem__(self, index: int) -> tuple:
         index = int(index)
         m = self.moments(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -487,7 +534,8 @@ class LatentShardDataset(Dataset):
         z = m[o, 0].astype(np.float32)
         if self.sample:
             z = z + m[o, 1].astype(np.float32) * rng.standard_normal(z.shape, dtype=np.float32)
-        return torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+        item = torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+        return (*item, torch.from_numpy(self.image(index, o == 1))) if self.pixels else item
 
     @property
     def scale_factor(self) -> float:

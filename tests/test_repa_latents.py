@@ -1,0 +1,163 @@
+"""REPA from pre-extracted latents: `sit extract --pixels` stores the centre crops beside the latents,
+a mirrored latent comes with the mirrored image, `sit train --latents DIR --repa-encoder ENC` needs no
+VAE and resumes exactly; the encoder is identified and validated before the run folder exists."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from sit.cli import main  # noqa: E402
+from sit.config import ModelConfig, TrainConfig  # noqa: E402
+from sit.data.imagefolder import ImageFolderDataset  # noqa: E402
+from sit.data.latents import LatentShardDataset  # noqa: E402
+from sit.train import train  # noqa: E402
+
+MODEL = ModelConfig(input_size=8, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2, num_classes=2,
+                    learn_sigma=False, class_dropout_prob=0.1)
+
+
+def _images(root: Path, n: int = 6):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(n):  # non-square, so the ADM crop resizes and cuts
+            Image.fromarray(rng.integers(0, 256, (20, 26, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _dinov2(folder: Path, width: int = 16, seed: int = 0) -> Path:
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(seed)
+    Dinov2Model(Dinov2Config(hidden_size=width, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             patch_size=2, image_size=8)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """An image folder, a tiny random VAE and DINOv2, and extractions with and without pixels."""
+    from sit.vae import VAE
+
+    root = tmp_path_factory.mktemp("repa_lat")
+    _images(root / "imgs")
+    VAE.tiny_random(0).model.save_pretrained(root / "vae")
+    _dinov2(root / "dino")
+    base = ["extract", "--data", str(root / "imgs"), "--vae", str(root / "vae"), "--image-size", "16",
+            "--shard-size", "5", "--num-workers", "0", "--no-progress", "--threads", "1"]
+    assert main([*base, "--out", str(root / "lat_px"), "--pixels"]) == 0
+    assert main([*base, "--out", str(root / "lat")]) == 0
+    return root
+
+
+def test_extract_pixels_stores_the_centre_crop_and_a_mirrored_latent_gets_the_mirrored_image(world, capsys):
+    from sit.data.latents import to_uint8
+    from sit.vae import VAE
+
+    out = world / "lat_px"
+    index = json.loads((out / "index.json").read_text())
+    assert index["pixels"]["shape"] == [3, 16, 16] and "pixels" not in json.loads((world / "lat" / "index.json").read_text())
+    ds = ImageFolderDataset(world / "imgs", 16)
+    stored = np.concatenate([np.load(out / f"shard-{s:06d}.pixels.npy") for s in range(3)])
+    assert stored.dtype == np.uint8 and stored.shape == (12, 3, 16, 16)
+    for i in range(12):  # the exact 8-bit centre crop, and x / 127.5 - 1 gives back the float image bit for bit
+        img, _ = ds.load(i)
+        assert np.array_equal(stored[i], to_uint8(img))
+        assert torch.equal(torch.from_numpy(stored[i]).float().div_(127.5).sub_(1.0), img)
+
+    vae = VAE.from_pretrained(str(world / "vae"), device="cpu")
+    lat = LatentShardDataset(out, sample=False, pixels=True)
+    seen = set()
+    for epoch in range(4):
+        lat.set_epoch(epoch)
+        for i in range(12):
+            z, y, px = lat[i]
+            m = lat.moments(i)
+            o = 0 if np.array_equal(z.numpy(), lat.space.to_network(m[0, 0].astype(np.float32))) else 1
+            assert np.array_equal(z.numpy(), lat.space.to_network(m[o, 0].astype(np.float32)))
+            assert torch.equal(px, torch.from_numpy(stored[i][:, :, ::-1].copy() if o else stored[i]))
+            seen.add(o)
+            if epoch == 0 and i < 4:  # the pair agrees: the VAE of the image given is the latent given
+                mean, _ = vae.encode_moments(px.float().div(127.5).sub(1.0)[None])
+                assert torch.allclose(mean[0], torch.from_numpy(m[o, 0].astype(np.float32)), atol=2e-3)
+    assert seen == {0, 1}  # both orientations were drawn and checked
+
+    capsys.readouterr()
+    assert main(["extract", "--out", str(out), "--check"]) == 0
+    assert "pixels [3, 16, 16] uint8" in capsys.readouterr().out
+
+
+def test_extract_pixels_resumes_and_refuses_mixing(world, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "lat"
+    shutil.copytree(world / "lat_px", out)
+    (out / "shard-000001.pixels.npy").unlink()   # a shard without its images is not finished
+    from sit.data.latents import check_extraction
+
+    assert check_extraction(out)[1] == [1]
+    base = ["extract", "--data", str(world / "imgs"), "--vae", str(world / "vae"), "--image-size", "16",
+            "--shard-size", "5", "--num-workers", "0", "--no-progress", "--out", str(out)]
+    before = (out / "shard-000000.pixels.npy").stat().st_mtime_ns
+    assert main([*base, "--pixels"]) == 0
+    assert check_extraction(out)[1] == [] and (out / "shard-000000.pixels.npy").stat().st_mtime_ns == before
+    assert np.array_equal(np.load(out / "shard-000001.pixels.npy"), np.load(world / "lat_px" / "shard-000001.pixels.npy"))
+    capsys.readouterr()
+    assert main(base) == 2  # the same folder without --pixels: other settings
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pixels" in err
+
+
+def _cfg(world, out, **kw) -> TrainConfig:
+    base = dict(out=str(out), latents=str(world / "lat_px"), repa_encoder=str(world / "dino"), repa_proj_dim=8,
+                steps=4, global_batch=4, lr=3e-3, log_every=1, ckpt_every=2, keep_last=5, ema_decay=0.9,
+                quality=False, samples_per_class=1, sample_steps=2, progress=False, num_workers=0, cfg_scale=1.0,
+                threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _records(run: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "img_per_s"}
+            for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def test_repa_trains_from_latents_without_a_vae_and_resumes_exactly(world, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from sit import vae as vae_mod
+
+    def no_vae(*a, **k):
+        raise AssertionError("REPA from latents with pixels must not load a VAE")
+
+    monkeypatch.setattr(vae_mod.VAE, "from_pretrained", classmethod(no_vae))
+    ref = train(_cfg(world, tmp_path / "ref"), MODEL)
+    recs = _records(ref.run_dir)
+    assert len(recs) == 4 and all(-1.0 <= r["loss_repa"] <= 1.0 for r in recs)
+    data = json.loads((ref.run_dir / "run_config.json").read_text())["data"]
+    assert data["repa_encoders"][0]["name"] == str(world / "dino") and len(data["repa_encoders"][0]["sha256"]) == 64
+
+    part = train(_cfg(world, tmp_path / "part", steps=2), MODEL)
+    train(resume=part.run_dir, steps=4)
+    assert _records(part.run_dir) == recs
+    for name in ("model", "ema", "objective"):
+        a = load_file(str(ref.run_dir / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        b = load_file(str(part.run_dir / "checkpoints" / "step-0000004" / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_latents_without_pixels_are_refused_for_repa_before_the_run_folder(world, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["train", "--latents", str(world / "lat"), "--repa-encoder", str(world / "dino"), "--steps", "1",
+                 "--out", str(run), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sit extract --pixels" in err and "--repa-encoder" in err
+    assert not run.exists()
