@@ -161,3 +161,78 @@ def test_latents_without_pixels_are_refused_for_repa_before_the_run_folder(world
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "sit extract --pixels" in err and "--repa-encoder" in err
     assert not run.exists()
+
+
+def _refused(argv, run: Path, capsys, *needles) -> str:
+    capsys.readouterr()
+    assert main(["train", *argv, "--steps", "1", "--out", str(run), "--no-progress", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert all(n in err for n in needles), err
+    assert not run.exists()  # refused before the run folder is made
+    return err
+
+
+def test_bad_encoders_are_one_line_before_the_run_folder(world, tmp_path, capsys):
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                         vocab_size=50)).save_pretrained(tmp_path / "bert")
+    _refused(["--repa-encoder", str(tmp_path / "bert")], tmp_path / "r1", capsys, "'bert' model, not a DINOv2")
+
+    trunc = tmp_path / "trunc"
+    shutil.copytree(world / "dino", trunc)
+    w = trunc / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-100])
+    _refused(["--repa-encoder", str(trunc)], tmp_path / "r2", capsys, "truncated", "--repa-encoder")
+
+    wide = tmp_path / "wide"
+    shutil.copytree(world / "dino", wide)
+    conf = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(json.dumps({**conf, "hidden_size": 24}))
+    _refused(["--repa-encoder", str(wide)], tmp_path / "r3", capsys, "16 wide but config.json says hidden_size 24")
+
+    bad = tmp_path / "badconf"
+    shutil.copytree(world / "dino", bad)
+    (bad / "config.json").write_text("{not json")
+    _refused(["--repa-encoder", str(bad)], tmp_path / "r4", capsys, "config.json is unreadable")
+
+    _refused(["--repa-encoder", str(world / "dino"), "--repa-depth", "9"], tmp_path / "r5", capsys,
+             "--repa-depth 9 exceeds the network's 4 blocks")
+    _refused(["--repa-encoder", "digits-cnn", "--repa-proj-dim", "1000000000"], tmp_path / "r6", capsys,
+             "--repa-proj-dim must be an integer in [1, 16384]")
+    _refused(["--repa-encoder", "digits-cnn", "--repa-coeff", "inf"], tmp_path / "r7", capsys,
+             "--repa-coeff must be a finite number >= 0 (got inf)")
+
+
+def test_truncated_weights_behind_a_good_header_are_one_line(world, tmp_path):
+    """transformers' own loading errors (here: a weights file it cannot read) become one line too."""
+    import shutil
+
+    from sit.config import ConfigError
+    from sit.train.repa import Dinov2Encoder
+
+    enc = tmp_path / "dino"
+    shutil.copytree(world / "dino", enc)
+    (enc / "model.safetensors").unlink()
+    (enc / "pytorch_model.bin").write_bytes(b"\x80\x02not a checkpoint")
+    with pytest.raises(ConfigError, match="is not a loadable Dinov2Model") as e:
+        Dinov2Encoder(str(enc), 16, torch.device("cpu"))
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_resume_with_another_encoder_behind_the_same_path_is_refused(world, tmp_path):
+    import shutil
+
+    from sit.config import ConfigError
+
+    enc = tmp_path / "enc"
+    shutil.copytree(world / "dino", enc)
+    part = train(_cfg(world, tmp_path / "run", steps=2, repa_encoder=str(enc)), MODEL)
+    shutil.rmtree(enc)
+    _dinov2(enc, seed=1)  # another model, same path, same shapes
+    with pytest.raises(ConfigError, match="holds another model than the run started with"):
+        train(resume=part.run_dir, steps=4)
+    assert not (part.run_dir / "checkpoints" / "step-0000004").exists()
