@@ -35,8 +35,8 @@ REPA's choices (sihyun-yu/REPA), each a TrainConfig field whose default keeps si
 "resample" (the DINOv2 position embedding resampled once to the encoder's input grid with
 antialiased bicubic, as timm's ``resample_abs_pos_embed``, instead of transformers' run-time
 interpolation), several encoders (``repa_encoder`` "A,B": one projector each, the per-encoder
-losses averaged), and the block (``repa_depth``; REPA aligns block 8 of SiT-L and SiT-XL). The
-encoders run under the training autocast (bf16 with ``precision`` bf16).
+losses averaged), and the block (``repa_depth``; REPA aligns block 8 of SiT-L and SiT-XL). A
+DINOv2 runs in bfloat16 (weights and activations) when ``precision`` is bf16, else float32.
 
 Identity and validation: `check_repa` (before the run folder exists) refuses a depth beyond the
 network, a folder that is not a DINOv2 (another ``model_type``), an unreadable config, truncated
@@ -262,7 +262,8 @@ def resample_pos_embed(pos: Tensor, grid: int) -> Tensor:
 class Dinov2Encoder(Encoder):
     """A DINOv2 (``transformers`` Dinov2Model) from a local folder; see the module docstring."""
 
-    def __init__(self, folder: str, image_size: int, device: torch.device, pos_embed: str = "runtime"):
+    def __init__(self, folder: str, image_size: int, device: torch.device, pos_embed: str = "runtime",
+                 dtype: torch.dtype = torch.float32):
         try:
             from transformers import Dinov2Model
         except ImportError:
@@ -284,7 +285,8 @@ class Dinov2Encoder(Encoder):
             emb = model.embeddings
             emb.position_embeddings = nn.Parameter(resample_pos_embed(emb.position_embeddings.data, self.resolution // p),
                                                    requires_grad=False)
-        self.model = model.to(device).requires_grad_(False).eval()
+        self.dtype = dtype   # bfloat16 when training is bf16: weights, activations and the targets
+        self.model = model.to(device, dtype).requires_grad_(False).eval()
         self.name, self.dim = str(path), int(model.config.hidden_size)
         self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
@@ -296,7 +298,7 @@ class Dinov2Encoder(Encoder):
             x = x.expand(-1, 3, -1, -1)
         x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bicubic", align_corners=False)
         x = (x - self.mean) / self.std
-        return self.model(pixel_values=x).last_hidden_state[:, 1:]  # (B, N, dim), CLS dropped
+        return self.model(pixel_values=x.to(self.dtype)).last_hidden_state[:, 1:]  # (B, N, dim), CLS dropped
 
 
 def load_encoder(name: str, cfg: TrainConfig, image_size: int, device: torch.device) -> Encoder:
@@ -305,7 +307,8 @@ def load_encoder(name: str, cfg: TrainConfig, image_size: int, device: torch.dev
         if cfg.data is not None or cfg.latents is not None:
             raise ValueError("TrainConfig.repa_encoder 'digits-cnn' is for the embedded datasets; give a DINOv2 folder for image data")
         return DigitsEncoder(cfg.dataset, image_size, device)
-    return Dinov2Encoder(name, image_size, device, pos_embed=cfg.repa_pos_embed)
+    dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
+    return Dinov2Encoder(name, image_size, device, pos_embed=cfg.repa_pos_embed, dtype=dtype)
 
 
 def projector(hidden_size: int, proj_dim: int, out_dim: int, init: str = "torch") -> nn.Sequential:
