@@ -518,13 +518,13 @@ class LatentShardDataset(Dataset):
             self._maps[s] = np.load(shard_stem(self.root, s) + ".moments.npy", mmap_mode="r")
         return self._maps[s][index - self._starts[s]]
 
-    def image(self, index: int, mirror: bool = False) -> np.ndarray:
+    def image(self, index: int, mirror: bool = False) -> Tensor:
         """The stored centre crop of item ``index``, uint8 (3, S, S), mirrored when ``mirror``."""
         s = int(np.searchsorted(self._starts, index, side="right")) - 1
         if s not in self._pix:
             self._pix[s] = np.load(shard_stem(self.root, s) + ".pixels.npy", mmap_mode="r")
-        p = self._pix[s][index - self._starts[s]]
-        return np.array(p[:, :, ::-1] if mirror else p)  # a copy: writable, and the memory map stays unshared
+        p = torch.from_numpy(np.array(self._pix[s][index - self._starts[s]]))  # a copy out of the memory map
+        return p.flip(-1) if mirror else p   # (torch's flip: ~10x numpy's strided copy)
 
     def __getitem__(self, index: int) -> tuple:
         index = int(index)
@@ -535,7 +535,7 @@ class LatentShardDataset(Dataset):
         if self.sample:
             z = z + m[o, 1].astype(np.float32) * rng.standard_normal(z.shape, dtype=np.float32)
         item = torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
-        return (*item, torch.from_numpy(self.image(index, o == 1))) if self.pixels else item
+        return (*item, self.image(index, o == 1)) if self.pixels else item
 
     @property
     def scale_factor(self) -> float:
