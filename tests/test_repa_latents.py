@@ -269,3 +269,11 @@ def test_repa_from_latents_two_process_ddp_equals_one_process(world, tmp_path):
         assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5, name
     ra, rb = _records(ddp), _records(one)
     assert [r["loss_repa"] for r in ra] == pytest.approx([r["loss_repa"] for r in rb], rel=1e-5)
+
+
+def test_a_run_records_its_preset_and_info_names_the_sampling_preset(world, tmp_path, capsys):
+    res = train(_cfg(world, tmp_path / "r", steps=1, ckpt_every=1, preset="repa-sit-xl2"), MODEL)
+    assert json.loads((res.run_dir / "run_config.json").read_text())["train"]["preset"] == "repa-sit-xl2"
+    capsys.readouterr()
+    assert main(["info", str(res.run_dir)]) == 0
+    assert "preset       repa-sit-xl2 (its published samples: sit sample --preset repa-sit-xl2)" in capsys.readouterr().out
