@@ -159,7 +159,7 @@ def test_latents_without_pixels_are_refused_for_repa_before_the_run_folder(world
     assert main(["train", "--latents", str(world / "lat"), "--repa-encoder", str(world / "dino"), "--steps", "1",
                  "--out", str(run), "--no-progress", "--threads", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "sit extract --pixels" in err and "--repa-encoder" in err
+    assert len(err.splitlines()) == 1 and "`sit extract` and --pixels" in err and "--repa-encoder" in err
     assert not run.exists()
 
 

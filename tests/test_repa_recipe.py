@@ -206,4 +206,4 @@ def test_repa_preset_is_the_papers_recipe_in_one_flag(tmp_path, capsys):
     assert (s.guidance.scale, s.guidance.channels, s.guidance.interval) == (1.8, None, (0.0, 0.7))
     assert main(["train", "--preset", "repa-sit-xl2", "--out", str(tmp_path / "r"), "--dry-run"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--preset repa-sit-xl2 trains on image data: give --latents" in err
+    assert len(err.splitlines()) == 1 and "--preset repa-sit-xl2 trains on image data: give --latents (extracted with --pixels)" in err

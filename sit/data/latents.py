@@ -475,7 +475,7 @@ class LatentShardDataset(Dataset):
         if pixels and "pixels" not in index:
             raise field_error(ValueError,
                 f"the latent folder {self.root!r} holds no images for the {{TrainConfig.repa_encoder}}; extract it "
-                "again with `sit extract --pixels` (the centre crops beside the latents) into a new folder")
+                "again into a new folder with `sit extract` and {Extract.pixels} (the centre crops beside the latents)")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
         self.pixels = bool(pixels)

@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from sit.config import TrainConfig
+from sit.config import TrainConfig, field_error
 from sit.train.seeds import generator
 
 
@@ -172,7 +172,8 @@ class FolderSource(DataSource):
     def batches(self, sampler, start, stop, num_workers, device, pixels=False):
         stored = getattr(self.dataset, "pixels", False)   # latent shards with their images (`sit extract --pixels`)
         if pixels and self.posterior_seed is None and not stored:
-            raise ValueError("these latent shards hold no images for the encoder: extract with `sit extract --pixels`")
+            raise field_error(ValueError, "these latent shards hold no images for the encoder: extract them with "
+                              "`sit extract` and {Extract.pixels}")
         dl = torch.utils.data.DataLoader(
             _EpochItems(self.dataset),
             batch_sampler=_BatchList(sampler, start, stop),

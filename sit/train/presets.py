@@ -93,7 +93,7 @@ def resolve_configs(train: Mapping[str, Any], arch: Mapping[str, Any] | None = N
     if preset is not None:
         if demo:
             raise ConfigError("TrainConfig", "preset", f"{given['preset']} trains on image data: give {{latents}} "
-                              "(`sit extract --pixels`) or {data}")
+                              "(extracted with {Extract.pixels}) or {data}")
         for need in preset["needs"]:
             if given.get(need) is None:
                 raise ConfigError("TrainConfig", "preset", f"{given['preset']} needs {{{need}}} (a local DINOv2-B folder, "

@@ -240,8 +240,8 @@ def check_repa(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
         from sit.data.latents import read_index
 
         if "pixels" not in read_index(cfg.latents):
-            raise _bad(f"needs the images, and the latent folder {cfg.latents!r} holds none; extract it again with "
-                       "`sit extract --pixels` (the centre crops beside the latents) into a new folder")
+            raise _bad(f"needs the images, and the latent folder {cfg.latents!r} holds none; extract it again into a "
+                       "new folder with `sit extract` and {Extract.pixels} (the centre crops beside the latents)")
 
 
 def resample_pos_embed(pos: Tensor, grid: int) -> Tensor:
