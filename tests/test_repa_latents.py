@@ -232,6 +232,8 @@ def test_resume_with_another_encoder_behind_the_same_path_is_refused(world, tmp_
     shutil.copytree(world / "dino", enc)
     part = train(_cfg(world, tmp_path / "run", steps=2, repa_encoder=str(enc)), MODEL)
     shutil.rmtree(enc)
+    with pytest.raises(FileNotFoundError, match="no DINOv2 folder"):   # gone: said as such
+        train(resume=part.run_dir, steps=4)
     _dinov2(enc, seed=1)  # another model, same path, same shapes
     with pytest.raises(ConfigError, match="holds another model than the run started with"):
         train(resume=part.run_dir, steps=4)

@@ -208,7 +208,10 @@ def folder_sha256(folder: str) -> str:
 def encoder_records(cfg: TrainConfig) -> list[dict]:
     """What the run records of its folder encoders (name and `folder_sha256`); embedded encoders,
     made from the run's own seed and data, record nothing."""
-    return [{"name": n, "sha256": folder_sha256(n)} for n in encoder_names(cfg) if n not in EMBEDDED_ENCODERS]
+    names = [n for n in encoder_names(cfg) if n not in EMBEDDED_ENCODERS]
+    for n in names:   # (a resumed run: the folder may have gone or changed since the start)
+        inspect_dinov2(n)
+    return [{"name": n, "sha256": folder_sha256(n)} for n in names]
 
 
 def check_resumed_encoders(recorded: dict | None, now: dict) -> None:
