@@ -279,3 +279,24 @@ def test_a_run_records_its_preset_and_info_names_the_sampling_preset(world, tmp_
     capsys.readouterr()
     assert main(["info", str(res.run_dir)]) == 0
     assert "preset       repa-sit-xl2 (its published samples: sit sample --preset repa-sit-xl2)" in capsys.readouterr().out
+
+
+def test_stored_pixels_reach_the_encoder_as_the_image_folder_path_gives_them(world):
+    """The same (seed, epoch, item) mirrors the same images in both sources, so REPA's encoder sees
+    bit-identical images from `--latents` (stored pixels) and from `--data --vae`."""
+    from sit.train.data import StepSampler, build_data
+
+    dev = torch.device("cpu")
+    common = dict(repa_encoder=str(world / "dino"), seed=3, num_workers=0)
+    lat = build_data(TrainConfig(latents=str(world / "lat_px"), **common), dev)
+    img = build_data(TrainConfig(data=str(world / "imgs"), vae=str(world / "vae"), image_size=16, **common), dev)
+    sampler = StepSampler(12, 4, 1, 1, 0, seed=3)
+    a = list(lat.batches(sampler, 0, 6, 0, dev, pixels=True))   # 6 steps of 4: two epochs of 12 items
+    b = list(img.batches(sampler, 0, 6, 0, dev, pixels=True))
+    assert len(a) == len(b) == 6
+    mirrored = 0
+    for step, ((_, ya, pa), (_, yb, pb)) in enumerate(zip(a, b)):
+        assert torch.equal(ya, yb) and torch.equal(pa, pb)
+        plain = torch.stack([lat.dataset.image(int(i)) for i in sampler.indices(step, 0)[1]]).float() / 127.5 - 1
+        mirrored += sum(not torch.equal(p, q) for p, q in zip(pa, plain))
+    assert 0 < mirrored < 24   # both orientations were drawn
