@@ -110,6 +110,9 @@ def test_extract_pixels_resumes_and_refuses_mixing(world, tmp_path, capsys):
     assert main([*base, "--pixels"]) == 0
     assert check_extraction(out)[1] == [] and (out / "shard-000000.pixels.npy").stat().st_mtime_ns == before
     assert np.array_equal(np.load(out / "shard-000001.pixels.npy"), np.load(world / "lat_px" / "shard-000001.pixels.npy"))
+    np.save(out / "shard-000002.pixels.npy", np.load(out / "shard-000002.pixels.npy").astype(np.float32))
+    with pytest.raises(ValueError, match=r"shard-000002.pixels.npy' holds float32 \(2, 3, 16, 16\), not the uint8"):
+        LatentShardDataset(out, pixels=True)   # every reader checks the images' type and shape
     capsys.readouterr()
     assert main(base) == 2  # the same folder without --pixels: other settings
     err = capsys.readouterr().err.strip()

@@ -423,6 +423,12 @@ class LatentShardDataset(Dataset):
             _check_labels(lab, shard_stem(root, s) + ".labels.npy", self.num_classes)
             labels.append(lab)
             counts.append(len(lab))
+            if self.pixels:   # the stored images: uint8 of the recorded shape, one per label
+                path = shard_stem(root, s) + ".pixels.npy"
+                px = np.load(path, mmap_mode="r")
+                if px.dtype != np.uint8 or list(px.shape) != [len(lab), *index["pixels"]["shape"]]:
+                    raise ValueError(f"latent shard {path!r} holds {px.dtype} {tuple(px.shape)}, not the uint8 "
+                                     f"{tuple([len(lab), *index['pixels']['shape']])} its index records; extract it again")
         self.targets = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
         self.num_skipped = index["num_files"] - len(self.targets)
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
