@@ -245,6 +245,10 @@ def model_preset(name: str, **overrides) -> ModelConfig:
 EmbeddedDataset = Literal["digits", "mnist_5k"]
 OnError = Literal["raise", "skip"]
 Precision = Literal["fp32", "bf16"]
+RepaInit = Literal["torch", "xavier"]
+TrainPreset = Literal[None, "repa-sit-xl2"]
+RepaPosEmbed = Literal["runtime", "resample"]
+REPA_MAX_PROJ_DIM = 16384    # --repa-proj-dim bound (REPA: 2048; 16384 is a 0.3 GB projector on SiT-XL/2 in float32)
 PreviewMethod = Literal["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"]   # sit.samplers methods for grids
 
 # The records TrainConfig's fields belong to (each field's metadata "group"), in the order `sit train --help`
@@ -355,7 +359,17 @@ class TrainConfig:
     repa_depth: int | None = _f(None, "alignment", "align the output of block D (1-based; without it ceil(2 x depth / 7): "
                                 "XL 8, B 4, demo 2)", metavar="D", added_later=True)
     repa_coeff: float = _f(0.5, "alignment", "lambda: weight of the alignment term", metavar="LAMBDA", added_later=True)
-    repa_proj_dim: int = _f(2048, "alignment", "projector MLP width (3 layers, SiLU)", metavar="N", added_later=True)
+    repa_proj_dim: int = _f(2048, "alignment", f"projector MLP width (3 layers, SiLU; at most {REPA_MAX_PROJ_DIM})", metavar="N", added_later=True)
+    repa_init: RepaInit = _f("torch", "alignment", "projector initialisation: torch (PyTorch's defaults) or xavier "
+                             "(REPA: xavier-uniform weights, zero biases)", added_later=True)
+    repa_pos_embed: RepaPosEmbed = _f("runtime", "alignment", "DINOv2 position embedding at the encoder's input grid: "
+                                      "runtime (transformers interpolates it every call) or resample (once, antialiased "
+                                      "bicubic, as REPA with timm)", added_later=True)
+    flip: bool = _f(True, "data", "mirror each image / latent with probability 1/2 ({data}, {latents}; REPA: off; the "
+                                  "embedded digits are never mirrored)", added_later=True)
+    preset: TrainPreset = _f(None, "run", "named recipe (sit.train.presets.TRAIN_PRESETS; other flags override its "
+                                          "fields; recorded in the run): repa-sit-xl2 = REPA's SiT-XL/2 on ImageNet 256 "
+                                          "(give {latents} and {repa_encoder})", added_later=True)
     # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,
     # a snapshot of each every phema_every steps (edm2: 0.05 and 0.10)
     phema_sigmas: tuple[float, ...] = _f((), "optimiser", "relative lengths of the tracked power-function EMAs for "
@@ -429,10 +443,16 @@ class TrainConfig:
         if self.repa_depth is not None and (not isinstance(self.repa_depth, int) or isinstance(self.repa_depth, bool)
                                             or self.repa_depth < 1):
             raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {self.repa_depth!r})")
-        if not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool) or self.repa_proj_dim < 1:
-            raise ConfigError("TrainConfig", "repa_proj_dim", f"must be a positive integer (got {self.repa_proj_dim!r})")
-        if not (isinstance(self.repa_coeff, (int, float)) and self.repa_coeff >= 0):
-            raise ConfigError("TrainConfig", "repa_coeff", f"must be >= 0 (got {self.repa_coeff!r})")
+        if (not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool)
+                or not 1 <= self.repa_proj_dim <= REPA_MAX_PROJ_DIM):
+            raise ConfigError("TrainConfig", "repa_proj_dim", f"must be an integer in [1, {REPA_MAX_PROJ_DIM}] "
+                              f"(got {self.repa_proj_dim!r})")
+        if not (isinstance(self.repa_coeff, (int, float)) and not isinstance(self.repa_coeff, bool)
+                and math.isfinite(self.repa_coeff) and self.repa_coeff >= 0):
+            raise ConfigError("TrainConfig", "repa_coeff", f"must be a finite number >= 0 (got {self.repa_coeff!r})")
+        if self.repa_encoder is not None and not all(e.strip() for e in self.repa_encoder.split(",")):
+            raise ConfigError("TrainConfig", "repa_encoder", f"names an empty encoder in {self.repa_encoder!r} "
+                              "(one encoder, or several separated by commas)")
         if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
             raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(self.phema_sigmas)}, "
                               f"every {self.phema_every} (give both, every >= 1, or neither)")
@@ -451,9 +471,6 @@ class TrainConfig:
                 raise ConfigError("TrainConfig", name, f"must be a finite number{' > 0' if name == 'vae_scale' else ''} or None (got {v!r})")
             if v is not None and self.data is None and self.latents is None:
                 raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
-        if self.repa_encoder is not None and self.latents is not None:
-            raise ConfigError("TrainConfig", "repa_encoder", "needs the training images, which latent shards do not hold; "
-                              "train REPA from the images (data + vae) instead of latents")
 
 
 TRAIN_TYPES: dict[str, Any] = get_type_hints(TrainConfig)  # field -> its annotation, evaluated

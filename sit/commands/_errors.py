@@ -27,7 +27,8 @@ FIELD_FLAGS: dict[tuple[str, str], str] = {
 
 # records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
 # --phema-sigmas"); other records' fields by the command that failed
-RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert"}
+RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert",
+                                  "Extract": "extract"}   # Extract: `sit extract`'s options
 
 
 def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:

@@ -12,11 +12,14 @@ EXAMPLES = """examples:
   torchrun --nproc-per-node 8 -m sit.cli extract --data imagenet/train --out latents/in256 --vae ema --on-error skip
   sit extract --out latents/in256 --check        # are all shards there?
   sit extract --data imagenet/train --out latents/in256n --vae /models/sd-vae-ft-ema --latent-norm channel
+  sit extract --data imagenet/train --out latents/in256p --vae /models/sd-vae-ft-ema --pixels   # for REPA
   RANK=3 WORLD_SIZE=16 sit extract --data imagenet/train --out latents/in256 --vae ema   # job 3 of 16 (e.g. a SLURM array)
 
 Rerunning the same command resumes: finished shards are skipped. Each process writes its own
 shards (rank r: shards r, r+W, ...). Per image the posterior mean and std of the image and of its
-mirror are stored (float16: 32 KiB per 256x256 image, ~42 GB for ImageNet-1k train).
+mirror are stored (float16: 32 KiB per 256x256 image, ~42 GB for ImageNet-1k train); with
+--pixels also the centre crop itself (raw uint8: 192 KiB per 256x256 image, ~252 GB for ImageNet-1k
+train), so REPA trains from the latents without the VAE.
 """
 
 
@@ -38,6 +41,9 @@ def register(subparsers) -> None:
                    help="channel: also compute the per-channel mean and std of the whole set (exact, float64) into "
                         "index.json; training on the folder then normalises each channel, applied after the scale "
                         "and shift (LightningDiT) (default: none)")
+    p.add_argument("--pixels", action="store_true",
+                   help="also store each centre crop (uint8, raw: 192 KiB per 256x256 image) beside its latents: "
+                        "the images REPA's encoder reads (sit train --latents DIR --repa-encoder ENC)")
     p.add_argument("--vae-dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="VAE compute dtype (default: fp32)")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
                    help="stored moments dtype (default: float16)")
@@ -74,7 +80,8 @@ def run(args) -> int:
         if finish_latent_norm(args.out) is not None:  # (computed, or verified when already there)
             index, _ = check_extraction(args.out)
         print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
-              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}")
+              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}"
+              + (f", pixels {index['pixels']['shape']} uint8" if "pixels" in index else ""))
         return 0
     if not args.data:
         raise ValueError("--data is required (the ImageFolder to encode), unless --check")
@@ -99,7 +106,8 @@ def run(args) -> int:
               f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {args.out}", flush=True)
     stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
-                            progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm)
+                            progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm,
+                            pixels=args.pixels)
     print(f"extract rank {rank}: wrote {len(stats.shards_written)} shard(s) ({stats.images_written} images), "
           f"{len(stats.shards_resumed)} already done, {len(stats.bad_images)} unreadable image(s) skipped",
           file=sys.stderr, flush=True)

@@ -79,6 +79,10 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         info["alignment"] = {"method": "repa", "encoder": train["repa_encoder"],
                              "depth": train.get("repa_depth") or default_depth(cfg.depth),
                              "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
+    if train.get("preset") is not None:   # the named recipe the run was trained with, and its published sampling
+        from sit.train.presets import TRAIN_PRESETS
+
+        info["preset"] = {"train": train["preset"], "sample": TRAIN_PRESETS.get(train["preset"], {}).get("sample_preset")}
     if cfg.in_channels not in (1, 3):  # a latent model: the space its samples are decoded from
         from sit.vae import LatentSpace
 
@@ -107,6 +111,9 @@ def run(args) -> int:
         a = info["alignment"]
         print(f"alignment    REPA: encoder {a['encoder']}, block {a['depth']} of {c['depth']}, lambda {a['coeff']:g}, "
               f"projector MLP width {a['proj_dim']} (training only: not in the weights above)")
+    if "preset" in info:
+        pr = info["preset"]
+        print(f"preset       {pr['train']}" + (f" (its published samples: sit sample --preset {pr['sample']})" if pr["sample"] else ""))
     if "latent_space" in info:
         sp = info["latent_space"]
         norm = sp.get("latent_norm")

@@ -12,12 +12,18 @@ On-disk layout of an extraction folder ``OUT``::
     OUT/index.json                 settings, classes, shard plan (written by rank 0 before the work)
     OUT/shard-000000.moments.npy   float16 (n, 2, 2, C, h, w): [image, mirror] x [mean, std], unscaled
     OUT/shard-000000.labels.npy    int64 (n,)
+    OUT/shard-000000.pixels.npy    uint8 (n, 3, S, S): the centre crop itself (only with ``pixels``, for REPA)
     OUT/shard-000000.json          done marker, written last: count, skipped unreadable images
 
 Shard s covers dataset indices [s * shard_size, (s + 1) * shard_size) minus unreadable images.
 With W processes, rank r writes shards r, r + W, r + 2W, ... (no file has two writers); every file
 is written through `sit.io.atomic_path` (a hidden temporary file, fsynced, renamed), so a killed run leaves no half shard and
 a rerun with the same arguments skips the finished shards (resume).
+
+With ``pixels`` (`sit extract --pixels`) the ADM centre crop at the training resolution is kept
+beside the latents, raw uint8 (memory-mapped; the mirror is read as the image flipped, so a
+mirrored latent comes with the mirrored image): 192 KiB per 256^2 image, chosen over PNG (about
+108 KiB on natural images, but ~580 decodes/s per core) and zlib for read speed (docs/data.md).
 
 Size: 2 (image, mirror) x 2 (mean, std) x 4 x 32 x 32 x 2 bytes (float16) = 32 KiB per 256^2 image,
 42.0 GB (39.1 GiB) for ImageNet's 1,281,167 training images (see docs/data.md).
@@ -110,8 +116,19 @@ def _files_digest(dataset: ImageFolderDataset) -> str:
     return h.hexdigest()
 
 
+def pixels_record(image_size: int) -> dict[str, Any]:
+    """The index entry of stored pixels (`sit extract --pixels`)."""
+    return {"dtype": "uint8", "shape": [3, int(image_size), int(image_size)],
+            "layout": "pixels (n, 3, S, S) uint8: the ADM centre crop, not mirrored (x / 127.5 - 1 is the image in [-1, 1])"}
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """Images in [-1, 1] made by `sit.data.imagefolder.to_tensor` (v / 127.5 - 1) -> their uint8 values v (exact)."""
+    return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
-               latent_norm: str = "none") -> dict[str, Any]:
+               latent_norm: str = "none", pixels: bool = False) -> dict[str, Any]:
     """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
     from sit.vae import vae_config_record
 
@@ -121,7 +138,8 @@ def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str 
         raise ValueError(f"unknown latent normalisation {latent_norm!r}; expected one of {list(LATENT_NORMS)}")
     n = len(dataset.samples)
     norm = {} if latent_norm == "none" else {"latent_norm": latent_norm}  # (absent: none, as before it existed)
-    return {**norm,
+    pix = {"pixels": pixels_record(dataset.image_size)} if pixels else {}   # (absent: no pixels, as before)
+    return {**norm, **pix,
         "format": FORMAT,
         "version": VERSION,
         "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
@@ -171,6 +189,8 @@ def _check_same(existing: dict, new: dict, root: str) -> None:
     diff = [k for k in _MATCH_KEYS if existing.get(k) != new.get(k)]
     if existing.get("latent_norm", "none") != new.get("latent_norm", "none"):
         diff.append("latent_norm")
+    if existing.get("pixels") != new.get("pixels"):
+        diff.append("pixels")
     old = index_space({k: v for k, v in existing.items() if k != "latent_norm"})
     now = index_space({k: v for k, v in new.items() if k != "latent_norm"})
     diff += [k for k, a, b in (("scale_factor", old.scale, now.scale), ("shift_factor", old.shift, now.shift)) if a != b]
@@ -185,8 +205,9 @@ def _check_same(existing: dict, new: dict, root: str) -> None:
         )
 
 
-def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int) -> bool:
-    """A shard is finished when its marker exists and both arrays have the marker's length."""
+def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int, pixels: bool = False) -> bool:
+    """A shard is finished when its marker exists and its arrays (the pixels too, when the folder
+    stores them) have the marker's length."""
     stem = shard_stem(root, shard)
     try:
         with open(stem + ".json") as f:
@@ -196,6 +217,8 @@ def shard_done(root: str | os.PathLike, shard: int, start: int, stop: int) -> bo
         count = marker["count"]
         moments = np.load(stem + ".moments.npy", mmap_mode="r")
         labels = np.load(stem + ".labels.npy", mmap_mode="r")
+        if pixels and len(np.load(stem + ".pixels.npy", mmap_mode="r")) != count:
+            return False
         return len(moments) == count and len(labels) == count
     except (OSError, ValueError, KeyError, json.JSONDecodeError):
         return False
@@ -240,7 +263,8 @@ class ExtractStats:
 
 def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike, *, shard_size: int = 10_000,
                     batch_size: int = 64, rank: int = 0, world_size: int = 1, dtype: str = "float16",
-                    num_workers: int = 0, progress: bool = False, latent_norm: str = "none") -> ExtractStats:
+                    num_workers: int = 0, progress: bool = False, latent_norm: str = "none",
+                    pixels: bool = False) -> ExtractStats:
     """Encode ``dataset`` (its centre crop; its ``flip`` is ignored) into shards under ``out_dir``.
 
     For every image x stores the posterior moments (mean, std) of x and of flip(x) (unscaled,
@@ -250,11 +274,12 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     and in the returned ``bad_images``. Deterministic: the result does not depend on world_size.
     ``latent_norm="channel"``: each shard marker also holds float64 per-channel sums of the stored
     moments (`channel_sums`), and the process that finds the folder complete writes the
-    statistics of the whole set into index.json (`finish_latent_norm`).
+    statistics of the whole set into index.json (`finish_latent_norm`). ``pixels``: each shard
+    also stores the centre crops as uint8 (`to_uint8`), for REPA's encoder.
     """
     os.makedirs(out_dir, exist_ok=True)
     out_dir = str(out_dir)
-    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype, latent_norm=latent_norm)
+    index = make_index(dataset, vae, shard_size=shard_size, dtype=dtype, latent_norm=latent_norm, pixels=pixels)
     index_path = os.path.join(out_dir, INDEX)
     if os.path.isfile(index_path):
         _check_same(read_index(out_dir), index, out_dir)
@@ -265,7 +290,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     stats = ExtractStats()
     for s in mine:  # leftovers of a killed run (each shard has one writer, so they are ours)
         stem = shard_stem(out_dir, s)
-        for suffix in (".labels.npy", ".moments.npy", ".json"):
+        for suffix in (".labels.npy", ".moments.npy", ".pixels.npy", ".json"):
             old = [stem + suffix + ".tmp"]  # sit <= 0.1's name; now sit.io's hidden .NAME.tmpPID
             old += glob.glob(os.path.join(os.path.dirname(stem), f".{os.path.basename(stem)}{suffix}.tmp*"))
             for p in old:
@@ -273,7 +298,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
                     os.remove(p)
     todo = []
     for s in mine:
-        (stats.shards_resumed if shard_done(out_dir, s, *ranges[s]) else todo).append(s)
+        (stats.shards_resumed if shard_done(out_dir, s, *ranges[s], pixels=pixels) else todo).append(s)
     if stats.shards_resumed:
         log.info("rank %d: %d finished shard(s) found, skipped", rank, len(stats.shards_resumed))
     np_dtype = np.dtype(dtype)
@@ -285,7 +310,7 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
         start, stop = ranges[s]
         loader = DataLoader(_ShardImages(dataset, start, stop), batch_size=batch_size, shuffle=False,
                             num_workers=num_workers)
-        moments, labels, skipped = [], [], []
+        moments, labels, skipped, pix = [], [], [], []
         for images, label, idx, err in loader:
             ok = torch.tensor([not e for e in err], dtype=torch.bool)
             for i, e in zip(idx.tolist(), err):
@@ -304,6 +329,8 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
             m = torch.stack([torch.stack([mean[:b], std[:b]], 1), torch.stack([mean[b:], std[b:]], 1)], 1)
             moments.append(m.numpy().astype(np_dtype))  # (b, 2, 2, C, h, w)
             labels.append(label[ok].numpy().astype(np.int64))
+            if pixels:
+                pix.append(to_uint8(images))
         c, h, w = index["latent_shape"]
         moments = np.concatenate(moments) if moments else np.zeros((0, 2, 2, c, h, w), np_dtype)
         labels = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
@@ -312,6 +339,9 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
         stem = shard_stem(out_dir, s)
         _save_npy(stem + ".labels.npy", labels)
         _save_npy(stem + ".moments.npy", moments)
+        if pixels:
+            sz = index["image_size"]
+            _save_npy(stem + ".pixels.npy", np.concatenate(pix) if pix else np.zeros((0, 3, sz, sz), np.uint8))
         marker = {"shard": s, "start": start, "stop": stop, "count": len(labels), "skipped": skipped}
         if latent_norm == "channel":
             marker["channel_sums"] = channel_sums(moments)
@@ -326,78 +356,12 @@ def extract_latents(dataset: ImageFolderDataset, vae, out_dir: str | os.PathLike
     return stats
 
 
-def channel_sums(moments: np.ndarray, chunk: int = 256) -> dict[str, Any]:
-    """Float64 per-channel sums of stored moments (n, 2, 2, C, h, w) over items, both orientations
-    and positions: ``count`` values per channel, ``sum`` of the posterior means, ``sum_sq`` of
-    mean^2 + std^2 (the second moment of z ~ N(mean, std^2)), read in chunks (streaming)."""
-    n, _, _, c, h, w = moments.shape
-    s1, s2 = np.zeros(c, np.float64), np.zeros(c, np.float64)
-    for i in range(0, n, chunk):
-        m = np.asarray(moments[i: i + chunk], dtype=np.float64)
-        s1 += m[:, :, 0].sum(axis=(0, 1, 3, 4))
-        s2 += (m[:, :, 0] ** 2 + m[:, :, 1] ** 2).sum(axis=(0, 1, 3, 4))
-    return {"count": int(n * 2 * h * w), "sum": s1.tolist(), "sum_sq": s2.tolist()}
-
-
-def latent_norm_stats(root: str | os.PathLike, index: dict[str, Any]) -> dict[str, Any]:
-    """Per-channel mean and std of the unscaled training latents z of a complete folder, from its
-    shard markers' sums (combined in shard order, float64): the exact moments of what training
-    draws, z ~ N(mean_o, std_o^2) with both orientations o equally likely (not a sample):
-    mean_c = E[z_c], std_c = sqrt(E[z_c^2] - mean_c^2)."""
-    c = index["latent_shape"][0]
-    count, s1, s2 = 0, [0.0] * c, [0.0] * c
-    for s in range(index["num_shards"]):
-        path = shard_stem(root, s) + ".json"
-        with open(path) as f:
-            sums = json.load(f).get("channel_sums")
-        if sums is None or len(sums["sum"]) != c or len(sums["sum_sq"]) != c:
-            raise ValueError(f"shard marker {path!r} holds no per-channel sums for {c} channels; the folder was not "
-                             "extracted with latent_norm 'channel' (extract it again into a new folder)")
-        count += sums["count"]
-        s1 = [a + b for a, b in zip(s1, sums["sum"])]
-        s2 = [a + b for a, b in zip(s2, sums["sum_sq"])]
-    if count == 0:
-        raise ValueError(f"latent folder {str(root)!r} holds no latents to compute statistics from")
-    mean = [a / count for a in s1]
-    var = [b / count - m * m for b, m in zip(s2, mean)]
-    if not all(np.isfinite(v) and v > 0 for v in var):
-        raise ValueError(f"latent folder {str(root)!r}: per-channel variance {var} is not finite and positive")
-    return {"space": "z: the VAE posterior, unscaled (before shift and scale)", "count": count,
-            "mean": mean, "std": [float(np.sqrt(v)) for v in var]}
-
-
-def finish_latent_norm(root: str | os.PathLike) -> dict[str, Any] | None:
-    """When the folder (extracted with --latent-norm channel) is complete, write its statistics
-    into index.json (atomically; every finishing process writes the same bytes) and return them;
-    None while shards are missing. Already present statistics are verified, not rewritten."""
-    index, missing = check_extraction(root)
-    if index.get("latent_norm", "none") == "none" or missing:
-        return None
-    if "latent_norm_stats" in index:
-        verify_latent_norm(root, index)
-        return index["latent_norm_stats"]
-    stats = latent_norm_stats(root, index)
-    _save_json(os.path.join(root, INDEX), {**index, "latent_norm_stats": stats})
-    return stats
-
-
-def verify_latent_norm(root: str | os.PathLike, index: dict[str, Any]) -> None:
-    """The statistics in index.json must equal those the shard markers give (a reader's check)."""
-    if index.get("latent_norm", "none") == "none":
-        return
-    if "latent_norm_stats" not in index:
-        raise ValueError(f"latent folder {str(root)!r}: the per-channel statistics are not computed yet; run "
-                         "`sit extract` on this folder again in check mode to write them")
-    if index["latent_norm_stats"] != latent_norm_stats(root, index):
-        raise ValueError(f"latent folder {str(root)!r}: index.json's latent_norm_stats disagree with the shard markers "
-                         "(edited or mixed folders); extract again into a new folder")
-
-
 def check_extraction(root: str | os.PathLike) -> tuple[dict[str, Any], list[int]]:
     """(index, missing shard ids) of an extraction folder."""
     index = read_index(root)
     ranges = shard_ranges(index["num_files"], index["shard_size"])
-    missing = [s for s, (a, b) in enumerate(ranges) if not shard_done(root, s, a, b)]
+    pixels = "pixels" in index
+    missing = [s for s, (a, b) in enumerate(ranges) if not shard_done(root, s, a, b, pixels=pixels)]
     return index, missing
 
 
@@ -426,10 +390,12 @@ class LatentShardDataset(Dataset):
     independent of DataLoader workers; call :meth:`set_epoch` every epoch (with
     persistent_workers=True the workers keep the epoch they were started with).
     Shards are memory-mapped lazily in each process (safe with worker processes).
+    ``pixels``: items are (latent, label, image) with the stored centre crop as uint8 (3, S, S),
+    mirrored exactly when the latent is the mirror's (a folder extracted without pixels is refused).
     """
 
     def __init__(self, root: str | os.PathLike, flip: bool = True, *, sample: bool = True, seed: int = 0,
-                 space=None):
+                 space=None, pixels: bool = False):
         self.root = str(root)
         index, missing = check_extraction(root)
         if missing:
@@ -439,8 +405,13 @@ class LatentShardDataset(Dataset):
             )
         if seed < 0:
             raise ValueError(f"seed must be >= 0 (got {seed})")
+        if pixels and "pixels" not in index:
+            raise field_error(ValueError,
+                f"the latent folder {self.root!r} holds no images for the {{TrainConfig.repa_encoder}}; extract it "
+                "again into a new folder with `sit extract` and {Extract.pixels} (the centre crops beside the latents)")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
+        self.pixels = bool(pixels)
         verify_latent_norm(root, index)
         self.space = index_space(index) if space is None else space
         self.latent_shape = tuple(index["latent_shape"])
@@ -452,14 +423,21 @@ class LatentShardDataset(Dataset):
             _check_labels(lab, shard_stem(root, s) + ".labels.npy", self.num_classes)
             labels.append(lab)
             counts.append(len(lab))
+            if self.pixels:   # the stored images: uint8 of the recorded shape, one per label
+                path = shard_stem(root, s) + ".pixels.npy"
+                px = np.load(path, mmap_mode="r")
+                if px.dtype != np.uint8 or list(px.shape) != [len(lab), *index["pixels"]["shape"]]:
+                    raise ValueError(f"latent shard {path!r} holds {px.dtype} {tuple(px.shape)}, not the uint8 "
+                                     f"{tuple([len(lab), *index['pixels']['shape']])} its index records; extract it again")
         self.targets = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
         self.num_skipped = index["num_files"] - len(self.targets)
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self._maps: dict[int, np.ndarray] = {}
+        self._pix: dict[int, np.ndarray] = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_maps"] = {}  # each worker opens its own memory maps
+        state["_maps"], state["_pix"] = {}, {}  # each worker opens its own memory maps
         return state
 
     def set_epoch(self, epoch: int) -> None:
@@ -479,7 +457,15 @@ class LatentShardDataset(Dataset):
             self._maps[s] = np.load(shard_stem(self.root, s) + ".moments.npy", mmap_mode="r")
         return self._maps[s][index - self._starts[s]]
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+    def image(self, index: int, mirror: bool = False) -> Tensor:
+        """The stored centre crop of item ``index``, uint8 (3, S, S), mirrored when ``mirror``."""
+        s = int(np.searchsorted(self._starts, index, side="right")) - 1
+        if s not in self._pix:
+            self._pix[s] = np.load(shard_stem(self.root, s) + ".pixels.npy", mmap_mode="r")
+        p = torch.from_numpy(np.array(self._pix[s][index - self._starts[s]]))  # a copy out of the memory map
+        return p.flip(-1) if mirror else p   # (torch's flip: ~10x numpy's strided copy)
+
+    def __getitem__(self, index: int) -> tuple:
         index = int(index)
         m = self.moments(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
@@ -487,8 +473,24 @@ class LatentShardDataset(Dataset):
         z = m[o, 0].astype(np.float32)
         if self.sample:
             z = z + m[o, 1].astype(np.float32) * rng.standard_normal(z.shape, dtype=np.float32)
-        return torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+        item = torch.from_numpy(self.space.to_network(z)), int(self.targets[index])
+        return (*item, self.image(index, o == 1)) if self.pixels else item
 
     @property
     def scale_factor(self) -> float:
         return self.space.scale
+
+
+# the per-channel statistics (--latent-norm channel) live in their own module; re-exported here, where
+# the extraction and the reader use them (imported last: that module reads this one's helpers)
+from sit.data.latent_norm import (  # noqa: E402
+    channel_sums,
+    finish_latent_norm,
+    latent_norm_stats,
+    verify_latent_norm,
+)
+
+__all__ = ["FORMAT", "VERSION", "INDEX", "LatentShardDataset", "ExtractStats", "extract_latents", "check_extraction",
+           "read_index", "index_space", "make_index", "pixels_record", "to_uint8", "shard_done", "shard_stem",
+           "shard_ranges", "rank_shards", "nonfinite_shards", "channel_sums", "finish_latent_norm",
+           "latent_norm_stats", "verify_latent_norm"]

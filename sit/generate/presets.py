@@ -54,6 +54,13 @@ PRESETS: dict[str, Preset] = {
     "sit-xl2-sde-kl-eta": Preset(
         SampleConfig(w="kl_eta", eta=1.0, t_start=0.999, grid="uniform", **_SDE), _XL2_CFG, num_samples=50000,
         about="SiT-XL/2 SDE with w_KL,eta (eq. 14), eta 1 with the checkpoint's L_t table, start at t = 1 - 1e-3"),
+    # REPA's SiT-XL/2 (sihyun-yu/REPA generate.py, README): Euler-Maruyama 250 steps from t = 1 to 0.04 and a
+    # final mean step, diffusion 2t (= w_t 2 sigma_t on the linear path), CFG 1.8 on all channels for t <= 0.7.
+    "repa-sit-xl2": Preset(
+        SampleConfig(w="official-sigma", grid="uniform", **_SDE), GuidanceConfig(scale=1.8, interval=(0.0, 0.7)),
+        num_samples=50000,
+        about="REPA SiT-XL/2: Euler-Maruyama 250 steps, w_t = 2 sigma_t, last step Mean 0.04, cfg 1.8 on all channels "
+              "for t <= 0.7 (REPA, 4M steps: FID 1.42)"),
     # DiT-XL/2: respaced 250-step ancestral DDPM with learned variance, cfg 1.5 on channels 0..2.
     "dit-ddpm250": Preset(
         DiscreteSampleConfig(method="ddpm", num_steps=250), _XL2_CFG, num_samples=50000,

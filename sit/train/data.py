@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor
 
-from sit.config import TrainConfig
+from sit.config import TrainConfig, field_error
 from sit.train.seeds import generator
 
 
@@ -170,8 +170,10 @@ class FolderSource(DataSource):
         self.n, self.channels, self.size, self.num_classes = len(dataset), channels, size, dataset.num_classes
 
     def batches(self, sampler, start, stop, num_workers, device, pixels=False):
-        if pixels and self.posterior_seed is None:
-            raise ValueError("latent shards hold no pixels for the encoder: train from the images (data + vae)")
+        stored = getattr(self.dataset, "pixels", False)   # latent shards with their images (`sit extract --pixels`)
+        if pixels and self.posterior_seed is None and not stored:
+            raise field_error(ValueError, "these latent shards hold no images for the encoder: extract them with "
+                              "`sit extract` and {Extract.pixels}")
         dl = torch.utils.data.DataLoader(
             _EpochItems(self.dataset),
             batch_sampler=_BatchList(sampler, start, stop),
@@ -180,9 +182,11 @@ class FolderSource(DataSource):
             persistent_workers=False,
         )
         micros = ((s, m) for s in range(start, stop) for m in range(sampler.grad_accum))
-        for (step, micro), (xb, yb) in zip(micros, dl):
+        for (step, micro), (xb, yb, *pb) in zip(micros, dl):
             img = xb.to(device, non_blocking=True)
             x = self._posterior(img, step, micro, sampler) if self.posterior_seed is not None else img
+            if pb:  # stored uint8 images -> [-1, 1] as `sit.data.imagefolder.to_tensor` (v / 127.5 - 1, float32)
+                img = pb[0].to(device, non_blocking=True).float().div_(127.5).sub_(1.0)
             yb = torch.as_tensor(yb).long().to(device, non_blocking=True)
             yield (x, yb, img) if pixels else (x, yb)
 
@@ -199,15 +203,27 @@ class FolderSource(DataSource):
     def heldout(self, device):
         n = min(len(self.dataset), 512)
         items = [self.dataset[i] for i in range(len(self.dataset) - n, len(self.dataset))]
-        hx = torch.stack([a for a, _ in items])
-        hy = torch.tensor([b for _, b in items])
+        hx = torch.stack([it[0] for it in items])
+        hy = torch.tensor([it[1] for it in items])
         if self.posterior_seed is not None:
             hx = self.vae.encode(hx.to(device))
         return hx, hy
 
 
 def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
-    """The training data of ``cfg``: embedded (pixels), ImageFolder through the VAE, or latent shards."""
+    """The training data of ``cfg``: embedded (pixels), ImageFolder through the VAE, or latent shards;
+    its record (``info``) names REPA's folder encoders with their sha256 (`sit.train.repa.encoder_records`)."""
+    source = _build_data(cfg, device)
+    if cfg.repa_encoder is not None:
+        from sit.train.repa import encoder_records
+
+        records = encoder_records(cfg)
+        if records:
+            source.info = {**source.info, "repa_encoders": records}
+    return source
+
+
+def _build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
     if cfg.latents is not None:
         from sit.data.latents import LatentShardDataset, index_space, read_index
         from sit.vae import recorded_vae_config, vae_config_record
@@ -217,7 +233,7 @@ def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
         index = read_index(cfg.latents)
         space = index_space(index, cfg.vae_scale, cfg.vae_shift)
         vae_config = recorded_vae_config(index)  # what the extracting VAE's config said
-        ds = LatentShardDataset(cfg.latents, flip=True, seed=cfg.seed, space=space)
+        ds = LatentShardDataset(cfg.latents, flip=cfg.flip, seed=cfg.seed, space=space, pixels=cfg.repa_encoder is not None)
         c, h, w = ds.latent_shape
         if h != w:
             raise ValueError(f"latents must be square (got {h}x{w} in {cfg.latents!r})")
@@ -236,7 +252,7 @@ def build_data(cfg: TrainConfig, device: torch.device) -> DataSource:
         from sit.vae import VAE, vae_config_record
 
         size = cfg.image_size or 256
-        ds = ImageFolderDataset(cfg.data, size, flip=True, on_error=cfg.on_error, seed=cfg.seed)
+        ds = ImageFolderDataset(cfg.data, size, flip=cfg.flip, on_error=cfg.on_error, seed=cfg.seed)
         vae = VAE.from_pretrained(cfg.vae or "ema", device=device, scale_factor=cfg.vae_scale, shift_factor=cfg.vae_shift)
         c, h, w = vae.latent_shape(size)
         info = {"kind": "images", "root": str(cfg.data), "image_size": size, "vae": vae.name,

@@ -165,7 +165,11 @@ def open_resume(resume, overrides: dict[str, Any] | None = None, log=print) -> O
 def check_resumed_space(recorded: dict | None, now: dict) -> None:
     """A resumed latent run must see the latents in the space it was trained in (scale, shift,
     per-channel normalisation; `sit.vae.LatentSpace`): a latent folder extracted again or edited
-    under the same path is refused in one line."""
+    under the same path is refused in one line; so are REPA encoders whose files changed."""
+    if now.get("repa_encoders"):
+        from sit.train.repa import check_resumed_encoders
+
+        check_resumed_encoders(recorded, now)
     if not recorded or recorded.get("kind") not in ("latents", "images") or now.get("kind") != recorded.get("kind"):
         return
     from sit.vae import LatentSpace

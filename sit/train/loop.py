@@ -203,6 +203,10 @@ def train(
         if cfg is None or model_cfg is None:
             raise ValueError("train() needs cfg and model_cfg, or resume=RUN_DIR")
         run_threads(cfg.threads, saved=False)  # refused before the folder is touched
+        if cfg.repa_encoder is not None:  # the encoders, the block and the data too
+            from sit.train.repa import check_repa
+
+            check_repa(cfg, model_cfg)
         run = open_fresh(cfg, model_cfg, overwrite, log=dist.print0)
     threads_before = torch.get_num_threads()
     try:

@@ -45,6 +45,27 @@ DEMO_MODEL: Mapping[str, Any] = MappingProxyType(dict(depth=4, hidden_size=128, 
 DEMO_MODEL_MNIST: Mapping[str, Any] = MappingProxyType(dict(depth=4, hidden_size=128, num_heads=4, patch_size=4, learn_sigma=False, class_dropout_prob=0.1))
 
 
+# named training recipes (`sit train --preset NAME`, TrainConfig.preset, recorded in the run): TrainConfig fields, the
+# model, and the `sit sample --preset` of the paper's published samples; flags given on the command line win.
+# repa-sit-xl2: REPA (Yu et al. 2024, sihyun-yu/REPA train.py + README) SiT-XL/2 on ImageNet 256: DINOv2-B targets
+# at block 8, lambda 0.5, projector width 2048 (xavier-uniform, zero biases), the encoder's position embedding
+# resampled once (timm), no flips, AdamW lr 1e-4 batch 256, no weight decay, gradient clipping 1.0, EMA 0.9999,
+# uniform t on the linear path, label dropout 0.1, 4M steps (the paper's FID 1.42 run); REPA trains in fp16 mixed
+# precision, sit's nearest is bf16.
+TRAIN_PRESETS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "repa-sit-xl2": MappingProxyType(dict(
+        model="SiT-XL/2",
+        sample_preset="repa-sit-xl2",
+        needs=("repa_encoder",),
+        train=MappingProxyType(dict(
+            repa_depth=8, repa_coeff=0.5, repa_proj_dim=2048, repa_init="xavier", repa_pos_embed="resample",
+            flip=False, lr=1e-4, global_batch=256, weight_decay=0.0, grad_clip=1.0, ema_decay=0.9999, warmup_steps=0,
+            path="linear", prediction="velocity", time_dist="uniform", steps=4_000_000, ckpt_every=50_000,
+            precision="bf16")),
+    )),
+})
+
+
 def demo_configs(dataset: str = "digits", **train_overrides) -> tuple[TrainConfig, ModelConfig]:
     """(TrainConfig, ModelConfig) of the embedded demo on ``dataset`` with TrainConfig field overrides,
     as `sit train` without --data / --latents resolves them (before flags touch the model)."""
@@ -68,6 +89,17 @@ def resolve_configs(train: Mapping[str, Any], arch: Mapping[str, Any] | None = N
     given, arch = dict(train), dict(arch or {})
     demo = given.get("data") is None and given.get("latents") is None
     base: dict[str, Any] = {}
+    preset = TRAIN_PRESETS.get(given.get("preset")) if given.get("preset") is not None else None
+    if preset is not None:
+        if demo:
+            raise ConfigError("TrainConfig", "preset", f"{given['preset']} trains on image data: give {{latents}} "
+                              "(extracted with {Extract.pixels}) or {data}")
+        for need in preset["needs"]:
+            if given.get(need) is None:
+                raise ConfigError("TrainConfig", "preset", f"{given['preset']} needs {{{need}}} (a local DINOv2-B folder, "
+                                  "transformers save_pretrained)")
+        base.update(preset["train"])
+        model = model or preset["model"]
     if demo:
         base = dict(DEMO_TRAIN)
         if given.get("dataset") == "mnist_5k":
@@ -75,7 +107,7 @@ def resolve_configs(train: Mapping[str, Any], arch: Mapping[str, Any] | None = N
         if given.get("repa_encoder") is not None:
             base["repa_proj_dim"] = DEMO_REPA_PROJ_DIM
     elif given.get("data") is not None:
-        base = {"image_size": DATA_IMAGE_SIZE}
+        base["image_size"] = DATA_IMAGE_SIZE
     cfg = TrainConfig(**{**base, **given})
 
     if demo:
