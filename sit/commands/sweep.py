@@ -91,12 +91,11 @@ def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[floa
     """(num_steps, extra SampleConfig options) for each point of one sampler: one per NFE budget
     (steps from `sit.samplers.steps_for_nfe`; budgets below one step are skipped), or for an
     adaptive solver one per tolerance (atol = rtol = tol; num_steps is then irrelevant)."""
-    from sit.generate.spec import DISCRETE_METHODS
     from sit.samplers import ADAPTIVE_METHODS, SampleConfig, nfe_per_step, steps_for_nfe
 
     if method in ADAPTIVE_METHODS:
         return [(1, {"atol": tol, "rtol": tol}) for tol in tolerances]
-    if method in DISCRETE_METHODS or nfe_per_step(method) is None:  # DDPM/DDIM 1 per step; Adams: about 1
+    if nfe_per_step(method) is None:  # Adams: about 1 per step (the row's NFE per step, else)
         steps = list(nfes)
     else:
         last = opts.get("last_step", SampleConfig.last_step)
