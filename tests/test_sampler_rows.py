@@ -167,3 +167,15 @@ def test_toy_ode_and_sde_rows_work_in_sample_sweep_and_training_previews(toy_row
         cfg = json.loads((run / "run_config.json").read_text())
         assert cfg["train"]["sample_method"] == method
         assert CALLS == ([("toy_sde", "sigma", 2, "mean")] if method == "toy_sde" else [])
+
+
+def test_a_study_spec_names_any_row_of_its_kind(toy_rows):
+    from sit.study.sampling import spec_method
+
+    assert spec_method({"kind": "ode", "nfe": 8}) == "heun" and spec_method({"kind": "sde", "nfe": 8}) == "euler_maruyama"
+    assert spec_method({"kind": "ode", "nfe": 8, "method": "toy_ode"}) == "toy_ode"
+    assert spec_method({"kind": "ode", "nfe": 8, "method": "dpmpp_2m"}) == "dpmpp_2m"
+    assert spec_method({"kind": "sde", "nfe": 8, "method": "toy_sde"}) == "toy_sde"
+    with pytest.raises(ValueError, match="method 'toy_sde' is not a sampler row of kind ode / multistep"):
+        spec_method({"kind": "ode", "nfe": 8, "method": "toy_sde"})
+    assert steps_for_nfe("toy_ode", 8) == 4 and steps_for_nfe("heun", 8) == 4 and steps_for_nfe("euler_maruyama", 8) == 8
