@@ -133,9 +133,9 @@ def _quality_fn(args, net, labels, dev, meta=None):
         real_x, real_y = S.load_eval_data(data, image_size=H, split="all")
         real_x = S.match_model_input(real_x, net)
 
-        from sit.evaluate.scorers.classifier import ClassifierScorer
+        from sit.evaluate.scorers import make_scorer
 
-        scorer = ClassifierScorer(real_x, real_y)
+        scorer = make_scorer("classifier", real_x, real_y)
 
         def quality(fake_x, fake_y):
             q = scorer.score_images(fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
@@ -347,11 +347,11 @@ def _inception_quality(ref: str, device, decode_fn=None, space=None):
     import numpy as np
 
     from sit.evaluate import metrics
-    from sit.evaluate.scorers.inception import InceptionScorer
+    from sit.evaluate.scorers import make_scorer
     from sit.generate.evaldata import is_extract_folder, load_extracted
     from sit.io import to_uint8
 
-    scorer = InceptionScorer(device=device, progress=False, spatial=False)
+    scorer = make_scorer("inception", device=device, progress=False, spatial=False)
     if is_extract_folder(ref):   # the training latents, decoded: the reference images
         lat, _ = load_extracted(ref, space=space)
         pool = np.concatenate([scorer.features(to_uint8(decode_fn(lat[i : i + 256]).cpu()))["pool"]
