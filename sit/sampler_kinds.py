@@ -5,16 +5,13 @@ table's names and kinds without importing torch. ``KINDS`` (name -> kind) holds 
 with the built-in rows written below, and `sit.samplers.SAMPLERS` (a `SamplerTable`) keeps it
 equal to its rows, so a row added to the table (in `sit.samplers` or at run time) is a name here
 too. ``kind_of`` imports `sit.samplers` only for a name not listed yet (a row added there
-without a line below, or a typo). A test checks that the built-in lines below agree with the table.
+without a line below, or a typo). A test checks that every name below is a row of that kind.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Literal, get_args
-
-SamplerKind = Literal["ode", "sde", "multistep", "discrete"]
-SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
 # torchdiffeq's methods (sit.samplers.ode runs them; its "euler" is sit's own Euler row)
 AdaptiveMethod = Literal["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"]
@@ -23,7 +20,8 @@ TorchdiffeqMethod = Literal[AdaptiveMethod, FixedTorchdiffeqMethod]
 ADAPTIVE_METHODS: tuple[str, ...] = get_args(AdaptiveMethod)
 TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(TorchdiffeqMethod)
 
-# name -> kind of every row of sit.samplers.SAMPLERS (the built-in rows, in the table's order)
+# name -> kind of the rows of sit.samplers.SAMPLERS (the built-in rows, in the table's order; a row
+# missing here is found by kind_of, which imports the table)
 KINDS: dict[str, str] = {
     "euler": "ode", "heun": "ode", "euler_maruyama": "sde", "sde_heun": "sde", "dpmpp_2m": "multistep",
     **{m: "ode" for m in TORCHDIFFEQ_METHODS if m != "euler"},

@@ -31,7 +31,7 @@ from torch import Tensor
 from sit.config import check_steps
 from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
 from sit.paths import SAMPLE_EPS, Path
-from sit.sampler_kinds import KINDS, SAMPLER_KINDS, SamplerKind
+from sit.sampler_kinds import KINDS
 from sit.samplers._common import NFECounter, check_grid
 from sit.samplers.multistep import sample_dpmpp_2m
 from sit.samplers.ode import (
@@ -63,11 +63,11 @@ __all__ = [
     "check_grid",
     "SAMPLERS",
     "SamplerRow",
+    "SamplerTable",
     "Run",
     "continuous_methods",
     "sampler_row",
     "methods_help",
-    "SamplerTable",
 ]
 
 OdeMethod = Literal["euler", "heun"]
@@ -77,6 +77,8 @@ Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod, MultistepMethod]  # to
 ODE_METHODS: tuple[str, ...] = get_args(OdeMethod)
 SDE_METHODS: tuple[str, ...] = get_args(SdeMethod)
 METHODS: tuple[str, ...] = get_args(Method)  # the built-in continuous samplers (SAMPLERS may hold more)
+SamplerKind = Literal["ode", "sde", "multistep", "discrete"]
+SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
 
 @dataclass(frozen=True)
@@ -101,14 +103,14 @@ class SamplerRow:
     """One row of the sampler table `SAMPLERS`: ``run(field, x, grid, cfg, path, ctx: Run) -> x``
     (None for the discrete rows, which `sit.sampling` runs on DiT's integer steps), network
     evaluations per step (None where the solver decides), the kind (ode | sde | multistep |
-    discrete; SDE rows get the last-step grid, w_t and the SDE options) and a few words for
-    ``--help``. ``saves_last(cfg, ends_at_0) -> bool``: whether the last step of ``cfg`` costs one
-    evaluation less (Heun's Euler last step, SDE-Heun's last step); every NFE count reads it."""
+    discrete; SDE rows get the last-step grid and w_t) and a few words for ``--help``."""
 
     run: Callable[..., Tensor] | None
     nfe_per_step: int | None
     kind: SamplerKind
     help: str = ""
+    # saves_last(cfg, ends_at_0) -> bool: the last step of cfg costs one evaluation less (Heun's Euler
+    # last step, SDE-Heun's last step); every NFE count (expected_nfe, steps_for_nfe) reads it
     saves_last: Callable[..., bool] | None = None
 
     def __post_init__(self):
