@@ -249,7 +249,6 @@ RepaInit = Literal["torch", "xavier"]
 TrainPreset = Literal[None, "repa-sit-xl2"]
 RepaPosEmbed = Literal["runtime", "resample"]
 REPA_MAX_PROJ_DIM = 16384    # --repa-proj-dim bound (REPA: 2048; 16384 is a 0.3 GB projector on SiT-XL/2 in float32)
-PreviewMethod = Literal["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"]   # sit.samplers methods for grids
 
 # The records TrainConfig's fields belong to (each field's metadata "group"), in the order `sit train --help`
 # lists them, each with what it holds. `TrainConfig.group(name)` gives one as a typed record.
@@ -266,10 +265,19 @@ TRAIN_GROUPS: dict[str, str] = {
 def _f(default, group: str, help: str, **extra):
     """A TrainConfig field: its default, its record (``group``, a TRAIN_GROUPS key) and its help text.
     ``help`` may name other fields in braces ({vae}); `sit train` writes their flags there. ``extra``:
-    ``flag`` (when it is not --field-name; None: no flag, then ``internal`` says why), ``metavar``."""
+    ``flag`` (when it is not --field-name; None: no flag, then ``internal`` says why), ``metavar``,
+    ``choices`` (a function giving the allowed values, for a field whose values are a table's rows)."""
     if group not in TRAIN_GROUPS:
         raise ValueError(f"TrainConfig field group {group!r} is not one of {list(TRAIN_GROUPS)}")
     return dataclasses.field(default=default, metadata=MappingProxyType(dict(group=group, help=help, **extra)))
+
+
+def _preview_methods() -> tuple[str, ...]:
+    """The samplers a preview may use: every continuous row of `sit.samplers.SAMPLERS` (names and
+    kinds from the torch-free `sit.sampler_kinds`)."""
+    from sit.sampler_kinds import continuous_names
+
+    return continuous_names(load=True)
 
 
 # TrainConfig fields `sit train --resume` may change: they alter neither the data order nor the model,
@@ -344,7 +352,8 @@ class TrainConfig:
     keep_last: int = _f(3, "run", "checkpoints kept on disk", metavar="K")
     sample_every: int = _f(0, "preview", "steps between EMA sample grids; 0 = only at the end", metavar="STEPS")
     cfg_scale: float = _f(4.0, "preview", "guidance scale zeta of sample grids, 1 = off")
-    sample_method: PreviewMethod = _f("heun", "preview", "sampler of the preview grids")
+    sample_method: str = _f("heun", "preview", "sampler of the preview grids: a continuous row of the sampler table "
+                            "(sit.samplers.SAMPLERS)", metavar="NAME", choices=_preview_methods)
     sample_steps: int = _f(50, "preview", "sampler steps of the grids")
     samples_per_class: int = _f(8, "preview", "grid columns")
     max_nonfinite: int = _f(5, "run", "stop after K non-finite steps in a row", metavar="K")
@@ -410,6 +419,7 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{name}: unknown value {v!r}; expected one of {list(allowed)}")
         if self.data is not None and self.latents is not None:
             raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
+        _check_preview_method(self.sample_method)
         for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
                      "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
             v = getattr(self, name)
@@ -471,6 +481,17 @@ class TrainConfig:
                 raise ConfigError("TrainConfig", name, f"must be a finite number{' > 0' if name == 'vae_scale' else ''} or None (got {v!r})")
             if v is not None and self.data is None and self.latents is None:
                 raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
+
+
+def _check_preview_method(name: Any) -> None:
+    """ConfigError unless ``name`` is a continuous row of the sampler table (`sit.sampler_kinds`:
+    torch-free for the built-in rows)."""
+    from sit.sampler_kinds import kind_of
+
+    kind = kind_of(name) if isinstance(name, str) else None
+    if kind is None or kind == "discrete":
+        what = "is a discrete-time (DiT) sampler" if kind else "is not a row of the sampler table"
+        raise ConfigError("TrainConfig", "sample_method", f"{name!r} {what}; expected one of {list(_preview_methods())}")
 
 
 TRAIN_TYPES: dict[str, Any] = get_type_hints(TrainConfig)  # field -> its annotation, evaluated

@@ -243,9 +243,14 @@ def test_eval_help_examples_run(stub, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     lines = [ln.strip() for ln in eval_cmd.EXAMPLES.splitlines() if ln.strip().startswith("sit eval ")]
-    assert len(lines) == 3
+    assert len(lines) == 4
     for line in lines:
         argv = [os.path.expanduser(a) for a in shlex.split(line)[1:]]
+        if "--dinov2" in argv and not os.path.exists(argv[argv.index("--dinov2") + 1]):  # a tiny random DINOv2
+            from transformers import Dinov2Config, Dinov2Model
+
+            Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                     patch_size=14, image_size=224)).save_pretrained(argv[argv.index("--dinov2") + 1])
         for a in argv:  # tiny stand-ins for the files the example reads (written by `sit sample` in the docs)
             if a.endswith((".npz", ".pth")) and not os.path.exists(a):
                 os.makedirs(os.path.dirname(a) or ".", exist_ok=True)

@@ -10,6 +10,7 @@ from sit.diffusion_coef import W_NAMES, LossTable, get_w
 from sit.paths import GVP, VP, Linear
 from sit.samplers import (
     METHODS,
+    SAMPLERS,
     NFECounter,
     SampleConfig,
     sample,
@@ -256,7 +257,7 @@ def test_generator_reproducible_and_shape_noise():
     assert torch.equal(a, b) and not torch.equal(a, c) and a.dtype == torch.float32
 
 
-@pytest.mark.parametrize("method", ["euler", "heun", "dopri5", "euler_maruyama", "sde_heun"])
+@pytest.mark.parametrize("method", [m for m, r in SAMPLERS.items() if r.kind in ("ode", "sde", "multistep")])  # the table's v(x, t) rows
 def test_trajectories(method):
     x = torch.randn(4, 3, dtype=torch.float64)
     traj, info = sample(GAUSS.field(Linear()), x, SampleConfig(method=method, num_steps=6), Linear(),
@@ -411,7 +412,7 @@ def test_sde_exact_moments_every_w(w):
 
 
 # ---------------------------------------------------------------- NFE bookkeeping (one source)
-@pytest.mark.parametrize("method", ["euler", "heun", "midpoint", "heun2", "heun3", "rk4", "euler_maruyama", "sde_heun"])
+@pytest.mark.parametrize("method", [m for m, r in SAMPLERS.items() if r.kind in ("ode", "sde", "multistep") and r.nfe_per_step])
 def test_expected_nfe_matches_the_count_and_steps_for_nfe_inverts_it(method):
     from sit.samplers import nfe_per_step, steps_for_nfe
 

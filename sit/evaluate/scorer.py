@@ -106,3 +106,27 @@ def reference_features(scorer: Scorer, name: str, images, *, cache_dir=None,
 
 def finite_or_none(v) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
+
+
+def evaluate_fd(name: str, request) -> dict:
+    """`sit eval`'s part for a scorer row without its own ``evaluate`` (``sit.evaluate.scorers``):
+    the Fréchet distance of the scorer's ``fd_key`` features of the samples against REF's images
+    (an embedded REF's features cached by ``reference_features``), as ``fd_<name>``."""
+    from sit.evaluate.scorers import scorer_class
+
+    cls = scorer_class(name)
+    scorer = cls.from_request(request) if hasattr(cls, "from_request") else cls()
+    ref_set = request.ref_set(True)
+    if ref_set.images is None:
+        raise ValueError(f"the {name} scorer needs reference images, but REF {request.ref!r} holds only statistics")
+    if request.ref_embedded:
+        real = reference_features(scorer, request.ref_embedded, ref_set.images, log=request.log)
+    else:
+        real = scorer.features(ref_set.images)
+    fake = scorer.features(request.sample_set.images)
+    k = scorer.fd_key
+    if real[k].shape[1:] != fake[k].shape[1:]:
+        raise ValueError(f"the {name} features of REF and SAMPLES differ in shape: {real[k].shape[1:]} and "
+                         f"{fake[k].shape[1:]} (images of different sizes?)")
+    s = scorer.scores(real, fake)
+    return {f"fd_{name}": s.fd, f"{name}_num_samples": s.num_fake, f"{name}_num_reference": s.num_real}

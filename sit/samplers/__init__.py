@@ -31,6 +31,7 @@ from torch import Tensor
 from sit.config import check_steps
 from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
 from sit.paths import SAMPLE_EPS, Path
+from sit.sampler_kinds import KINDS
 from sit.samplers._common import NFECounter, check_grid
 from sit.samplers.multistep import sample_dpmpp_2m
 from sit.samplers.ode import (
@@ -62,6 +63,7 @@ __all__ = [
     "check_grid",
     "SAMPLERS",
     "SamplerRow",
+    "SamplerTable",
     "Run",
     "continuous_methods",
     "sampler_row",
@@ -107,6 +109,9 @@ class SamplerRow:
     nfe_per_step: int | None
     kind: SamplerKind
     help: str = ""
+    # saves_last(cfg, ends_at_0) -> bool: the last step of cfg costs one evaluation less (Heun's Euler
+    # last step, SDE-Heun's last step); every NFE count (expected_nfe, steps_for_nfe) reads it
+    saves_last: Callable[..., bool] | None = None
 
     def __post_init__(self):
         if self.kind not in SAMPLER_KINDS:
@@ -148,19 +153,54 @@ def _torchdiffeq(method: str):
 
 _TORCHDIFFEQ_NFE = {"midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
 
+
+class SamplerTable(dict):
+    """The dict of `SAMPLERS` that keeps `sit.sampler_kinds.KINDS` (its names and kinds, torch-free,
+    read by `sit.config`) equal to its rows, also for a row added or removed at run time."""
+
+    def __init__(self, rows=()):
+        super().__init__()
+        self.update(rows)
+
+    def __setitem__(self, name: str, row: SamplerRow) -> None:
+        if not isinstance(row, SamplerRow):
+            raise TypeError(f"SAMPLERS[{name!r}] must be a SamplerRow (got {type(row).__name__})")
+        super().__setitem__(name, row)
+        KINDS[name] = row.kind
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(name)
+        KINDS.pop(name, None)
+
+    def update(self, rows=(), **kw) -> None:
+        for name, row in {**dict(rows), **kw}.items():
+            self[name] = row
+
+    def pop(self, name, *default):
+        KINDS.pop(name, None)
+        return super().pop(name, *default)
+
+    def setdefault(self, name, row=None):
+        if name not in self:
+            self[name] = row
+        return self[name]
+
+
 # THE sampler table: `SampleConfig` validation, `sample`, the NFE counts, `sit sample --method`'s
 # help, `sit sweep` and `sit.sampling` all read it. Adding a sampler = its module + one row here.
-SAMPLERS: dict[str, SamplerRow] = {
+SAMPLERS: dict[str, SamplerRow] = SamplerTable({
     "euler": SamplerRow(_euler, 1, "ode", "Euler ODE"),
-    "heun": SamplerRow(_heun, 2, "ode", "Heun ODE (the paper's)"),
+    "heun": SamplerRow(_heun, 2, "ode", "Heun ODE (the paper's)",
+                       saves_last=lambda cfg, ends_at_0: cfg.heun_final_euler and ends_at_0),
     "euler_maruyama": SamplerRow(_euler_maruyama, 1, "sde", "Euler-Maruyama SDE"),
-    "sde_heun": SamplerRow(_sde_heun, 2, "sde", "stochastic Heun SDE"),
+    "sde_heun": SamplerRow(_sde_heun, 2, "sde", "stochastic Heun SDE",
+                           saves_last=lambda cfg, ends_at_0: cfg.last_step is not None or ends_at_0),
     "dpmpp_2m": SamplerRow(_dpmpp_2m, 1, "multistep", "DPM-Solver++(2M) ODE, few steps"),
     **{m: SamplerRow(_torchdiffeq(m), _TORCHDIFFEQ_NFE.get(m), "ode", "torchdiffeq")
        for m in TORCHDIFFEQ_METHODS if m != "euler"},
     "ddpm": SamplerRow(None, 1, "discrete", "DiT ancestral (DiT checkpoints)"),
     "ddim": SamplerRow(None, 1, "discrete", "DDIM (DiT checkpoints)"),
-}
+})
 
 
 def continuous_methods() -> tuple[str, ...]:
@@ -193,14 +233,15 @@ def nfe_per_step(method: str) -> int | None:
 
 def steps_for_nfe(method: str, nfe: int, last_step: str | None = "mean") -> int:
     """The most steps whose NFE does not exceed ``nfe`` (0 if even one step costs more):
-    nfe // per-step, except sde_heun with a last step (2 (N - 1) + 1 NFE). ValueError for
-    methods whose NFE is not set by the step count (use atol/rtol for those)."""
-    per = nfe_per_step(method)
+    nfe // per-step, or (nfe + 1) // per-step where the row's ``saves_last`` says the last step
+    of a run with ``last_step`` costs one less (sde_heun with a last step: 2 (N - 1) + 1 NFE).
+    ValueError for methods whose NFE is not set by the step count (use atol/rtol for those)."""
+    row = sampler_row(method)
+    per = row.nfe_per_step
     if per is None:
         raise ValueError(f"the NFE of {method!r} is chosen by the solver, not by num_steps; set atol/rtol instead")
-    if method == "sde_heun" and last_step is not None:
-        return (nfe + 1) // 2
-    return nfe // per
+    saves = row.kind != "discrete" and _saves_last(row, SampleConfig(method=method, last_step=last_step), False)
+    return (nfe + saves) // per
 
 
 @dataclass(frozen=True)
@@ -295,16 +336,11 @@ class SampleConfig:
     def expected_nfe(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> int | None:
         """Network evaluations `sample` will spend with this config, or None where the solver
         decides (adaptive methods, Adams). Counts the Heun-type last steps that save one call."""
-        per = nfe_per_step(self.method)
-        if per is None:
+        row = sampler_row(self.method)
+        if row.nfe_per_step is None:
             return None
-        n = self.num_steps
         ends_at_0 = float(self.make_grid(path, prediction, table)[-1]) == 0.0
-        if self.method == "heun" and self.heun_final_euler and ends_at_0:
-            return 2 * n - 1
-        if self.method == "sde_heun" and (self.last_step is not None or ends_at_0):
-            return 2 * n - 1
-        return per * n
+        return row.nfe_per_step * self.num_steps - _saves_last(row, self, ends_at_0)
 
     def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
         """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""
@@ -318,6 +354,11 @@ class SampleConfig:
             em = sampling_grid(self.num_steps - 1, t_start, self.last_step_size, **kw)
             return torch.cat([em, torch.zeros(1, dtype=torch.float64)])
         return sampling_grid(self.num_steps, t_start, t_end, **kw)
+
+
+def _saves_last(row: SamplerRow, cfg: SampleConfig, ends_at_0: bool) -> int:
+    """1 when ``row``'s last step of ``cfg`` costs one evaluation less (its ``saves_last``), else 0."""
+    return int(bool(row.saves_last is not None and row.saves_last(cfg, ends_at_0)))
 
 
 def _log_snr_fn(path: Path) -> Callable[[Tensor], Tensor]:

@@ -14,21 +14,25 @@ half-precision state in float32 and returns it in x's dtype.
 
 from __future__ import annotations
 
-from typing import Callable, Literal, get_args
+from typing import Callable, get_args
 
 import torch
 from torch import Tensor
 
+from sit.sampler_kinds import (  # the names are torch-free (sit.config reads them)
+    ADAPTIVE_METHODS,
+    TORCHDIFFEQ_METHODS,
+    AdaptiveMethod,
+    FixedTorchdiffeqMethod,
+    TorchdiffeqMethod,
+)
 from sit.samplers._common import check_grid, run_steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
 
-AdaptiveMethod = Literal["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"]
-FixedTorchdiffeqMethod = Literal["midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "euler"]
-TorchdiffeqMethod = Literal[AdaptiveMethod, FixedTorchdiffeqMethod]
-ADAPTIVE_METHODS: tuple[str, ...] = get_args(AdaptiveMethod)
 FIXED_TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(FixedTorchdiffeqMethod)
-TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(TorchdiffeqMethod)
+__all__ = ["ADAPTIVE_METHODS", "TORCHDIFFEQ_METHODS", "FIXED_TORCHDIFFEQ_METHODS", "AdaptiveMethod",
+           "TorchdiffeqMethod", "sample_euler", "sample_heun", "sample_torchdiffeq"]
 
 
 def sample_euler(

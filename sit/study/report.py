@@ -13,6 +13,7 @@ from sit.study import paper
 from sit.study.cells import CELL_BY_NAME, FIG5_CELL, W_CHOICES
 from sit.study.claims import Claim, Stat, best_depends, best_is, claim_of, stat
 from sit.study.run import CONFIG_NAME, load_results
+from sit.study.sampling import spec_method
 
 W_LABEL = {"kl": "w_KL", "sigma": "σ_t", "sin2": "sin²(πt)", "kl_eta": "w_KL,η"}
 TABLES = {  # title, [(cell, evaluation)]
@@ -116,7 +117,7 @@ def rows(m: Measured) -> list[dict]:
                 "seeds": " ".join(str(r["seed"]) for r in rs if key in r.get("evals", {})),
                 "steps": rs[0].get("steps"), "batch": rs[0].get("batch"),
                 "wall_s_mean": _num(sum(r["wall_s"]["total"] for r in rs) / len(rs), 1),
-                "nfe": sp.get("nfe"), "sampler": {"ode": "heun", "sde": "euler_maruyama", "ddpm": "ddpm"}[sp["kind"]],
+                "nfe": sp.get("nfe"), "sampler": spec_method(sp),
                 "w": sp.get("w", ""), "eta": " ".join(str(s.get("eta")) for s in specs) if "eta" in sp else "",
                 "samples": sp.get("samples"), "errors": sum(1 for s in specs if s.get("error")),
                 "paper_fid": paper.paper_value(cell, key),

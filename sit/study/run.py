@@ -185,12 +185,12 @@ def eval_data(study: Study, log: Callable[[str], None] = print) -> EvalData:
         hx, hy = hx[-HELDOUT_ITEMS:].cpu(), hy[-HELDOUT_ITEMS:].cpu()
         return EvalData(None, None, hx, hy, latent_scorer(study, device, log))
     from sit.data.embedded import load_embedded
-    from sit.evaluate.scorers.classifier import ClassifierScorer
+    from sit.evaluate.scorers import make_scorer
 
     size = study.model.input_size
     rx, ry = load_embedded(base.dataset, "all", image_size=size)
     hx, hy = load_embedded(base.dataset, "heldout", image_size=size)
-    scorer = ClassifierScorer(rx, ry, seed=0)
+    scorer = make_scorer("classifier", rx, ry, seed=0)
 
     def score(fake, y):
         q = scorer.score_images(fake.clamp(-1, 1), y)

@@ -5,6 +5,9 @@ A spec is a small dict (stored in every result, so a cell says exactly how it wa
   {"kind": "sde",  "nfe": N, "w": W, "eta": E}       Euler-Maruyama on the reverse SDE (4), N steps
                                                      (the last one the official "mean" step), w_t = W
   {"kind": "ddpm", "nfe": N}                         DiT's ancestral DDPM sampler, N respaced steps
+A spec may name another row of the sampler table `sit.samplers.SAMPLERS` of its kind as
+``"method"`` (ode: any ode / multistep row; sde: any sde row; ddpm: ddpm, ddim); its steps for the
+NFE budget come from the row (`sit.samplers.steps_for_nfe`). Without it: ``DEFAULT_METHODS``.
 Initial and step noise come from a CPU generator seeded by ``noise_seed(seed, key)``: the same
 for every cell at a given seed, so cells compare on common noise (and the result does not
 depend on the device).
@@ -21,6 +24,20 @@ from sit.config import ModelConfig
 from sit.diffusion_coef import LossTable
 
 KINDS = ("ode", "sde", "ddpm")
+DEFAULT_METHODS = {"ode": "heun", "sde": "euler_maruyama", "ddpm": "ddpm"}  # the row a spec without "method" uses
+ROW_KINDS = {"ode": ("ode", "multistep"), "sde": ("sde",), "ddpm": ("discrete",)}  # the rows a spec kind may name
+
+
+def spec_method(spec: dict) -> str:
+    """The sampler row of ``spec``: its ``"method"``, else its kind's default; ValueError for a row
+    of another kind."""
+    from sit.sampler_kinds import kind_of
+
+    method = spec.get("method") or DEFAULT_METHODS[spec["kind"]]
+    if kind_of(method) not in ROW_KINDS[spec["kind"]]:
+        raise ValueError(f"study sampling spec {spec}: method {method!r} is not a sampler row of kind "
+                         f"{' / '.join(ROW_KINDS[spec['kind']])}")
+    return method
 
 
 def noise_seed(seed: int, key: str) -> int:
@@ -36,19 +53,21 @@ def spec_name(spec: dict) -> str:
 
 def _batch(net, cell, model_cfg, spec, y, noise, g, cfg_scale, table) -> tuple[Tensor, int]:
     from sit.discrete import DiscreteSampleConfig
-    from sit.samplers import SampleConfig
+    from sit.samplers import SampleConfig, steps_for_nfe
     from sit.sampling import ModelInfo, build_sampler, preview_guidance
 
     def step_noise(x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)
 
+    method = spec_method(spec)
     if spec["kind"] == "ddpm":
-        info, sc = ModelInfo("ddpm", "noise", "discrete"), DiscreteSampleConfig(method="ddpm", num_steps=spec["nfe"])
+        info, sc = ModelInfo("ddpm", "noise", "discrete"), DiscreteSampleConfig(method=method, num_steps=spec["nfe"])
     elif spec["kind"] == "ode":
-        info, sc = ModelInfo(cell.path, cell.prediction), SampleConfig(method="heun", num_steps=spec["nfe"] // 2)
+        info, sc = ModelInfo(cell.path, cell.prediction), SampleConfig(method=method, num_steps=steps_for_nfe(method, spec["nfe"]))
     else:
         info = ModelInfo(cell.path, cell.prediction)
-        sc = SampleConfig(method="euler_maruyama", num_steps=spec["nfe"], w=spec["w"], eta=float(spec.get("eta", 0.0)))
+        sc = SampleConfig(method=method, num_steps=steps_for_nfe(method, spec["nfe"]), w=spec["w"],
+                          eta=float(spec.get("eta", 0.0)))
     sampler = build_sampler(net, info, sc, preview_guidance(cfg_scale, model_cfg), table=table)
     x, out = sampler(noise, y, step_noise)
     return x, (spec["nfe"] if spec["kind"] == "ddpm" else int(out["nfe"]))
@@ -61,6 +80,7 @@ def generate(net: nn.Module, cell, model_cfg: ModelConfig, spec: dict, y: Tensor
     ``spec``; returns them (on the CPU, float32) and the NFE per sample the sampler used."""
     if spec.get("kind") not in KINDS:
         raise ValueError(f"unknown sampling kind {spec.get('kind')!r}; expected one of {list(KINDS)}")
+    spec_method(spec)
     if (spec["kind"] == "ddpm") != (cell.time_input == "discrete"):
         raise ValueError(f"cell {cell.name!r} ({cell.time_input} time) cannot be sampled with {spec['kind']!r}")
     was_training = net.training

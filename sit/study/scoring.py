@@ -87,19 +87,17 @@ def training_images(root: str, size: int, n: int) -> tuple[np.ndarray, str]:
 
 def latent_scorer(study, device, log: Callable[[str], None]) -> Callable[[torch.Tensor, torch.Tensor], dict]:
     """score(latents (N, C, h, w), labels) -> {"fd": Inception FID, "sfd", "fd_dinov2"?}."""
-    from sit.evaluate.scorers.inception import InceptionScorer
+    from sit.evaluate.scorers import make_scorer
     from sit.io import to_uint8
 
     sc: ScoringConfig = study.scoring
     vae_spec, root, size = study_vae_spec(study.base)
     vae = study_decoder(study, vae_spec, device, sc.batch_size)
-    inc = InceptionScorer(sc.inception, device=device, batch_size=sc.batch_size, progress=False)
+    inc = make_scorer("inception", sc.inception, device=device, batch_size=sc.batch_size, progress=False)
     log(f"sit study: scoring with the Inception scorer ({inc.describe()}), samples decoded by the VAE {vae.name}")
     dino = None
     if sc.dinov2 is not None:
-        from sit.evaluate.scorers.dinov2 import Dinov2Scorer
-
-        dino = Dinov2Scorer(sc.dinov2, device=device, batch_size=sc.batch_size)
+        dino = make_scorer("dinov2", sc.dinov2, device=device, batch_size=sc.batch_size)
     ref_mu = None
     if sc.ref is not None:
         from sit.evaluate.metrics import load_image_set

@@ -59,7 +59,9 @@ def _quality(ema, cfg, model_cfg, data: DataSource, objective, device, run_dir: 
     import json
 
     try:
-        from sit.evaluate.scorers.classifier import ClassifierScorer
+        from sit.evaluate.scorers import scorer_class
+
+        classifier = scorer_class("classifier")  # the scorer table's row
     except ImportError as e:
         dist.print0(f"sit train: no quality number ({e})")
         return None
@@ -72,7 +74,7 @@ def _quality(ema, cfg, model_cfg, data: DataSource, objective, device, run_dir: 
     t0 = time.perf_counter()
     fake = generate(ema, cfg, model_cfg, y, seed=cfg.seed + 1, device=device, objective=objective).cpu()
     t_sample = time.perf_counter() - t0
-    sc = ClassifierScorer(real_x, real_y, seed=0).score_images(fake.clamp(-1, 1), y)
+    sc = classifier(real_x, real_y, seed=0).score_images(fake.clamp(-1, 1), y)
     q = dict(accuracy=sc.accuracy, fid=sc.fd, precision=sc.precision, recall=sc.recall,
              classifier_test_accuracy=sc.extra["classifier_test_accuracy"], num_real=sc.num_real, num_fake=sc.num_fake)
     q = {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in q.items()}

@@ -74,3 +74,15 @@ def evaluate_dataset(dataset: str, sample_set, *, seed: int = 0, fit: str | None
     return out | {"classifier_dataset": dataset} | notes
 
 
+
+
+def evaluate(request) -> dict:
+    """`sit eval`'s classifier part (the ``SCORERS`` row's ``evaluate``): ``evaluate_dataset``
+    against ``request.classifier_dataset``."""
+    if request.classifier_dataset is None:
+        from sit.config import ConfigError
+
+        raise ConfigError("EvalRequest", "classifier_dataset", "is needed by {metrics} classifier (or REF = digits | "
+                          "mnist_5k): the classifier compares the samples with an embedded dataset")
+    return evaluate_dataset(request.classifier_dataset, request.sample_set, seed=request.seed, fit=request.fit,
+                            log=request.log, progress=request.progress)

@@ -50,6 +50,16 @@ class Dinov2Scorer:
         self.batch_size = int(batch_size)
         self._id = None
 
+    @classmethod
+    def from_request(cls, request) -> "Dinov2Scorer":
+        """The scorer of `sit eval --metrics dinov2 --dinov2 DIR` (``sit.evaluate.scorers.EvalRequest``)."""
+        if request.dinov2 is None:
+            from sit.config import ConfigError
+
+            raise ConfigError("EvalRequest", "dinov2", "is needed by {metrics} dinov2: the DINOv2 weights, a local "
+                              "Dinov2Model.save_pretrained folder (e.g. facebook/dinov2-large)")
+        return cls(request.dinov2, device=request.device, batch_size=request.batch_size)
+
     def identity(self) -> str:
         from sit.io import sha256_file
 
@@ -64,7 +74,7 @@ class Dinov2Scorer:
             from sit.io import to_uint8
 
             batch = to_uint8(batch)
-        x = torch.as_tensor(np.ascontiguousarray(batch)).to(self.device)
+        x = torch.as_tensor(np.array(batch)).to(self.device)  # a copy: lazy npz slices are read-only
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise ValueError(f"DINOv2 features need uint8 (N, H, W, 1|3) images; got {x.dtype} {tuple(x.shape)}")
         x = x.permute(0, 3, 1, 2).float() / 255.0

@@ -162,3 +162,22 @@ def _inception_score(logits) -> dict:
     return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
 
 
+
+
+def evaluate(request) -> dict:
+    """`sit eval`'s Inception part (the ``SCORERS`` row's ``evaluate``): ``request.metrics`` of
+    fid, sfid, is, pr via ``evaluate_sets``. A reference batch's precomputed statistics replace its
+    images unless P/R (or --save-ref-stats) need them. Missing weights give a note instead of an
+    error where ``request.inception_optional`` (the classifier metrics are computed anyway)."""
+    metrics = list(request.metrics)
+    ref_set = request.ref_set("pr" in metrics or request.save_ref_stats is not None)
+    if ref_set.images is None and "sfid" in metrics and ref_set.mu_s is None:
+        ref_set = request.ref_set(True)
+    try:
+        return evaluate_sets(ref_set, request.sample_set, metrics, request.inception, device=request.device,
+                             batch_size=request.batch_size, progress=request.progress,
+                             save_ref_stats=request.save_ref_stats, log=request.log)
+    except (ImportError, FileNotFoundError) as e:
+        if not request.inception_optional:
+            raise
+        return {"inception_note": f"Inception metrics skipped: {e}"}
