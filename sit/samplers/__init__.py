@@ -66,6 +66,9 @@ __all__ = [
     "continuous_methods",
     "sampler_row",
     "methods_help",
+    "check_method_fields",
+    "SDE_FIELDS",
+    "ADAPTIVE_FIELDS",
 ]
 
 OdeMethod = Literal["euler", "heun"]
@@ -183,6 +186,34 @@ def methods_help() -> str:
         else:
             by_kind.setdefault(row.kind, []).append(name)
     return "; ".join(f"{k}: {', '.join(v)}" for k, v in by_kind.items())
+
+
+SDE_FIELDS: tuple[str, ...] = ("w", "w_scale", "eta", "last_step", "last_step_size")  # read by sde rows only
+ADAPTIVE_FIELDS: tuple[str, ...] = ("atol", "rtol")  # read by adaptive solvers only
+
+
+def check_method_fields(method: str, given) -> None:
+    """Refuse SampleConfig fields ``given`` (names set explicitly) that ``method`` would ignore, so
+    they cannot enter a set's identity or label a sweep row without changing its samples: an SDE
+    field with a row whose kind (in `SAMPLERS`) is not "sde", a tolerance with a fixed-step method,
+    ``num_steps`` with an adaptive solver (it chooses its own steps). The one rule of `sit sample`
+    and `sit sweep`; raises `ConfigError` naming the field."""
+    from sit.config import ConfigError
+
+    row = sampler_row(method)
+    if row.kind != "sde":
+        bad = [k for k in SDE_FIELDS if k in given]
+        if bad:
+            raise ConfigError("SampleConfig", bad[0], f"applies to SDE methods only (got {{method}} {method}, "
+                              f"{'an' if row.kind[0] in 'aeiou' else 'a'} {row.kind} sampler)")
+    adaptive = method in ADAPTIVE_METHODS
+    if adaptive and "num_steps" in given:
+        raise ConfigError("SampleConfig", "num_steps", f"does not apply to the adaptive solver {method} (it chooses "
+                          "its own steps; use {atol} / {rtol})")
+    if not adaptive:
+        bad = [k for k in ADAPTIVE_FIELDS if k in given]
+        if bad:
+            raise ConfigError("SampleConfig", bad[0], f"applies to adaptive solvers only (got {{method}} {method})")
 
 
 def nfe_per_step(method: str) -> int | None:
