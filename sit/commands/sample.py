@@ -102,10 +102,13 @@ def add_vae_space_arguments(p) -> None:
 
 
 def check_vae_space_args(args) -> None:
+    from sit.config import latent_value_problem
+
     for name in ("vae_scale", "vae_shift"):
         v = getattr(args, name, None)
-        if v is not None and not (math.isfinite(v) and (name == "vae_shift" or v > 0)):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number{' > 0' if name == 'vae_scale' else ''} (got {v})")
+        problem = None if v is None else latent_value_problem(name[4:], v)
+        if problem:
+            raise ValueError(f"--{name.replace('_', '-')} {problem}")
         if v is not None and not getattr(args, "vae", None):
             raise ValueError(f"--{name.replace('_', '-')} applies to decoding with --vae (a latent model); give --vae PATH")
 

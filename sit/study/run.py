@@ -63,6 +63,11 @@ class Study:
     def run_dir(self, cell: Cell, seed: int) -> Path:
         return self.out / "runs" / f"{cell.name}-s{seed}"
 
+    def unit_lock_dir(self, cell: Cell, seed: int) -> Path:
+        """The folder whose lock a process holds while it runs (cell, seed): outside the run folder,
+        which is removed and recreated under it."""
+        return self.out / "locks" / f"{cell.name}-s{seed}"
+
 
 def check_identity(study: Study) -> None:
     """Write study_config.json, or refuse when the folder holds a study with other settings."""
@@ -81,6 +86,53 @@ def check_identity(study: Study) -> None:
         return
     study.out.mkdir(parents=True, exist_ok=True)
     write_json(f, {"identity": want, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+LATENTS_NAME = "latents.json"
+
+
+def latents_identity(study: Study) -> dict | None:
+    """What names a latent study's latent folder beyond its path: the latent space the cells train
+    in (scale, shift, per-channel normalisation, the study's overrides applied) and the sha256 of
+    the folder's index (the VAE's hash, the files, the shards' layout). None for other studies."""
+    if study.base.latents is None:
+        return None
+    from sit.data.latents import index_space, read_index
+    from sit.io import sha256_bytes
+
+    index = read_index(study.base.latents)
+    space = index_space(index, study.base.vae_scale, study.base.vae_shift)
+    return {"folder": str(study.base.latents), "space": space.record(),
+            "index_sha256": sha256_bytes(json.dumps(index, sort_keys=True).encode())}
+
+
+def check_latents(study: Study, log: Callable[[str], None] = print) -> None:
+    """Refuse, in one line, a latent study continued on a latent folder of another identity
+    (`latents_identity`: re-extracted with another scale, say), so one table never mixes cells of
+    two latent spaces; the first run records it in ``latents.json``."""
+    from sit.io import differing_fields, read_json, write_json
+
+    want = latents_identity(study)
+    if want is None:
+        return
+    want = json.loads(json.dumps(want))
+    f = study.out / LATENTS_NAME
+    if not f.is_file():
+        if load_results(study.out):
+            log(f"sit study: recording the identity of the latent folder {want['folder']!r} in {str(f)!r} (this "
+                "study was made before sit recorded it; its finished cells are taken to be of this latent space)")
+        write_json(f, want)
+        return
+    have = read_json(f, "study latent-folder record")
+    have = have if isinstance(have, dict) else {}
+    diff = differing_fields(have.get("space") if isinstance(have.get("space"), dict) else {}, want["space"], "space.",
+                            values=True)
+    if have.get("index_sha256") != want["index_sha256"]:
+        diff.append(f"index sha256 {str(have.get('index_sha256'))[:12]}... -> {want['index_sha256'][:12]}...")
+    if diff:
+        raise ConfigError("", "latents", f"{want['folder']!r} is not the latent folder this study's cells trained on "
+                          f"({'; '.join(diff[:4])}; recorded in {str(f)!r}): re-extracted or another folder; give the "
+                          "study its own latent folder again, or start a new {.out}")
 
 
 # On top of `sit train`'s resolution: the paper's recipe (uniform t, constant lr, no warm-up, no
@@ -303,17 +355,47 @@ def _fmt(v) -> str:
 
 
 def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None]) -> dict:
-    """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically."""
-    from sit.io import remove_tree, write_json
+    """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically; under
+    the unit's lock (`Study.unit_lock_dir`), taken before its unfinished run folder is removed, so a
+    second process for the same unit says in one line that it is running (`UnitRunningError`)."""
+    from sit.io import FolderLock, FolderLockedError, remove_tree
+
+    lock = FolderLock(study.unit_lock_dir(cell, seed), f"study unit {cell.name}:{seed}", log=log)
+    try:
+        lock.acquire()   # before the unfinished run folder is removed: one process per unit
+    except FolderLockedError as e:
+        raise UnitRunningError(f"{cell.name}:{seed} of the study {str(study.out)!r} is running already: {e}") from None
+    try:
+        done = study.result_path(cell, seed)
+        if done.is_file():   # finished by another process while this one waited for its turn
+            log(f"  {cell.name} s{seed}: finished meanwhile by another process ({str(done)!r})")
+            return json.loads(done.read_text())
+        run_dir = study.run_dir(cell, seed)
+        if run_dir.exists():
+            try:   # a run of an older sit (no unit lock) may still be training there
+                with FolderLock(run_dir, "run folder", log=log):
+                    pass
+            except FolderLockedError as e:
+                raise UnitRunningError(f"{cell.name}:{seed} of the study {str(study.out)!r} is running already: "
+                                       f"{e}") from None
+            log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
+            remove_tree(run_dir)
+        return _run_unit(study, cell, seed, data, log, run_dir)
+    finally:
+        lock.release()
+
+
+class UnitRunningError(RuntimeError):
+    """Another live process runs this (cell, seed) of the study."""
+
+
+def _run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None], run_dir: Path) -> dict:
+    from sit.io import write_json
     from sit.train import train
     from sit.train.loop import Callbacks
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     cfg, mc = cell_configs(study, cell, seed)
-    run_dir = study.run_dir(cell, seed)
-    if run_dir.exists():
-        log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
-        remove_tree(run_dir)
     path_lengths, result = [], None
     cb = Callbacks(after_step=_train_progress(f"  {cell.name} s{seed}", study.budget.steps, log))
     for k, stop in enumerate(segments(study, cell)):
@@ -413,6 +495,7 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("", "jobs", f"must be an integer >= 1 (got {jobs!r})")
     check_identity(study)
+    check_latents(study, log)
     todo = [(c, s) for c, s in study.units()
             if not only or any(c.name == n and (ss is None or ss == s) for n, ss in only)]
     done_times: dict[str, list[float]] = {}
