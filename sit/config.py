@@ -282,7 +282,7 @@ class TrainConfig:
                          metavar="PATH")
     image_size: int | None = _f(None, "data", "pixels", metavar="PX")   # None: 256 for `data`, the demo's for embedded
     on_error: OnError = _f("raise", "data", "unreadable image: stop or skip and count")
-    num_workers: int = _f(4, "data", "DataLoader workers", metavar="N")
+    num_workers: int = _f(4, "data", "DataLoader workers (at most the usable cores; no batch depends on it)", metavar="N")
     # objective
     path: PathName = _f("linear", "loss", "interpolant")
     prediction: Prediction = _f("velocity", "loss", "network output")

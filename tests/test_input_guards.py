@@ -118,3 +118,89 @@ def test_the_sde_rule_reads_the_row_kind(ckpts, tmp_path, capsys, monkeypatch):
     assert main(["sweep", "--ckpt", ckpts["pixel"], "--samplers", "my_ode:w=sigma", "--nfe", "2",
                  "--num-samples", "4", "--out", str(tmp_path / "sw"), "--no-progress"]) == 2
     assert "w applies to SDE methods only" in _err(capsys)[-1]
+
+
+@pytest.mark.parametrize("entry,said", [
+    ({"step": 100, "sigma_rel": 0.05, "file": "step-0000100-sigma-0.0500.safetensors"}, "has no 'sha256'"),
+    ({"step": "100", "sigma_rel": 0.05, "file": "f", "sha256": "0" * 64}, "a bad 'step'"),
+    ("step-100", "entry 0 is not an object"),
+])
+def test_a_post_hoc_ema_index_entry_without_its_fields_is_one_line(tmp_path, entry, said):
+    from sit.train.phema import reconstruct
+
+    (tmp_path / "phema").mkdir()
+    (tmp_path / "phema" / "index.json").write_text(__import__("json").dumps([entry]))
+    with pytest.raises(ValueError, match=said) as e:
+        reconstruct(tmp_path, 0.05)
+    assert "\n" not in str(e.value) and "index.json" in str(e.value)
+
+
+def test_a_reference_cache_entry_of_the_wrong_width_is_rebuilt(tmp_path):
+    """An entry whose arrays verify (key, rows, sha256) but whose features have another width than the
+    scorer's (a stale or foreign entry) is rebuilt with a message, not handed to the Fréchet distance."""
+    import numpy as np
+
+    from sit.evaluate.refstats import _digest_all
+    from sit.evaluate.scorer import reference_features
+    from sit.evaluate.scorers.pixel import PixelScorer
+    from sit.io import save_npz_atomic
+
+    imgs = np.random.default_rng(1).integers(0, 256, size=(40, 8, 8, 1), dtype=np.uint8)
+    lines = []
+    good = reference_features(PixelScorer(), "toy", imgs, cache_dir=tmp_path, log=lines.append)
+    (entry,) = tmp_path.glob("pixel-toy-*.npz")
+    with np.load(entry) as z:
+        key = str(z["key"])
+    narrow = {"pixels": good["pixels"][:, :5].copy()}
+    save_npz_atomic(entry, key=np.array(key), digest=np.array(_digest_all(narrow)), names=np.array(["pixels"]),
+                    f_pixels=narrow["pixels"])
+    again = reference_features(PixelScorer(), "toy", imgs, cache_dir=tmp_path, log=lines.append)
+    assert again["pixels"].shape == (40, 64) and np.array_equal(again["pixels"], good["pixels"])
+    assert any("is corrupt (shapes {'pixels': (40, 5)}" in ln and ln.endswith("recomputing") for ln in lines), lines
+
+
+@pytest.mark.parametrize("argv,said", [
+    (["sample", "--ckpt", "CK", "--method", "dpmpp2m", "--out", "OUT"], "unknown sampler 'dpmpp2m' (did you mean 'dpmpp_2m'?)"),
+    (["sweep", "--ckpt", "CK", "--samplers", "heun,dpmpp2m", "--out", "OUT"], "'dpmpp2m' (did you mean 'dpmpp_2m'?)"),
+    (["sample", "--ckpt", "CK", "--grid", "logsnrr", "--out", "OUT"], "'logsnrr' (did you mean 'logsnr'?)"),
+    (["train", "--path", "vpp", "--out", "OUT"], "invalid choice: 'vpp' (did you mean 'vp'?)"),
+])
+def test_a_mistyped_value_gets_a_did_you_mean(ckpts, tmp_path, capsys, argv, said):
+    subs = {"CK": ckpts["pixel"], "OUT": str(tmp_path / "out")}
+    try:
+        rc = main([subs.get(a, a) for a in argv])
+    except SystemExit as e:   # argparse's own errors
+        rc = e.code
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_record_field_in_a_plain_message_is_written_as_the_flag():
+    from sit.commands._errors import cli_message, with_suggestion
+
+    opts = {"train": {"--repa-encoder", "--out"}, "sample": {"--out"}}
+    e = ValueError("TrainConfig.repa_encoder: no DINOv2 folder at 'digit-cnn'; or name an embedded encoder ['digits-cnn']")
+    assert cli_message(e, "train", opts) == ("--repa-encoder: no DINOv2 folder at 'digit-cnn' (did you mean "
+                                             "'digits-cnn'?); or name an embedded encoder ['digits-cnn']")
+    # a field the command has no flag for keeps its record name
+    assert cli_message(ValueError("TrainConfig.depth of the saved run is 0"), "sample", opts).startswith("TrainConfig.depth")
+    assert with_suggestion("unknown grid 'zzz'; expected one of ['uniform', 'edm']") == \
+        "unknown grid 'zzz'; expected one of ['uniform', 'edm']"
+
+
+@pytest.mark.parametrize("command,extra,said", [
+    ("sample", ["--grid", "shifted", "--shift", "1e30", "--num-steps", "4"],
+     "--grid 'shifted' with --num-steps 4 and --shift 1e+30 from t = 1 to 0 repeats a time"),
+    ("sample", ["--grid", "edm", "--rho", "1000", "--num-steps", "50"], "use fewer --num-steps or a milder --rho"),
+    ("sweep", ["--samplers", "euler,heun:grid=shifted:shift=1e30", "--nfe", "8"],
+     "--samplers 'heun:grid=shifted:shift=1e30' at 4 steps: grid 'shifted' with num_steps 4 and shift 1e+30"),
+])
+def test_a_degenerate_grid_names_its_flags_before_any_sample(ckpts, tmp_path, capsys, command, extra, said):
+    out = tmp_path / "out"
+    assert main([command, "--ckpt", ckpts["pixel"], *extra, "--num-samples", "4", "--out", str(out),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0], err
+    assert not (out / "manifest.json").exists() and not (out / "sweep.csv").exists()

@@ -78,7 +78,8 @@ def test_a_latent_study_refuses_a_re_extracted_latent_folder(latents, tmp_path, 
     from sit.data.imagefolder import ImageFolderDataset
     from sit.data.latents import extract_latents
     from sit.study.cells import DEFAULT_BUDGET, select_cells
-    from sit.study.run import LATENTS_NAME, Study, check_latents, latents_identity, study_base
+    from sit.study.records import LATENTS_NAME, check_latents, latents_identity
+    from sit.study.run import Study, study_base
     from sit.vae import VAE
 
     lat = tmp_path / "latents"
@@ -135,3 +136,50 @@ def test_latent_space_refuses_a_scale_float32_loses():
     assert latent_value_problem("scale", 2e-38) is None
     assert latent_value_problem("scale", 1e-39).endswith("(got 1e-39: below float32's normal range)")
     assert latent_value_problem("shift", -1e39) and latent_value_problem("shift", 0.0) is None
+
+
+@pytest.mark.parametrize("text,said", [
+    ("[]", "not an object"),
+    ('{"cell": "linear-velocity", "seed": 0}', "'evals' is not a map"),
+    ('{"cell": "linear-velocity", "seed": 0, "evals": {"ode": {"kind": "ode", "fd": "x"}}, "wall_s": {"total": 1}}',
+     "evals.ode.fd is not a number"),
+    ('{"cell": "nope", "seed": 0}', "unknown cell 'nope'"),
+    ('{"cell": "linear-velocity", "seed": 0, "evals": {}, "wall_s": {"total": 1}', "unreadable"),
+])
+def test_a_malformed_result_under_report_only_is_one_line(tmp_path, capsys, text, said):
+    out = tmp_path / "study"
+    (out / "results").mkdir(parents=True)
+    (out / "study_config.json").write_text('{"identity": {}}')
+    (out / "results" / "linear-velocity-s0.json").write_text(text)
+    assert main(["study", "--out", str(out), "--report-only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sit study: error: study result ") and said in err[0], err
+    assert "linear-velocity-s0.json" in err[0] and "remove it to run that (cell, seed) again" in err[0]
+    assert not (out / "study.md").exists()
+
+
+def test_data_workers_are_capped_at_the_usable_cores(latents, tmp_path, monkeypatch):
+    """--num-workers (default 4) above the cores only made torch warn; the items are seeded per index,
+    so the cap changes no batch."""
+    import os
+    import warnings
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    argv = ["train", "--latents", str(latents / "latents"), "--depth", "1", "--hidden-size", "16", "--num-heads", "1",
+            "--patch-size", "2", "--batch", "4", "--steps", "1", "--ckpt-every", "1", "--no-progress", "--threads", "1",
+            "--sample-every", "0", "--no-quality", "--num-workers", "4"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert not [w for w in seen if "worker processes in total" in str(w.message)]
+
+
+def test_default_output_folders_are_git_ignored():
+    from pathlib import Path
+
+    from sit.config import TrainConfig
+
+    root = Path(__file__).resolve().parents[1]
+    ignored = {ln.strip().strip("/") for ln in (root / ".gitignore").read_text().splitlines() if ln.strip()}
+    defaults = {TrainConfig().out.split("/")[0], "studies", "samples", "latents", "sweeps", "exports"}
+    assert defaults <= ignored, defaults - ignored

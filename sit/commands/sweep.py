@@ -123,6 +123,28 @@ def check_sampler_options(name: str, method: str, opts: dict) -> None:
         raise ValueError(f"--samplers {name!r}: " + e.render(lambda record, field: field)) from None
 
 
+def check_grids(points, meta, table) -> None:
+    """Every point's time grid on this model's path, before the first point runs: a grid float64
+    cannot keep strictly decreasing is refused naming the sampler, its steps and the options."""
+    from sit.config import ConfigError
+    from sit.generate.glue import sample_config
+    from sit.samplers import SampleConfig
+
+    if getattr(meta, "discrete", False):
+        return
+    from sit.paths import get_path
+
+    path = get_path(meta.path)
+    for name, method, opts, steps, extra in points:
+        cfg = sample_config(method, {**opts, **extra, "num_steps": steps})
+        if not isinstance(cfg, SampleConfig):
+            continue
+        try:
+            cfg.make_grid(path, meta.prediction, table)
+        except ConfigError as e:
+            raise ValueError(f"--samplers {name!r} at {steps} steps: " + e.render(lambda record, field: field)) from None
+
+
 def parse_float_list(text: str, name: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]
@@ -302,6 +324,7 @@ def run(args) -> int:
     net = S.prepare_network(net, args.precision, args.compile, dev)
     labels = S.parse_labels(args.labels, S.model_num_classes(net))
     table = _loss_table(args, samplers, meta)
+    check_grids(points, meta, table)
     guide = (None, None, None)
     if args.guide_ckpt:  # before the quality function reads data or a VAE
         from sit.generate.glue import load_guide

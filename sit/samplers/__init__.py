@@ -338,7 +338,24 @@ class SampleConfig:
         return per * n
 
     def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
-        """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""
+        """The float64 decreasing time grid the sampler will walk (num_steps intervals); one that
+        float64 cannot keep strictly decreasing (a huge shift, a tiny rho, too many steps in a
+        narrow range) is refused naming the fields that make it so."""
+        grid = self._grid(path, prediction, table)
+        if grid.numel() >= 2 and not bool((grid[1:] < grid[:-1]).all()):
+            from sit.config import ConfigError
+
+            name = {"shifted": "shift", "edm": "rho"}.get(self.grid)
+            knob = f" and {{{name}}} {getattr(self, name):g}" if name else ""
+            i = int((grid[1:] >= grid[:-1]).nonzero()[0])
+            raise ConfigError("SampleConfig", "grid", f"{self.grid!r} with {{num_steps}} {self.num_steps}{knob} "
+                              f"from t = {float(grid[0]):g} to {float(grid[-1]):g} repeats a time (t = "
+                              f"{float(grid[i]):.17g} at steps {i} and {i + 1}): float64 cannot tell the steps "
+                              "apart; use fewer {num_steps}" + (f" or a milder {{{name}}}" if name else "")
+                              + " or another {grid}")
+        return grid
+
+    def _grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
         t_start, t_end = self.time_range(path, prediction, table)
         kw = dict(kind=self.grid, shift=self.shift, rho=self.rho, log_snr=_log_snr_fn(path))
         if self.is_sde and self.last_step is not None:

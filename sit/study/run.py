@@ -24,6 +24,7 @@ import torch
 
 from sit.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
+from sit.study.records import check_latents, load_results, unit_lock
 from sit.study.sampling import generate, spec_name
 from sit.study.scoring import ScoringConfig
 
@@ -86,53 +87,6 @@ def check_identity(study: Study) -> None:
         return
     study.out.mkdir(parents=True, exist_ok=True)
     write_json(f, {"identity": want, "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-
-
-LATENTS_NAME = "latents.json"
-
-
-def latents_identity(study: Study) -> dict | None:
-    """What names a latent study's latent folder beyond its path: the latent space the cells train
-    in (scale, shift, per-channel normalisation, the study's overrides applied) and the sha256 of
-    the folder's index (the VAE's hash, the files, the shards' layout). None for other studies."""
-    if study.base.latents is None:
-        return None
-    from sit.data.latents import index_space, read_index
-    from sit.io import sha256_bytes
-
-    index = read_index(study.base.latents)
-    space = index_space(index, study.base.vae_scale, study.base.vae_shift)
-    return {"folder": str(study.base.latents), "space": space.record(),
-            "index_sha256": sha256_bytes(json.dumps(index, sort_keys=True).encode())}
-
-
-def check_latents(study: Study, log: Callable[[str], None] = print) -> None:
-    """Refuse, in one line, a latent study continued on a latent folder of another identity
-    (`latents_identity`: re-extracted with another scale, say), so one table never mixes cells of
-    two latent spaces; the first run records it in ``latents.json``."""
-    from sit.io import differing_fields, read_json, write_json
-
-    want = latents_identity(study)
-    if want is None:
-        return
-    want = json.loads(json.dumps(want))
-    f = study.out / LATENTS_NAME
-    if not f.is_file():
-        if load_results(study.out):
-            log(f"sit study: recording the identity of the latent folder {want['folder']!r} in {str(f)!r} (this "
-                "study was made before sit recorded it; its finished cells are taken to be of this latent space)")
-        write_json(f, want)
-        return
-    have = read_json(f, "study latent-folder record")
-    have = have if isinstance(have, dict) else {}
-    diff = differing_fields(have.get("space") if isinstance(have.get("space"), dict) else {}, want["space"], "space.",
-                            values=True)
-    if have.get("index_sha256") != want["index_sha256"]:
-        diff.append(f"index sha256 {str(have.get('index_sha256'))[:12]}... -> {want['index_sha256'][:12]}...")
-    if diff:
-        raise ConfigError("", "latents", f"{want['folder']!r} is not the latent folder this study's cells trained on "
-                          f"({'; '.join(diff[:4])}; recorded in {str(f)!r}): re-extracted or another folder; give the "
-                          "study its own latent folder again, or start a new {.out}")
 
 
 # On top of `sit train`'s resolution: the paper's recipe (uniform t, constant lr, no warm-up, no
@@ -356,37 +310,20 @@ def _fmt(v) -> str:
 
 def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None]) -> dict:
     """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically; under
-    the unit's lock (`Study.unit_lock_dir`), taken before its unfinished run folder is removed, so a
-    second process for the same unit says in one line that it is running (`UnitRunningError`)."""
-    from sit.io import FolderLock, FolderLockedError, remove_tree
+    the unit's lock (`sit.study.records.unit_lock`), taken before its unfinished run folder is
+    removed, so a second process for the same unit says in one line that it is running."""
+    from sit.io import remove_tree
 
-    lock = FolderLock(study.unit_lock_dir(cell, seed), f"study unit {cell.name}:{seed}", log=log)
-    try:
-        lock.acquire()   # before the unfinished run folder is removed: one process per unit
-    except FolderLockedError as e:
-        raise UnitRunningError(f"{cell.name}:{seed} of the study {str(study.out)!r} is running already: {e}") from None
-    try:
+    with unit_lock(study, cell, seed, log):
         done = study.result_path(cell, seed)
         if done.is_file():   # finished by another process while this one waited for its turn
             log(f"  {cell.name} s{seed}: finished meanwhile by another process ({str(done)!r})")
             return json.loads(done.read_text())
         run_dir = study.run_dir(cell, seed)
         if run_dir.exists():
-            try:   # a run of an older sit (no unit lock) may still be training there
-                with FolderLock(run_dir, "run folder", log=log):
-                    pass
-            except FolderLockedError as e:
-                raise UnitRunningError(f"{cell.name}:{seed} of the study {str(study.out)!r} is running already: "
-                                       f"{e}") from None
             log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
             remove_tree(run_dir)
         return _run_unit(study, cell, seed, data, log, run_dir)
-    finally:
-        lock.release()
-
-
-class UnitRunningError(RuntimeError):
-    """Another live process runs this (cell, seed) of the study."""
 
 
 def _run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None], run_dir: Path) -> dict:
@@ -464,17 +401,6 @@ def _final_loss(run_dir: Path) -> float | None:
     return loss
 
 
-def load_results(out: Path) -> list[dict]:
-    """Every finished (cell, seed) result of a study folder (unreadable files are skipped)."""
-    res = []
-    for f in sorted((Path(out) / "results").glob("*.json")):
-        try:
-            res.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return res
-
-
 def _eta(done: dict[str, list[float]], cell: Cell, remaining: list[Cell]) -> tuple[float | None, float | None]:
     allv = [v for vs in done.values() for v in vs]
     if not allv:
@@ -506,16 +432,19 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     if not pending:
         return []
     t_start = time.perf_counter()
-    if jobs == 1:
-        _worker_init(study)
-        out = []
-        for i, (cell, seed) in enumerate(pending):
-            log(f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], 1, t_start)}")
-            rec = run_unit(study, cell, seed, _DATA[0], log)
-            done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
-            out.append(rec)
-    else:
-        out = _run_parallel(study, pending, done_times, jobs, t_start, log)
+    from sit.train.log import missing_tensorboard_said_once
+
+    with missing_tensorboard_said_once(log, f"{str(study.out / 'runs')!r}/CELL-sSEED/metrics.jsonl of each unit"):
+        if jobs == 1:
+            _worker_init(study)
+            out = []
+            for i, (cell, seed) in enumerate(pending):
+                log(f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], 1, t_start)}")
+                rec = run_unit(study, cell, seed, _DATA[0], log)
+                done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
+                out.append(rec)
+        else:
+            out = _run_parallel(study, pending, done_times, jobs, t_start, log)
     log(f"sit study: ran {len(out)} units in {_dur(time.perf_counter() - t_start)}")
     return out
 
@@ -546,6 +475,9 @@ def _worker_init(study: Study, worker: bool = False, jobs: int = 1) -> None:
         except (OSError, AttributeError):
             pass
     if worker:
+        from sit.train.log import SAY_MISSING_TENSORBOARD
+
+        SAY_MISSING_TENSORBOARD[0] = False   # the parent said it once for every unit
         torch.set_num_threads(worker_threads(study.base.threads, jobs))
     elif study.base.threads > 0:
         torch.set_num_threads(study.base.threads)

@@ -172,10 +172,14 @@ class FolderSource(DataSource):
     def batches(self, sampler, start, stop, num_workers, device, pixels=False):
         if pixels and self.posterior_seed is None:
             raise ValueError("latent shards hold no pixels for the encoder: train from the images (data + vae)")
+        from sit.config import usable_cores
+
         dl = torch.utils.data.DataLoader(
             _EpochItems(self.dataset),
             batch_sampler=_BatchList(sampler, start, stop),
-            num_workers=num_workers,
+            # items are seeded per index, so the worker count changes no batch: more workers than
+            # cores only costs memory (and torch's warning)
+            num_workers=min(num_workers, usable_cores()),
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )

@@ -128,7 +128,27 @@ def read_index(folder: Path) -> list[dict]:
     except (OSError, ValueError) as e:
         raise field_error(FileNotFoundError, f"no readable post-hoc EMA index {str(Path(folder) / INDEX)!r} ({e}); "
                           "train with {TrainConfig.phema_sigmas} and {TrainConfig.phema_every}") from None
+    check_index(index, Path(folder) / INDEX)
     return index
+
+
+_ENTRY = {"step": int, "sigma_rel": (int, float), "file": str, "sha256": str}
+
+
+def check_index(index, path: Path) -> None:
+    """Every entry of a post-hoc EMA index is a snapshot's step, sigma_rel, file and sha256: an
+    entry that is not says so in one line (which entry, which field), never a KeyError later."""
+    if not isinstance(index, list):
+        raise ValueError(f"post-hoc EMA index {str(path)!r} is not a list of snapshots (got {type(index).__name__})")
+    for i, e in enumerate(index):
+        if not isinstance(e, dict):
+            raise ValueError(f"post-hoc EMA index {str(path)!r}: entry {i} is not an object (got {e!r:.60})")
+        for key, typ in _ENTRY.items():
+            v = e.get(key)
+            if v is None or isinstance(v, bool) or not isinstance(v, typ):
+                raise ValueError(f"post-hoc EMA index {str(path)!r}: entry {i} ({e.get('file', '?')}) has "
+                                 + (f"no {key!r}" if v is None else f"a bad {key!r} ({v!r:.60})")
+                                 + "; the index is written by training: restore it, or remove the entry")
 
 
 def reconstruct(run_dir, sigma_rel: float, step: int | None = None, max_step: int | None = None) -> tuple[dict, dict]:
