@@ -204,3 +204,30 @@ def test_a_degenerate_grid_names_its_flags_before_any_sample(ckpts, tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and said in err[0], err
     assert not (out / "manifest.json").exists() and not (out / "sweep.csv").exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "sweep", "train", "study", "extract"])
+@pytest.mark.parametrize("where", ["loop", "loop/sub", "dangling"])
+def test_an_output_behind_a_symlink_loop_or_to_nowhere_is_one_line(ckpts, tmp_path, capsys, command, where):
+    (tmp_path / "loop").symlink_to("loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere" / "x")
+    out = str(tmp_path / where)
+    argv = {"sample": ["sample", "--ckpt", ckpts["pixel"], "--num-samples", "2"],
+            "sweep": ["sweep", "--ckpt", ckpts["pixel"], "--samplers", "euler", "--nfe", "2", "--num-samples", "4"],
+            "train": ["train", "--steps", "1"], "study": ["study", "--list"],
+            "extract": ["extract", "--data", str(tmp_path), "--vae", str(tmp_path / "no-vae")]}[command]
+    assert main([*argv, "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    said = "is a symbolic link to" if where == "dangling" else "cannot be reached: a symbolic link on the way points back"
+    assert err == [err[0]] and err[0].startswith(f"sit {command}: error: --out {out!r} ") and said in err[0], err
+    assert "Errno" not in err[0]
+
+
+def test_time_range_errors_name_both_flags_or_options(ckpts, tmp_path, capsys):
+    assert main(["sample", "--ckpt", ckpts["pixel"], "--t-start", "0.5", "--t-end", "0.5", "--num-samples", "2",
+                 "--out", str(tmp_path / "s"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == "sit sample: error: --t-start must be > --t-end (got 0.5, 0.5)"
+    assert main(["sweep", "--ckpt", ckpts["pixel"], "--samplers", "euler:t_start=0.5:t_end=0.6", "--nfe", "2",
+                 "--num-samples", "4", "--out", str(tmp_path / "w"), "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == ("sit sweep: error: --samplers 'euler:t_start=0.5:t_end=0.6' at 2 steps: "
+                                               "t_start must be > t_end (got 0.5, 0.6)")

@@ -81,6 +81,9 @@ def run(args) -> int:
     for name in ("image_size", "shard_size", "batch_size"):
         require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     _check_latent_flags(args.vae_scale, args.vae_shift)
+    from sit.folders import require_reachable
+
+    require_reachable(args.out)
     require_at_least("--num-workers", args.num_workers, 0)
 
     from sit.data.imagefolder import ImageFolderDataset, load_label_map

@@ -204,10 +204,12 @@ def _jobs(args, study) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sit.folders import require_reachable
     from sit.study.cells import parse_only
     from sit.study.report import write_report
     from sit.study.run import run_study
 
+    require_reachable(args.out)
     if args.report_only:
         if not (Path(args.out) / "study_config.json").is_file():
             raise FileNotFoundError(f"--report-only: no study in {args.out!r} (study_config.json missing)")

@@ -234,8 +234,11 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     for name, method, opts, steps, extra in points:  # every point's config checked before any is run
         try:
             sample_config(method, {**opts, **extra, "num_steps": steps})
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"--samplers {name!r} at {steps} steps: {e}") from None
+        except (ValueError, TypeError) as e:  # the fields as the FIELD=VALUE options name them
+            import re
+
+            text = re.sub(r"\b(?:Discrete)?SampleConfig\.(\w+)", r"\1", str(e))
+            raise ValueError(f"--samplers {name!r} at {steps} steps: {text}") from None
     return samplers, points
 
 
@@ -319,6 +322,9 @@ def run(args) -> int:
     from sit.evaluate.plots import plot_lines, plot_quality_vs_nfe, write_csv
 
     samplers, points = _parse_plan(args)
+    from sit.folders import require_reachable
+
+    require_reachable(args.out)
     dev = dist.init(S.default_device(args.device))
     net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
     net = S.prepare_network(net, args.precision, args.compile, dev)

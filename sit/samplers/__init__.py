@@ -284,7 +284,7 @@ class SampleConfig:
             if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
                 raise ValueError(f"SampleConfig.{name} must be None or a time in [0, 1] (got {v!r})")
         if self.t_start is not None and self.t_end is not None and not self.t_start > self.t_end:
-            raise ValueError(f"SampleConfig.t_start must be > t_end (got {self.t_start}, {self.t_end})")
+            raise ValueError(f"SampleConfig.t_start must be > SampleConfig.t_end (got {self.t_start}, {self.t_end})")
         for name in ("atol", "rtol", "shift", "rho"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
