@@ -183,3 +183,17 @@ def test_default_output_folders_are_git_ignored():
     ignored = {ln.strip().strip("/") for ln in (root / ".gitignore").read_text().splitlines() if ln.strip()}
     defaults = {TrainConfig().out.split("/")[0], "studies", "samples", "latents", "sweeps", "exports"}
     assert defaults <= ignored, defaults - ignored
+
+
+@pytest.mark.parametrize("text,said", [("garbage", "is corrupt"), ('{"created": 1}', "holds no study identity"),
+                                       ("[1]", "holds no study identity")])
+@pytest.mark.parametrize("report_only", [True, False])
+def test_a_study_config_that_is_not_one_is_one_line(tmp_path, capsys, text, said, report_only):
+    out = tmp_path / "study"
+    (out / "results").mkdir(parents=True)
+    (out / "study_config.json").write_text(text)
+    argv = ["study", "--out", str(out), "--report-only"] if report_only else ["study", "--out", str(out), *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sit study: error: study config ") and said in err[0], err
+    assert (out / "study_config.json").read_text() == text and not (out / "study.md").exists()

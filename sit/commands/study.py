@@ -211,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
 
     require_reachable(args.out)
     if args.report_only:
-        if not (Path(args.out) / "study_config.json").is_file():
+        from sit.study.records import read_identity
+
+        if read_identity(Path(args.out)) is None:
             raise FileNotFoundError(f"--report-only: no study in {args.out!r} (study_config.json missing)")
         print(f"sit study: report {str(write_report(Path(args.out)))!r}")
         return 0

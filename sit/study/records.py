@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from sit.config import ConfigError
+from sit.config import ConfigError, field_error
 
 if TYPE_CHECKING:
     from sit.study.run import Study
@@ -112,6 +112,21 @@ def check_result(rec, f: Path) -> None:
     curve = rec.get("nfe_curve", {})
     if not isinstance(curve, dict) or not all(isinstance(c, dict) for c in curve.values()):
         raise bad("'nfe_curve' is not a map of curves")
+
+
+def read_identity(out: Path, config_name: str = "study_config.json") -> dict | None:
+    """The ``identity`` of a study folder's config (None: no config yet); a config that is not
+    JSON, or holds no identity, is refused in one line naming the file."""
+    from sit.io import read_json
+
+    f = Path(out) / config_name
+    if not f.is_file():
+        return None
+    d = read_json(f, "study config")
+    if not isinstance(d, dict) or not isinstance(d.get("identity"), dict):
+        raise field_error(ValueError, f"study config {str(f)!r} holds no study identity (an object with "
+                          "'identity'); it was not written by `sit study`: move it away, or give another {.out}")
+    return d["identity"]
 
 
 class UnitRunningError(RuntimeError):

@@ -24,7 +24,7 @@ import torch
 
 from sit.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
-from sit.study.records import check_latents, load_results, unit_lock
+from sit.study.records import check_latents, load_results, read_identity, unit_lock
 from sit.study.sampling import generate, spec_name
 from sit.study.scoring import ScoringConfig
 
@@ -72,12 +72,12 @@ class Study:
 
 def check_identity(study: Study) -> None:
     """Write study_config.json, or refuse when the folder holds a study with other settings."""
-    from sit.io import differing_fields, read_json, write_json
+    from sit.io import differing_fields, write_json
 
     f = study.out / CONFIG_NAME
     want = json.loads(json.dumps(study.identity()))
     if f.is_file():
-        have = read_json(f, "study config").get("identity")
+        have = read_identity(study.out, CONFIG_NAME)
         if have != want:
             diff = differing_fields(have or {}, want, values=True)
             raise ConfigError(
