@@ -197,3 +197,25 @@ def test_a_study_config_that_is_not_one_is_one_line(tmp_path, capsys, text, said
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("sit study: error: study config ") and said in err[0], err
     assert (out / "study_config.json").read_text() == text and not (out / "study.md").exists()
+
+
+@pytest.mark.parametrize("flag,value,said", [
+    ("--dinov2", "nodino", "--dinov2 'NODE' is not a DINOv2 folder (no config.json)"),
+    ("--ref", "lat.safetensors", "--ref 'NODE' is not an .npz reference batch or an image folder"),
+    ("--ref", "none.npz", "--ref 'NODE' is missing"),
+    ("--inception", "nope.pth", "--inception 'NODE' is not a file"),
+    ("--ref-images", "0", "--ref-images must be an integer >= 2 (got 0)"),
+])
+def test_a_latent_studys_scoring_inputs_are_checked_before_its_folder_is_written(latents, tmp_path, capsys, flag,
+                                                                                  value, said):
+    node = str(tmp_path / value) if flag != "--ref-images" else value
+    if value.endswith(".safetensors"):
+        (tmp_path / value).write_bytes(b"x")
+    out = tmp_path / "study"
+    argv = ["study", "--latents", str(latents / "latents"), "--cells", "gvp-velocity", "--seeds", "2", "--steps", "2",
+            "--batch", "4", "--samples-per-class", "2", "--nfe", "2", "--depth", "1", "--hidden-size", "32",
+            "--num-heads", "2", "--threads", "1", flag, node, "--out", str(out), "--no-report"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sit study: error: {said.replace('NODE', node)}" + err[0].split(said.replace("NODE", node))[1]]
+    assert not out.exists()

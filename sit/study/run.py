@@ -420,6 +420,9 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     and ETAs, in ``jobs`` worker processes (1: in this process); returns the results run now."""
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("", "jobs", f"must be an integer >= 1 (got {jobs!r})")
+    from sit.study.scoring import check_inputs
+
+    check_inputs(study)   # before the study folder is written
     check_identity(study)
     check_latents(study, log)
     todo = [(c, s) for c, s in study.units()
