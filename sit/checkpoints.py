@@ -413,21 +413,22 @@ def _newest_valid(cands: list[Path], where: Path, log: Log, what: str, verifier=
     raise CheckpointError(where, "no usable checkpoint: " + "; ".join(f"{Path(e.ckpt).name}: {e.reason}" for e in refused))
 
 
-def resolve(path: PathLike, *, log: Log | None = None) -> Path:
+def resolve(path: PathLike, *, log: Log | None = None, field: str = "checkpoint") -> Path:
     """The concrete checkpoint ``path`` stands for: a run folder means its newest checkpoint that
     verifies (refused ones are named through ``log``, default stderr: "refusing step-0000200
     (model.safetensors is corrupt: sha256 mismatch); using step-0000100"); a checkpoint folder must
-    verify; a file is itself. Raises FileNotFoundError / CheckpointError with one line."""
+    verify; a file is itself. Raises FileNotFoundError / CheckpointError with one line; ``field``
+    (the argument the path came in, e.g. ``guide_ckpt``) is the one its refusals name."""
     path = Path(path)
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
     if is_diffusers_folder(path) or is_dit_folder(path):  # an export / diffusers DiT: checked when read
         return path
-    folders.require_input(path, folders.READABLE, "checkpoint")
+    folders.require_input(path, folders.READABLE, field)
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and {folders.CHECKPOINT, folders.EMA} & set(folders.marks(path.parent)):
         raise field_error(ValueError, f"{str(path)!r} is one file of the checkpoint folder {str(path.parent)!r}: pass "
-                          f"the folder ({{.ckpt}} {path.parent}) so that it is verified and its config read")
+                          f"the folder ({{.{'ckpt' if field == 'checkpoint' else field}}} {path.parent}) so that it is verified and its config read")
     if path.is_dir() and not is_training_checkpoint(path) and not (path / "config.json").is_file():
         if (path / "checkpoints").is_dir():
             return _newest_valid(run_checkpoints(path), path, log, "to read")[0]

@@ -82,6 +82,10 @@ class _Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(m.group(1), names, n=1, cutoff=0.5)
             message = (f"unknown command {m.group(1)!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
                        + f"; the commands are {', '.join(names)}")
+        else:
+            from sit.commands._errors import with_suggestion
+
+            message = with_suggestion(message)
         self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
 
 
@@ -284,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, ImportError, RuntimeError, OSError) as e:
         if args.debug:
             raise
-        from sit.commands._errors import in_flags
+        from sit.commands._errors import cli_message
 
-        print(f"sit {args.command}: error: {in_flags(e, args.command, _OPTIONS)}", file=sys.stderr)
+        print(f"sit {args.command}: error: {cli_message(e, args.command, _OPTIONS)}", file=sys.stderr)
         return 2
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import re
+import struct
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -30,6 +31,25 @@ TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 
 # Bounds checked before anything is allocated (issue 22): a step count or thread count beyond them
 # is a typo, and honouring it allocates a grid that OOM-kills the machine or crashes inside torch.
+# the latent scale / shift must survive float32 (the latents' dtype): 1e-320 is a float64 > 0 that
+# float32 rounds to 0, so every latent would be 0
+FLOAT32_TINY = 1.1754943508222875e-38   # the smallest normal float32
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def latent_value_problem(name: str, v: Any) -> str | None:
+    """What is wrong with a latent ``scale`` or ``shift`` value (None: fine): a finite number that
+    float32 (the latents' dtype) holds; the scale > 0 and a normal float32, so it never rounds to 0."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and abs(v) <= FLOAT32_MAX
+    if name == "scale":
+        if ok and v >= FLOAT32_TINY:
+            return None
+        under = "" if not (ok and 0 < v < FLOAT32_TINY) else \
+            ": float32 rounds it to 0" if struct.unpack("f", struct.pack("f", v))[0] == 0 else ": below float32's normal range"
+        return f"must be a finite number > 0 that float32 holds, in [{FLOAT32_TINY:.4g}, {FLOAT32_MAX:.4g}] (got {v!r}{under})"
+    return None if ok else f"must be a finite number that float32 holds, |{name}| <= {FLOAT32_MAX:.4g} (got {v!r})"
+
+
 MAX_STEPS = 100_000          # sampler / likelihood / preview steps (the paper uses at most 1000)
 MAX_THREADS_PER_CORE = 4     # torch CPU threads: at most this many per usable core
 # post-hoc EMA lengths sigma_rel (sit.train.phema): below 1e-4 a power-function EMA averages less than
@@ -315,7 +335,7 @@ class TrainConfig:
                          metavar="PATH")
     image_size: int | None = _f(None, "data", "pixels", metavar="PX")   # None: 256 for `data`, the demo's for embedded
     on_error: OnError = _f("raise", "data", "unreadable image: stop or skip and count")
-    num_workers: int = _f(4, "data", "DataLoader workers", metavar="N")
+    num_workers: int = _f(4, "data", "DataLoader workers (at most the usable cores; no batch depends on it)", metavar="N")
     # objective
     path: PathName = _f("linear", "loss", "interpolant")
     prediction: Prediction = _f("velocity", "loss", "network output")
@@ -476,9 +496,9 @@ class TrainConfig:
             raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
         for name in ("vae_scale", "vae_shift"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
-                                  or (name == "vae_scale" and not v > 0)):
-                raise ConfigError("TrainConfig", name, f"must be a finite number{' > 0' if name == 'vae_scale' else ''} or None (got {v!r})")
+            problem = None if v is None else latent_value_problem(name[4:], v)
+            if problem:
+                raise ConfigError("TrainConfig", name, problem)
             if v is not None and self.data is None and self.latents is None:
                 raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
 

@@ -127,6 +127,7 @@ def require_output(folder: PathLike, kind: str, field: str = "out") -> None:
     names what gave the folder (``out``, ``TrainConfig.out``); `sit.commands` writes it as a flag."""
     folder = Path(folder)
     who = "{" + (field if "." in field else "." + field) + "}"
+    require_reachable(folder, field)
     if folder.exists() and not folder.is_dir():
         raise field_error(NotADirectoryError, f"{who} {_q(folder)} is a file, not a folder")
     ck = checkpoint_above(folder)
@@ -161,6 +162,26 @@ def require_standalone(folder: PathLike, kind: str, what: str) -> None:
     found = {k: v for k, v in marks(folder).items() if k != kind}
     if found:
         raise ValueError(f"{what} {_q(folder)} is {_describe(folder, found)}, not {NAMES[kind]}; choose a new folder")
+
+
+def require_reachable(path: PathLike, field: str = "out") -> None:
+    """Refuse, in one line naming ``path`` as given, an output path the OS cannot reach: a symbolic
+    link in a loop (here or above it) or one to a target that does not exist (which ``mkdir``
+    would report as "File exists", or name a temporary file of the write)."""
+    import errno
+    import os
+
+    path = Path(path)
+    who = "{" + (field if "." in field else "." + field) + "}"
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise field_error(NotADirectoryError, f"{who} {_q(path)} cannot be reached: a symbolic link on the way "
+                              "points back to itself (a loop); give a real folder") from None
+        if path.is_symlink():
+            raise field_error(NotADirectoryError, f"{who} {_q(path)} is a symbolic link to {os.readlink(path)!r}, "
+                              "which does not exist; create the target or give a real folder") from None
 
 
 def _q(path: Path) -> str:

@@ -212,6 +212,7 @@ def _continuous(net, field_fn, guide_fn, info: ModelInfo, cfg: SampleConfig, gui
                            generator=generator, **extra)
 
     t_start, t_end = cfg.time_range(path, prediction, table)
+    cfg.make_grid(path, prediction, table)   # a degenerate grid is refused here, before any sample is made
     desc = {"config": dataclasses.asdict(cfg), "path": path.name, "prediction": prediction,
             "t_start": t_start, "t_end": t_end, "per_seed_step_noise": True}
     return Sampler(run, desc, counter, g_counter)

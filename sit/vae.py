@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sit.config import ConfigError
+from sit.config import ConfigError, latent_value_problem
 
 SCALE_FACTOR = 0.18215  # SD VAE latent scale (DiT / SiT: x = vae.encode(img).sample() * 0.18215)
 # What a record without the fields means: latent folders (index.json) and runs (config.json "data")
@@ -61,8 +61,9 @@ class LatentSpace:
 
     def __post_init__(self):
         scale = _finite(self.scale, "latent scale_factor")
-        if not scale > 0:
-            raise ValueError(f"latent scale_factor must be > 0 (got {self.scale!r})")
+        problem = latent_value_problem("scale", scale)
+        if problem:
+            raise ValueError(f"latent scale_factor {problem}")
         object.__setattr__(self, "scale", scale)
         object.__setattr__(self, "shift", _finite(self.shift, "latent shift_factor"))
         if (self.mean is None) != (self.std is None):

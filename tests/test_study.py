@@ -125,6 +125,7 @@ def test_tiny_study_writes_the_report(tiny_study):
     md = (out / "study.md").read_text()
     assert "| Table 4 | Linear and GVP beat VP (velocity models) | **not measured** |" in md
     assert "ETA this unit" in log
+    assert log.count("TensorBoard is not installed") <= 1   # said once for the study, not once per training
 
 
 def test_resume_does_not_retrain_finished_cells(tiny_study):

@@ -72,3 +72,49 @@ def in_flags(e: BaseException, command: str | None = None,
     if isinstance(template, str):
         return type(e)(render_fields(template, name))
     return e
+
+
+# a value the message names as unknown, and the values it allows (library messages: "unknown time
+# grid 'logsnrr'; expected one of [...]"; argparse: "invalid choice: 'vpp' (choose from ...)")
+_UNKNOWN = r"(?:unknown [\w -]+?|invalid choice:|no [\w -]+? at) '([^']+)'"
+_ALLOWED = r"(?:expected one of|choose from|name an embedded encoder|known datasets:) \[?((?:'[^']*'(?:, )?)+)"
+
+
+def with_suggestion(text: str) -> str:
+    """``text`` with a "did you mean" after an unknown value it names, when one of the values it
+    allows is close (``dpmpp2m`` -> ``dpmpp_2m``); unchanged otherwise."""
+    import difflib
+    import re
+
+    if "did you mean" in text:
+        return text
+    m, allowed = re.search(_UNKNOWN, text), re.search(_ALLOWED, text)
+    if not m or not allowed:
+        return text
+    close = difflib.get_close_matches(m.group(1), re.findall(r"'([^']*)'", allowed.group(1)), n=1, cutoff=0.6)
+    if not close or close[0] == m.group(1):
+        return text
+    return text[:m.end()] + f" (did you mean {close[0]!r}?)" + text[m.end():]
+
+
+RECORDS = ("TrainConfig", "ModelConfig", "SampleConfig", "DiscreteSampleConfig", "SampleSpec", "GuidanceConfig")
+
+
+def cli_message(e: BaseException, command: str | None = None,
+                options: Mapping[str, Collection[str]] | None = None) -> str:
+    """The one line `sit CMD: error: ...` shows for ``e``: its fields as the command's flags
+    (`in_flags`; a record field a plain message spells, ``TrainConfig.repa_encoder``, too, where
+    the command has its flag) and a "did you mean" for an unknown value (`with_suggestion`)."""
+    import re
+
+    text = str(in_flags(e, command, options))
+    own = None if options is None else options.get(command, ())
+
+    def flag(m: re.Match) -> str:
+        record, field = m.group(1), m.group(2)
+        mine = None if options is None else options.get(RECORD_COMMAND.get(record, command), ())
+        f = flag_of(record, field, mine)
+        return f if f is not None and (own is None or f in own) else m.group(0)
+
+    text = re.sub(r"\b(" + "|".join(RECORDS) + r")\.([a-z_][a-z0-9_]*)\b", flag, text)
+    return with_suggestion(text)

@@ -88,6 +88,9 @@ def run(args) -> int:
     for name in ("image_size", "shard_size", "batch_size"):
         require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
     _check_latent_flags(args.vae_scale, args.vae_shift)
+    from sit.folders import require_reachable
+
+    require_reachable(args.out)
     require_at_least("--num-workers", args.num_workers, 0)
 
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
@@ -146,12 +149,12 @@ def _placement(args):
 
 def _check_latent_flags(scale, shift) -> None:
     """--vae-scale / --vae-shift: finite, the scale > 0 (checked before the VAE is loaded)."""
-    import math
+    from sit.config import latent_value_problem
 
-    if scale is not None and not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"--vae-scale must be a finite number > 0 (got {scale})")
-    if shift is not None and not math.isfinite(shift):
-        raise ValueError(f"--vae-shift must be a finite number (got {shift})")
+    for name, v in (("scale", scale), ("shift", shift)):
+        problem = None if v is None else latent_value_problem(name, v)
+        if problem:
+            raise ValueError(f"--vae-{name} {problem}")
 
 
 def _space_text(index) -> str:

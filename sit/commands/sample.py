@@ -103,10 +103,13 @@ def add_vae_space_arguments(p) -> None:
 
 
 def check_vae_space_args(args) -> None:
+    from sit.config import latent_value_problem
+
     for name in ("vae_scale", "vae_shift"):
         v = getattr(args, name, None)
-        if v is not None and not (math.isfinite(v) and (name == "vae_shift" or v > 0)):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number{' > 0' if name == 'vae_scale' else ''} (got {v})")
+        problem = None if v is None else latent_value_problem(name[4:], v)
+        if problem:
+            raise ValueError(f"--{name.replace('_', '-')} {problem}")
         if v is not None and not getattr(args, "vae", None):
             raise ValueError(f"--{name.replace('_', '-')} applies to decoding with --vae (a latent model); give --vae PATH")
 
@@ -197,28 +200,13 @@ def _flag_error(e: ValueError) -> ValueError:
     return ValueError(fields_as_flags(str(e), ("SampleConfig", "DiscreteSampleConfig")))
 
 
-SDE_ONLY_FLAGS = ("w", "w_scale", "eta", "last_step", "last_step_size")
-ADAPTIVE_ONLY_FLAGS = ("atol", "rtol")
-
-
 def check_method_flags(method: str, given: dict) -> None:
-    """Refuse flags that the method would ignore, so they cannot enter a set's identity without
-    changing its samples: SDE-only flags with an ODE method, tolerances with a fixed-step method,
-    and --num-steps with an adaptive solver (it chooses its own steps)."""
-    from sit.samplers import SDE_METHODS
-    from sit.samplers.ode import ADAPTIVE_METHODS
+    """Refuse flags that the method would ignore (`sit.samplers.check_method_fields`, the rule
+    `sit sweep` applies to its METHOD:FIELD=VALUE options too)."""
+    from sit.samplers import SAMPLERS, check_method_fields
 
-    if method not in SDE_METHODS:
-        bad = [k for k in SDE_ONLY_FLAGS if k in given]
-        if bad:
-            raise ValueError(f"--{bad[0].replace('_', '-')} applies to SDE methods only (got --method {method})")
-    if method in ADAPTIVE_METHODS and "num_steps" in given:
-        raise ValueError(f"--num-steps does not apply to the adaptive solver {method} (it chooses its own steps; "
-                         "use --atol / --rtol)")
-    if method not in ADAPTIVE_METHODS:
-        bad = [k for k in ADAPTIVE_ONLY_FLAGS if k in given]
-        if bad:
-            raise ValueError(f"--{bad[0]} applies to adaptive solvers only (got --method {method})")
+    if method in SAMPLERS:  # an unknown method is named by SampleConfig
+        check_method_fields(method, given)
 
 
 def sample_config_from_args(args, base):
@@ -261,9 +249,13 @@ def guidance_from_args(args, base):
     if getattr(args, "guide_ckpt", None):
         kw["guide"] = ""  # the guide's identity is filled in once it is resolved
     try:
-        return dataclasses.replace(base, **kw)
+        guidance = dataclasses.replace(base, **kw)
     except ValueError as e:
         raise ValueError(re.sub(r"cfg_scale \(guidance scale zeta\)", "--cfg-scale", str(e))) from None
+    from sit.generate.glue import guide_needs_scale
+
+    guide_needs_scale(guidance)
+    return guidance
 
 
 def _folder_vae(args) -> None:

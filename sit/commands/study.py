@@ -204,12 +204,16 @@ def _jobs(args, study) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sit.folders import require_reachable
     from sit.study.cells import parse_only
     from sit.study.report import write_report
     from sit.study.run import run_study
 
+    require_reachable(args.out)
     if args.report_only:
-        if not (Path(args.out) / "study_config.json").is_file():
+        from sit.study.records import read_identity
+
+        if read_identity(Path(args.out)) is None:
             raise FileNotFoundError(f"--report-only: no study in {args.out!r} (study_config.json missing)")
         print(f"sit study: report {str(write_report(Path(args.out)))!r}")
         return 0

@@ -103,6 +103,47 @@ def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[floa
     return [(n, {}) for n in dict.fromkeys(steps) if n >= 1]
 
 
+def check_sampler_options(name: str, method: str, opts: dict) -> None:
+    """The rule of `sit sample` (`sit.samplers.check_method_fields`) for one --samplers entry:
+    options the method would ignore are refused, never run and written into a row's name; the
+    points' own steps (--nfe) and tolerances (--tolerances) are not options."""
+    from sit.config import ConfigError
+    from sit.samplers import ADAPTIVE_FIELDS, ADAPTIVE_METHODS, SAMPLERS, check_method_fields
+
+    if "num_steps" in opts:
+        raise ValueError(f"--samplers {name!r}: num_steps is set by --nfe, not per sampler")
+    if method in ADAPTIVE_METHODS and any(k in opts for k in ADAPTIVE_FIELDS):
+        raise ValueError(f"--samplers {name!r}: atol / rtol of {method} are set by --tolerances, not per sampler")
+    if method not in SAMPLERS or SAMPLERS[method].kind == "discrete":
+        return  # named by the sampler config of each point
+    try:
+        check_method_fields(method, opts)
+    except ConfigError as e:  # the options are written as FIELD=VALUE: name them so
+        raise ValueError(f"--samplers {name!r}: " + e.render(lambda record, field: field)) from None
+
+
+def check_grids(points, meta, table) -> None:
+    """Every point's time grid on this model's path, before the first point runs: a grid float64
+    cannot keep strictly decreasing is refused naming the sampler, its steps and the options."""
+    from sit.config import ConfigError
+    from sit.generate.glue import sample_config
+    from sit.samplers import SampleConfig
+
+    if getattr(meta, "discrete", False):
+        return
+    from sit.paths import get_path
+
+    path = get_path(meta.path)
+    for name, method, opts, steps, extra in points:
+        cfg = sample_config(method, {**opts, **extra, "num_steps": steps})
+        if not isinstance(cfg, SampleConfig):
+            continue
+        try:
+            cfg.make_grid(path, meta.prediction, table)
+        except ConfigError as e:
+            raise ValueError(f"--samplers {name!r} at {steps} steps: " + e.render(lambda record, field: field)) from None
+
+
 def parse_float_list(text: str, name: str) -> list[float]:
     try:
         vals = [float(v) for v in text.split(",") if v.strip()]
@@ -176,8 +217,15 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     from sit.commands.sample import check_vae_space_args
 
     check_vae_space_args(args)
+    if args.guide_ckpt:
+        from sit.generate.glue import guide_needs_scale
+        from sit.guidance import GuidanceConfig
+
+        guide_needs_scale(GuidanceConfig(scale=args.cfg_scale, guide=""))
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
+    for name, method, opts in samplers:
+        check_sampler_options(name, method, opts)
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
               for steps, extra in sweep_points(method, opts, nfes, tolerances)]
     from sit.generate.glue import sample_config
@@ -185,8 +233,11 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     for name, method, opts, steps, extra in points:  # every point's config checked before any is run
         try:
             sample_config(method, {**opts, **extra, "num_steps": steps})
-        except (ValueError, TypeError) as e:
-            raise ValueError(f"--samplers {name!r} at {steps} steps: {e}") from None
+        except (ValueError, TypeError) as e:  # the fields as the FIELD=VALUE options name them
+            import re
+
+            text = re.sub(r"\b(?:Discrete)?SampleConfig\.(\w+)", r"\1", str(e))
+            raise ValueError(f"--samplers {name!r} at {steps} steps: {text}") from None
     return samplers, points
 
 
@@ -270,18 +321,23 @@ def run(args) -> int:
     from sit.evaluate.plots import plot_lines, plot_quality_vs_nfe, write_csv
 
     samplers, points = _parse_plan(args)
+    from sit.folders import require_reachable
+
+    require_reachable(args.out)
     dev = dist.init(S.default_device(args.device))
     net, meta = checkpoints.load(args.ckpt, weights=args.weights, log=dist.eprint0)
     net = S.prepare_network(net, args.precision, args.compile, dev)
     labels = S.parse_labels(args.labels, S.model_num_classes(net))
     table = _loss_table(args, samplers, meta)
+    check_grids(points, meta, table)
+    guide = (None, None, None)
+    if args.guide_ckpt:  # before the quality function reads data or a VAE
+        from sit.generate.glue import load_guide
+
+        g_net, g_meta, g_id = load_guide(args.guide_ckpt, meta, weights=args.weights, log=dist.eprint0)
+        guide = (S.prepare_network(g_net, args.precision, args.compile, dev), g_meta, g_id)
     quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev, meta)
     out = Path(args.out)
-    guide = (None, None, None)
-    if args.guide_ckpt:
-        gk = checkpoints.resolve(args.guide_ckpt, log=dist.eprint0)
-        g_net, g_meta = checkpoints.load(gk, weights=args.weights, log=dist.eprint0)
-        guide = (S.prepare_network(g_net, args.precision, args.compile, dev), g_meta, checkpoints.identity(gk))
     run_point = _point_runner(args, net, meta, table, labels, dev, guide)
     if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
         t0 = time.perf_counter()

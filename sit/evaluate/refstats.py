@@ -113,8 +113,9 @@ def generic_key(identity: str, images: np.ndarray) -> str:
     return h.hexdigest()[:24]
 
 
-def read_generic(path: Path, key: str, n: int) -> dict:
-    """The feature arrays stored in ``path``; ValueError saying what is wrong otherwise."""
+def read_generic(path: Path, key: str, n: int, dims: dict[str, int] | None = None) -> dict:
+    """The feature arrays stored in ``path`` (each (n, D), D = ``dims[name]`` where given); ValueError
+    saying what is wrong otherwise."""
     import zipfile
     import zlib
 
@@ -130,17 +131,22 @@ def read_generic(path: Path, key: str, n: int) -> dict:
     bad = {k: a.shape for k, a in arrays.items() if a.ndim != 2 or a.shape[0] != n}
     if bad:
         raise ValueError(f"shapes {bad} instead of ({n}, D)")
+    want = {k: (n, int(d)) for k, d in (dims or {}).items()}
+    bad = {k: arrays[k].shape if k in arrays else None for k in want if k not in arrays or arrays[k].shape != want[k]}
+    if bad:
+        raise ValueError(f"shapes {bad} instead of {want}")
     if _digest_all(arrays) != digest:
         raise ValueError("sha256 of the features does not match the one stored with them")
     return arrays
 
 
 def cached_features(name: str, images: np.ndarray, identity: str, compute: Callable[[np.ndarray], dict], *,
-                    cache_dir=None, log: Callable[[str], None] = print) -> dict:
+                    cache_dir=None, log: Callable[[str], None] = print, dims: dict[str, int] | None = None) -> dict:
     """``compute(images)`` (a dict of float arrays (N, D); None values are dropped), from the cache
     ``<cache>/<name>-<key>.npz`` when a valid entry exists, else computed and stored. The key is
-    the sha256 of ``identity`` and the images; an entry that fails verification is recomputed
-    with a message. ``cache_dir=False`` disables the cache."""
+    the sha256 of ``identity`` and the images; an entry that fails verification (``dims``: the
+    width D each named feature must have) is recomputed with a message. ``cache_dir=False``
+    disables the cache."""
     images = np.asarray(images)
     if cache_dir is False:
         return {k: v for k, v in compute(images).items() if v is not None}
@@ -149,7 +155,7 @@ def cached_features(name: str, images: np.ndarray, identity: str, compute: Calla
     path = root / f"{name}-{key}.npz"
     if path.is_file():
         try:
-            out = read_generic(path, key, len(images))
+            out = read_generic(path, key, len(images), dims)
             log(f"reference features of {name}: cached {path}")
             return out
         except ValueError as e:

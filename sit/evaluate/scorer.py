@@ -73,6 +73,9 @@ class Scorer(Protocol):
     def scores(self, real: dict, fake: dict, **kw) -> Scores:
         """Scores of the ``fake`` features against the ``real`` ones."""
 
+    # optional: ``feature_dims(images) -> {name: D}``, the width of the features ``images`` get,
+    # which a cached reference entry must have (else it is rebuilt)
+
 
 def fd_of(real: np.ndarray, fake: np.ndarray) -> float:
     """Fréchet distance between Gaussians fitted to two feature sets (N1, D), (N2, D) (ADM's
@@ -100,8 +103,9 @@ def reference_features(scorer: Scorer, name: str, images, *, cache_dir=None,
     from sit.evaluate.refstats import cached_features
 
     images = np.asarray(images)
+    dims = scorer.feature_dims(images) if hasattr(scorer, "feature_dims") else None
     return cached_features(f"{scorer.name}-{name}", images, scorer.identity(), scorer.features,
-                           cache_dir=cache_dir, log=log)
+                           cache_dir=cache_dir, log=log, dims=dims)
 
 
 def finite_or_none(v) -> float | None:

@@ -74,6 +74,8 @@ def latent_sampler(
     (``guidance.guide`` set). ``info["nfe"]`` is the network evaluations per sample."""
     from sit.sampling import build_sampler
 
+    if guide_meta is not None:
+        check_guide_space(meta, guide_meta)
     sampler = build_sampler(net, meta, sample_cfg, guidance, guide_net=guide_net, guide_meta=guide_meta,
                             precision=precision, table=table, progress=progress)
     desc = dict(sampler.description)
@@ -81,6 +83,54 @@ def latent_sampler(
         desc["guide"] = {"identity": guidance.guide, "source": getattr(guide_meta, "source", None),
                          "step": getattr(guide_meta, "step", None)}
     return sampler, desc
+
+
+def _space(meta) -> tuple:
+    from sit.vae import LatentSpace
+
+    s = LatentSpace.from_record(getattr(meta, "data", None))
+    return s.scale, s.shift, s.mean, s.std
+
+
+def check_guide_space(meta: RunMeta, guide_meta: RunMeta) -> None:
+    """Refuse, in one line, an autoguidance guide trained in another latent space than the model
+    (scale, shift or per-channel normalisation of the run's data record; official checkpoints:
+    0.18215, no shift): its predictions live in other coordinates and cannot be mixed in."""
+    a, b = _space(meta), _space(guide_meta)
+    if a == b:
+        return
+    names = ("scale", "shift", "normalisation mean", "normalisation std")
+    diff = "; ".join(f"{n} {x} vs {y}" for n, x, y in zip(names, a, b) if x != y)
+    raise ConfigError("GuidanceConfig", "guide", f"{getattr(guide_meta, 'source', '')!s} was trained in another latent "
+                      f"space than the model (model vs guide: {diff}); guide with a checkpoint of the same latent space")
+
+
+def guide_needs_scale(guidance: GuidanceConfig) -> None:
+    """A guide with guidance off (zeta = 1) would be loaded and never called: refused in one line."""
+    if guidance.guide is not None and not guidance.active:
+        raise ConfigError("GuidanceConfig", "guide", "needs {scale} other than 1 (1 = guidance off: the guide would "
+                          "never be called); give {scale}, e.g. 2")
+
+
+def load_guide(path: str | os.PathLike, meta: RunMeta, *, weights: str = "ema", kind: str | None = None,
+               num_heads: int | None = None, log=None) -> tuple[Any, RunMeta, str]:
+    """(network, RunMeta, identity) of the autoguidance guide ``path``, read through the one store;
+    every refusal names the guide's argument (``guide_ckpt``), and a guide of another latent space
+    than the model (``meta``) is refused (`check_guide_space`)."""
+    from sit import checkpoints
+
+    try:
+        gk = checkpoints.resolve(path, log=log, field="guide_ckpt")
+        g_net, g_meta = checkpoints.load(gk, weights=weights, kind=kind, num_heads=num_heads, log=log)
+    except ConfigError:
+        raise
+    except (OSError, ValueError, RuntimeError) as e:  # CheckpointError is a RuntimeError
+        template = getattr(e, "template", None)
+        if isinstance(template, str) and "{.guide_ckpt}" in template:
+            raise
+        raise ConfigError("", "guide_ckpt", f"{str(path)!r} cannot be read as the guide: {e}") from None
+    check_guide_space(meta, g_meta)
+    return g_net, g_meta, checkpoints.identity(gk)
 
 
 def sample_config(method: str, options: Mapping[str, Any]) -> AnySampleConfig:
@@ -112,6 +162,7 @@ def build_latent_sampler(net, meta: RunMeta | Mapping, *, method: str, sample_op
     cfg = sample_config(method, sample_options)
     guide = None if guide_net is None else (guide_identity or "")
     guidance = GuidanceConfig(scale=cfg_scale, channels=cfg_channels, interval=cfg_interval, guide=guide)
+    guide_needs_scale(guidance)
     return latent_sampler(net, meta, cfg, guidance, precision, table=table, progress=progress,
                           guide_net=guide_net, guide_meta=guide_meta)
 

@@ -105,8 +105,16 @@ def sample_set(
     ``loss_table_sha256``, ``tf32``; with ``guide_ckpt`` (autoguidance) the guide's identity in
     ``spec.guidance.guide``); they are filled in here."""
     from sit import checkpoints, dist, folders
-    from sit.generate.glue import default_device, latent_sampler, model_num_classes, prepare_network
+    from sit.generate.glue import (
+        default_device,
+        guide_needs_scale,
+        latent_sampler,
+        load_guide,
+        model_num_classes,
+        prepare_network,
+    )
 
+    guide_needs_scale(spec.guidance)
     folders.require_input(ckpt, folders.READABLE, "ckpt")  # before the lock makes OUT
     folders.require_output(out, folders.SAMPLES, "out")  # before the lock writes OUT/.lock
     dev = dist.init(default_device(device))
@@ -123,11 +131,10 @@ def sample_set(
         if (guide_ckpt is not None) != (spec.guidance.guide is not None):
             raise ConfigError("", "guide_ckpt", "and a spec whose guidance names a guide go together (autoguidance needs both)")
         if guide_ckpt is not None:
-            gk = checkpoints.resolve(guide_ckpt, log=dist.eprint0)
-            guide_net, guide_meta = checkpoints.load(gk, weights=spec.weights, kind=kind, num_heads=num_heads,
-                                                     log=dist.eprint0)
+            guide_net, guide_meta, guide_id = load_guide(guide_ckpt, meta, weights=spec.weights, kind=kind,
+                                                         num_heads=num_heads, log=dist.eprint0)
             guide_net = prepare_network(guide_net, spec.precision, compile, dev)
-            spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=checkpoints.identity(gk)))
+            spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=guide_id))
         decode_fn, vae_space, vae_sha = _decoder(spec, C, dev, meta)
         spec = dataclasses.replace(
             spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",

@@ -68,6 +68,9 @@ __all__ = [
     "continuous_methods",
     "sampler_row",
     "methods_help",
+    "check_method_fields",
+    "SDE_FIELDS",
+    "ADAPTIVE_FIELDS",
 ]
 
 OdeMethod = Literal["euler", "heun"]
@@ -225,6 +228,34 @@ def methods_help() -> str:
     return "; ".join(f"{k}: {', '.join(v)}" for k, v in by_kind.items())
 
 
+SDE_FIELDS: tuple[str, ...] = ("w", "w_scale", "eta", "last_step", "last_step_size")  # read by sde rows only
+ADAPTIVE_FIELDS: tuple[str, ...] = ("atol", "rtol")  # read by adaptive solvers only
+
+
+def check_method_fields(method: str, given) -> None:
+    """Refuse SampleConfig fields ``given`` (names set explicitly) that ``method`` would ignore, so
+    they cannot enter a set's identity or label a sweep row without changing its samples: an SDE
+    field with a row whose kind (in `SAMPLERS`) is not "sde", a tolerance with a fixed-step method,
+    ``num_steps`` with an adaptive solver (it chooses its own steps). The one rule of `sit sample`
+    and `sit sweep`; raises `ConfigError` naming the field."""
+    from sit.config import ConfigError
+
+    row = sampler_row(method)
+    if row.kind != "sde":
+        bad = [k for k in SDE_FIELDS if k in given]
+        if bad:
+            raise ConfigError("SampleConfig", bad[0], f"applies to SDE methods only (got {{method}} {method}, "
+                              f"{'an' if row.kind[0] in 'aeiou' else 'a'} {row.kind} sampler)")
+    adaptive = method in ADAPTIVE_METHODS
+    if adaptive and "num_steps" in given:
+        raise ConfigError("SampleConfig", "num_steps", f"does not apply to the adaptive solver {method} (it chooses "
+                          "its own steps; use {atol} / {rtol})")
+    if not adaptive:
+        bad = [k for k in ADAPTIVE_FIELDS if k in given]
+        if bad:
+            raise ConfigError("SampleConfig", bad[0], f"applies to adaptive solvers only (got {{method}} {method})")
+
+
 def nfe_per_step(method: str) -> int | None:
     """Network evaluations per step of ``method`` (from `SAMPLERS`), None where the solver decides
     (adaptive torchdiffeq methods, Adams). Heun-type last steps may save one (see `SampleConfig.expected_nfe`)."""
@@ -294,7 +325,7 @@ class SampleConfig:
             if v is not None and not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
                 raise ValueError(f"SampleConfig.{name} must be None or a time in [0, 1] (got {v!r})")
         if self.t_start is not None and self.t_end is not None and not self.t_start > self.t_end:
-            raise ValueError(f"SampleConfig.t_start must be > t_end (got {self.t_start}, {self.t_end})")
+            raise ValueError(f"SampleConfig.t_start must be > SampleConfig.t_end (got {self.t_start}, {self.t_end})")
         for name in ("atol", "rtol", "shift", "rho"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
@@ -343,7 +374,24 @@ class SampleConfig:
         return row.nfe_per_step * self.num_steps - _saves_last(row, self, ends_at_0)
 
     def make_grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
-        """The float64 decreasing time grid the sampler will walk (num_steps intervals)."""
+        """The float64 decreasing time grid the sampler will walk (num_steps intervals); one that
+        float64 cannot keep strictly decreasing (a huge shift, a tiny rho, too many steps in a
+        narrow range) is refused naming the fields that make it so."""
+        grid = self._grid(path, prediction, table)
+        if grid.numel() >= 2 and not bool((grid[1:] < grid[:-1]).all()):
+            from sit.config import ConfigError
+
+            name = {"shifted": "shift", "edm": "rho"}.get(self.grid)
+            knob = f" and {{{name}}} {getattr(self, name):g}" if name else ""
+            i = int((grid[1:] >= grid[:-1]).nonzero()[0])
+            raise ConfigError("SampleConfig", "grid", f"{self.grid!r} with {{num_steps}} {self.num_steps}{knob} "
+                              f"from t = {float(grid[0]):g} to {float(grid[-1]):g} repeats a time (t = "
+                              f"{float(grid[i]):.17g} at steps {i} and {i + 1}): float64 cannot tell the steps "
+                              "apart; use fewer {num_steps}" + (f" or a milder {{{name}}}" if name else "")
+                              + " or another {grid}")
+        return grid
+
+    def _grid(self, path: Path, prediction: str = "velocity", table: LossTable | None = None) -> Tensor:
         t_start, t_end = self.time_range(path, prediction, table)
         kw = dict(kind=self.grid, shift=self.shift, rho=self.rho, log_snr=_log_snr_fn(path))
         if self.is_sde and self.last_step is not None:

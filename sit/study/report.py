@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 
 from sit.study import paper
 from sit.study.cells import CELL_BY_NAME, FIG5_CELL, W_CHOICES
 from sit.study.claims import Claim, Stat, best_depends, best_is, claim_of, stat
+from sit.study.records import read_identity
 from sit.study.run import CONFIG_NAME, load_results
 from sit.study.sampling import spec_method
 
@@ -169,7 +169,7 @@ def claims_md(claims: list[Claim]) -> str:
 
 
 def _settings_md(out: Path, m: Measured) -> str:
-    ident = json.loads((out / CONFIG_NAME).read_text())["identity"] if (out / CONFIG_NAME).is_file() else {}
+    ident = read_identity(out, CONFIG_NAME) or {}
     b, t, mc = ident.get("budget", {}), ident.get("train", {}), ident.get("model", {})
     data = t.get("latents") or t.get("data") or f"embedded {t.get('dataset')}"
     done = {c: len(rs) for c, rs in m.by_cell.items()}
@@ -204,8 +204,7 @@ def _metric_line(ident: dict) -> str:
 
 
 def _axis_label(out: Path) -> str:
-    f = out / CONFIG_NAME
-    ident = json.loads(f.read_text()).get("identity", {}) if f.is_file() else {}
+    ident = read_identity(out, CONFIG_NAME) or {}
     return "Inception FID (lower is better)" if _latent(ident) else "classifier-feature FD (lower is better)"
 
 

@@ -24,6 +24,7 @@ import torch
 
 from sit.config import ConfigError, ModelConfig, TrainConfig, to_dict
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
+from sit.study.records import check_latents, load_results, read_identity, unit_lock
 from sit.study.sampling import generate, spec_name
 from sit.study.scoring import ScoringConfig
 
@@ -63,15 +64,20 @@ class Study:
     def run_dir(self, cell: Cell, seed: int) -> Path:
         return self.out / "runs" / f"{cell.name}-s{seed}"
 
+    def unit_lock_dir(self, cell: Cell, seed: int) -> Path:
+        """The folder whose lock a process holds while it runs (cell, seed): outside the run folder,
+        which is removed and recreated under it."""
+        return self.out / "locks" / f"{cell.name}-s{seed}"
+
 
 def check_identity(study: Study) -> None:
     """Write study_config.json, or refuse when the folder holds a study with other settings."""
-    from sit.io import differing_fields, read_json, write_json
+    from sit.io import differing_fields, write_json
 
     f = study.out / CONFIG_NAME
     want = json.loads(json.dumps(study.identity()))
     if f.is_file():
-        have = read_json(f, "study config").get("identity")
+        have = read_identity(study.out, CONFIG_NAME)
         if have != want:
             diff = differing_fields(have or {}, want, values=True)
             raise ConfigError(
@@ -303,17 +309,30 @@ def _fmt(v) -> str:
 
 
 def run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None]) -> dict:
-    """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically."""
-    from sit.io import remove_tree, write_json
+    """Train (cell, seed) from step 0, measure it, write results/CELL-sSEED.json atomically; under
+    the unit's lock (`sit.study.records.unit_lock`), taken before its unfinished run folder is
+    removed, so a second process for the same unit says in one line that it is running."""
+    from sit.io import remove_tree
+
+    with unit_lock(study, cell, seed, log):
+        done = study.result_path(cell, seed)
+        if done.is_file():   # finished by another process while this one waited for its turn
+            log(f"  {cell.name} s{seed}: finished meanwhile by another process ({str(done)!r})")
+            return json.loads(done.read_text())
+        run_dir = study.run_dir(cell, seed)
+        if run_dir.exists():
+            log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
+            remove_tree(run_dir)
+        return _run_unit(study, cell, seed, data, log, run_dir)
+
+
+def _run_unit(study: Study, cell: Cell, seed: int, data: EvalData, log: Callable[[str], None], run_dir: Path) -> dict:
+    from sit.io import write_json
     from sit.train import train
     from sit.train.loop import Callbacks
 
     t0, cpu0 = time.perf_counter(), time.process_time()
     cfg, mc = cell_configs(study, cell, seed)
-    run_dir = study.run_dir(cell, seed)
-    if run_dir.exists():
-        log(f"  {cell.name} s{seed}: removing the unfinished run {str(run_dir)!r} (restarts from step 0)")
-        remove_tree(run_dir)
     path_lengths, result = [], None
     cb = Callbacks(after_step=_train_progress(f"  {cell.name} s{seed}", study.budget.steps, log))
     for k, stop in enumerate(segments(study, cell)):
@@ -382,17 +401,6 @@ def _final_loss(run_dir: Path) -> float | None:
     return loss
 
 
-def load_results(out: Path) -> list[dict]:
-    """Every finished (cell, seed) result of a study folder (unreadable files are skipped)."""
-    res = []
-    for f in sorted((Path(out) / "results").glob("*.json")):
-        try:
-            res.append(json.loads(f.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return res
-
-
 def _eta(done: dict[str, list[float]], cell: Cell, remaining: list[Cell]) -> tuple[float | None, float | None]:
     allv = [v for vs in done.values() for v in vs]
     if not allv:
@@ -412,7 +420,11 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     and ETAs, in ``jobs`` worker processes (1: in this process); returns the results run now."""
     if not isinstance(jobs, int) or jobs < 1:
         raise ConfigError("", "jobs", f"must be an integer >= 1 (got {jobs!r})")
+    from sit.study.scoring import check_inputs
+
+    check_inputs(study)   # before the study folder is written
     check_identity(study)
+    check_latents(study, log)
     todo = [(c, s) for c, s in study.units()
             if not only or any(c.name == n and (ss is None or ss == s) for n, ss in only)]
     done_times: dict[str, list[float]] = {}
@@ -423,16 +435,19 @@ def run_study(study: Study, only: list[tuple[str, int | None]] | None = None,
     if not pending:
         return []
     t_start = time.perf_counter()
-    if jobs == 1:
-        _worker_init(study)
-        out = []
-        for i, (cell, seed) in enumerate(pending):
-            log(f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], 1, t_start)}")
-            rec = run_unit(study, cell, seed, _DATA[0], log)
-            done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
-            out.append(rec)
-    else:
-        out = _run_parallel(study, pending, done_times, jobs, t_start, log)
+    from sit.train.log import missing_tensorboard_said_once
+
+    with missing_tensorboard_said_once(log, f"{str(study.out / 'runs')!r}/CELL-sSEED/metrics.jsonl of each unit"):
+        if jobs == 1:
+            _worker_init(study)
+            out = []
+            for i, (cell, seed) in enumerate(pending):
+                log(f"sit study: [{i + 1}/{len(pending)}] {_eta_line(done_times, cell, seed, pending[i:], 1, t_start)}")
+                rec = run_unit(study, cell, seed, _DATA[0], log)
+                done_times.setdefault(cell.name, []).append(rec["wall_s"]["total"])
+                out.append(rec)
+        else:
+            out = _run_parallel(study, pending, done_times, jobs, t_start, log)
     log(f"sit study: ran {len(out)} units in {_dur(time.perf_counter() - t_start)}")
     return out
 
@@ -463,6 +478,9 @@ def _worker_init(study: Study, worker: bool = False, jobs: int = 1) -> None:
         except (OSError, AttributeError):
             pass
     if worker:
+        from sit.train.log import SAY_MISSING_TENSORBOARD
+
+        SAY_MISSING_TENSORBOARD[0] = False   # the parent said it once for every unit
         torch.set_num_threads(worker_threads(study.base.threads, jobs))
     elif study.base.threads > 0:
         torch.set_num_threads(study.base.threads)

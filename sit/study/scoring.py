@@ -34,8 +34,28 @@ class ScoringConfig:
     batch_size: int = 64             # Inception / DINOv2 / VAE batch
 
     def __post_init__(self):
-        if not isinstance(self.ref_images, int) or self.ref_images < 2:
-            raise ValueError(f"study scoring: ref_images must be an integer >= 2 (got {self.ref_images!r})")
+        if not isinstance(self.ref_images, int) or isinstance(self.ref_images, bool) or self.ref_images < 2:
+            raise ConfigError("ScoringConfig", "ref_images", f"must be an integer >= 2 (got {self.ref_images!r})")
+
+
+def check_inputs(study) -> None:
+    """The scoring inputs of a latent / image study that can be checked without loading anything
+    (a DINOv2 folder without config.json, a reference that is not an .npz file or a folder, missing
+    Inception weights), refused in one line before the study folder is written."""
+    base, sc = study.base, study.scoring
+    if base.latents is None and base.data is None:
+        return
+    if sc.dinov2 is not None and not (Path(sc.dinov2) / "config.json").is_file():
+        raise ConfigError("ScoringConfig", "dinov2", f"{sc.dinov2!r} is not a DINOv2 folder (no config.json); save "
+                          "facebook/dinov2-large there with Dinov2Model.from_pretrained(...).save_pretrained(DIR)")
+    if sc.ref is not None:
+        p = Path(sc.ref)
+        if not (p.is_dir() or (p.is_file() and p.suffix == ".npz")):
+            raise ConfigError("ScoringConfig", "ref", f"{sc.ref!r} is " + ("not an .npz reference batch or an image "
+                              "folder" if p.exists() else "missing") + "; give an ADM .npz or an image folder")
+    if sc.inception not in ("auto", "fid-helper") and not Path(sc.inception).is_file():
+        raise ConfigError("ScoringConfig", "inception", f"{sc.inception!r} is not a file; give the path of "
+                          "pt_inception-2015-12-05-6726825d.pth, or auto / fid-helper")
 
 
 def study_vae_spec(base) -> tuple[str, str, int]:

@@ -174,10 +174,14 @@ class FolderSource(DataSource):
         if pixels and self.posterior_seed is None and not stored:
             raise field_error(ValueError, "these latent shards hold no images for the encoder: extract them with "
                               "`sit extract` and {Extract.pixels}")
+        from sit.config import usable_cores
+
         dl = torch.utils.data.DataLoader(
             _EpochItems(self.dataset),
             batch_sampler=_BatchList(sampler, start, stop),
-            num_workers=num_workers,
+            # items are seeded per index, so the worker count changes no batch: more workers than
+            # cores only costs memory (and torch's warning)
+            num_workers=min(num_workers, usable_cores()),
             pin_memory=device.type == "cuda",
             persistent_workers=False,
         )

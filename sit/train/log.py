@@ -5,6 +5,7 @@ loss curve drawn from metrics.jsonl. Rank 0 only; other ranks get a `Logger` tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -64,12 +65,40 @@ def truncate_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(l + "\n" for l in keep))
 
 
+# False while a caller that runs many trainings (`sit study`) has said once for all of them that
+# TensorBoard is missing (`missing_tensorboard_said_once`)
+SAY_MISSING_TENSORBOARD = [True]
+
+
+def tensorboard_available() -> bool:
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except Exception:  # noqa: BLE001  tensorboard not installed
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def missing_tensorboard_said_once(log=print, where: str = "metrics.jsonl of each run"):
+    """Within: say once (through ``log``) that TensorBoard is missing, not once per training run."""
+    before = SAY_MISSING_TENSORBOARD[0]
+    if before and not tensorboard_available():
+        log(f"sit: TensorBoard is not installed (pip install tensorboard), so no scalars go to tb/; the metrics "
+            f"are in the {where}")
+        SAY_MISSING_TENSORBOARD[0] = False
+    try:
+        yield
+    finally:
+        SAY_MISSING_TENSORBOARD[0] = before
+
+
 def _tensorboard(run_dir: Path, log=print):
     try:
         from torch.utils.tensorboard import SummaryWriter
     except Exception:  # noqa: BLE001  tensorboard not installed
-        log(f"sit train: TensorBoard is not installed (pip install tensorboard), so no scalars go to "
-            f"{str(run_dir / 'tb')!r}; the metrics are in {str(run_dir / 'metrics.jsonl')!r}")
+        if SAY_MISSING_TENSORBOARD[0]:
+            log(f"sit train: TensorBoard is not installed (pip install tensorboard), so no scalars go to "
+                f"{str(run_dir / 'tb')!r}; the metrics are in {str(run_dir / 'metrics.jsonl')!r}")
         return None
     return SummaryWriter(str(run_dir / "tb"))
 

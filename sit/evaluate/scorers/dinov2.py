@@ -85,6 +85,9 @@ class Dinov2Scorer:
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
         return (x.clamp(0, 1) - mean) / std
 
+    def feature_dims(self, images) -> dict:
+        return {"cls": int(self.net.config.hidden_size)}
+
     @torch.no_grad()
     def features(self, images) -> dict:
         out = []

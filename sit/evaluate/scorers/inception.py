@@ -44,6 +44,11 @@ class InceptionScorer:
     def describe(self) -> str:
         return self.feats.describe()
 
+    def feature_dims(self, images) -> dict:
+        from sit.evaluate.refstats import POOL_DIM, SPATIAL_DIM
+
+        return {"pool": POOL_DIM, **({"spatial": SPATIAL_DIM} if self.spatial else {})}
+
     def features(self, images) -> dict:
         return self.feats.features(images, spatial=self.spatial)
 

@@ -22,6 +22,9 @@ class PixelScorer:
     def identity(self) -> str:
         return VERSION
 
+    def feature_dims(self, images) -> dict:
+        return {"pixels": int(np.prod(np.shape(images)[1:]))}
+
     def features(self, images) -> dict:
         if isinstance(images, torch.Tensor) and images.is_floating_point():
             f = ((images.detach().cpu().double() + 1) / 2).clamp(0, 1)
