@@ -183,16 +183,30 @@ def read_index(folder: Path) -> list[dict]:
                           "train with {TrainConfig.phema_sigmas} and {TrainConfig.phema_every}") from None
     if not isinstance(index, list):
         raise ValueError(f"post-hoc EMA index {where!r} is not a list of snapshots")
-    lo, hi = PHEMA_SIGMA_RANGE
     for n, e in enumerate(index):
-        ok = (isinstance(e, dict) and isinstance(e.get("step"), int) and e["step"] >= 1
-              and isinstance(e.get("sigma_rel"), (int, float)) and lo <= e["sigma_rel"] < hi
-              and isinstance(e.get("file"), str) and Path(e["file"]).name == e["file"]
-              and isinstance(e.get("sha256"), str))
-        if not ok:
-            raise ValueError(f"post-hoc EMA index {where!r}: entry {n} ({str(e)[:120]}) lacks a step, sigma_rel, "
-                             "file or sha256; the index is damaged")
+        problem = _entry_problem(e)
+        if problem:
+            raise ValueError(f"post-hoc EMA index {where!r}: entry {n} {problem}; the index is written by training "
+                             "(damaged): restore it, or remove the entry")
     return index
+
+
+_ENTRY = {"step": int, "sigma_rel": (int, float), "file": str, "sha256": str}
+
+
+def _entry_problem(e) -> str | None:
+    """What is wrong with one index entry (None when it is a snapshot's step >= 1, sigma_rel in range,
+    a file name inside the folder and a sha256)."""
+    if not isinstance(e, dict):
+        return f"is not an object (got {e!r:.60})"
+    for key, typ in _ENTRY.items():
+        v = e.get(key)
+        if v is None or isinstance(v, bool) or not isinstance(v, typ):
+            return f"({e.get('file', '?')}) has " + (f"no {key!r}" if v is None else f"a bad {key!r} ({v!r:.60})")
+    lo, hi = PHEMA_SIGMA_RANGE
+    if e["step"] < 1 or not lo <= e["sigma_rel"] < hi or Path(e["file"]).name != e["file"]:
+        return f"({str(e)[:120]}) has a step < 1, a sigma_rel outside [{lo}, {hi}) or a file outside the folder"
+    return None
 
 
 def _steps_text(steps: list[int]) -> str:
