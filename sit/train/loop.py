@@ -27,7 +27,7 @@ from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConf
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
-from sit.train.objective import Objective, build_objective
+from sit.train.objective import Objective, build_objective, model_config_for
 from sit.train.report import finish_run, sample_grid
 from sit.train.seeds import generator, rng_state, seed_of, set_rng_state
 
@@ -140,8 +140,8 @@ class _NoDrop(nn.Module):
         self.net = net
         self.in_channels, self.out_channels = in_channels, out_channels  # read by ModelField
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        return self.net(x, t, y, force_drop_ids=torch.zeros_like(y))
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, **kw):
+        return self.net(x, t, y, force_drop_ids=torch.zeros_like(y), **kw)  # kw: t2, hidden (the objective's)
 
 
 @dataclasses.dataclass
@@ -203,6 +203,7 @@ def train(
         if cfg is None or model_cfg is None:
             raise ValueError("train() needs cfg and model_cfg, or resume=RUN_DIR")
         run_threads(cfg.threads, saved=False)  # refused before the folder is touched
+        model_cfg = model_config_for(cfg, model_cfg)  # the conditioning inputs the objective adds (MeanFlow)
         run = open_fresh(cfg, model_cfg, overwrite, log=dist.print0)
     threads_before = torch.get_num_threads()
     try:
@@ -234,15 +235,13 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     net = SiT(model_cfg, grad_checkpointing=cfg.grad_checkpointing).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     pema = None
-    if cfg.phema_sigmas:  # copies made before the terms hook into the network
+    if cfg.phema_sigmas:
         from sit.train.phema import PowerEMA
 
         pema = PowerEMA(net, cfg.phema_sigmas)
     with torch.random.fork_rng(devices=[]):  # the terms' modules from their own seed: the same on every rank
         torch.manual_seed(seed_of(cfg.seed, 5))
         objective = build_objective(cfg, model_cfg, terms_device=device)
-    for term in objective.terms:
-        term.attach(net)
     term_params = [p for p in objective.terms.parameters() if p.requires_grad]
     params = [p for p in net.parameters() if p.requires_grad] + term_params
     opt = make_adamw(params, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
@@ -345,9 +344,11 @@ def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums, 
     last = micro == cfg.grad_accum - 1
     with p.train_net.no_sync() if dist.world_size() > 1 and not last else nullcontext():
         with p.autocast():
-            losses = p.objective.losses(p.fn_net, x, t, eps, y)
+            out = p.objective.outputs(p.fn_net, x, t, eps, y)
+            out.pixels = pixels
+            losses = out.loss
             t_frac = p.objective.t_fraction(t)
-            terms = {term.name: term(x, t, eps, y, pixels) for term in p.objective.terms}
+            terms = {term.name: term(out) for term in p.objective.terms}
         losses = losses.float()
         if p.callbacks.on_losses is not None:
             losses = p.callbacks.on_losses(step, losses)

@@ -1,5 +1,5 @@
 """Representation alignment (REPA, Yu et al. 2024, "Representation Alignment for Generation"): a
-`sit.train.objective.LossTerm` that aligns the hidden states of one SiT block with the patch
+`sit.train.seam.LossTerm` that aligns the hidden states of one SiT block with the patch
 features of a frozen pretrained vision encoder.
 
 With h_n (n = 1..N) the tokens after block ``repa_depth`` of the network on x_t, h_phi a projector
@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sit.config import ConfigError, ModelConfig, TrainConfig
-from sit.train.objective import LossTerm
+from sit.train.seam import LossTerm, Outputs
 
 EMBEDDED_ENCODERS = ("digits-cnn",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -155,7 +155,8 @@ def load_encoder(name: str, cfg: TrainConfig, image_size: int, device: torch.dev
 
 
 class RepaTerm(LossTerm):
-    """REPA's alignment term (module docstring); owns the projector, reads block ``depth``'s output."""
+    """REPA's alignment term (module docstring); owns the projector, reads block ``depth``'s output
+    from the objective's outputs (``Outputs.hidden``)."""
 
     name = "repa"
     needs_pixels = True
@@ -163,25 +164,18 @@ class RepaTerm(LossTerm):
     def __init__(self, encoder: Encoder, hidden_size: int, depth: int, coeff: float, proj_dim: int, grid: int):
         super().__init__()
         self.depth, self.coeff, self.grid = depth, float(coeff), grid
+        self.hidden_blocks = (depth,)
         self.projector = nn.Sequential(
             nn.Linear(hidden_size, proj_dim), nn.SiLU(),
             nn.Linear(proj_dim, proj_dim), nn.SiLU(),
             nn.Linear(proj_dim, encoder.dim),
         )
-        self.__dict__["encoder"] = encoder  # plain attribute: frozen, not in state_dict / parameters()
-        self.__dict__["_hidden"] = None
+        self.encoder = encoder  # not a Module: frozen, not in state_dict / parameters()
 
-    def attach(self, net: nn.Module) -> None:
-        def keep(_module, _inputs, out):
-            self.__dict__["_hidden"] = out
-
-        net.blocks[self.depth - 1].register_forward_hook(keep)
-
-    def forward(self, x, t, eps, y, pixels):
-        h = self.__dict__["_hidden"]
-        self.__dict__["_hidden"] = None
+    def forward(self, out: Outputs) -> Tensor:
+        h, pixels = out.hidden.get(self.depth), out.pixels
         if h is None:
-            raise RuntimeError(f"REPA: block {self.depth} of the network did not run before the alignment term")
+            raise RuntimeError(f"REPA: the objective did not hand over block {self.depth}'s output")
         if pixels is None:
             raise ValueError("REPA: the data source gave no pixels for the encoder")
         with torch.no_grad():
