@@ -29,7 +29,7 @@ import torch
 
 VELOCITY = [("euler", 1), ("euler", 2), ("heun", 1), ("heun", 2), ("heun", 4), ("dpmpp_2m", 2), ("dpmpp_2m", 4),
             ("dpmpp_2m", 8), ("heun", 8), ("heun", 16), ("heun", 20)]
-MEANFLOW = [("meanflow", 1), ("meanflow", 2), ("meanflow", 4), ("meanflow", 8), ("heun", 4), ("heun", 16)]
+MEANFLOW = [("meanflow", 1), ("meanflow", 2), ("meanflow", 4), ("heun", 4)]
 
 
 def score_run(run: str, samplers, cfg_scale: float, per_class: int = 30) -> list[dict]:
