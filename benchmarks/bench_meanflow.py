@@ -107,7 +107,7 @@ def plot(rows: list[dict], png: str) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("NFE (network evaluations per sample; CFG batch = 1)")
     ax.set_ylabel("classifier-feature FD (lower is better)")
-    ax.set_title("digits demo, 600 steps, cfg 2: mean over seeds (bars: min-max)")
+    ax.set_title("digits demo, 600 steps, cfg 2: mean of 3 seeds (bars: min-max)", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
