@@ -135,10 +135,12 @@ class _NoDrop(nn.Module):
     """Calls the (possibly DDP-wrapped) network with label dropout disabled: the loop replaces
     dropped labels by the null class itself, from its own seeded generator."""
 
-    def __init__(self, net: nn.Module, in_channels: int, out_channels: int):
+    def __init__(self, net: nn.Module, in_channels: int, out_channels: int, bare: nn.Module | None = None):
         super().__init__()
         self.net = net
         self.in_channels, self.out_channels = in_channels, out_channels  # read by ModelField
+        # the network without the DDP wrapper, for what DDP's forward cannot run (MeanFlow's JVP)
+        self.bare = None if bare is None else _NoDrop(bare, in_channels, out_channels)
 
     def forward(self, x: Tensor, t: Tensor, y: Tensor, **kw):
         return self.net(x, t, y, force_drop_ids=torch.zeros_like(y), **kw)  # kw: t2, hidden (the objective's)
@@ -253,7 +255,8 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params, objective, data,
                StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks,
                term_params=term_params, pema=pema)
-    p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels)
+    p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels,
+                       bare=p.train_net.module if dist.world_size() > 1 else None)
     if cfg.precision == "bf16":
         p.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     status = _run_steps(p, st)

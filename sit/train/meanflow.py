@@ -26,6 +26,8 @@ z_t is the marginal velocity, and the target is affine in v, so the minimiser is
   * Guidance folded into the target (MeanFlow eq. 19-21), with the network's own instantaneous
     velocities under stop-gradient: v~ = omega v + kappa u(z_t, t, t | c) + (1 - omega - kappa)
     u(z_t, t, t | null) for labelled samples (the dropped ones keep v); sample unguided then.
+  * DDP: DDP's forward cannot run inside ``torch.func.jvp``; there the target comes from the JVP of
+    the unwrapped network (no graph) and u_theta from a plain forward through DDP (one more forward).
   * Conditioning: the network sees (t, t - r): its usual time embedding (of tau = 1 - t, as every
     sit network) plus a second, zero-initialised one of t - r (ModelConfig.second_time), so at
     r = t it is a plain SiT velocity network (output -u in the official tau convention).
@@ -143,8 +145,16 @@ class MeanFlowObjective(Objective):
         z = self.path.x_t(x, eps, t_)
         v = self.guided_velocity(net, z, t_, self.path.velocity_target(x, eps, t_), y)
         blocks = self.hidden_blocks
-        res = meanflow_target(self._u_fn(net, y, blocks), z, t_, r_, v, aux=bool(blocks))
-        u, u_tgt = res[0], res[1]
+        bare = getattr(net, "bare", None)
+        if bare is None:
+            res = meanflow_target(self._u_fn(net, y, blocks), z, t_, r_, v, aux=bool(blocks))
+            u, u_tgt = res[0], res[1]
+        else:  # DDP: its forward cannot run inside the JVP; the target from the bare network, u through DDP
+            with torch.no_grad():
+                u_tgt = meanflow_target(self._u_fn(bare, y, ()), z, t_, r_, v)[1]
+            res = self._u_fn(net, y, blocks)(z, t_, r_)
+            res = (res[0], u_tgt, res[1]) if blocks else (res, u_tgt)
+            u = res[0]
         loss = adaptive_loss(u - u_tgt, float(self.cfg.meanflow_norm_p), float(self.cfg.meanflow_norm_eps))
         return Outputs(loss=loss, pred=u, target=u_tgt, x=x, x_t=z, t=t_, eps=eps, y=y,
                        hidden=res[2] if blocks else {}, extra={"r": r_})
