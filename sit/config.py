@@ -22,11 +22,13 @@ Prediction = Literal["velocity", "score", "noise"]
 LossWeight = Literal[None, "velocity", "likelihood"]
 TimeInput = Literal["continuous", "discrete"]
 TimeDist = Literal["uniform", "logit_normal"]
+ObjectiveName = Literal["sit", "meanflow"]
 PATH_NAMES: tuple[str, ...] = get_args(PathName)
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
 LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
 TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
+OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
 
 
 # Bounds checked before anything is allocated (issue 22): a step count or thread count beyond them
@@ -208,6 +210,10 @@ class ModelConfig:
     class_dropout_prob: float = 0.1   # label dropout for classifier-free guidance
     num_classes: int = 1000           # the null (unconditional) label is index num_classes
     learn_sigma: bool = True          # official checkpoints carry 2*in_channels output channels
+    second_time: bool = False         # a second, zero-initialised time embedding (MeanFlow's t - r)
+
+    # options added later: left out of the stored form at their default (identities unchanged)
+    OMIT_IF_DEFAULT = ("second_time",)
 
     def __post_init__(self):
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
@@ -226,6 +232,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.class_dropout_prob must be in [0, 1) (got {self.class_dropout_prob})")
         if not self.mlp_ratio > 0:
             raise ValueError(f"ModelConfig.mlp_ratio must be > 0 (got {self.mlp_ratio})")
+        if not isinstance(self.second_time, bool):
+            raise ValueError(f"ModelConfig.second_time must be true or false (got {self.second_time!r})")
 
     @property
     def out_channels(self) -> int:
@@ -411,10 +419,42 @@ class TrainConfig:
 
     # the VAE latent space (sit.vae.LatentSpace): x = (z - vae_shift) * vae_scale; None = the VAE config's
     # scaling_factor / shift_factor ({data}), the latent index's ({latents})
+    objective: ObjectiveName = _f("sit", "loss", "sit: the paper's loss on {path} / {prediction} / {time_input}; meanflow: "
+                                  "the average velocity u(x_t, r, t) for 1-step sampling (Geng et al. 2025, sit.train.meanflow; "
+                                  "velocity on a continuous path)", added_later=True)
+    meanflow_ratio: float = _f(0.25, "loss", "MeanFlow: share of samples with r != t (the rest r = t: flow matching)",
+                               metavar="P", added_later=True)
+    meanflow_p_mean: float = _f(-0.4, "loss", "MeanFlow: logit-normal location of the (t, r) draw", metavar="MU", added_later=True)
+    meanflow_p_std: float = _f(1.0, "loss", "MeanFlow: logit-normal scale of the (t, r) draw", metavar="S", added_later=True)
+    meanflow_norm_p: float = _f(1.0, "loss", "MeanFlow: adaptive weight 1 / (||err||^2 + c)^p, p (0 = plain squared error)",
+                                metavar="P", added_later=True)
+    meanflow_norm_eps: float = _f(1e-3, "loss", "MeanFlow: c of the adaptive weight", metavar="C", added_later=True)
+    meanflow_omega: float = _f(1.0, "loss", "MeanFlow: guidance scale folded into the target (1 = off; sample unguided then)",
+                               metavar="W", added_later=True)
+    meanflow_kappa: float = _f(0.0, "loss", "MeanFlow: kappa of the folded guidance (the conditional u's share)", metavar="K", added_later=True)
+
     vae_scale: float | None = _f(None, "data", "latent scale: the network sees (z - shift) * S (default: the VAE config's "
                                  "scaling_factor for {data}, the latent index's for {latents}; recorded in the run)", metavar="S", added_later=True)
     vae_shift: float | None = _f(None, "data", "latent shift (default: the VAE config's shift_factor, 0 when it has none; "
                                  "the index's for {latents})", metavar="B", added_later=True)
+
+    def _check_meanflow(self) -> None:
+        for name in ("meanflow_ratio", "meanflow_p_mean", "meanflow_p_std", "meanflow_norm_p", "meanflow_norm_eps",
+                     "meanflow_omega", "meanflow_kappa"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ConfigError("TrainConfig", name, f"must be a finite number (got {v!r})")
+        if not 0.0 <= self.meanflow_ratio <= 1.0:
+            raise ConfigError("TrainConfig", "meanflow_ratio", f"must lie in [0, 1] (got {self.meanflow_ratio})")
+        for name in ("meanflow_p_std", "meanflow_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ConfigError("TrainConfig", name, f"must be > 0 (got {getattr(self, name)})")
+        if self.meanflow_norm_p < 0:
+            raise ConfigError("TrainConfig", "meanflow_norm_p", f"must be >= 0 (got {self.meanflow_norm_p})")
+        if self.objective == "meanflow":
+            if self.time_input != "continuous" or self.prediction != "velocity":
+                raise ConfigError("TrainConfig", "objective", "'meanflow' learns an average velocity: it needs "
+                                  "{prediction} 'velocity' and {time_input} 'continuous'")
 
     def group(self, name: str):
         """The fields of record ``name`` (a `TRAIN_GROUPS` key) as a frozen, typed record
@@ -492,6 +532,7 @@ class TrainConfig:
                 raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside [{lo:g}, {hi:.4f})")
         if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
             raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
+        self._check_meanflow()
         if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
             raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
         for name in ("vae_scale", "vae_shift"):

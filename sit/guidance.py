@@ -154,28 +154,36 @@ class GuidedModel:
         lo, hi = self.interval
         return (t >= lo) & (t <= hi)
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor, r: Tensor | None = None) -> Tensor:
+        """The guided prediction at (x, t) for labels y; ``r`` (B,): the start time of an
+        average-velocity (MeanFlow) network, passed through to every call alongside t."""
         if y is None and self.guide_fn is None:
             raise ValueError("GuidedModel needs class labels y (B,); the null label is added internally")
         B = x.shape[0]
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(B)
+
+        def call(fn, xx, tt, yy, rr):
+            return fn(xx, tt, yy) if rr is None else fn(xx, tt, yy, r=rr)
+
         self.nfe += 1
         active = self._active(t)
         if self.cfg_scale == 1.0 or not bool(active.any()):
             self.rows += B
-            return self.model_fn(x, t, y)
+            return call(self.model_fn, x, t, y, r)
         idx = active.nonzero().squeeze(1)
         all_active = idx.numel() == B
         xu, tu = (x, t) if all_active else (x[idx], t[idx])
+        ru = r if (r is None or all_active) else r[idx]
         if self.guide_fn is not None:
-            cond = self.model_fn(x, t, y)
-            uncond = self.guide_fn(xu, tu, y if (all_active or y is None) else y[idx])
+            cond = call(self.model_fn, x, t, y, r)
+            uncond = call(self.guide_fn, xu, tu, y if (all_active or y is None) else y[idx], ru)
             self.guide_nfe += 1
         else:
             null = torch.full_like(y[idx] if not all_active else y, self.null_class)
-            out = self.model_fn(torch.cat([x, xu]), torch.cat([t, tu]), torch.cat([y, null]))
+            out = call(self.model_fn, torch.cat([x, xu]), torch.cat([t, tu]), torch.cat([y, null]),
+                       None if r is None else torch.cat([r, ru]))
             cond, uncond = out[:B], out[B:]
         self.rows += B + idx.numel()
         c = cond if all_active else cond[idx]

@@ -140,7 +140,10 @@ def remove_tree(path: PathLike) -> None:
 def json_default(o: Any) -> Any:
     """JSON for the values sit records: dataclasses, numpy scalars, paths, dtypes, tuples."""
     if dataclasses.is_dataclass(o) and not isinstance(o, type):
-        return dataclasses.asdict(o)
+        from sit.config import ModelConfig, to_dict
+
+        # ModelConfig's later options are left out at their default (recorded identities unchanged)
+        return to_dict(o) if isinstance(o, ModelConfig) else dataclasses.asdict(o)
     if isinstance(o, np.integer):
         return int(o)
     if isinstance(o, np.floating):

@@ -201,10 +201,14 @@ def velocity_field(
     predicts the score or the noise. A scalar t is expanded to (B,)."""
     check_prediction(prediction)
 
-    def field(x: Tensor, t: Tensor) -> Tensor:
+    def field(x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
         t = torch.as_tensor(t, device=x.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        if r is not None:  # an average-velocity (MeanFlow) model: u(x, r, t), a velocity model's own units
+            if prediction != "velocity":
+                raise ValueError(f"an average velocity u(x, r, t) needs a velocity model (got prediction {prediction!r})")
+            return model_fn(x, t, y, r=r)
         out = model_fn(x, t, y)
         return to_velocity(path, prediction, out, x, t)
 

@@ -162,6 +162,14 @@ def build_sampler(
         return _discrete(net, field_fn, guide_fn, sample_cfg, guidance, progress)
     if not isinstance(sample_cfg, SampleConfig):
         raise TypeError(f"sample_cfg must be a SampleConfig or DiscreteSampleConfig (got {type(sample_cfg).__name__})")
+    if sample_cfg.kind == "average":
+        for name, n in (("model", net), ("guide", guide_net)):
+            if n is not None and not getattr(getattr(n, "config", None), "second_time", False):
+                raise ConfigError("SampleConfig", "method", f"{sample_cfg.method!r} needs an average-velocity network "
+                                  f"(trained with objective 'meanflow'); this {name} has no second time input")
+        if info.prediction != "velocity":
+            raise ConfigError("SampleConfig", "method", f"{sample_cfg.method!r} needs a velocity model (got prediction "
+                              f"{info.prediction!r})")
     return _continuous(net, field_fn, guide_fn, info, sample_cfg, guidance, table, progress)
 
 

@@ -17,7 +17,7 @@ from sit.cli import main
 from sit.config import ModelConfig, TrainConfig
 from sit.train import objective as objective_mod
 from sit.train import train
-from sit.train.objective import LossTerm
+from sit.train.objective import LossTerm, build_objective
 from sit.train.repa import default_depth, match_grid, repa_loss
 
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
@@ -37,22 +37,20 @@ def records(run: Path) -> list[dict]:
 
 
 class ToyTerm(LossTerm):
-    """((h_1 * w).mean over channels - mean(x))^2 averaged over tokens: reads block 1's output and
-    owns the parameter w, so it moves both w and the network."""
+    """((h_1 * w).mean over channels - mean(x))^2 averaged over tokens: reads block 1's output from
+    the objective's outputs and owns the parameter w, so it moves both w and the network."""
 
     name = "toy"
     coeff = 0.3
+    hidden_blocks = (1,)
 
     def __init__(self, width: int):
         super().__init__()
         self.w = nn.Parameter(torch.linspace(0.5, 1.5, width))
 
-    def attach(self, net):
-        net.blocks[0].register_forward_hook(lambda _m, _i, out: self.__dict__.__setitem__("h", out))
-
-    def forward(self, x, t, eps, y, pixels):
-        h = self.__dict__.pop("h")  # (B, T, D)
-        return ((h * self.w).mean(-1) - x.flatten(1).mean(1, keepdim=True)).pow(2).mean(-1)
+    def forward(self, out):
+        h = out.hidden[1]  # (B, T, D)
+        return ((h * self.w).mean(-1) - out.x.flatten(1).mean(1, keepdim=True)).pow(2).mean(-1)
 
 
 @pytest.fixture
@@ -212,12 +210,13 @@ def test_cosine_velocity_term_is_one_minus_the_channel_cosine_of_the_velocity():
         nn.init.normal_(q, std=0.1)
     cfg = TrainConfig(cosine_coeff=1.0)
     term = CosineVelocityTerm(cfg, TINY)
-    term.attach(net)
     x, eps = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
     t, y = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([1, 2, 3])
     path = get_path("linear")
     v = ModelField(net, "velocity", "continuous")(path.x_t(x, eps, t), t, y)  # the paper-time velocity
-    got = term(x, t, eps, y, None)
+    out = build_objective(cfg, TINY).outputs(net, x, t, eps, y)
+    assert torch.equal(out.pred, v)  # the objective hands over the velocity, sign flipped once
+    got = term(out)
     target = -x + eps  # Linear: alpha_dot x* + sigma_dot eps
     want = torch.stack([torch.stack([1 - torch.dot(v[b, :, i, j], target[b, :, i, j])
                                      / (v[b, :, i, j].norm() * target[b, :, i, j].norm())

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -508,4 +507,6 @@ def official_args(config: ModelConfig, meta=None) -> dict:
 
 
 def config_summary(config: ModelConfig) -> dict:
-    return {"preset": preset_name(config), **dataclasses.asdict(config)}
+    from sit.config import to_dict
+
+    return {"preset": preset_name(config), **to_dict(config)}

@@ -76,16 +76,23 @@ class ModelField:
             return contextlib.nullcontext()
         return torch.autocast(device_type=x.device.type, dtype=self.dtype)
 
-    def raw(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+    def raw(self, x: Tensor, t: Tensor, y: Tensor | None = None, r: Tensor | None = None) -> Tensor:
         """The network's full output (B, out_channels, H, W) for time ``t`` (paper time t, or
-        the integer step when time_input="discrete"), in x's dtype; no sign change, nothing dropped."""
+        the integer step when time_input="discrete"), in x's dtype; no sign change, nothing dropped.
+        ``r`` (B,): an average-velocity (MeanFlow) network's start time; it gets t - r as its second
+        time (`sit.models.sit.SiT` with ModelConfig.second_time)."""
         with self._autocast(x):
-            out = self.net(x, self._net_time(t, x.shape[0]), y)
+            if r is None:
+                out = self.net(x, self._net_time(t, x.shape[0]), y)
+            else:
+                t2 = torch.as_tensor(t, device=x.device) - torch.as_tensor(r, device=x.device)
+                out = self.net(x, self._net_time(t, x.shape[0]), y, t2=t2.expand(x.shape[0]) if t2.ndim == 0 else t2)
         return out.to(x.dtype)
 
-    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        """Prediction in paper convention, same shape as x: (B, C, H, W) from x (B, C, H, W), t (B,)."""
-        out = self.raw(x, t, y)
+    def __call__(self, x: Tensor, t: Tensor, y: Tensor | None = None, r: Tensor | None = None) -> Tensor:
+        """Prediction in paper convention, same shape as x: (B, C, H, W) from x (B, C, H, W), t (B,).
+        With ``r`` (a MeanFlow network): the average velocity u(x, r, t) over [r, t]."""
+        out = self.raw(x, t, y, r)
         if self.learn_sigma_drop and out.shape[1] != self.in_channels:
             out = out[:, : self.in_channels]
         if self.prediction == "velocity" and self.time_input == "continuous":

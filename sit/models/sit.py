@@ -278,6 +278,9 @@ class SiT(nn.Module):
 
         self.x_embedder = PatchEmbed(p, config.in_channels, D)
         self.t_embedder = TimestepEmbedder(D)
+        # MeanFlow's second time (t - r, the interval of the average velocity): only with
+        # config.second_time, zero-initialised output so the network starts as the plain SiT
+        self.t2_embedder = TimestepEmbedder(D) if config.second_time else None
         self.y_embedder = LabelEmbedder(config.num_classes, D, config.class_dropout_prob)
         # a frozen Parameter (not a buffer) like the official model: it is in the state_dict and
         # counts towards the published parameter numbers
@@ -313,6 +316,9 @@ class SiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.t2_embedder is not None:
+            nn.init.normal_(self.t2_embedder.mlp[0].weight, std=0.02)
+            nn.init.zeros_(self.t2_embedder.mlp[2].weight)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -335,8 +341,12 @@ class SiT(nn.Module):
         return [blk.adaLN_modulation[1](s) for blk in self.blocks]
 
     # -- forward ---------------------------------------------------------------------------------
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, force_drop_ids: Tensor | None = None) -> Tensor:
-        """x (B, C, H, W), t (B,) network time, y (B,) labels -> (B, out_channels, H, W)."""
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None, force_drop_ids: Tensor | None = None,
+                t2: Tensor | None = None, hidden: tuple[int, ...] = ()):
+        """x (B, C, H, W), t (B,) network time, y (B,) labels -> (B, out_channels, H, W).
+        ``t2`` (B,): the second time of a ``config.second_time`` network (MeanFlow: t - r; None = 0).
+        ``hidden``: blocks (1-based) whose output tokens (B, N, D) are returned too, as
+        (output, {block: tokens}) (the objective seam's `sit.train.seam.Outputs.hidden`)."""
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] != self.config.input_size or x.shape[3] != self.config.input_size:
             raise ValueError(
                 f"SiT expects x of shape (B, {self.in_channels}, {self.config.input_size}, {self.config.input_size}) "
@@ -357,14 +367,27 @@ class SiT(nn.Module):
         # (one copy each) and modulate ran on a token-strided stream (SiT-S/2 bf16 forward 8-10 % slower)
         h = self.pos_embed.to(wdtype) + self.x_embedder(x)  # (B, T, D), contiguous
         c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids)  # (B, D)
+        if self.t2_embedder is not None:
+            c = c + self.t2_embedder(torch.zeros_like(t) if t2 is None else (t2.expand(B) if t2.ndim == 0 else t2))
+        elif t2 is not None:
+            raise ValueError("t2 (a second time) needs a network with ModelConfig.second_time (MeanFlow)")
+        kept: dict[int, Tensor] = {}
         mods = self._modulations(c)
-        for block, mod in zip(self.blocks, mods):
+        for i, (block, mod) in enumerate(zip(self.blocks, mods), 1):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
                 h = torch.utils.checkpoint.checkpoint(block, h, mod, use_reentrant=False)
             else:
                 h = block(h, mod)
+            if i in hidden:
+                kept[i] = h
         h = self.final_layer(h, c)  # (B, T, p*p*out_channels)
-        return self.unpatchify(h)
+        out = self.unpatchify(h)
+        if hidden:
+            missing = sorted(set(hidden) - set(kept))
+            if missing:
+                raise ValueError(f"hidden: blocks {missing} are not among the network's 1..{len(self.blocks)}")
+            return out, kept
+        return out
 
     def num_params(self) -> int:
         """All parameters including the frozen pos_embed (how the published counts are made)."""

@@ -2,7 +2,8 @@
 
 Low level (explicit grid, no hidden state): `sample_euler`, `sample_heun`, `sample_torchdiffeq`
 (probability-flow ODE, eq. 2), `sample_dpmpp_2m` (the same ODE, few-step multistep solver) and
-`sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4). They are the rows of the sampler
+`sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4) and `sample_meanflow` (average-velocity
+jumps of a MeanFlow network, `sit.samplers.average`). They are the rows of the sampler
 table `SAMPLERS` (run function, NFE per step, kind), which validation, `sample`, the NFE counts,
 the CLI and `sit sweep` read: adding a sampler = one module + one row.
 High level: ``sample(field, x, SampleConfig(...), path) -> (x, info)`` builds the grid from the
@@ -10,7 +11,7 @@ config, the path and the prediction type, counts network evaluations and returns
 ``info["nfe"]`` with the grid.
 
 ``num_steps`` counts steps (grid intervals), never grid points:
-  euler N NFE; dpmpp_2m N; heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
+  euler N NFE; dpmpp_2m N; meanflow N (one average-velocity jump per step); heun 2N (2N - 1 with heun_final_euler and t_end = 0); euler_maruyama N (the last
   of them the last step when last_step is set: N - 1 EM steps from t_start to last_step_size,
   then one last step to 0); sde_heun 2(N - 1) + 1 with a last step, 2N without;
   fixed-step torchdiffeq methods: midpoint, heun2 2N, heun3 3N, rk4 4N (explicit/implicit Adams
@@ -33,6 +34,7 @@ from sit.diffusion_coef import LossTable, WName, canonical_w, get_w
 from sit.paths import SAMPLE_EPS, Path
 from sit.sampler_kinds import KINDS
 from sit.samplers._common import NFECounter, check_grid
+from sit.samplers.average import sample_meanflow
 from sit.samplers.multistep import sample_dpmpp_2m
 from sit.samplers.ode import (
     ADAPTIVE_METHODS,
@@ -60,6 +62,7 @@ __all__ = [
     "sample_euler_maruyama",
     "sample_sde_heun",
     "sample_dpmpp_2m",
+    "sample_meanflow",
     "check_grid",
     "SAMPLERS",
     "SamplerRow",
@@ -76,11 +79,12 @@ __all__ = [
 OdeMethod = Literal["euler", "heun"]
 SdeMethod = Literal["euler_maruyama", "sde_heun"]
 MultistepMethod = Literal["dpmpp_2m"]
-Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod, MultistepMethod]  # torchdiffeq's "euler" is ours
+AverageMethod = Literal["meanflow"]
+Method = Literal[OdeMethod, SdeMethod, TorchdiffeqMethod, MultistepMethod, AverageMethod]  # torchdiffeq's "euler" is ours
 ODE_METHODS: tuple[str, ...] = get_args(OdeMethod)
 SDE_METHODS: tuple[str, ...] = get_args(SdeMethod)
 METHODS: tuple[str, ...] = get_args(Method)  # the built-in continuous samplers (SAMPLERS may hold more)
-SamplerKind = Literal["ode", "sde", "multistep", "discrete"]
+SamplerKind = Literal["ode", "sde", "multistep", "average", "discrete"]
 SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
 
@@ -106,7 +110,8 @@ class SamplerRow:
     """One row of the sampler table `SAMPLERS`: ``run(field, x, grid, cfg, path, ctx: Run) -> x``
     (None for the discrete rows, which `sit.sampling` runs on DiT's integer steps), network
     evaluations per step (None where the solver decides), the kind (ode | sde | multistep |
-    discrete; SDE rows get the last-step grid and w_t) and a few words for ``--help``."""
+    average (needs a MeanFlow network: the field takes r) | discrete; SDE rows get the last-step
+    grid and w_t) and a few words for ``--help``."""
 
     run: Callable[..., Tensor] | None
     nfe_per_step: int | None
@@ -145,6 +150,10 @@ def _sde_heun(field, x, grid, cfg, path, ctx: Run):
 
 def _dpmpp_2m(field, x, grid, cfg, path, ctx: Run):
     return sample_dpmpp_2m(field, x, grid, path=path, **ctx.common)
+
+
+def _meanflow(field, x, grid, cfg, path, ctx: Run):
+    return sample_meanflow(field, x, grid, **ctx.common)
 
 
 def _torchdiffeq(method: str):
@@ -199,6 +208,7 @@ SAMPLERS: dict[str, SamplerRow] = SamplerTable({
     "sde_heun": SamplerRow(_sde_heun, 2, "sde", "stochastic Heun SDE",
                            saves_last=lambda cfg, ends_at_0: cfg.last_step is not None or ends_at_0),
     "dpmpp_2m": SamplerRow(_dpmpp_2m, 1, "multistep", "DPM-Solver++(2M) ODE, few steps"),
+    "meanflow": SamplerRow(_meanflow, 1, "average", "MeanFlow average-velocity jumps, 1 NFE per step (MeanFlow models)"),
     **{m: SamplerRow(_torchdiffeq(m), _TORCHDIFFEQ_NFE.get(m), "ode", "torchdiffeq")
        for m in TORCHDIFFEQ_METHODS if m != "euler"},
     "ddpm": SamplerRow(None, 1, "discrete", "DiT ancestral (DiT checkpoints)"),
@@ -284,7 +294,7 @@ class SampleConfig:
     on Linear/GVP; w_KL on Linear/GVP); end at 0 for velocity models on Linear/GVP, else 1e-3
     (VP, score/noise); SDE with a last step: EM down to last_step_size, last step to 0."""
 
-    method: Method = "heun"         # a continuous row of SAMPLERS: euler | heun | euler_maruyama | sde_heun | dpmpp_2m | torchdiffeq (dopri5, rk4, ...)
+    method: Method = "heun"         # a continuous row of SAMPLERS: euler | heun | euler_maruyama | sde_heun | dpmpp_2m | meanflow | torchdiffeq (dopri5, rk4, ...)
     num_steps: int = 125            # steps (grid intervals), not grid points; Heun: 2 NFE per step
     grid: GridKind = "uniform"      # time grid kind of sit.timegrid.sampling_grid (logsnr: equal log-SNR steps)
     shift: float = 1.0              # grid="shifted": > 1 spends more steps near noise

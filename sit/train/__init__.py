@@ -18,8 +18,10 @@ is a function of (seed, step) (`sit.train.seeds`). So a run resumed from a check
 uninterrupted run exactly (same process count), and N processes compute the same mean loss and
 gradient as one process on the same global batch.
 
-The package: `loop` (the loop), `objective` (continuous SiT / discrete DDPM: time draw, losses,
-preview sampler; extra loss terms), `repa` (representation alignment), `phema` (post-hoc EMA), `data` (data sources and the step sampler), `folder` (run folder, lock, resume
+The package: `loop` (the loop), `seam` (what an objective hands its loss terms, `LossTerm`, the
+`Objective` interface), `objective` (the tables: objectives, loss-term builders, `build_objective`),
+`paper` (continuous SiT / discrete DDPM: time draw, losses, preview sampler), `meanflow` (MeanFlow's
+average-velocity objective), `terms` (the cosine term), `repa` (representation alignment), `phema` (post-hoc EMA), `data` (data sources and the step sampler), `folder` (run folder, lock, resume
 and its overrides), `log` (metrics.jsonl, TensorBoard, progress), `report` (grids, loss curve,
 quality, L_t table), `seeds`; checkpoint I/O is `sit.checkpoints`.
 """

@@ -27,7 +27,7 @@ from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConf
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
-from sit.train.objective import Objective, build_objective
+from sit.train.objective import Objective, build_objective, model_config_for
 from sit.train.report import finish_run, sample_grid
 from sit.train.seeds import generator, rng_state, seed_of, set_rng_state
 
@@ -135,13 +135,15 @@ class _NoDrop(nn.Module):
     """Calls the (possibly DDP-wrapped) network with label dropout disabled: the loop replaces
     dropped labels by the null class itself, from its own seeded generator."""
 
-    def __init__(self, net: nn.Module, in_channels: int, out_channels: int):
+    def __init__(self, net: nn.Module, in_channels: int, out_channels: int, bare: nn.Module | None = None):
         super().__init__()
         self.net = net
         self.in_channels, self.out_channels = in_channels, out_channels  # read by ModelField
+        # the network without the DDP wrapper, for what DDP's forward cannot run (MeanFlow's JVP)
+        self.bare = None if bare is None else _NoDrop(bare, in_channels, out_channels)
 
-    def forward(self, x: Tensor, t: Tensor, y: Tensor) -> Tensor:
-        return self.net(x, t, y, force_drop_ids=torch.zeros_like(y))
+    def forward(self, x: Tensor, t: Tensor, y: Tensor, **kw):
+        return self.net(x, t, y, force_drop_ids=torch.zeros_like(y), **kw)  # kw: t2, hidden (the objective's)
 
 
 @dataclasses.dataclass
@@ -207,6 +209,7 @@ def train(
             from sit.train.repa import check_repa
 
             check_repa(cfg, model_cfg)
+        model_cfg = model_config_for(cfg, model_cfg)  # the conditioning inputs the objective adds (MeanFlow)
         run = open_fresh(cfg, model_cfg, overwrite, log=dist.print0)
     threads_before = torch.get_num_threads()
     try:
@@ -238,15 +241,13 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     net = SiT(model_cfg, grad_checkpointing=cfg.grad_checkpointing).to(device)
     ema = copy.deepcopy(net).requires_grad_(False).eval()
     pema = None
-    if cfg.phema_sigmas:  # copies made before the terms hook into the network
+    if cfg.phema_sigmas:
         from sit.train.phema import PowerEMA
 
         pema = PowerEMA(net, cfg.phema_sigmas)
     with torch.random.fork_rng(devices=[]):  # the terms' modules from their own seed: the same on every rank
         torch.manual_seed(seed_of(cfg.seed, 5))
         objective = build_objective(cfg, model_cfg, terms_device=device)
-    for term in objective.terms:
-        term.attach(net)
     term_params = [p for p in objective.terms.parameters() if p.requires_grad]
     params = [p for p in net.parameters() if p.requires_grad] + term_params
     opt = make_adamw(params, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
@@ -258,7 +259,8 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params, objective, data,
                StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks,
                term_params=term_params, pema=pema)
-    p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels)
+    p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels,
+                       bare=p.train_net.module if dist.world_size() > 1 else None)
     if cfg.precision == "bf16":
         p.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     status = _run_steps(p, st)
@@ -349,9 +351,11 @@ def _micro(p: _Parts, step: int, micro: int, x: Tensor, y: Tensor, sums: _Sums, 
     last = micro == cfg.grad_accum - 1
     with p.train_net.no_sync() if dist.world_size() > 1 and not last else nullcontext():
         with p.autocast():
-            losses = p.objective.losses(p.fn_net, x, t, eps, y)
+            out = p.objective.outputs(p.fn_net, x, t, eps, y)
+            out.pixels = pixels
+            losses = out.loss
             t_frac = p.objective.t_fraction(t)
-            terms = {term.name: term(x, t, eps, y, pixels) for term in p.objective.terms}
+            terms = {term.name: term(out) for term in p.objective.terms}
         losses = losses.float()
         if p.callbacks.on_losses is not None:
             losses = p.callbacks.on_losses(step, losses)

@@ -1,146 +1,60 @@
-"""The training objectives of `sit train`, behind one small interface the loop uses.
+"""The training objectives of `sit train` and their extra loss terms: the builder tables.
 
-An objective owns: the training-time draw (continuous t on the path's range with ``time_dist``, or
-DiT's integer step k), the per-sample losses, the fraction in [0, 1] of each sample's time (the
-loss-by-t bins of metrics.jsonl), the extra keys of its metrics records, and the matching sampler
-for preview grids and the quality number.
+An objective owns: the training-time draw (continuous t on the path's range with ``time_dist``,
+DiT's integer step k, MeanFlow's pair (t, r)), the per-sample losses and what it computed on the
+way (`sit.train.seam.Outputs`, handed to every loss term), the fraction in [0, 1] of each sample's
+time (the loss-by-t bins of metrics.jsonl), the extra keys of its metrics records, the inputs it
+adds to the network's conditioning, and the matching sampler for preview grids and the quality
+number. The interface, `Outputs` and `LossTerm` live in `sit.train.seam`, which imports nothing of
+sit.train; this module imports the objectives and (lazily) the terms, and nothing imports it back.
 
-  * `ContinuousObjective`: SiT, `sit.objectives.training_losses` (L_v (7), L_s (6), weighted
-    score / noise losses) on a `sit.paths` interpolant, paper time t (0 = data, 1 = noise).
-  * `DiscreteObjective`: DiT's DDPM, `sit.discrete.DiscreteDiffusion` (L_simple + L_vlb).
+  * ``objective = "sit"`` (default): `sit.train.paper.ContinuousObjective` (SiT, paper time) or,
+    with ``time_input = "discrete"``, `sit.train.paper.DiscreteObjective` (DiT's DDPM).
+  * ``objective = "meanflow"``: `sit.train.meanflow.MeanFlowObjective` (average velocity, 1-step).
 
-Per-sample losses are "mean_flat" (mean over all but the batch dimension).
-
-The seam for more loss terms: an objective holds ``terms``, a ModuleList of `LossTerm` (empty for
-the paper's objectives, so their runs are unchanged). A term is one module plus one typed
-TrainConfig field (its builder in `TERM_BUILDERS` reads the field): it returns a named
-per-sample loss added to the total with weight ``coeff``, may own trainable modules (REPA's
-projector), whose parameters the loop gives to AdamW, averages over DDP ranks, and saves as the
-checkpoint's ``objective.safetensors`` (verified by the store, restored on resume). Owned
-modules have no EMA copy and never reach sampling or exported checkpoints: only the network does.
+Adding an objective = its module + one row of `OBJECTIVES` (+ its typed TrainConfig fields);
+adding a loss term = its module + one builder in `TERM_BUILDERS` reading its typed field: it
+returns a named per-sample loss added to the total with weight ``coeff``, may own trainable
+modules (REPA's projector), whose parameters the loop gives to AdamW, averages over DDP ranks, and
+saves as the checkpoint's ``objective.safetensors`` (verified by the store, restored on resume).
+Owned modules have no EMA copy and never reach sampling or exported checkpoints: only the network.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from sit.config import ModelConfig, TrainConfig
+from sit.train.meanflow import MeanFlowObjective
+from sit.train.paper import ContinuousObjective, DiscreteObjective
+from sit.train.seam import LossTerm, NetFn, Objective, Outputs
 from sit.train.seeds import generator
 
-NetFn = Callable[[Tensor, Tensor, Tensor], Tensor]   # (x, t, y) -> network output
+__all__ = ["OBJECTIVES", "TERM_BUILDERS", "build_objective", "model_config_for", "generate", "LossTerm", "NetFn",
+           "Objective", "Outputs", "ContinuousObjective", "DiscreteObjective", "MeanFlowObjective"]
 
 
-class LossTerm(nn.Module):
-    """An extra loss term of an objective (see the module docstring). ``name`` keys its mean in
-    metrics.jsonl (``loss_<name>``); the step's loss is denoising + sum of ``coeff`` x term.
-    ``attach(net)`` is called once with the bare network (before compile / DDP wrapping), e.g. to
-    hook a block's output; ``forward`` runs after the denoising loss of the same micro-batch, under
-    the same autocast. ``needs_pixels``: the term reads the training images (in [-1, 1]) of the
-    batch, not only the network inputs (latents)."""
-
-    name: str = "term"
-    coeff: float = 1.0
-    needs_pixels: bool = False
-
-    def attach(self, net: nn.Module) -> None:
-        pass
-
-    def forward(self, x: Tensor, t: Tensor, eps: Tensor, y: Tensor, pixels: Tensor | None) -> Tensor:
-        """Per-sample losses (B,) of this term on the micro-batch (data x, times t, noise eps, labels y)."""
-        raise NotImplementedError
+def _sit(cfg: TrainConfig, model_cfg: ModelConfig) -> Objective:
+    return (DiscreteObjective if cfg.time_input == "discrete" else ContinuousObjective)(cfg, model_cfg)
 
 
-class Objective:
-    """The interface: see the module docstring."""
-
-    record: dict = {}                    # extra keys of every metrics.jsonl loss record
-    terms: nn.ModuleList = nn.ModuleList()   # extra loss terms (`LossTerm`); replaced by build_objective
-
-    def sample_t(self, n: int, g: torch.Generator) -> Tensor:
-        """Times (n,) of a global micro-batch, from generator ``g`` (CPU)."""
-        raise NotImplementedError
-
-    def losses(self, net: NetFn, x: Tensor, t: Tensor, eps: Tensor, y: Tensor) -> Tensor:
-        """Per-sample losses (B,) of network ``net`` on data ``x`` at times ``t`` with noise ``eps``."""
-        raise NotImplementedError
-
-    def t_fraction(self, t: Tensor) -> Tensor:
-        """Each sample's time as a float64 fraction in [0, 1]."""
-        raise NotImplementedError
-
-    def sample(self, net: nn.Module, y: Tensor, noise: Tensor, cfg_scale: float, g: torch.Generator,
-               device: torch.device) -> Tensor:
-        """Samples from ``noise`` (B, C, S, S) for labels ``y`` with guidance ``cfg_scale``."""
-        raise NotImplementedError
+# one row per objective (TrainConfig.objective): (cfg, model_cfg) -> Objective
+OBJECTIVES: dict[str, Callable[[TrainConfig, ModelConfig], Objective]] = {
+    "sit": _sit,
+    "meanflow": MeanFlowObjective,
+}
+# the ModelConfig fields an objective's conditioning needs (inputs it adds to the network)
+CONDITIONING: dict[str, dict] = {"sit": {}, "meanflow": MeanFlowObjective.conditioning}
 
 
-class ContinuousObjective(Objective):
-    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig):
-        from sit.objectives import LossConfig
-        from sit.paths import get_path
-
-        self.cfg, self.model_cfg = cfg, model_cfg
-        self.path = get_path(cfg.path)
-        self.loss_cfg = LossConfig(prediction=cfg.prediction, loss_weight=cfg.loss_weight, t_min=cfg.t_min,
-                                   t_max=cfg.t_max, time_dist=cfg.time_dist)
-        self.t_lo, self.t_hi = self.loss_cfg.t_range(self.path)
-
-    def sample_t(self, n, g):
-        from sit.timegrid import sample_training_t
-
-        return sample_training_t(n, self.t_lo, self.t_hi, self.cfg.time_dist, generator=g)
-
-    def losses(self, net, x, t, eps, y):
-        from sit.models.field import ModelField
-        from sit.objectives import training_losses
-
-        model_fn = ModelField(net, self.cfg.prediction, "continuous")
-        return training_losses(model_fn, self.path, x, self.loss_cfg, y=y, t=t, eps=eps)["loss"]
-
-    def t_fraction(self, t):
-        return t.double()
-
-    def sample(self, net, y, noise, cfg_scale, g, device):
-        from sit.samplers import SampleConfig
-        from sit.sampling import ModelInfo, build_sampler, preview_guidance
-
-        cfg = self.cfg
-        sampler = build_sampler(net, ModelInfo(cfg.path, cfg.prediction, "continuous"),
-                                SampleConfig(method=cfg.sample_method, num_steps=cfg.sample_steps),
-                                preview_guidance(cfg_scale, self.model_cfg), precision=cfg.precision)
-        return sampler(noise, y)[0]
-
-
-class DiscreteObjective(Objective):
-    record = {"t_is_step": True}
-
-    def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig):
-        from sit.discrete import DiscreteConfig, DiscreteDiffusion
-
-        self.cfg, self.model_cfg = cfg, model_cfg
-        self.diffusion = DiscreteDiffusion(DiscreteConfig(learn_sigma=model_cfg.learn_sigma))
-        self.num_steps = self.diffusion.num_steps
-
-    def sample_t(self, n, g):
-        return torch.randint(0, self.num_steps, (n,), generator=g)
-
-    def losses(self, net, x, t, eps, y):
-        return self.diffusion.training_losses(lambda xx, kk: net(xx, kk, y).float(), x, t, eps)["loss"]
-
-    def t_fraction(self, t):
-        return t.double() / self.num_steps
-
-    def sample(self, net, y, noise, cfg_scale, g, device):
-        from sit.discrete import DiscreteSampleConfig
-        from sit.sampling import ModelInfo, build_sampler, preview_guidance
-
-        sampler = build_sampler(net, ModelInfo("ddpm", "noise", "discrete"),
-                                DiscreteSampleConfig(method="ddpm", num_steps=self.cfg.sample_steps),
-                                preview_guidance(cfg_scale, self.model_cfg), precision=self.cfg.precision)
-        return sampler(noise, y, generator=g)[0]
+def model_config_for(cfg: TrainConfig, model_cfg: ModelConfig) -> ModelConfig:
+    """``model_cfg`` with the conditioning inputs ``cfg.objective`` adds (MeanFlow: second_time)."""
+    need = CONDITIONING[cfg.objective]
+    return dataclasses.replace(model_cfg, **need) if any(getattr(model_cfg, k) != v for k, v in need.items()) else model_cfg
 
 
 def _repa_term(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> LossTerm | None:
@@ -164,14 +78,15 @@ TERM_BUILDERS: list[Callable[[TrainConfig, ModelConfig, torch.device], LossTerm 
 
 
 def build_objective(cfg: TrainConfig, model_cfg: ModelConfig, terms_device: torch.device | None = None) -> Objective:
-    """The objective of ``cfg.time_input``; with ``terms_device`` (training) also the extra loss
-    terms ``cfg`` turns on, built there (sampling needs none of them)."""
-    obj = (DiscreteObjective if cfg.time_input == "discrete" else ContinuousObjective)(cfg, model_cfg)
+    """The objective of ``cfg.objective`` (and ``cfg.time_input``); with ``terms_device``
+    (training) also the extra loss terms ``cfg`` turns on, built there (sampling needs none)."""
+    obj = OBJECTIVES[cfg.objective](cfg, model_config_for(cfg, model_cfg))
     if terms_device is not None:
         obj.terms = nn.ModuleList([t for t in (b(cfg, model_cfg, terms_device) for b in TERM_BUILDERS) if t is not None])
         names = [t.name for t in obj.terms]
         if len(set(names)) != len(names):
             raise ValueError(f"two loss terms share a name: {names}")
+        obj.hidden_blocks = tuple(sorted({b for t in obj.terms for b in t.hidden_blocks}))
         obj.terms.to(terms_device)
     return obj
 

@@ -1,5 +1,5 @@
 """Representation alignment (REPA, Yu et al. 2024, "Representation Alignment for Generation"): a
-`sit.train.objective.LossTerm` that aligns the hidden states of one SiT block with the patch
+`sit.train.seam.LossTerm` that aligns the hidden states of one SiT block with the patch
 features of a frozen pretrained vision encoder.
 
 With h_n (n = 1..N) the tokens after block ``repa_depth`` of the network on x_t, h_phi a projector
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sit.config import ConfigError, ModelConfig, TrainConfig
-from sit.train.objective import LossTerm
+from sit.train.seam import LossTerm, Outputs
 
 EMBEDDED_ENCODERS = ("digits-cnn",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -330,7 +330,8 @@ def projector(hidden_size: int, proj_dim: int, out_dim: int, init: str = "torch"
 class RepaTerm(LossTerm):
     """REPA's alignment term (module docstring); owns one projector per encoder (the first is
     ``projector``, as in single-encoder runs' checkpoints; the others ``extra_projectors``), reads
-    block ``depth``'s output; the loss is the mean over encoders of `repa_loss`."""
+    block ``depth``'s output from the objective's outputs (``Outputs.hidden``); the loss is the mean
+    over encoders of `repa_loss`."""
 
     name = "repa"
     needs_pixels = True
@@ -340,23 +341,16 @@ class RepaTerm(LossTerm):
         super().__init__()
         encoders = list(encoder) if isinstance(encoder, (list, tuple)) else [encoder]
         self.depth, self.coeff, self.grid = depth, float(coeff), grid
+        self.hidden_blocks = (depth,)
         self.projector = projector(hidden_size, proj_dim, encoders[0].dim, init)
         self.extra_projectors = nn.ModuleList([projector(hidden_size, proj_dim, e.dim, init) for e in encoders[1:]])
-        self.__dict__["encoders"] = encoders  # plain attribute: frozen, not in state_dict / parameters()
-        self.__dict__["encoder"] = encoders[0]
-        self.__dict__["_hidden"] = None
+        self.encoders = encoders  # plain list of frozen encoders: not in state_dict / parameters()
+        self.encoder = encoders[0]
 
-    def attach(self, net: nn.Module) -> None:
-        def keep(_module, _inputs, out):
-            self.__dict__["_hidden"] = out
-
-        net.blocks[self.depth - 1].register_forward_hook(keep)
-
-    def forward(self, x, t, eps, y, pixels):
-        h = self.__dict__["_hidden"]
-        self.__dict__["_hidden"] = None
+    def forward(self, out: Outputs) -> Tensor:
+        h, pixels = out.hidden.get(self.depth), out.pixels
         if h is None:
-            raise RuntimeError(f"REPA: block {self.depth} of the network did not run before the alignment term")
+            raise RuntimeError(f"REPA: the objective did not hand over block {self.depth}'s output")
         if pixels is None:
             raise ValueError("REPA: the data source gave no pixels for the encoder")
         return self.loss(h, pixels)
@@ -365,7 +359,7 @@ class RepaTerm(LossTerm):
         """Per-sample REPA loss (B,) of hidden tokens ``h`` (B, N, hidden) against the images."""
         projs = [self.projector, *self.extra_projectors]
         out = 0
-        for enc, proj in zip(self.__dict__["encoders"], projs):
+        for enc, proj in zip(self.encoders, projs):
             with torch.no_grad():
                 z = match_grid(enc(pixels), self.grid)  # (B, N, dim)
             out = out + repa_loss(proj(h), z)

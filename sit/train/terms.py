@@ -1,4 +1,4 @@
-"""Extra loss terms on the objective seam (`sit.train.objective.LossTerm`) that need no encoder.
+"""Extra loss terms on the objective seam (`sit.train.seam.LossTerm`) that need no encoder.
 
 `CosineVelocityTerm` (LightningDiT, Yao et al. 2025): the direction of the predicted velocity
 against the target's, per pixel over the channels,
@@ -6,20 +6,20 @@ against the target's, per pixel over the channels,
     L_cos = mean over pixels of 1 - cos(v_theta(x_t, t)[:, :, i, j], v*[:, :, i, j]),   v* = alpha_dot x* + sigma_dot eps
 
 (eq. 7's target), weighted by ``cosine_coeff`` (LightningDiT: 1). Velocity prediction in
-continuous time only. The network's output is taken by a forward hook on its final layer
-(unpatchified here); the official tau convention's sign flip (v = -output) is applied before
-the comparison. Owns no modules.
+continuous time only. It reads the objective's outputs: ``pred`` is already the paper-time
+velocity (the tau sign flip applied once, by `sit.models.field.ModelField`) and ``target`` is
+v*. Owns no modules.
 
-Must not import: sit.generate, sit.commands.
+Must not import: sit.train.objective, sit.generate, sit.commands.
 """
 
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from sit.config import ModelConfig, TrainConfig
-from sit.train.objective import LossTerm
+from sit.train.seam import LossTerm, Outputs
 
 
 def cosine_velocity_loss(v: Tensor, target: Tensor) -> Tensor:
@@ -32,26 +32,7 @@ class CosineVelocityTerm(LossTerm):
 
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig):
         super().__init__()
-        from sit.paths import get_path
-
         self.coeff = float(cfg.cosine_coeff)
-        self.channels = model_cfg.in_channels
-        self.__dict__["path"] = get_path(cfg.path)
-        self.__dict__["_out"] = None
-        self.__dict__["_net"] = None
 
-    def attach(self, net: nn.Module) -> None:
-        self.__dict__["_net"] = net
-
-        def keep(_module, _inputs, out):
-            self.__dict__["_out"] = out
-
-        net.final_layer.register_forward_hook(keep)
-
-    def forward(self, x, t, eps, y, pixels):
-        out = self.__dict__["_out"]
-        self.__dict__["_out"] = None
-        if out is None:
-            raise RuntimeError("cosine term: the network's final layer did not run before the term")
-        v = -self.__dict__["_net"].unpatchify(out)[:, : self.channels]  # paper-time velocity
-        return cosine_velocity_loss(v, self.path.velocity_target(x, eps, t))
+    def forward(self, out: Outputs) -> Tensor:
+        return cosine_velocity_loss(out.pred, out.target)
