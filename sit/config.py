@@ -480,6 +480,9 @@ class TrainConfig:
         if self.data is not None and self.latents is not None:
             raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
         _check_preview_method(self.sample_method)
+        if self.objective != "meanflow" and _sampler_kind(self.sample_method) == "average":
+            raise ConfigError("TrainConfig", "sample_method", f"{self.sample_method!r} jumps with an average velocity: "
+                              "it needs {objective} 'meanflow'")
         for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
                      "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
             v = getattr(self, name)
@@ -542,6 +545,12 @@ class TrainConfig:
                 raise ConfigError("TrainConfig", name, problem)
             if v is not None and self.data is None and self.latents is None:
                 raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
+
+
+def _sampler_kind(name: str) -> str | None:
+    from sit.sampler_kinds import kind_of
+
+    return kind_of(name)
 
 
 def _check_preview_method(name: Any) -> None:

@@ -24,6 +24,7 @@ TORCHDIFFEQ_METHODS: tuple[str, ...] = get_args(TorchdiffeqMethod)
 # missing here is found by kind_of, which imports the table)
 KINDS: dict[str, str] = {
     "euler": "ode", "heun": "ode", "euler_maruyama": "sde", "sde_heun": "sde", "dpmpp_2m": "multistep",
+    "meanflow": "average",
     **{m: "ode" for m in TORCHDIFFEQ_METHODS if m != "euler"},
     "ddpm": "discrete", "ddim": "discrete",
 }

@@ -274,3 +274,13 @@ def test_meanflow_two_process_ddp_equals_one_process(tmp_path):
     a = load_file(str(ddp / "checkpoints" / "step-0000002" / "model.safetensors"))
     b = load_file(str(one / "checkpoints" / "step-0000002" / "model.safetensors"))
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+
+
+def test_the_average_velocity_preview_sampler_needs_a_meanflow_objective():
+    """A plain network has no second time: its 'average velocity' is its instantaneous one, so the
+    meanflow row as a training preview is refused unless the run trains MeanFlow."""
+    from sit.config import ConfigError, TrainConfig
+
+    assert TrainConfig(objective="meanflow", sample_method="meanflow").sample_method == "meanflow"
+    with pytest.raises(ConfigError, match="needs .*objective.* 'meanflow'"):
+        TrainConfig(sample_method="meanflow")
