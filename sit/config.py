@@ -16,12 +16,14 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 # The paper's design axes as choice types, defined once (the math core and the CLI import them).
 PathName = Literal["linear", "gvp", "vp"]
-Prediction = Literal["velocity", "score", "noise"]
+Prediction = Literal["velocity", "score", "noise", "data"]
+LossSpace = Literal[None, "velocity", "score", "noise", "data"]   # None: the prediction's own space
 LossWeight = Literal[None, "velocity", "likelihood"]
 TimeInput = Literal["continuous", "discrete"]
 TimeDist = Literal["uniform", "logit_normal"]
 PATH_NAMES: tuple[str, ...] = get_args(PathName)
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+LOSS_SPACES: tuple[str | None, ...] = get_args(LossSpace)
 LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
 TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
@@ -332,6 +334,11 @@ class TrainConfig:
     vae_shift: float | None = _f(None, "data", "latent shift (default: the VAE config's shift_factor, 0 when it has none; "
                                  "the index's for {latents})", metavar="B")
 
+    # x-prediction (JiT, Li & He 2025): what space the loss is taken in
+    loss_space: LossSpace = _f(None, "loss", "take the squared error in this prediction space (the prediction and its "
+                                             "target both converted, sit.objectives.convert); JiT: prediction data, loss "
+                                             "space velocity; default: the prediction's own space")
+
     def group(self, name: str):
         """The fields of record ``name`` (a `TRAIN_GROUPS` key) as a frozen, typed record
         (``cfg.group("optimiser").lr == cfg.lr``)."""
@@ -345,7 +352,7 @@ class TrainConfig:
         return {name: self.group(name) for name in TRAIN_RECORDS}
 
     OMIT_IF_DEFAULT = ("repa_encoder", "repa_depth", "repa_coeff", "repa_proj_dim", "phema_sigmas", "phema_every",
-                       "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift")
+                       "grad_checkpointing", "cosine_coeff", "vae_scale", "vae_shift", "loss_space")
 
     def __post_init__(self):
         for name, allowed in TRAIN_CHOICES.items():
@@ -378,6 +385,10 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.loss_weight={self.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
             )
+        if self.loss_weight is not None and self.time_input == "continuous" and (
+                self.prediction == "data" or self.loss_space is not None):
+            raise ConfigError("TrainConfig", "loss_weight", "weights the score/noise residual; it does not combine with "
+                              "prediction 'data' or a {loss_space} (the space's squared error is unweighted)")
         if self.global_batch % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.global_batch ({self.global_batch}) must be divisible by grad_accum ({self.grad_accum})"
