@@ -149,6 +149,19 @@ class ModelConfig:
     class_dropout_prob: float = 0.1   # label dropout for classifier-free guidance
     num_classes: int = 1000           # the null (unconditional) label is index num_classes
     learn_sigma: bool = True          # official checkpoints carry 2*in_channels output channels
+    # the modern block (LightningDiT; sit.models.modern): each independent, off = the official network.
+    # `sit train` generates a --FIELD / --no-FIELD flag from each (metadata "help").
+    swiglu: bool = dataclasses.field(default=False, metadata={"help": "SwiGLU MLP (width 2/3 of the GELU MLP's) "
+                                                              "instead of the tanh-GELU MLP (LightningDiT)"})
+    rmsnorm: bool = dataclasses.field(default=False, metadata={"help": "RMSNorm (learnable weight) instead of the "
+                                                               "affine-free LayerNorm in blocks and final layer"})
+    rope: bool = dataclasses.field(default=False, metadata={"help": "2-D rotary position embedding on q, k (beside the "
+                                                            "sin-cos table)"})
+    qk_norm: bool = dataclasses.field(default=False, metadata={"help": "normalise q and k per head (RMSNorm with "
+                                                               "--rmsnorm, else LayerNorm)"})
+
+    OMIT_IF_DEFAULT = ("swiglu", "rmsnorm", "rope", "qk_norm")   # stored configs and identities unchanged when off
+    MODERN_FIELDS = ("swiglu", "rmsnorm", "rope", "qk_norm")
 
     def __post_init__(self):
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
@@ -167,6 +180,12 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.class_dropout_prob must be in [0, 1) (got {self.class_dropout_prob})")
         if not self.mlp_ratio > 0:
             raise ValueError(f"ModelConfig.mlp_ratio must be > 0 (got {self.mlp_ratio})")
+        for name in self.MODERN_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError("ModelConfig", name, f"must be true or false (got {getattr(self, name)!r})")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ConfigError("ModelConfig", "rope", f"needs a head dimension (hidden_size / num_heads = "
+                              f"{self.hidden_size}/{self.num_heads}) divisible by 4")
 
     @property
     def out_channels(self) -> int:
