@@ -59,6 +59,7 @@ def main(src: str, out: str) -> int:
     axes[1].set_ylabel("SVC accuracy, unguided")
     for ax in axes:
         ax.set_xscale("log", base=2)
+        ax.set_xticks([2, 4, 8], ["2", "4", "8"])
         ax.set_xlabel("patch size (8x8 digits; 8 = one token)")
         ax.legend(fontsize=8)
     fig.suptitle("digits demo (8x8), 300 steps: mean ± sd over seeds; width = hidden size")
