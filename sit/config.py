@@ -158,7 +158,7 @@ class ModelConfig:
     rope: bool = dataclasses.field(default=False, metadata={"help": "2-D rotary position embedding on q, k (beside the "
                                                             "sin-cos table)"})
     qk_norm: bool = dataclasses.field(default=False, metadata={"help": "normalise q and k per head (RMSNorm with "
-                                                               "--rmsnorm, else LayerNorm)"})
+                                                               "rmsnorm on, else LayerNorm)"})
 
     OMIT_IF_DEFAULT = ("swiglu", "rmsnorm", "rope", "qk_norm")   # stored configs and identities unchanged when off
     MODERN_FIELDS = ("swiglu", "rmsnorm", "rope", "qk_norm")

@@ -14,7 +14,7 @@ class, ``argparse.Namespace``; a pickle that would construct anything else (a ca
 ``os.system`` smuggled in through ``__reduce__``) is refused before it runs.
 
 The meta dict travelling with a model: {"model": ModelConfig dict, "path": "linear" | "gvp" |
-"vp" | "ddpm", "prediction": "velocity" | "score" | "noise", "time_input": "continuous" |
+"vp" | "ddpm", "prediction": "velocity" | "score" | "noise" | "data", "time_input": "continuous" |
 "discrete", "step": int, ...free extra keys}. Official SiT files are assumed Linear + velocity
 (the released SiT-XL/2) unless their train.py args say otherwise; DiT files (name contains
 "DiT", or train.py args without path_type) are discrete-time noise predictors with learned
