@@ -61,7 +61,7 @@ def main(src: str, out: str) -> int:
         ax.set_xscale("log", base=2)
         ax.set_xticks([2, 4, 8], ["2", "4", "8"])
         ax.set_xlabel("patch size (8x8 digits; 8 = one token)")
-        ax.legend(fontsize=8)
+    axes[1].legend(fontsize=8, loc="center right")
     fig.suptitle("digits demo (8x8), 300 steps: mean ± sd over seeds; width = hidden size")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
