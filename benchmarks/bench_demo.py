@@ -27,7 +27,8 @@ import time
 import torch
 
 VARIANTS = {"base": ""}
-MODEL_FIELDS = ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "class_dropout_prob")
+MODEL_FIELDS = ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "class_dropout_prob",
+                "swiglu", "rmsnorm", "rope", "qk_norm")
 
 
 def parse_variant(spec: str) -> dict:

@@ -18,13 +18,15 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 # The paper's design axes as choice types, defined once (the math core and the CLI import them).
 PathName = Literal["linear", "gvp", "vp"]
-Prediction = Literal["velocity", "score", "noise"]
+Prediction = Literal["velocity", "score", "noise", "data"]
+LossSpace = Literal[None, "velocity", "score", "noise", "data"]   # None: the prediction's own space
 LossWeight = Literal[None, "velocity", "likelihood"]
 TimeInput = Literal["continuous", "discrete"]
 TimeDist = Literal["uniform", "logit_normal"]
 ObjectiveName = Literal["sit", "meanflow"]
 PATH_NAMES: tuple[str, ...] = get_args(PathName)
 PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+LOSS_SPACES: tuple[str | None, ...] = get_args(LossSpace)
 LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
 TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
@@ -210,10 +212,18 @@ class ModelConfig:
     class_dropout_prob: float = 0.1   # label dropout for classifier-free guidance
     num_classes: int = 1000           # the null (unconditional) label is index num_classes
     learn_sigma: bool = True          # official checkpoints carry 2*in_channels output channels
-    second_time: bool = False         # a second, zero-initialised time embedding (MeanFlow's t - r)
+    # options added later (`added_later`): left out of the stored form at their default (identities unchanged)
+    second_time: bool = added_later(False)   # a second, zero-initialised time embedding (MeanFlow's t - r)
+    # the modern block (LightningDiT; sit.models.modern): each independent, off = the official network.
+    # `sit train` generates a --FIELD / --no-FIELD flag from each (metadata "help").
+    swiglu: bool = added_later(False, help="SwiGLU MLP (width 2/3 of the GELU MLP's) instead of the tanh-GELU MLP "
+                                           "(LightningDiT)")
+    rmsnorm: bool = added_later(False, help="RMSNorm (learnable weight) instead of the affine-free LayerNorm in blocks "
+                                            "and final layer")
+    rope: bool = added_later(False, help="2-D rotary position embedding on q, k (beside the sin-cos table)")
+    qk_norm: bool = added_later(False, help="normalise q and k per head (RMSNorm with rmsnorm on, else LayerNorm)")
 
-    # options added later: left out of the stored form at their default (identities unchanged)
-    OMIT_IF_DEFAULT = ("second_time",)
+    MODERN_FIELDS = ("swiglu", "rmsnorm", "rope", "qk_norm")
 
     def __post_init__(self):
         for name in ("input_size", "patch_size", "in_channels", "hidden_size", "depth", "num_heads", "num_classes"):
@@ -234,6 +244,12 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.mlp_ratio must be > 0 (got {self.mlp_ratio})")
         if not isinstance(self.second_time, bool):
             raise ValueError(f"ModelConfig.second_time must be true or false (got {self.second_time!r})")
+        for name in self.MODERN_FIELDS:
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError("ModelConfig", name, f"must be true or false (got {getattr(self, name)!r})")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ConfigError("ModelConfig", "rope", f"needs a head dimension (hidden_size / num_heads = "
+                              f"{self.hidden_size}/{self.num_heads}) divisible by 4")
 
     @property
     def out_channels(self) -> int:
@@ -456,6 +472,11 @@ class TrainConfig:
                 raise ConfigError("TrainConfig", "objective", "'meanflow' learns an average velocity: it needs "
                                   "{prediction} 'velocity' and {time_input} 'continuous'")
 
+    # x-prediction (JiT, Li & He 2025): what space the loss is taken in
+    loss_space: LossSpace = _f(None, "loss", "take the squared error in this prediction space (the prediction and its "
+                                             "target both converted, sit.objectives.convert); JiT: prediction data, loss "
+                                             "space velocity; default: the prediction's own space", added_later=True)
+
     def group(self, name: str):
         """The fields of record ``name`` (a `TRAIN_GROUPS` key) as a frozen, typed record
         (``cfg.group("optimiser").lr == cfg.lr``)."""
@@ -507,6 +528,10 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.loss_weight={self.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
             )
+        if self.loss_weight is not None and self.time_input == "continuous" and (
+                self.prediction == "data" or self.loss_space is not None):
+            raise ConfigError("TrainConfig", "loss_weight", "weights the score/noise residual; it does not combine with "
+                              "prediction 'data' or a {loss_space} (the space's squared error is unweighted)")
         if self.global_batch % self.grad_accum:
             raise ValueError(
                 f"TrainConfig.global_batch ({self.global_batch}) must be divisible by grad_accum ({self.grad_accum})"

@@ -5,7 +5,8 @@ A network predicts one of ``PREDICTIONS``:
   velocity  v(x, t) = E[alpha_dot x* + sigma_dot eps | x_t = x]          eq. (3)
   score     s(x, t) = grad log p_t(x) = -E[eps | x_t = x] / sigma_t         eq. (5)
   noise     eps_hat(x, t) = E[eps | x_t = x] = -sigma_t s
-and the denoised estimate is x_hat* = E[x* | x_t = x]. All four are affine in one another at fixed
+  data      x_hat*(x, t) = E[x* | x_t = x]   (x-prediction, JiT: Li & He 2025)
+and the denoised estimate is x_hat* = E[x* | x_t = x] (the "data" prediction itself). All four are affine in one another at fixed
 (x, t), so a single network call gives all of them. With D_t = alpha_t sigma_dot_t - alpha_dot_t sigma_t
 (> 0: alpha decreases, sigma increases) and lambda_t = sigma_dot sigma - alpha_dot sigma^2 / alpha:
 
@@ -25,6 +26,17 @@ Where they are finite (Linear / GVP have D = 1 / pi/2 everywhere):
   - score -> noise: finite everywhere.
 Outside these ranges the result is +-inf or NaN by IEEE arithmetic; nothing is clamped.
 
+From the data prediction (eq. 8-9 extended; D = alpha sigma_dot - alpha_dot sigma):
+  eps_hat = (x - alpha x_hat*) / sigma,   v = (sigma_dot x - D x_hat*) / sigma,
+  s = -(x - alpha x_hat*) / sigma^2.
+All three divide by sigma_t and are singular at t = 0 (x_t = x*: the network sees the answer). As
+JiT does (its v = (x - z) / (1 - t).clamp_min(t_eps), t_eps = 0.05, in its time where 1 is data),
+the divisor is clamped: sigma_t is replaced by max(sigma_t, ``DATA_SIGMA_MIN`` = 0.05) (for the
+score, sigma_t^2 by max(sigma_t, 0.05)^2), so on Linear v = (x - x_hat*) / max(t, 0.05). Above the
+clamp the conversions are exact; below it (t < 0.05 on Linear / GVP-like paths) the velocity is
+the clamped one in training losses and in every sampler alike. The other direction (x_hat* from
+v, eps_hat or s, above) needs no clamp on Linear / GVP except alpha_t > 0 for score/noise.
+
 Coefficients are computed in float32 (float64 when t is float64) and the result is returned in the
 dtype of the prediction tensor, so a bf16 network output is combined with float32 coefficients.
 """
@@ -38,7 +50,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from sit.config import LOSS_WEIGHTS, PREDICTIONS, TIME_DISTS, LossWeight, Prediction, TimeDist  # noqa: F401
+from sit.config import LOSS_SPACES, LOSS_WEIGHTS, PREDICTIONS, TIME_DISTS, LossSpace, LossWeight, Prediction, TimeDist  # noqa: F401
 from sit.paths import Path, as_coef, coef_dtype, expand_like
 from sit.timegrid import sample_training_t
 
@@ -145,10 +157,44 @@ def x_star_from_score(path: Path, score: Tensor, x: Tensor, t: Tensor) -> Tensor
     return ((xx + s * s * sc) / a).to(score.dtype)
 
 
+# ---------------------------------------------------------------- data (x-prediction) -> others
+DATA_SIGMA_MIN = 0.05  # JiT's t_eps: the divisor sigma_t of every conversion from x_hat* is clamped to this
+
+
+def _clamped_sigma(s: Tensor, sigma_min: float) -> Tensor:
+    if not sigma_min >= 0:
+        raise ValueError(f"sigma_min must be >= 0 (got {sigma_min!r})")
+    return s.clamp_min(sigma_min) if sigma_min > 0 else s
+
+
+def velocity_from_data(path: Path, data: Tensor, x: Tensor, t: Tensor, sigma_min: float = DATA_SIGMA_MIN) -> Tensor:
+    """v = (sigma_dot x - D x_hat*) / max(sigma_t, sigma_min), D = alpha sigma_dot - alpha_dot sigma
+    (Linear: (x - x_hat*) / max(t, sigma_min), JiT). Exact where sigma_t >= sigma_min; sigma_min = 0:
+    unclamped (infinite at t = 0)."""
+    a, s, da, ds = _coefs(path, t, x)
+    d, xx = _work(data, x, coef=a)
+    return ((ds * xx - (a * ds - da * s) * d) / _clamped_sigma(s, sigma_min)).to(data.dtype)
+
+
+def noise_from_data(path: Path, data: Tensor, x: Tensor, t: Tensor, sigma_min: float = DATA_SIGMA_MIN) -> Tensor:
+    """eps_hat = (x - alpha x_hat*) / max(sigma_t, sigma_min) (eq. 1)."""
+    a, s, _, _ = _coefs(path, t, x)
+    d, xx = _work(data, x, coef=a)
+    return ((xx - a * d) / _clamped_sigma(s, sigma_min)).to(data.dtype)
+
+
+def score_from_data(path: Path, data: Tensor, x: Tensor, t: Tensor, sigma_min: float = DATA_SIGMA_MIN) -> Tensor:
+    """s = -(x - alpha x_hat*) / max(sigma_t, sigma_min)^2 (Tweedie)."""
+    a, s, _, _ = _coefs(path, t, x)
+    d, xx = _work(data, x, coef=a)
+    return (-(xx - a * d) / _clamped_sigma(s, sigma_min) ** 2).to(data.dtype)
+
+
 # ---------------------------------------------------------------- generic dispatch
 # eq. (9) between the velocity and the other predictions ("velocity" itself is the identity)
-_TO_VELOCITY = {"score": velocity_from_score, "noise": velocity_from_noise}
-_FROM_VELOCITY = {"score": score_from_velocity, "noise": noise_from_velocity}
+_TO_VELOCITY = {"score": velocity_from_score, "noise": velocity_from_noise, "data": velocity_from_data}
+_FROM_VELOCITY = {"score": score_from_velocity, "noise": noise_from_velocity, "data": x_star_from_velocity}
+_FROM_DATA = {"velocity": velocity_from_data, "noise": noise_from_data, "score": score_from_data}
 
 
 def to_velocity(path: Path, prediction: str, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
@@ -160,7 +206,7 @@ def to_velocity(path: Path, prediction: str, out: Tensor, x: Tensor, t: Tensor) 
 
 
 def from_velocity(path: Path, prediction: str, velocity: Tensor, x: Tensor, t: Tensor) -> Tensor:
-    """The ``prediction`` (velocity, score or noise) that corresponds to ``velocity`` (eq. 9)."""
+    """The ``prediction`` (velocity, score, noise or data) that corresponds to ``velocity`` (eq. 9)."""
     check_prediction(prediction)
     if prediction == "velocity":
         return velocity
@@ -169,13 +215,16 @@ def from_velocity(path: Path, prediction: str, velocity: Tensor, x: Tensor, t: T
 
 def convert(path: Path, src: str, dst: str, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
     """Convert a prediction between any two of PREDICTIONS (and ``"x_star"`` as a target).
-    Goes directly where a direct formula exists (score <-> noise), otherwise through velocity."""
+    Goes directly where a direct formula exists (score <-> noise, anything -> data, data -> anything),
+    otherwise through velocity. ``"x_star"`` is the same as ``"data"``."""
     check_prediction(src)
-    if dst == "x_star":
+    if dst in ("x_star", "data"):
         return to_x_star(path, src, out, x, t)
     check_prediction(dst)
     if src == dst:
         return out
+    if src == "data":
+        return _FROM_DATA[dst](path, out, x, t)
     if (src, dst) == ("score", "noise"):
         return noise_from_score(path, out, x, t)
     if (src, dst) == ("noise", "score"):
@@ -186,6 +235,8 @@ def convert(path: Path, src: str, dst: str, out: Tensor, x: Tensor, t: Tensor) -
 def to_x_star(path: Path, prediction: str, out: Tensor, x: Tensor, t: Tensor) -> Tensor:
     """The denoised estimate x_hat* = E[x* | x_t = x] from a ``prediction`` output."""
     check_prediction(prediction)
+    if prediction == "data":
+        return out
     if prediction == "velocity":
         return x_star_from_velocity(path, out, x, t)
     if prediction == "score":
@@ -198,7 +249,7 @@ def velocity_field(
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """Turn a prediction function ``model_fn(x, t, y)`` (paper time, t of shape (B,)) into a
     velocity field ``field(x, t) -> v`` for the samplers, converting by eq. (9) when the model
-    predicts the score or the noise. A scalar t is expanded to (B,)."""
+    predicts the score, the noise or the data (clamped: `velocity_from_data`). A scalar t is expanded to (B,)."""
     check_prediction(prediction)
 
     def field(x: Tensor, t: Tensor, r: Tensor | None = None) -> Tensor:
@@ -225,7 +276,7 @@ def mean_flat(x: Tensor) -> Tensor:
 
 def default_t_range(path: Path, prediction: str) -> tuple[float, float]:
     """Official training time range in paper time (math.md section 4), `Path.train_t_range`:
-    VP [1e-5, 1] for every prediction; Linear/GVP velocity [0, 1], score/noise [1e-3, 1 - 1e-3]."""
+    VP [1e-5, 1] for every prediction; Linear/GVP velocity and data [0, 1], score/noise [1e-3, 1 - 1e-3]."""
     return path.train_t_range(check_prediction(prediction))
 
 
@@ -240,7 +291,14 @@ class LossConfig:
     The velocity loss L_v (7) is never weighted (a weight with prediction="velocity" is an error;
     the official code silently ignores it). With prediction="noise" a weight is applied to the
     same residual (the official code ignores it for noise; here it is honoured).
-    t ~ time_dist on [t_min, t_max]; None means the official range of `default_t_range`."""
+    t ~ time_dist on [t_min, t_max]; None means the official range of `default_t_range`.
+    prediction="data" (x-prediction) regresses x_hat* on x*: ||x_hat* - x*||^2 (unweighted).
+    loss_space (None = the prediction's own space): the squared error is taken after converting the
+      prediction AND its target by `convert` (prediction -> loss_space) at the same (x_t, t); the
+      conversion is affine in the prediction, so this is ||J (pred - target)||^2. JiT: prediction
+      "data", loss_space "velocity" = ||x_hat* - x*||^2 (D / max(sigma, 0.05))^2; noise with
+      loss_space "velocity" equals loss_weight "velocity" (L_s_lambda). It is unweighted (a
+      loss_weight with it is an error)."""
 
     prediction: Prediction = "velocity"
     loss_weight: LossWeight = None
@@ -249,10 +307,16 @@ class LossConfig:
     time_dist: TimeDist = "uniform"
     loc: float = 0.0      # logit-normal location (of the logit of u, before mapping to [t_min, t_max])
     scale: float = 1.0    # logit-normal scale
+    loss_space: LossSpace = None
 
     def __post_init__(self):
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"LossConfig.prediction: unknown prediction {self.prediction!r}; expected one of {list(PREDICTIONS)}")
+        if self.loss_space not in LOSS_SPACES:
+            raise ValueError(f"LossConfig.loss_space: unknown space {self.loss_space!r}; expected one of {list(LOSS_SPACES)}")
+        if self.loss_weight is not None and (self.prediction == "data" or self.loss_space is not None):
+            raise ValueError(f"LossConfig.loss_weight={self.loss_weight!r} weights the score/noise residual; it does not "
+                             "combine with prediction 'data' or a loss_space")
         if self.loss_weight not in LOSS_WEIGHTS:
             raise ValueError(f"LossConfig.loss_weight: unknown loss weight {self.loss_weight!r}; expected one of {list(LOSS_WEIGHTS)}")
         if self.prediction == "velocity" and self.loss_weight is not None:
@@ -316,8 +380,9 @@ def training_losses(
       loss (B,)   mean over non-batch dims of the (weighted) squared residual (official mean_flat);
                   the batch loss is ``loss.mean()``
       t (B,), x_t, eps, pred (the network output), target (what pred regresses on:
-      alpha_dot x* + sigma_dot eps for velocity (7), -eps/sigma for score (6), eps for noise),
-      weight (B,) (ones for an unweighted loss).
+      alpha_dot x* + sigma_dot eps for velocity (7), -eps/sigma for score (6), eps for noise, x*
+      for data), weight (B,) (ones for an unweighted loss). With ``cfg.loss_space`` the loss is
+      mean_flat((convert(pred) - convert(target))^2) in that space (`LossConfig`).
     Times are float32 (float64 when x_star is float64)."""
     if not isinstance(cfg, LossConfig):
         raise TypeError(f"cfg must be a LossConfig (got {type(cfg).__name__})")
@@ -346,8 +411,15 @@ def training_losses(
         raise ValueError(f"model output has shape {tuple(pred.shape)}; expected x's shape {tuple(x_star.shape)}")
     a, s, da, ds = _coefs(path, t, x_star)
     p, xs, e = _work(pred, x_star, eps, coef=a)
-    if cfg.prediction == "velocity":
-        target = da * xs + ds * e
+    space = cfg.loss_space
+    if space is not None and space != cfg.prediction:
+        target = {"velocity": da * xs + ds * e, "score": -e / s, "noise": e, "data": xs}[cfg.prediction]
+        xw = x_t.to(p.dtype)
+        diff = convert(path, cfg.prediction, space, p, xw, t) - convert(path, cfg.prediction, space, target, xw, t)
+        weight = torch.ones_like(t, dtype=a.dtype)
+        loss = mean_flat(diff**2)
+    elif cfg.prediction in ("velocity", "data"):
+        target = da * xs + ds * e if cfg.prediction == "velocity" else xs
         weight = torch.ones_like(t, dtype=a.dtype)
         loss = mean_flat((p - target) ** 2)
     else:

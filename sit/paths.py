@@ -79,19 +79,22 @@ class Path:
     def train_t_range(self, prediction: str = "velocity") -> tuple[float, float]:
         """Official training range (t_min, t_max) (math.md section 4): [1e-5, 1] on a path singular
         at t = 0 (VP); [0, 1] for velocity models otherwise; score/noise models stay 1e-3 away
-        from t = 0 and (where alpha_1 = 0) from t = 1."""
+        from t = 0 and (where alpha_1 = 0) from t = 1; data (x-prediction) models as velocity ones
+        (their conversions divide by a clamped sigma_t, `sit.objectives.DATA_SIGMA_MIN`)."""
         if self.singular_at_0:
             return TRAIN_EPS_SINGULAR, 1.0
-        if prediction == "velocity":
+        if prediction in ("velocity", "data"):
             return 0.0, 1.0
         return TRAIN_EPS, (1.0 - TRAIN_EPS) if self.alpha_1_zero else 1.0
 
     def sample_t_range(self, prediction: str = "velocity") -> tuple[float, float]:
         """Default ODE sampling range (t_start, t_end), t_start > t_end: start at 1, or 1 - 1e-3
         where a score/noise model is infinite at t = 1 (alpha_1 = 0); end at 0 for velocity models,
-        else (singular at 0, or a score/noise model) at 1e-3."""
-        start = 1.0 - SAMPLE_EPS if (self.alpha_1_zero and prediction != "velocity") else 1.0
-        end = SAMPLE_EPS if (self.singular_at_0 or prediction != "velocity") else 0.0
+        else (singular at 0, or a score/noise model) at 1e-3. Data (x-prediction) models as velocity
+        ones: finite at t = 1, and at t = 0 by the clamp of `sit.objectives.velocity_from_data`."""
+        exact = prediction in ("velocity", "data")
+        start = 1.0 - SAMPLE_EPS if (self.alpha_1_zero and not exact) else 1.0
+        end = SAMPLE_EPS if (self.singular_at_0 or not exact) else 0.0
         return start, end
 
     def alpha(self, t: Tensor) -> Tensor:

@@ -54,7 +54,16 @@ _TRAIN_FLAG_OF = _train_flags()          # TrainConfig field -> its flag (None: 
 _MODEL_FLAG_OF = {"class_dropout_prob": "--label-dropout"}   # ModelConfig fields whose flag differs from the name
 # the TrainConfig fields that have a flag (the study builds a namespace of them)
 TRAIN_FLAGS = tuple(name for name, flag in _TRAIN_FLAG_OF.items() if flag is not None)
-ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout")
+def _model_field_flags() -> tuple[str, ...]:
+    from sit.config import ModelConfig
+
+    return tuple(f.name for f in dataclasses.fields(ModelConfig) if "help" in f.metadata)
+
+
+# ModelConfig fields whose flag is generated from the field (metadata "help": the modern block's options)
+MODEL_FIELD_FLAGS = _model_field_flags()
+ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout",
+              *MODEL_FIELD_FLAGS)
 
 
 def flag_for(field: str) -> str | None:
@@ -155,6 +164,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
             group.add_argument(flag_for("class_dropout_prob"), dest="label_dropout", type=float, metavar="P",
                                help=f"label dropout for guidance (default {M.class_dropout_prob})")
+            for f in dataclasses.fields(ModelConfig):   # generated from the fields' metadata
+                if f.name in MODEL_FIELD_FLAGS:
+                    group.add_argument(flag_for(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                       help=f"{f.metadata['help']} (default {'on' if f.default else 'off'})")
         if name == "run":
             group.add_argument("--resume", metavar="RUN",
                                help="continue a run exactly from its newest valid checkpoint; only these flags may change "
@@ -184,7 +197,8 @@ def resolve(args: argparse.Namespace):
     defaults without --data/--latents, the paper's otherwise; explicit flags always win)."""
     from sit.train.presets import resolve_configs
 
-    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma")
+    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma",
+                                          *MODEL_FIELD_FLAGS)
             if getattr(args, k, None) is not None}
     if getattr(args, "label_dropout", None) is not None:
         arch["class_dropout_prob"] = args.label_dropout

@@ -14,7 +14,7 @@ class, ``argparse.Namespace``; a pickle that would construct anything else (a ca
 ``os.system`` smuggled in through ``__reduce__``) is refused before it runs.
 
 The meta dict travelling with a model: {"model": ModelConfig dict, "path": "linear" | "gvp" |
-"vp" | "ddpm", "prediction": "velocity" | "score" | "noise", "time_input": "continuous" |
+"vp" | "ddpm", "prediction": "velocity" | "score" | "noise" | "data", "time_input": "continuous" |
 "discrete", "step": int, ...free extra keys}. Official SiT files are assumed Linear + velocity
 (the released SiT-XL/2) unless their train.py args say otherwise; DiT files (name contains
 "DiT", or train.py args without path_type) are discrete-time noise predictors with learned
@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from sit.config import MODEL_PRESETS, ConfigError, ModelConfig, from_dict, to_dict
 from sit.io import atomic_path, write_text_atomic
+from sit.models.modern import swiglu_hidden
 from sit.models.sit import SiT
 
 KINDS = ("sit", "dit")
@@ -137,7 +138,11 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
     if grid * grid != T:
         raise ValueError(f"pos_embed has {T} tokens, not a square grid")
     depth = 1 + max((int(m.group(1)) for k in state_dict if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
-    mlp_hidden = state_dict["blocks.0.mlp.fc1.weight"].shape[0] if depth else int(4 * D)
+    swiglu = "blocks.0.mlp.w12.weight" in state_dict  # the modern block's keys (sit.models.modern; RoPE has none)
+    if swiglu:  # H = int(2/3 * D * ratio): the ratio to a quarter
+        mlp_hidden = round(1.5 * state_dict["blocks.0.mlp.w12.weight"].shape[0] / 2 / D * 4) / 4 * D
+    else:
+        mlp_hidden = state_dict["blocks.0.mlp.fc1.weight"].shape[0] if depth else int(4 * D)
     out = state_dict["final_layer.linear.weight"].shape[0] // (p * p)
     if out not in (C, 2 * C):
         raise ValueError(f"final_layer.linear.weight has {out * p * p} rows; expected p*p*C or p*p*2C for C={C}, p={p}")
@@ -186,6 +191,7 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
         class_dropout_prob=dropout,
         num_classes=num_classes,
         learn_sigma=out == 2 * C,
+        swiglu=swiglu, rmsnorm="blocks.0.norm1.weight" in state_dict, qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
     )
 
 
@@ -199,12 +205,14 @@ def check_config_against_weights(config: ModelConfig, state_dict: dict[str, Tens
             raise ValueError(f"{source}: weight {k!r} has dtype {str(v.dtype).replace('torch.', '')}; "
                              "SiT weights are floating point")
     shapes = infer_config(state_dict, num_heads=config.num_heads)
-    mlp = int(state_dict["blocks.0.mlp.fc1.weight"].shape[0]) if shapes.depth else None
+    mlp_key = "blocks.0.mlp.w12.weight" if config.swiglu else "blocks.0.mlp.fc1.weight"
+    mlp = int(state_dict[mlp_key].shape[0]) if shapes.depth and mlp_key in state_dict else None
     checks = [("depth", config.depth, shapes.depth), ("hidden_size", config.hidden_size, shapes.hidden_size),
               ("patch_size", config.patch_size, shapes.patch_size), ("input_size", config.input_size, shapes.input_size),
               ("in_channels", config.in_channels, shapes.in_channels)]  # the sizes that scale the build
     if mlp is not None:
-        checks.append(("MLP width (hidden_size * mlp_ratio)", int(config.hidden_size * config.mlp_ratio), mlp))
+        width = 2 * swiglu_hidden(config.hidden_size, config.mlp_ratio) if config.swiglu else int(config.hidden_size * config.mlp_ratio)
+        checks.append(("MLP width (hidden_size * mlp_ratio)", width, mlp))
     for name, said, found in checks:
         if name == "depth" and said != found:
             gap = (f"missing keys blocks.{found}.* to blocks.{said - 1}.*" if said > found
@@ -396,7 +404,7 @@ def load_model(
     with torch.device("meta"):
         net = SiT(config)
     check_state_dict(net, sd, source=str(path))
-    net = net.to_empty(device="cpu")
+    net = net.to_empty(device="cpu").rebuild_buffers()
     net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True, assign=False)
     net.pos_embed.requires_grad_(False)
     return net.eval(), meta
@@ -456,6 +464,14 @@ def export_official(
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"official checkpoints are .pt files (got {str(path)!r})")
+    modern = [f for f in ModelConfig.MODERN_FIELDS if getattr(net.config, f, False)]
+    if modern:
+        raise ConfigError("ModelConfig", modern[0], f"is not part of the official SiT network (this model: "
+                          f"{', '.join(modern)}); keep sit's safetensors format")
+    pred = (args.get("prediction") if isinstance(args, dict) else getattr(args, "prediction", None)) if args else None
+    if pred == "data":
+        raise ConfigError("", "prediction", "'data' (x-prediction) is unknown to the official code; keep sit's "
+                          "safetensors format")
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = _plain_state_dict(net)
     if args is None:

@@ -71,6 +71,9 @@ def diffusers_config(config: ModelConfig) -> dict[str, Any]:
     """The ``DiTTransformer2DModel`` config of the same architecture (refuses what it cannot hold)."""
     if config.mlp_ratio != 4.0:
         raise DiffusersFormatError(f"diffusers' DiT has mlp_ratio 4 (this model: {config.mlp_ratio})")
+    modern = [f for f in ModelConfig.MODERN_FIELDS if getattr(config, f)]
+    if modern:
+        raise DiffusersFormatError(f"diffusers' DiT has none of the modern block's options (this model: {', '.join(modern)})")
     return {
         "_class_name": "DiTTransformer2DModel",
         "num_attention_heads": config.num_heads,

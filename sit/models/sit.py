@@ -35,6 +35,7 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from sit.config import ModelConfig
+from sit.models.modern import RMSNorm, SwiGLU, apply_rope, rope_tables, swiglu_hidden
 
 TIME_EMBED_DIM = 256  # width of the sinusoidal time features fed to t_embedder.mlp.0
 LN_EPS = 1e-6
@@ -139,17 +140,25 @@ class Attention(nn.Module):
     ``impl="auto"`` (default) uses the matmul form for bf16/fp16 attention on CPUs and SDPA
     otherwise (GPUs; fp32 on CPUs, where the two measured on par). Same result up to rounding."""
 
-    def __init__(self, hidden_size: int, num_heads: int, impl: str = "auto"):
+    def __init__(self, hidden_size: int, num_heads: int, impl: str = "auto", qk_norm: str | None = None):
         super().__init__()
         self.num_heads = num_heads
         self.impl = impl
         self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=True)
         self.proj = nn.Linear(hidden_size, hidden_size, bias=True)
+        if qk_norm is not None:  # the modern block (sit.models.modern): "rms" or "layer", per head
+            hd = hidden_size // num_heads
+            norm = (lambda: RMSNorm(hd)) if qk_norm == "rms" else (lambda: nn.LayerNorm(hd, eps=LN_EPS))
+            self.q_norm, self.k_norm = norm(), norm()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         B, T, D = x.shape
         hd = D // self.num_heads
         q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, hd).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hd)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         # auto: SDPA's CPU kernel is ~2x slower than two matmuls in bf16 (fp32: on par; GPUs: SDPA)
         if self.impl == "matmul" or (self.impl == "auto" and q.device.type == "cpu" and q.dtype != torch.float32):
             # contiguous heads first (batched matmuls on the strided views ran ~1.5x slower on CPU);
@@ -217,31 +226,45 @@ def _layer_norm(x: Tensor) -> Tensor:
 
 
 class SiTBlock(nn.Module):
-    """x <- x + g_a * Attn(LN(x)(1 + s_a) + b_a);  x <- x + g_m * MLP(LN(x)(1 + s_m) + b_m)."""
+    """x <- x + g_a * Attn(LN(x)(1 + s_a) + b_a);  x <- x + g_m * MLP(LN(x)(1 + s_m) + b_m).
+    ``config``'s modern options (sit.models.modern) swap in SwiGLU, RMSNorm (norm1 / norm2), QK-norm;
+    RoPE tables come with the call."""
 
-    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float):
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float, config: ModelConfig | None = None):
         super().__init__()
-        self.attn = Attention(hidden_size, num_heads)
-        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        swiglu, rms, qk = (False, False, False) if config is None else (config.swiglu, config.rmsnorm, config.qk_norm)
+        self.attn = Attention(hidden_size, num_heads, qk_norm=("rms" if rms else "layer") if qk else None)
+        if swiglu:
+            self.mlp = SwiGLU(hidden_size, swiglu_hidden(hidden_size, mlp_ratio))
+        else:
+            self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        if rms:
+            self.norm1, self.norm2 = RMSNorm(hidden_size), RMSNorm(hidden_size)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size, bias=True))
 
-    def forward(self, x: Tensor, mod: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mod: Tensor, rope: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """x: (B, T, D) tokens; mod: (B, 6D) = adaLN_modulation(c), precomputed by the caller."""
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = mod.to(x.dtype).unsqueeze(1).chunk(6, dim=2)
-        x = torch.addcmul(x, gate_a, self.attn(torch.addcmul(shift_a, _layer_norm(x), 1 + scale_a)))
+        if hasattr(self, "norm1"):
+            x = torch.addcmul(x, gate_a, self.attn(torch.addcmul(shift_a, self.norm1(x), 1 + scale_a), rope))
+            return torch.addcmul(x, gate_m, self.mlp(torch.addcmul(shift_m, self.norm2(x), 1 + scale_m)))
+        x = torch.addcmul(x, gate_a, self.attn(torch.addcmul(shift_a, _layer_norm(x), 1 + scale_a), rope))
         x = torch.addcmul(x, gate_m, self.mlp(torch.addcmul(shift_m, _layer_norm(x), 1 + scale_m)))
         return x
 
 
 class FinalLayer(nn.Module):
-    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int, rmsnorm: bool = False):
         super().__init__()
+        if rmsnorm:
+            self.norm_final = RMSNorm(hidden_size)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size, bias=True))
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c).to(x.dtype).unsqueeze(1).chunk(2, dim=2)
-        return self.linear(torch.addcmul(shift, _layer_norm(x), 1 + scale))
+        xn = self.norm_final(x) if hasattr(self, "norm_final") else _layer_norm(x)
+        return self.linear(torch.addcmul(shift, xn, 1 + scale))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,10 +308,24 @@ class SiT(nn.Module):
         # a frozen Parameter (not a buffer) like the official model: it is in the state_dict and
         # counts towards the published parameter numbers
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid_size**2, D), requires_grad=False)
-        self.blocks = nn.ModuleList([SiTBlock(D, config.num_heads, config.mlp_ratio) for _ in range(config.depth)])
-        self.final_layer = FinalLayer(D, p, self.out_channels)
+        self.blocks = nn.ModuleList([SiTBlock(D, config.num_heads, config.mlp_ratio, config) for _ in range(config.depth)])
+        self.final_layer = FinalLayer(D, p, self.out_channels, config.rmsnorm)
+        if config.rope:  # not in the state_dict: rebuilt from the config (`rebuild_buffers`)
+            cos, sin = rope_tables(self.grid_size, D // config.num_heads)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
         self.initialize_weights()
         self.set_attn_impl(attn_impl)
+
+    def rebuild_buffers(self) -> "SiT":
+        """Recompute the buffers that are not in the state_dict (the RoPE tables), e.g. after a
+        network built on the meta device was materialised with ``to_empty``."""
+        if self.config.rope:
+            cos, sin = rope_tables(self.grid_size, self.config.hidden_size // self.config.num_heads,
+                                   device=self.rope_cos.device)
+            self.rope_cos.copy_(cos)
+            self.rope_sin.copy_(sin)
+        return self
 
     def set_attn_impl(self, impl: str) -> "SiT":
         """Attention kernel of every block: "auto" (default: matmul for bf16 on CPUs, else SDPA), "sdpa"
@@ -373,11 +410,12 @@ class SiT(nn.Module):
             raise ValueError("t2 (a second time) needs a network with ModelConfig.second_time (MeanFlow)")
         kept: dict[int, Tensor] = {}
         mods = self._modulations(c)
+        rope = (self.rope_cos, self.rope_sin) if self.config.rope else None
         for i, (block, mod) in enumerate(zip(self.blocks, mods), 1):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
-                h = torch.utils.checkpoint.checkpoint(block, h, mod, use_reentrant=False)
+                h = torch.utils.checkpoint.checkpoint(block, h, mod, rope, use_reentrant=False)
             else:
-                h = block(h, mod)
+                h = block(h, mod, rope)
             if i in hidden:
                 kept[i] = h
         h = self.final_layer(h, c)  # (B, T, p*p*out_channels)
@@ -403,8 +441,13 @@ def param_count(config: ModelConfig) -> int:
     M = int(D * config.mlp_ratio)
     T = (config.input_size // p) ** 2
     lin = lambda i, o: i * o + o  # noqa: E731  weight + bias
-    block = lin(D, 3 * D) + lin(D, D) + lin(D, M) + lin(M, D) + lin(D, 6 * D)
+    H = swiglu_hidden(D, config.mlp_ratio)
+    mlp = lin(D, 2 * H) + lin(H, D) if config.swiglu else lin(D, M) + lin(M, D)
+    hd = D // config.num_heads
+    qk = 0 if not config.qk_norm else (2 * hd if config.rmsnorm else 4 * hd)  # q_norm, k_norm (LayerNorm: + bias)
+    block = lin(D, 3 * D) + lin(D, D) + mlp + lin(D, 6 * D) + qk + (2 * D if config.rmsnorm else 0)
     return (
+        (D if config.rmsnorm else 0) +                          # final_layer.norm_final
         T * D                                                   # pos_embed
         + D * C * p * p + D                                     # x_embedder.proj
         + lin(TIME_EMBED_DIM, D) + lin(D, D)                    # t_embedder.mlp

@@ -45,7 +45,7 @@ class ContinuousObjective(Objective):
         self.cfg, self.model_cfg = cfg, model_cfg
         self.path = get_path(cfg.path)
         self.loss_cfg = LossConfig(prediction=cfg.prediction, loss_weight=cfg.loss_weight, t_min=cfg.t_min,
-                                   t_max=cfg.t_max, time_dist=cfg.time_dist)
+                                   t_max=cfg.t_max, time_dist=cfg.time_dist, loss_space=cfg.loss_space)
         self.t_lo, self.t_hi = self.loss_cfg.t_range(self.path)
 
     def sample_t(self, n, g):
