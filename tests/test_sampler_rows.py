@@ -40,6 +40,8 @@ def test_every_continuous_row_is_a_preview_sampler_and_discrete_rows_are_refused
         if row.kind == "discrete":
             with pytest.raises(ConfigError, match="sample_method 'dd.*discrete-time"):
                 TrainConfig(sample_method=name)
+        elif row.kind == "average":  # an average-velocity row previews MeanFlow runs only
+            assert TrainConfig(objective="meanflow", sample_method=name).sample_method == name
         else:
             assert TrainConfig(sample_method=name).sample_method == name
     with pytest.raises(ConfigError, match="'leapfrog' is not a row of the sampler table"):
