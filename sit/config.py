@@ -204,7 +204,7 @@ def model_preset(name: str, **overrides) -> ModelConfig:
 EmbeddedDataset = Literal["digits", "mnist_5k"]
 OnError = Literal["raise", "skip"]
 Precision = Literal["fp32", "bf16"]
-PreviewMethod = Literal["euler", "heun", "euler_maruyama", "sde_heun", "dopri5"]   # sit.samplers methods for grids
+PreviewMethod = Literal["euler", "heun", "euler_maruyama", "sde_heun", "dopri5", "dpmpp_2m"]   # sit.samplers methods for grids
 
 # The records TrainConfig's fields belong to (each field's metadata "group"), in the order `sit train --help`
 # lists them, each with what it holds. `TrainConfig.group(name)` gives one as a typed record.
