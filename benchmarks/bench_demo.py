@@ -20,7 +20,7 @@ classifier); the start-up (``python -c "import sit.cli, sit.train ..."``: interp
 sit imports) is measured in a fresh process. CPU seconds on one thread are the wall time on one
 idle core; the machine may be shared, so wall seconds are printed only beside them.
 
-    python benchmarks/bench_demo.py --phases --variant base --seeds 0,1
+    python benchmarks/bench_demo.py --phases --variant base --seeds 0,1 --judge-samplers euler:10,dpmpp_2m:6
 """
 
 from __future__ import annotations
@@ -134,7 +134,8 @@ def startup_cpu(threads: int) -> float:
                                 check=True).stdout.strip().splitlines()[-1])
 
 
-def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, phases: bool = False) -> dict:
+def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, phases: bool = False,
+                judge_samplers: tuple = ()) -> dict:
     from sit.config import ModelConfig, TrainConfig
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
@@ -168,6 +169,11 @@ def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, p
         row[f"svc_acc_cfg{scale:g}"] = round(acc, 4)
         if scale != 1.0:
             row["feature_fid"] = round(float(quick_quality(real_x, real_y, x, y, seed=0)["fid"]), 2)
+    for method, steps in judge_samplers:  # the same network judged through other samplers (unguided)
+        import dataclasses
+
+        x = draw(res.ema, dataclasses.replace(cfg, sample_method=method, sample_steps=steps), mc, y, 1.0, seed=1234)
+        row[f"svc_acc_cfg1_{method}{steps}"] = round(float((clf.predict(x.flatten(1).numpy()) == y.numpy()).mean()), 4)
     return row
 
 
@@ -178,6 +184,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training (default 1, the demo's)")
     ap.add_argument("--json", help="append one JSON line per variant to this file")
     ap.add_argument("--seeds", default="0", help="comma list of training seeds per variant (default 0)")
+    ap.add_argument("--judge-samplers", default="", metavar="M:N,...",
+                    help="also judge each trained network's unguided samples through these samplers (method:steps)")
     ap.add_argument("--phases", action="store_true",
                     help="train as `sit train` does (quality number included) and split the CPU seconds by phase")
     args = ap.parse_args()
@@ -188,12 +196,13 @@ def main() -> int:
     if args.phases:
         print(json.dumps({"startup_cpu_s": round(startup_cpu(args.threads), 2)}), flush=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    judge = tuple((m, int(n)) for m, _, n in (s.partition(":") for s in args.judge_samplers.split(",") if s.strip()))
     for spec in args.variant or ["base"]:
         for seed in seeds:
             overrides = parse_variant(spec)
             if seed or len(seeds) > 1:
                 overrides.setdefault("seed", seed)
-            row = run_variant(spec, overrides, clf, args.per_class, args.threads, args.phases)
+            row = run_variant(spec, overrides, clf, args.per_class, args.threads, args.phases, judge)
             print(json.dumps(row), flush=True)
             if args.json:
                 with open(args.json, "a") as f:
