@@ -169,11 +169,27 @@ def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, p
         row[f"svc_acc_cfg{scale:g}"] = round(acc, 4)
         if scale != 1.0:
             row["feature_fid"] = round(float(quick_quality(real_x, real_y, x, y, seed=0)["fid"]), 2)
-    for method, steps in judge_samplers:  # the same network judged through other samplers (unguided)
-        import dataclasses
+    row.update(judge(res.ema, cfg, mc, clf, per_class, judge_samplers))
+    return row
 
-        x = draw(res.ema, dataclasses.replace(cfg, sample_method=method, sample_steps=steps), mc, y, 1.0, seed=1234)
+
+def judge(ema, cfg, mc, clf, per_class: int, samplers: tuple) -> dict:
+    """The same network judged through other samplers (method, steps): SVC accuracy unguided and the
+    feature FID guided at the demo's cfg, as for the variant's own sampler."""
+    import dataclasses
+
+    from sit.data.embedded import load_embedded
+    from sit.evaluate.classifier import quick_quality
+
+    real_x, real_y = load_embedded("digits", "all")
+    y = torch.arange(10).repeat_interleave(per_class)
+    row = {}
+    for method, steps in samplers:
+        c = dataclasses.replace(cfg, sample_method=method, sample_steps=steps)
+        x = draw(ema, c, mc, y, 1.0, seed=1234)
         row[f"svc_acc_cfg1_{method}{steps}"] = round(float((clf.predict(x.flatten(1).numpy()) == y.numpy()).mean()), 4)
+        x = draw(ema, c, mc, y, cfg.cfg_scale, seed=1234)
+        row[f"feature_fid_{method}{steps}"] = round(float(quick_quality(real_x, real_y, x, y, seed=0)["fid"]), 2)
     return row
 
 
