@@ -32,8 +32,8 @@ Heun with 24 steps to 2e-8 on the same field), ``--ema-start`` (EMA counter offs
     python benchmarks/bench_fidelity.py --cells linear-score --loss official --sampler official \
         --official /path/to/SiT --seeds 0,1,2 --out /tmp/fidelity.json
 
-The command-line path (``--via cli``): each (cell, seed) is trained by `sit train` at the same
-settings (``--path --prediction [--loss-weight] --steps --batch --lr 1e-3 --warmup 0 --grad-clip 0
+The command-line path (``--via cli``): each (cell, seed) is trained by `sit train` (run as
+`python -m sit.cli`, in a fresh process) at the same settings (``--path --prediction [--loss-weight] --steps --batch --lr 1e-3 --warmup 0 --grad-clip 0
 --ema 0.999 --ema-warmup --time-dist uniform``; its data: the embedded digits' training split,
 1,618 images in epochs of permutations, unless ``--train-data all``, which for this measurement
 hands `sit train` all 1,797) and sampled by `sit sample --method heun --num-steps 25 --num-samples
@@ -55,7 +55,6 @@ is printed. Prints figures only; nothing here is a test.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -173,27 +172,35 @@ def cli_train_argv(cell: str, seed: int, args, out: str) -> list[str]:
             "--no-progress", "--threads", str(args.threads)]
 
 
+# `python -m sit.cli ARGV...` as a user runs it; with ALL_DIGITS first, the embedded training split is
+# all 1,797 digits (for the --train-data all measurement only)
+_CLI = """import sys
+import sit.data.embedded as e
+if sys.argv[1] == "ALL_DIGITS":
+    real = e.load_embedded
+    e.load_embedded = lambda name="digits", split="train", *a, **k: real(name, "all" if split == "train" else split, *a, **k)
+from sit.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def sit_command(argv: list[str], all_digits: bool = False) -> int:
+    """Run `sit ARGV` in a fresh process (the command-line path exactly as a user runs it)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-c", _CLI, "ALL_DIGITS" if all_digits else "-", *argv], env=env).returncode
+
+
 def train_via_cli(cell: str, seed: int, args) -> str:
-    """The run folder of (cell, seed) trained by `sit train` (in this process); with ``--train-data
-    all`` its embedded training split is, for this measurement only, all 1,797 digits."""
-    from unittest import mock
-
-    import sit.data.embedded as embedded
-    from sit.cli import main as sit_main
-
+    """The run folder of (cell, seed) trained by `sit train`; with ``--train-data all`` its embedded
+    training split is, for this measurement only, all 1,797 digits."""
     root = Path(args.save_dir or tempfile.mkdtemp(prefix="fidelity_cli_"))
     run = root / f"cli-{cell}-s{seed}-steps{args.steps}-b{args.batch}-data{args.train_data}"
     if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
         return str(run)
-    real = embedded.load_embedded
-
-    def all_digits(name="digits", split="train", *a, **k):
-        return real(name, "all" if split == "train" else split, *a, **k)
-
-    patch = mock.patch.object(embedded, "load_embedded", all_digits) if args.train_data == "all" else contextlib.nullcontext()
-    with patch:
-        if sit_main(cli_train_argv(cell, seed, args, str(run))) != 0:
-            raise SystemExit(f"sit train failed for {cell} seed {seed}")
+    if sit_command(cli_train_argv(cell, seed, args, str(run)), all_digits=args.train_data == "all") != 0:
+        raise SystemExit(f"sit train failed for {cell} seed {seed}")
     return str(run)
 
 
@@ -202,15 +209,13 @@ def sample_via_cli(run: str, seed: int, args) -> torch.Tensor:
     returns them as uint8 (N, H, W, C) read back from samples.npz."""
     import numpy as np
 
-    from sit.cli import main as sit_main
-
     out = Path(run) / f"samples-heun{args.heun_steps}-n{args.samples}-{args.cli_labels}-seed{10_000 + seed}"
     if not (out / "samples.npz").is_file():
         labels = ",".join(str(i) for i in range(10)) if args.cli_labels == "balanced" else "random"
         argv = ["sample", "--ckpt", run, "--method", "heun", "--num-steps", str(args.heun_steps), "--num-samples",
                 str(args.samples), "--labels", labels, "--seed", str(10_000 + seed), "--out", str(out), "--no-progress",
                 "--threads", str(args.threads)]
-        if sit_main(argv) != 0:
+        if sit_command(argv) != 0:
             raise SystemExit(f"sit sample failed for {run}")
     with np.load(out / "samples.npz") as z:
         return z["arr_0"]

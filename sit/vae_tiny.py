@@ -69,7 +69,7 @@ def write_tiny_vae(out: str | os.PathLike, seed: int = 0, widths=DEFAULT_WIDTHS,
     downsampling 2^(levels - 1), 8 for four) into the new folder ``out``; returns it."""
     import torch
 
-    from sit.io import write_json
+    from sit.io import write_json, write_text_atomic
     from sit.vae import RANDOM_MARK, SCALE_FACTOR, VAE
 
     widths = check_widths(widths)
@@ -90,7 +90,7 @@ def write_tiny_vae(out: str | os.PathLike, seed: int = 0, widths=DEFAULT_WIDTHS,
         cfg[RANDOM_MARK] = True
         cfg["_sit_made_by"] = f"sit tiny-vae --seed {seed} --widths {','.join(map(str, widths))}"
         write_json(cfg_path, cfg)
-        (tmp / "README.md").write_text(README.format(seed=seed, widths=",".join(map(str, widths)), scale=SCALE_FACTOR))
+        write_text_atomic(tmp / "README.md", README.format(seed=seed, widths=",".join(map(str, widths)), scale=SCALE_FACTOR))
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
