@@ -11,7 +11,16 @@ the SVC assigns to their class, and the classifier-feature FID (`quick_quality`)
     python benchmarks/bench_demo.py --variant base --variant "steps=600,lr=2e-3" --variant "time_dist=logit_normal"
 
 A variant is `name` (see VARIANTS) or comma-separated `field=value` overrides of TrainConfig
-(`steps`, `lr`, `global_batch`, ...) and of the demo ModelConfig (`depth`, `hidden_size`, ...).
+(`steps`, `lr`, `global_batch`, `sample_method`, ...) and of the demo ModelConfig (`depth`, `hidden_size`, ...).
+
+Where the demo's time goes (``--phases``): the variant is trained as `sit train` runs it, final
+report and quality number included, and the process CPU seconds are split into the training steps,
+the checkpoints, the final sample grids + loss curve, and the quality number (its sampling and its
+classifier); the start-up (``python -c "import sit.cli, sit.train ..."``: interpreter, torch and
+sit imports) is measured in a fresh process. CPU seconds on one thread are the wall time on one
+idle core; the machine may be shared, so wall seconds are printed only beside them.
+
+    python benchmarks/bench_demo.py --phases --variant base --seeds 0,1 --judge-samplers euler:10,dpmpp_2m:6
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +85,58 @@ def draw(ema, cfg, model_cfg, y, scale, seed):
     return x.clamp(-1, 1)
 
 
-def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int) -> dict:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+# the phases of `sit train` after the steps, timed by wrapping the functions the loop calls:
+# name -> (module, attribute)
+PHASES = {"checkpoints": ("sit.train.loop", "save_checkpoint"),
+          "final grids + loss curve": ("sit.train.report", "sample_grid"),
+          "quality number": ("sit.train.report", "_quality")}
+
+
+def _install_timers() -> dict:
+    import importlib
+
+    timers = {}
+    for label, (mod, attr) in PHASES.items():
+        m = importlib.import_module(mod)
+        orig = getattr(m, attr)
+        cell = [orig, 0.0]
+
+        def wrapped(*a, _cell=cell, **k):
+            c0 = _cpu()
+            try:
+                return _cell[0](*a, **k)
+            finally:
+                _cell[1] += _cpu() - c0
+
+        setattr(m, attr, wrapped)
+        timers[label] = cell
+    return timers
+
+
+def _remove_timers(timers: dict) -> None:
+    import importlib
+
+    for label, (mod, attr) in PHASES.items():
+        if label in timers:
+            setattr(importlib.import_module(mod), attr, timers[label][0])
+
+
+def startup_cpu(threads: int) -> float:
+    """CPU seconds of a fresh `python` that imports what `sit train` imports before its first step."""
+    code = ("import resource, torch, sit.cli, sit.train, sit.train.loop, sit.evaluate.scorers.classifier; "
+            f"torch.set_num_threads({threads}); r = resource.getrusage(resource.RUSAGE_SELF); print(r.ru_utime + r.ru_stime)")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                                check=True).stdout.strip().splitlines()[-1])
+
+
+def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, phases: bool = False,
+                judge_samplers: tuple = ()) -> dict:
     from sit.config import ModelConfig, TrainConfig
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
@@ -85,16 +146,23 @@ def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int) -
     tr = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
     mo = {k: v for k, v in overrides.items() if k in MODEL_FIELDS}
     out = tempfile.mkdtemp(prefix="bench_demo_")
-    cfg = TrainConfig(**{**DEMO_TRAIN, "threads": threads, "progress": False, "quality": False, **tr, "out": out})
+    base = {**DEMO_TRAIN, "threads": threads, "progress": False, "quality": phases}
+    cfg = TrainConfig(**{**base, **tr, "out": out})
     mc = ModelConfig(**{**DEMO_MODEL, "input_size": cfg.image_size, "in_channels": 1, "num_classes": 10, **mo})
-    r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    timers = _install_timers() if phases else {}
+    r0, t0 = _cpu(), time.perf_counter()
     res = train(cfg, mc)
     wall = time.perf_counter() - t0
-    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = _cpu() - r0
+    _remove_timers(timers)
     y = torch.arange(10).repeat_interleave(per_class)
-    row = {"variant": name, "overrides": overrides, "train_wall_s": round(wall, 1),
-           "train_cpu_s": round(r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime, 1),
-           "params": sum(p.numel() for p in res.ema.parameters())}
+    row = {"variant": name, "overrides": overrides, "seed": cfg.seed, "train_wall_s": round(wall, 1),
+           "train_cpu_s": round(cpu, 1), "params": sum(p.numel() for p in res.ema.parameters())}
+    if phases:
+        spent = {k: round(v[1], 1) for k, v in timers.items()}
+        row["cpu_s"] = {"training steps + setup + loss curve": round(cpu - sum(spent.values()), 1), **spent}
+        if res.quality:
+            row["demo_quality"] = {k: round(res.quality[k], 4) for k in ("accuracy", "fid")}
     real_x, real_y = load_embedded("digits", "all")
     for scale in (1.0, cfg.cfg_scale):
         x = draw(res.ema, cfg, mc, y, scale, seed=1234)
@@ -102,6 +170,27 @@ def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int) -
         row[f"svc_acc_cfg{scale:g}"] = round(acc, 4)
         if scale != 1.0:
             row["feature_fid"] = round(float(quick_quality(real_x, real_y, x, y, seed=0)["fid"]), 2)
+    row.update(judge(res.ema, cfg, mc, clf, per_class, judge_samplers))
+    return row
+
+
+def judge(ema, cfg, mc, clf, per_class: int, samplers: tuple) -> dict:
+    """The same network judged through other samplers (method, steps): SVC accuracy unguided and the
+    feature FID guided at the demo's cfg, as for the variant's own sampler."""
+    import dataclasses
+
+    from sit.data.embedded import load_embedded
+    from sit.evaluate.classifier import quick_quality
+
+    real_x, real_y = load_embedded("digits", "all")
+    y = torch.arange(10).repeat_interleave(per_class)
+    row = {}
+    for method, steps in samplers:
+        c = dataclasses.replace(cfg, sample_method=method, sample_steps=steps)
+        x = draw(ema, c, mc, y, 1.0, seed=1234)
+        row[f"svc_acc_cfg1_{method}{steps}"] = round(float((clf.predict(x.flatten(1).numpy()) == y.numpy()).mean()), 4)
+        x = draw(ema, c, mc, y, cfg.cfg_scale, seed=1234)
+        row[f"feature_fid_{method}{steps}"] = round(float(quick_quality(real_x, real_y, x, y, seed=0)["fid"]), 2)
     return row
 
 
@@ -111,17 +200,30 @@ def main() -> int:
     ap.add_argument("--per-class", type=int, default=100, help="samples per class for the accuracy (default 100)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the training (default 1, the demo's)")
     ap.add_argument("--json", help="append one JSON line per variant to this file")
+    ap.add_argument("--seeds", default="0", help="comma list of training seeds per variant (default 0)")
+    ap.add_argument("--judge-samplers", default="", metavar="M:N,...",
+                    help="also judge each trained network's unguided samples through these samplers (method:steps)")
+    ap.add_argument("--phases", action="store_true",
+                    help="train as `sit train` does (quality number included) and split the CPU seconds by phase")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     clf, held = svc_judge()
     print(f"# torch {torch.__version__}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
           f"SVC held-out accuracy on real digits {held:.4f}", flush=True)
+    if args.phases:
+        print(json.dumps({"startup_cpu_s": round(startup_cpu(args.threads), 2)}), flush=True)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    judge = tuple((m, int(n)) for m, _, n in (s.partition(":") for s in args.judge_samplers.split(",") if s.strip()))
     for spec in args.variant or ["base"]:
-        row = run_variant(spec, parse_variant(spec), clf, args.per_class, args.threads)
-        print(json.dumps(row), flush=True)
-        if args.json:
-            with open(args.json, "a") as f:
-                f.write(json.dumps(row) + "\n")
+        for seed in seeds:
+            overrides = parse_variant(spec)
+            if seed or len(seeds) > 1:
+                overrides.setdefault("seed", seed)
+            row = run_variant(spec, overrides, clf, args.per_class, args.threads, args.phases, judge)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps(row) + "\n")
     return 0
 
 

@@ -32,6 +32,19 @@ Heun with 24 steps to 2e-8 on the same field), ``--ema-start`` (EMA counter offs
     python benchmarks/bench_fidelity.py --cells linear-score --loss official --sampler official \
         --official /path/to/SiT --seeds 0,1,2 --out /tmp/fidelity.json
 
+The command-line path (``--via cli``): each (cell, seed) is trained by `sit train` (run as
+`python -m sit.cli`, in a fresh process) at the same settings (``--path --prediction [--loss-weight] --steps --batch --lr 1e-3 --warmup 0 --grad-clip 0
+--ema 0.999 --ema-warmup --time-dist uniform``; its data: the embedded digits' training split,
+1,618 images in epochs of permutations, unless ``--train-data all``, which for this measurement
+hands `sit train` all 1,797) and sampled by `sit sample --method heun --num-steps 25 --num-samples
+1500` (``--cli-labels random``: its default, per-sample seeded labels; ``balanced``: label i mod 10
+as above); the FD of the benchmark's own sampler on the same EMA network is recorded beside it
+(``fd_bench_sampler``), which separates the sampling side from the training side. ``--train-data
+train`` gives the library path the training split instead of all digits.
+
+    python benchmarks/bench_fidelity.py --cells vp-velocity --seeds 0 --via cli --out fidelity_cli.json
+    python benchmarks/bench_fidelity.py --cells vp-velocity --seeds 0 --via cli --train-data all --out fidelity_cli.json
+
 Each result also records ``fd_unclamped``: the same distance with the samples mapped to (x + 1) / 2
 but not clamped to [0, 1].
 
@@ -47,6 +60,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -148,6 +162,65 @@ def train_cell(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> 
     return ema.eval()
 
 
+def cli_train_argv(cell: str, seed: int, args, out: str) -> list[str]:
+    """`sit train` flags giving the benchmark's recipe for (cell, seed)."""
+    path_name, prediction, weight = CELLS[cell]
+    return ["train", "--out", out, "--path", path_name, "--prediction", prediction, "--loss-weight", weight or "none",
+            "--steps", str(args.steps), "--batch", str(args.batch), "--lr", "1e-3", "--warmup", "0", "--grad-clip", "0",
+            "--ema", "0.999", "--ema-warmup", "--time-dist", "uniform", "--seed", str(seed), "--no-quality",
+            "--samples-per-class", "1", "--sample-steps", "2", "--ckpt-every", str(args.steps), "--keep-last", "1",
+            "--no-progress", "--threads", str(args.threads)]
+
+
+# `python -m sit.cli ARGV...` as a user runs it; with ALL_DIGITS first, the embedded training split is
+# all 1,797 digits (for the --train-data all measurement only)
+_CLI = """import sys
+import sit.data.embedded as e
+if sys.argv[1] == "ALL_DIGITS":
+    real = e.load_embedded
+    e.load_embedded = lambda name="digits", split="train", *a, **k: real(name, "all" if split == "train" else split, *a, **k)
+from sit.cli import main
+raise SystemExit(main(sys.argv[2:]))
+"""
+
+
+def sit_command(argv: list[str], all_digits: bool = False) -> int:
+    """Run `sit ARGV` in a fresh process (the command-line path exactly as a user runs it)."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-c", _CLI, "ALL_DIGITS" if all_digits else "-", *argv], env=env).returncode
+
+
+def train_via_cli(cell: str, seed: int, args) -> str:
+    """The run folder of (cell, seed) trained by `sit train`; with ``--train-data all`` its embedded
+    training split is, for this measurement only, all 1,797 digits."""
+    root = Path(args.save_dir or tempfile.mkdtemp(prefix="fidelity_cli_"))
+    run = root / f"cli-{cell}-s{seed}-steps{args.steps}-b{args.batch}-data{args.train_data}"
+    if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()):
+        return str(run)
+    if sit_command(cli_train_argv(cell, seed, args, str(run)), all_digits=args.train_data == "all") != 0:
+        raise SystemExit(f"sit train failed for {cell} seed {seed}")
+    return str(run)
+
+
+def sample_via_cli(run: str, seed: int, args) -> torch.Tensor:
+    """`sit sample` of the run's EMA: Heun --heun-steps, --samples samples, labels per --cli-labels;
+    returns them as uint8 (N, H, W, C) read back from samples.npz."""
+    import numpy as np
+
+    out = Path(run) / f"samples-heun{args.heun_steps}-n{args.samples}-{args.cli_labels}-seed{10_000 + seed}"
+    if not (out / "samples.npz").is_file():
+        labels = ",".join(str(i) for i in range(10)) if args.cli_labels == "balanced" else "random"
+        argv = ["sample", "--ckpt", run, "--method", "heun", "--num-steps", str(args.heun_steps), "--num-samples",
+                str(args.samples), "--labels", labels, "--seed", str(10_000 + seed), "--out", str(out), "--no-progress",
+                "--threads", str(args.threads)]
+        if sit_command(argv) != 0:
+            raise SystemExit(f"sit sample failed for {run}")
+    with np.load(out / "samples.npz") as z:
+        return z["arr_0"]
+
+
 def load_or_train(cell: str, seed: int, args, x: torch.Tensor, y: torch.Tensor) -> torch.nn.Module:
     """The EMA network of (cell, seed): from ``--save-dir`` when it holds one trained with the same
     settings (so sampler variants can be scored without retraining), else trained (and saved there)."""
@@ -194,6 +267,12 @@ def sample_cell(ema, cell: str, seed: int, args) -> torch.Tensor:
     return x
 
 
+def _train_split() -> tuple[torch.Tensor, torch.Tensor]:
+    from sit.data.embedded import load_embedded
+
+    return load_embedded("digits", "train", image_size=8)
+
+
 def parse_cells(ap: argparse.ArgumentParser, spec: str) -> list[str]:
     """The cell names of a comma list (``ap.error`` on an unknown one)."""
     cells = [c.strip() for c in spec.split(",") if c.strip()]
@@ -224,6 +303,13 @@ def main(argv=None) -> int:
     ap.add_argument("--save-dir", default=None, help="keep / reuse each EMA network here (safetensors)")
     ap.add_argument("--out", default="fidelity.json", help="results JSON, appended per (cell, seed)")
     ap.add_argument("--report-only", action="store_true", help="print the table of --out and exit")
+    ap.add_argument("--via", choices=("library", "cli"), default="library",
+                    help="train with sit's parts in this script (default) or through `sit train` + `sit sample`")
+    ap.add_argument("--train-data", choices=("default", "all", "train"), default="default",
+                    help="training images: the path's default (library: all 1,797; cli: the 1,618 of the training "
+                         "split), all 1,797, or the training split")
+    ap.add_argument("--cli-labels", choices=("random", "balanced"), default="random",
+                    help="labels of `sit sample` with --via cli: its default (random) or i mod 10 (balanced)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cells = parse_cells(ap, args.cells)
@@ -236,28 +322,45 @@ def main(argv=None) -> int:
     results = json.loads(out.read_text()) if out.is_file() else {}
     setting = f"steps={args.steps},batch={args.batch},samples={args.samples},heun={args.heun_steps}" \
               f"{'p' if args.heun_points else ''},vp_end={args.vp_end},ema_start={args.ema_start}" \
-              f"{',loss=official' if args.loss == 'official' else ''}{',sampler=official' if args.sampler == 'official' else ''}"
+              f"{',loss=official' if args.loss == 'official' else ''}{',sampler=official' if args.sampler == 'official' else ''}" \
+              f"{',via=cli,labels=' + args.cli_labels if args.via == 'cli' else ''}" \
+              f"{',data=' + args.train_data if args.train_data != 'default' else ''}"
     if not args.report_only:
         x, y = real_digits()
+        real01 = ((x + 1) / 2).reshape(x.shape[0], -1).double()
+        xt, yt = (x, y) if args.train_data in ("default", "all") else _train_split()
+        if args.via == "cli" and args.train_data == "default":
+            args.train_data = "train"
         for cell in cells:
             for seed in seeds:
                 key = f"{cell}|{seed}|{setting}"
                 if key in results:
                     continue
                 t0 = time.perf_counter()
-                ema = load_or_train(cell, seed, args, x, y)
-                t1 = time.perf_counter()
-                fake = sample_cell(ema, cell, seed, args)
-                real01 = ((x + 1) / 2).reshape(x.shape[0], -1).double()
+                extra = {}
+                if args.via == "cli":
+                    from sit.checkpoints import load
+
+                    run = train_via_cli(cell, seed, args)
+                    t1 = time.perf_counter()
+                    images = torch.from_numpy(sample_via_cli(run, seed, args)).permute(0, 3, 1, 2).double() / 127.5 - 1
+                    fake = images[:, :1]
+                    ema = load(run, weights="ema")[0].eval()
+                    extra["fd_bench_sampler"] = pixel_fd(real01, sample_cell(ema, cell, seed, args))
+                else:
+                    ema = load_or_train(cell, seed, args, xt, yt)
+                    t1 = time.perf_counter()
+                    fake = sample_cell(ema, cell, seed, args)
                 fd = pixel_fd(real01, fake)
                 fd_raw = pixel_fd(real01, fake, clamp=False)
                 results[key] = {"cell": cell, "seed": seed, "setting": setting, "fd": fd, "fd_unclamped": fd_raw,
-                                "train_s": round(t1 - t0, 1), "sample_s": round(time.perf_counter() - t1, 1)}
+                                "train_s": round(t1 - t0, 1), "sample_s": round(time.perf_counter() - t1, 1), **extra}
                 tmp = out.with_suffix(f".tmp{os.getpid()}")
                 tmp.write_text(json.dumps(results, indent=1))
                 os.replace(tmp, out)
-                print(f"{cell:16s} seed {seed}: FD {fd:.3f}, unclamped {fd_raw:.3f}  (train {t1 - t0:.0f} s, sample "
-                      f"{time.perf_counter() - t1:.0f} s)", flush=True)
+                print(f"{cell:16s} seed {seed}: FD {fd:.3f}, unclamped {fd_raw:.3f}"
+                      + (f", bench sampler {extra['fd_bench_sampler']:.3f}" if extra else "")
+                      + f"  (train {t1 - t0:.0f} s, sample {time.perf_counter() - t1:.0f} s)", flush=True)
     print(f"\nsetting: {setting}")
     print(f"{'cell':16s} {'official':>9s} {'sit mean':>9s} {'sit sd':>7s} {'sit min..max':>15s}  n  official in sit range?"
           "  (unclamped mean)")

@@ -22,7 +22,7 @@ import sit
 
 # subcommand modules, in the order `sit --help` lists them
 COMMANDS = ("train", "extract", "sample", "eval", "likelihood", "lt", "sweep", "pathlength", "study", "convert",
-            "info", "demo_gaussian", "ema")
+            "info", "demo_gaussian", "ema", "tiny_vae")
 THREADS_ENV = "SIT_THREADS"
 
 

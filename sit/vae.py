@@ -32,6 +32,8 @@ SCALE_FACTOR = 0.18215  # SD VAE latent scale (DiT / SiT: x = vae.encode(img).sa
 # written before scale / shift were recorded used the SD VAE's 0.18215 and no shift (sit then
 # hard-coded them), and no per-channel normalisation.
 DEFAULT_SHIFT = 0.0
+# the config.json key `sit tiny-vae` (sit.vae_tiny) marks its random-weight VAE folders with; loading one warns
+RANDOM_MARK = "_sit_random_weights"
 
 
 def _finite(v: Any, what: str) -> float:
@@ -238,6 +240,21 @@ def _load(AutoencoderKL, where: str, dtype):
                                          torch_dtype=resolve_dtype(dtype))
 
 
+def _warn_if_random(folder: Path) -> None:
+    """Log a warning when ``folder`` is a random-weight VAE made by `sit tiny-vae`."""
+    import json
+    import logging
+
+    try:
+        random_weights = json.loads((folder / "config.json").read_text()).get(RANDOM_MARK) is True
+    except (OSError, ValueError, AttributeError):
+        return
+    if random_weights:
+        logging.getLogger("sit.vae").warning(
+            f"VAE {str(folder)!r} has RANDOM weights (made by `sit tiny-vae`): its latents mean nothing; "
+            "use it to try the commands, not for results")
+
+
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
@@ -288,6 +305,7 @@ class VAE:
                     f"VAE folder {str(path)!r} has no config.json; " + _missing_vae_message(spec, None)
                 )
             model = _load(AutoencoderKL, str(path), kwargs.get("dtype", torch.float32))
+            _warn_if_random(path)
             return cls(model, name=str(path), **kwargs)
         if path.exists():
             raise NotADirectoryError(

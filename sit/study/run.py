@@ -97,6 +97,9 @@ def check_identity(study: Study) -> None:
 # the paper's 1e-4.
 STUDY_TRAIN = dict(time_dist="uniform", warmup_steps=0, grad_clip=0.0)
 STUDY_EMBEDDED_LR = 1e-3
+# on the embedded data the base's preview sampler, fixed here rather than read from the demo's defaults
+# (it is part of the study's identity; the cells set their own sampling): the demo may change its own
+STUDY_EMBEDDED_PREVIEW = dict(sample_method="heun", sample_steps=20)
 
 
 def study_base(train: dict | None = None, arch: dict | None = None,
@@ -104,12 +107,13 @@ def study_base(train: dict | None = None, arch: dict | None = None,
     """(TrainConfig, ModelConfig) every cell of a study starts from: `sit train`'s resolution of the
     TrainConfig fields ``train`` (data, vae, device, ...) and ModelConfig fields ``arch``
     (`sit.train.presets.resolve_configs`: the demo's network without data / latents), with the
-    paper's recipe STUDY_TRAIN, no progress bars, and on the embedded data STUDY_EMBEDDED_LR."""
+    paper's recipe STUDY_TRAIN, no progress bars, and on the embedded data STUDY_EMBEDDED_LR and
+    STUDY_EMBEDDED_PREVIEW (so the demo's own recipe never reaches a study's identity)."""
     from sit.train.presets import resolve_configs
 
     cfg, mc = resolve_configs({**(train or {}), "progress": False}, arch, model)
     embedded = cfg.data is None and cfg.latents is None
-    return dataclasses.replace(cfg, **STUDY_TRAIN, **({"lr": STUDY_EMBEDDED_LR} if embedded else {})), mc
+    return dataclasses.replace(cfg, **STUDY_TRAIN, **({"lr": STUDY_EMBEDDED_LR, **STUDY_EMBEDDED_PREVIEW} if embedded else {})), mc
 
 
 def cell_configs(study: Study, cell: Cell, seed: int) -> tuple[TrainConfig, ModelConfig]:
