@@ -118,7 +118,7 @@ def from_repa(sd: Mapping[str, Tensor], args: Mapping[str, Any] | None = None) -
     net = {k: v for k, v in sd.items() if not k.startswith("projectors.")}
     qk = [k for k in net if ".attn.q_norm." in k or ".attn.k_norm." in k]
     if qk:
-        raise RepaFormatError(f"it was trained with --qk-norm ({qk[0]!r}); sit's SiT has no query/key norm")
+        raise RepaFormatError(f"it was trained with REPA's qk_norm option ({qk[0]!r}); its query/key norm is not mapped to sit's (ModelConfig.qk_norm) yet")
     for k in ("t_embedder.mlp.0.weight", "final_layer.linear.weight", "final_layer.linear.bias", "x_embedder.proj.weight"):
         if k not in net:
             raise RepaFormatError(f"not a REPA SiT state_dict: missing {k!r}")
