@@ -7,9 +7,9 @@ from generator(seed + 1, 7), guidance at the demo's cfg 2 (a CFG call, condition
 rows in one batch, counts as one NFE, as everywhere in sit), scored by
 `sit.evaluate.scorers.classifier` (small-CNN feature FD, class accuracy).
 
-    # train (the demo defaults; one thread), then score every run at each sampler
-    sit train --out runs/vel_s0 --seed 0 --threads 1
-    sit train --out runs/mf_s0 --seed 0 --threads 1 --objective meanflow
+    # train (the demo recipe of 2026-12-07: 600 x 128; one thread), then score every run at each sampler
+    sit train --out runs/vel_s0 --seed 0 --threads 1 --steps 600 --batch 128
+    sit train --out runs/mf_s0 --seed 0 --threads 1 --steps 600 --batch 128 --objective meanflow
     python benchmarks/bench_meanflow.py quality --velocity runs/vel_s* --meanflow runs/mf_s* --out mf.jsonl
     python benchmarks/bench_meanflow.py plot --rows mf.jsonl --png docs/img/meanflow_fd_nfe.png
     python benchmarks/bench_meanflow.py step --steps 20          # CPU s per step: plain vs MeanFlow
