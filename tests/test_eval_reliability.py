@@ -198,6 +198,42 @@ def test_embedded_reference_features_are_cached_and_verified(stub, tmp_path, cap
     assert stub.calls[-1] == 1797 and len(list((tmp_path / "cache" / "refstats").glob("digits-*.npz"))) == 2
 
 
+def test_an_inception_reference_entry_written_by_hand_in_the_stored_layout_reads(tmp_path):
+    """The cache's on-disk layout of an Inception reference entry (members pool, spatial, key,
+    digest = sha256 of the pool then spatial bytes, named ``<name>-<key>.npz``) is read as such, so
+    entries written before the cache was one implementation still read; one of the wrong width is rebuilt."""
+    import hashlib
+
+    from sit.evaluate.refstats import cache_key, cached_reference_features
+    from sit.io import save_npz_atomic, sha256_file
+
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    imgs = np.random.default_rng(0).integers(0, 256, size=(5, 4, 4, 1), dtype=np.uint8)
+    key = cache_key(sha256_file(tmp_path / "w.bin"), imgs)
+    rng = np.random.default_rng(1)
+
+    def write(pool_dim):
+        pool, spatial = rng.normal(size=(5, pool_dim)), rng.normal(size=(5, 2023))
+        digest = hashlib.sha256(pool.tobytes() + spatial.tobytes()).hexdigest()
+        save_npz_atomic(tmp_path / f"digits-{key}.npz", pool=pool, spatial=spatial, key=np.array(key),
+                        digest=np.array(digest))
+        return pool
+
+    class Feats:
+        path, calls = tmp_path / "w.bin", 0
+
+        def features(self, images, spatial=True):
+            Feats.calls += 1
+            return {"pool": np.zeros((len(images), 2048)), "spatial": np.zeros((len(images), 2023)), "logits": None}
+
+    pool, lines = write(2048), []
+    out = cached_reference_features("digits", imgs, Feats(), cache_dir=tmp_path, log=lines.append)
+    assert Feats.calls == 0 and np.array_equal(out["pool"], pool) and out["logits"] is None
+    write(2047)
+    out = cached_reference_features("digits", imgs, Feats(), cache_dir=tmp_path, log=lines.append)
+    assert Feats.calls == 1 and out["pool"].shape == (5, 2048) and "is corrupt (shapes" in lines[-2]
+
+
 # ----------------------------------------------------------------------------- item 3: documented commands
 
 
