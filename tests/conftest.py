@@ -19,3 +19,18 @@ def restore_threads():
     n = torch.get_num_threads()
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_and_samples(tmp_path_factory):
+    """(run folder of a 2-step tiny `sit train`, sample folder `sit sample` made from it), made once
+    and shared by the CLI tests that only read them."""
+    from tiny_cli import TINY_SAMPLE_FLAGS, TINY_TRAIN_FLAGS
+
+    from sit.cli import main
+
+    root = tmp_path_factory.mktemp("kinds")
+    run, samples = root / "run", root / "samples"
+    assert main(["train", "--out", str(run), *TINY_TRAIN_FLAGS]) == 0
+    assert main(["sample", "--ckpt", str(run), "--out", str(samples), *TINY_SAMPLE_FLAGS]) == 0
+    return run, samples

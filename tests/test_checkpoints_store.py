@@ -4,13 +4,15 @@ config.json, step agreement, fall-back with a message, identity, one-line errors
 import errno
 import json
 import os
+import shutil
 
 import pytest
 import torch
+from tiny_cli import TINY_MODEL, TINY_TRAIN_FLAGS, one_line
 
 from sit import checkpoints as store
 from sit.cli import main
-from sit.config import ModelConfig
+from sit.config import ConfigError, ModelConfig
 from sit.models.sit import SiT
 
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
@@ -180,3 +182,94 @@ def test_weights_only_refusal_names_the_global(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "would construct posix.getcwd" in err
     assert "weights_only=False" not in err and "weights_only` set to `False" not in err
+
+
+def test_weights_are_written_with_the_ordinary_file_mode(tiny_run_and_samples, tmp_path):
+    import os
+    import stat
+
+    from sit.io import file_mode
+
+    run, _ = tiny_run_and_samples
+    ck = run / "checkpoints" / "step-0000002"
+    assert main(["convert", str(ck), str(tmp_path / "x.safetensors")]) == 0
+    for p in [*ck.iterdir(), tmp_path / "x.safetensors", tmp_path / "x.json"]:
+        assert stat.S_IMODE(os.stat(p).st_mode) == file_mode(), p
+
+
+def test_train_format_export_keeps_model_and_ema_and_records_the_heads(tiny_run_and_samples, tmp_path, capsys):
+    """`sit convert --train-format`: raw weights in "model", the EMA in "ema", num_heads recorded
+    so the file reads back without --num-heads, and a contradicting --num-heads is refused."""
+    from safetensors.torch import load_file
+
+    from sit.models.checkpoint import load_model, safe_torch_load
+
+    run, _ = tiny_run_and_samples
+    ck = run / "checkpoints" / "step-0000002"
+    pt = tmp_path / "x.pt"
+    assert main(["convert", str(ck), str(pt), "--train-format"]) == 0
+    d = safe_torch_load(pt)
+    raw, ema = load_file(str(ck / "model.safetensors")), load_file(str(ck / "ema.safetensors"))
+    k = "final_layer.linear.weight"
+    assert not torch_equal(raw[k], ema[k])
+    assert torch_equal(d["model"][k], raw[k]) and torch_equal(d["ema"][k], ema[k])
+    assert d["args"]["num_heads"] == 1
+    net, meta = load_model(pt)  # a custom size, read back without --num-heads
+    assert net.config.num_heads == 1 and meta["weights"] == "ema"
+    capsys.readouterr()
+    assert main(["info", str(pt), "--num-heads", "2"]) == 2
+    one_line(capsys, "records num_heads=1", "--num-heads 2 contradicts it")
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return torch.equal(a.float(), b.float())
+
+
+def test_a_checkpoint_pruned_while_it_is_read_is_said_and_the_newest_valid_one_taken(tmp_path, monkeypatch):
+    import sit.models.checkpoint as fmt
+    from sit import checkpoints
+
+    run = tmp_path / "r"
+    assert main(["train", "--out", str(run), *TINY_TRAIN_FLAGS[:-1], "4"]) == 0  # checkpoints at steps 2 and 4
+    real, calls = fmt.load_model, []
+
+    def pruned_on_first_read(ck, **kw):
+        calls.append(ck)
+        if len(calls) == 1:
+            shutil.rmtree(ck)  # what a training run's keep_last pruning does meanwhile
+            raise FileNotFoundError(f"{ck}/ema.safetensors")
+        return real(ck, **kw)
+
+    monkeypatch.setattr(fmt, "load_model", pruned_on_first_read)
+    said = []
+    net, meta = checkpoints.load(run, log=said.append)
+    assert [c.name for c in calls] == ["step-0000004", "step-0000002"] and meta.step == 2
+    assert any("was removed while it was read" in s for s in said)
+
+
+def test_a_converted_checkpoint_reads_back_its_recorded_time_input(tmp_path, capsys):
+    from sit import checkpoints
+    from sit.cli import main
+    from sit.models.checkpoint import export_official, official_args
+    from sit.models.sit import SiT
+
+    net = SiT(TINY_MODEL)
+    runs = {"discrete": {"path": "ddpm", "prediction": "noise", "time_input": "discrete"},
+            "continuous": {"path": "gvp", "prediction": "score", "time_input": "continuous"}}
+    for name, meta in runs.items():
+        p = export_official(net, tmp_path / f"{name}.pt", args=official_args(TINY_MODEL, meta), ema=net)
+        _, rm = checkpoints.load(p)
+        assert (rm.time_input, rm.path, rm.prediction) == (meta["time_input"], meta["path"], meta["prediction"])
+        assert rm.discrete == (name == "discrete")
+    with pytest.raises(ConfigError, match=r"^kind sit contradicts the checkpoint .* records time_input 'discrete'"):
+        checkpoints.load(tmp_path / "discrete.pt", kind="sit")
+    with pytest.raises(ConfigError, match=r"^kind dit contradicts"):
+        checkpoints.load(tmp_path / "continuous.pt", kind="dit")
+    _, rm = checkpoints.load(tmp_path / "discrete.pt", kind="dit")  # agreeing with the record
+    assert rm.time_input == "discrete"
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "continuous.pt"), "--kind", "dit", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("sit info: error: --kind dit contradicts the checkpoint")

@@ -105,3 +105,48 @@ def test_label_rows_writes_one_label_per_row_and_keeps_the_grid():
     np.testing.assert_array_equal(out[:, w:], grid)
     for r in range(3):  # dark text pixels in every row band of the label column
         assert (out[r * 20:(r + 1) * 20, :w] < 100).any(), r
+
+
+# files that open a file for writing outside `sit.io.atomic_path`, each with why
+PLAIN_WRITES_ALLOWED = {
+    "train/log.py": "metrics.jsonl is an append-only log, truncated to the checkpoint's step on resume",
+}
+
+
+def _plain_writes(tree) -> list[int]:
+    """Lines of open(..., 'w' / 'a' / 'x' ...) calls that are not inside a `with atomic_path(...)`."""
+    import ast
+
+    def is_call(node, name):
+        f = node.func if isinstance(node, ast.Call) else None
+        return f is not None and (getattr(f, "id", None) == name or getattr(f, "attr", None) == name)
+
+    covered = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and any(is_call(i.context_expr, "atomic_path") for i in node.items):
+            covered |= {id(i.context_expr) for i in node.items}
+    bad = []
+    for node in ast.walk(tree):
+        if is_call(node, "open") and getattr(node.func, "id", None) == "open" and id(node) not in covered:
+            mode = node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            if isinstance(mode, ast.Constant) and isinstance(mode.value, str) and set(mode.value) & set("wax+"):
+                bad.append(node.lineno)
+    return bad
+
+
+def test_every_file_write_goes_through_sit_io():
+    import ast
+    from pathlib import Path
+
+    import sit
+
+    root = Path(sit.__file__).parent
+    found = []
+    for p in sorted(root.rglob("*.py")):
+        rel = p.relative_to(root).as_posix()
+        if rel == "io.py" or rel in PLAIN_WRITES_ALLOWED:
+            continue
+        found += [f"sit/{rel}:{n}" for n in _plain_writes(ast.parse(p.read_text()))]
+    assert not found, f"plain file writes (use sit.io.write_text_atomic / atomic_path): {found}"
+    src = "with atomic_path(p) as tmp, open(tmp, 'w') as f:\n    pass\nwith open(q, 'w') as g:\n    pass\n"
+    assert _plain_writes(ast.parse(src)) == [3]  # the scan sees a plain write

@@ -3,7 +3,9 @@
 
 import pytest
 import torch
+from tiny_cli import one_line
 
+from sit.cli import main
 from sit.diffusion_coef import LossTable
 from sit.lt import estimate_loss_table
 from sit.paths import GVP, VP, Linear
@@ -123,3 +125,27 @@ def test_labelled_batches_and_bad_inputs():
         estimate_loss_table(fn, path, "velocity", data(10, 0), [0.5, 0.2], samples_per_t=10)
     with pytest.raises(ValueError, match="samples_per_t"):
         estimate_loss_table(fn, path, "velocity", data(10, 0), [0.5], samples_per_t=1)
+
+
+def test_a_bad_lt_table_names_the_file(tiny_run_and_samples, tmp_path, capsys):
+    run, _ = tiny_run_and_samples
+    bad = tmp_path / "table.json"
+    bad.write_text('{"t": [0.1, 0.5], "L": "oops"}')
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--method", "euler_maruyama",
+                 "--num-steps", "2", "--w", "kl_eta", "--eta", "1", "--lt-table", str(bad), "--num-samples", "2",
+                 "--no-progress", "--threads", "1"]) == 2
+    one_line(capsys, f"--lt-table '{bad}'")
+
+
+def test_lt_on_a_read_only_checkpoint_is_refused_before_computing(tiny_run_and_samples, tmp_path, monkeypatch, capsys):
+    import os
+
+    run, _ = tiny_run_and_samples
+    ck = run / "checkpoints" / "step-0000002"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p) == str(ck) else real(p, mode))
+    monkeypatch.setattr("sit.lt.estimate_loss_table", lambda *a, **k: pytest.fail("computed before the check"))
+    capsys.readouterr()
+    assert main(["lt", "--ckpt", str(ck), "--t-points", "2", "--samples-per-t", "2", "--no-progress"]) == 2
+    one_line(capsys, "cannot write the L_t table", "nothing was computed")

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tiny_cli import TINY_SAMPLE_FLAGS, one_line, snapshot
 
 from sit.cli import main
 from sit.config import ModelConfig
@@ -235,3 +236,49 @@ def test_sit_lt_beside_a_checkpoint_keeps_its_sample_sets_valid(ema_model_dir, t
     assert _sample(ck, out) == 0
     after = _arrays(out)
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+@pytest.mark.parametrize("seed", ["0", "1"])
+def test_complete_set_with_a_lost_manifest_is_never_replaced(tiny_run_and_samples, tmp_path, seed, capsys):
+    run, _ = tiny_run_and_samples
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--png-folder", "--seed", "0", *TINY_SAMPLE_FLAGS]) == 0
+    (out / "manifest.json").unlink()
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--png-folder", "--seed", seed, *TINY_SAMPLE_FLAGS]) == 2
+    one_line(capsys, "samples.npz", "images/ (4 PNG files)", "no readable manifest.json", "cannot be proven")
+    assert snapshot(out) == before
+
+
+def test_a_file_of_a_checkpoint_folder_says_pass_the_folder(tiny_run_and_samples, tmp_path, capsys):
+    run, _ = tiny_run_and_samples
+    ck = run / "checkpoints" / "step-0000002"
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(ck / "ema.safetensors"), "--out", str(tmp_path / "s"), *TINY_SAMPLE_FLAGS]) == 2
+    one_line(capsys, "is one file of the checkpoint folder", f"--ckpt {ck}")
+    assert main(["info", str(ck / "model.safetensors")]) == 2
+    one_line(capsys, "pass the folder")
+
+
+@pytest.mark.parametrize("seed", [str(2**64 - 2), str(2**64 + 5)])
+def test_seed_overflow_is_named_before_any_part_is_written(tiny_run_and_samples, tmp_path, seed, capsys):
+    run, _ = tiny_run_and_samples
+    out = tmp_path / "s"
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--seed", seed, *TINY_SAMPLE_FLAGS]) == 2
+    one_line(capsys, f"--seed {seed}", "SEED + 3")
+    assert not out.exists()
+
+
+def test_rerun_of_a_complete_set_makes_the_asked_outputs_and_says_nothing_was_generated(tiny_run_and_samples, tmp_path, capsys):
+    run, _ = tiny_run_and_samples
+    out = tmp_path / "s"
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), *TINY_SAMPLE_FLAGS]) == 0
+    npz = (out / "samples.npz").read_bytes()
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(out), "--grid-png", "--png-folder", *TINY_SAMPLE_FLAGS]) == 0
+    text = capsys.readouterr().out
+    assert "nothing to do" in text and "0 samples generated now" in text and "wrote" + " " + str(out / "samples.npz") not in text
+    assert (out / "grid.png").is_file() and len(list((out / "images").glob("*.png"))) == 4
+    assert (out / "samples.npz").read_bytes() == npz

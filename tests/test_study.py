@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from sit.cli import main
 from sit.study import claims
 from sit.study.cells import CELLS, parse_only, select_cells
 from sit.study.claims import FAILS, HOLDS, INCONCLUSIVE, NOT_MEASURED, all_of, beats, best_depends, best_is, stat
@@ -160,3 +161,18 @@ def test_parallel_workers_share_the_cores_instead_of_each_taking_all():
     assert worker_threads(0, 2) == max(1, cores // 2)
     assert worker_threads(0, 4 * cores) == 1
     assert worker_threads(3, 2) == 3
+
+
+def test_study_list_counts_the_studys_own_seeds(tmp_path, capsys):
+    """`sit study --list` reads the seeds of the study in --out, not the default budget's."""
+    from sit.study.cells import CELLS
+
+    out = tmp_path / "st"
+    (out / "results").mkdir(parents=True)
+    (out / "study_config.json").write_text(json.dumps({"identity": {"budget": {"seeds": 5}}}))
+    for s in (0, 3, 4):
+        (out / "results" / f"{CELLS[0].name}-s{s}.json").write_text("{}")
+    capsys.readouterr()
+    assert main(["study", "--list", "--out", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith(CELLS[0].name + " "))
+    assert "done seeds [0, 3, 4] of 5" in line

@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from tiny_cli import TINY_MODEL, TINY_TRAIN_FLAGS, one_line, snapshot, tiny_train_config
 
+from sit import config as C
 from sit.cli import main
-from sit.config import TrainConfig
+from sit.config import ConfigError, TrainConfig
 
 FLAGS = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "16",
          "--warmup", "0", "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1",
@@ -174,3 +177,96 @@ def test_docs_demo_parameter_count_is_the_computed_one():
     n = SiT(ModelConfig(**DEMO_MODEL, input_size=8, in_channels=1, num_classes=10)).num_params()
     text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
     assert f"{n:,} parameters" in text
+
+
+def test_resume_with_steps_below_the_checkpoint_is_refused(tiny_run_and_samples, capsys):
+    run, _ = tiny_run_and_samples
+    before = snapshot(run)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--steps", "1", "--no-progress"]) == 2
+    one_line(capsys, "--steps 1 is below the checkpoint's step 2")
+    assert snapshot(run) == before
+
+
+def test_a_run_killed_before_its_first_checkpoint_says_so(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "run_config.json").write_text("{}")
+    (run / "metrics.jsonl").write_text("")
+    assert main(["train", "--out", str(run), *TINY_TRAIN_FLAGS]) == 2
+    one_line(capsys, "never reached a checkpoint", "--overwrite")
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+    one_line(capsys, "never reached a checkpoint", "--overwrite")
+
+
+def test_missing_tensorboard_is_said(tmp_path, monkeypatch):
+    import sys
+
+    from sit.train.log import _tensorboard
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if not installed
+    said = []
+    assert _tensorboard(tmp_path, said.append) is None
+    assert len(said) == 1 and "TensorBoard is not installed" in said[0] and "metrics.jsonl" in said[0]
+
+
+def test_a_resumed_run_caps_its_saved_threads_to_this_machine(tmp_path, monkeypatch, capsys):
+    from sit.train import Callbacks, train
+
+    top = C.max_threads()
+    real = C.usable_cores()
+    monkeypatch.setattr(C, "usable_cores", lambda: real + 1)  # "another machine" with one more core
+    run = train(tiny_train_config(tmp_path / "r", threads=top + 1), TINY_MODEL).run_dir  # allowed there
+    monkeypatch.undo()
+    capsys.readouterr()
+    seen = []
+    res = train(resume=run, steps=3, callbacks=Callbacks(after_step=lambda s: seen.append(torch.get_num_threads())))
+    assert res.step == 3 and seen == [top]
+    assert f"saved threads={top + 1} exceed this machine's bound of {top}" in capsys.readouterr().out
+    # a count given now (fresh or as a resume override) above the bound is refused, before any folder is tiny_run_and_samples
+    with pytest.raises(ConfigError, match=r"TrainConfig\.threads must be 0 .* 1 \.\. "):
+        train(tiny_train_config(tmp_path / "fresh", threads=top + 1), TINY_MODEL)
+    assert not (tmp_path / "fresh").exists()
+    with pytest.raises(ConfigError, match=r"TrainConfig\.threads"):
+        train(resume=run, steps=4, overrides={"threads": top + 1})
+
+
+def _killed_run(folder, leftovers):
+    """The folder a `torchrun` killed during its first step leaves: rank 0's lock (its process gone)
+    and whatever rank 0 had written."""
+    import json
+    import socket
+
+    folder.mkdir()
+    (folder / ".lock").write_text(json.dumps({"pid": 2 ** 22 + 7, "host": socket.gethostname()}))
+    for name in leftovers:
+        (folder / name).mkdir(parents=True) if name.endswith("/") else (folder / name).write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize("leftovers", [["run_config.json"], ["run_config.json", "checkpoints/"],
+                                       ["run_config.json", "metrics.jsonl", ".tmp-step-0000002-99/"]])
+def test_a_run_killed_in_its_first_step_resume_and_fresh_agree(tmp_path, capsys, leftovers):
+    from sit.cli import main
+
+    run = _killed_run(tmp_path / "r", leftovers)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    resumed = one_line(capsys)
+    assert main(["train", "--out", str(run), *TINY_TRAIN_FLAGS]) == 2
+    fresh = one_line(capsys)
+    for err in (resumed, fresh):  # the same diagnosis and the same way out, in flags
+        assert "never reached a checkpoint" in err and "nothing to resume" in err and "--overwrite" in err, err
+    assert main(["train", "--out", str(run), "--overwrite", *TINY_TRAIN_FLAGS]) == 0  # the way out works
+    assert (run / "checkpoints").is_dir() and not list(run.glob(".tmp-step-*"))
+
+
+@pytest.mark.parametrize("leftovers", [[], [".tmp-step-0000002-99/"]])
+def test_a_run_killed_before_writing_anything_is_started_not_resumed(tmp_path, capsys, leftovers):
+    from sit.cli import main
+
+    run = _killed_run(tmp_path / "r", leftovers)
+    assert main(["train", "--resume", str(run), "--no-progress", "--threads", "1"]) == 2
+    err = one_line(capsys)
+    assert "holds no run" in err and "nothing to resume" in err and f"--out {str(run)!r}" in err, err
+    assert main(["train", "--out", str(run), *TINY_TRAIN_FLAGS]) == 0  # what the message says works, and leaves no debris
+    assert (run / "checkpoints").is_dir() and not list(run.glob(".tmp-step-*"))

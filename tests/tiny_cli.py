@@ -1,0 +1,39 @@
+"""Test helper (not a test module): the flags of a tiny 2-step `sit train` and of a 4-image
+`sit sample`, the tiny model and `TrainConfig` they stand for, and the checks several CLI tests
+share (a folder's bytes, a one-line error)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sit.config import ModelConfig, TrainConfig
+
+TINY_TRAIN_FLAGS = ["--depth", "1", "--hidden-size", "16", "--num-heads", "1", "--patch-size", "2", "--batch", "16",
+                    "--warmup", "0", "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1",
+                    "--sample-steps", "1", "--no-progress", "--threads", "1", "--steps", "2"]
+TINY_SAMPLE_FLAGS = ["--method", "euler", "--num-steps", "2", "--num-samples", "4", "--batch-size", "2", "--no-progress",
+                     "--threads", "1"]
+TINY_MODEL = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=16, depth=1, num_heads=1,
+                         num_classes=10, learn_sigma=False)
+
+
+def tiny_train_config(out, **kw) -> TrainConfig:
+    base = dict(out=str(out), dataset="digits", image_size=8, steps=2, global_batch=16, lr=1e-3, warmup_steps=0,
+                log_every=1, ckpt_every=2, quality=False, samples_per_class=1, sample_steps=1, progress=False,
+                num_workers=0, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file under ``folder`` (relative path -> bytes)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_line(capsys, *words) -> str:
+    """The captured stderr, asserted to be one line holding each of ``words``."""
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for w in words:
+        assert w in err, err
+    return err
