@@ -404,7 +404,7 @@ class TrainConfig:
     lt_table: bool = _f(False, "preview", "estimate L_t after training (sit.lt), stored with the checkpoint")
     quality: bool = _f(True, "preview", "quality number of EMA samples (embedded data; sit.evaluate.classifier)")
     quality_samples_per_class: int = _f(30, "preview", "samples per class for the quality number", metavar="N")
-    progress: bool = _f(True, "run", "no progress bar", flag="--no-progress")
+    progress: bool = _f(True, "run", "a progress bar on the terminal", flag="--no-progress")
     # representation alignment (REPA, Yu et al. 2024; sit.train.repa): an extra loss term
     repa_encoder: str | None = _f(None, "alignment", "frozen encoder whose patch features the network aligns with: "
                                   "digits-cnn (embedded, offline) or a local DINOv2 folder (transformers save_pretrained); "

@@ -126,7 +126,9 @@ def add_field_argument(group, f) -> None:
     if "metavar" in f.metadata:
         kw["metavar"] = f.metadata["metavar"]
     text = f.metadata["help"].format_map(_FlagsByField())
-    if "default" not in text and kw.get("action") != "store_const":
+    if kw.get("action") == "store_const":  # one --no-x flag: the help says what the field is, and that this turns it off
+        text += " (default on; this flag turns it off)"
+    elif "default" not in text:
         text += _default_text(f, choices)
     group.add_argument(flag, help=text, **kw)
 
