@@ -413,7 +413,7 @@ def sample_ddpm(
     GuidedModel's ``interval`` is in paper time and does not apply to integer steps::
 
         field = ModelField(net, "noise", time_input="discrete")
-        guided = GuidedModel(field.raw, cfg_scale=4.0, null_class=1000, channels=3)
+        guided = GuidedModel(field.raw, 4.0, null_class=1000, channels=3)
         x_star = sample_ddpm(lambda x, k: guided(x, k, y), noise, DiscreteDiffusion().respace(250))
     """
     dtype = x.dtype

@@ -108,31 +108,32 @@ class GuidanceConfig:
 
 
 class GuidedModel:
-    """``GuidedModel(model_fn, cfg_scale, null_class)(x, t, y)`` -> guided prediction.
+    """``GuidedModel(model_fn, guidance, null_class)(x, t, y)`` -> guided prediction.
 
     model_fn(x, t, y) is a prediction function in paper time (x (B, C, ...), t (B,), y (B,) int).
     Conditional and unconditional rows go through ONE batched call (x and t concatenated, y with
     the null label), so each call of the wrapper is one network evaluation: ``nfe`` counts them
     (``rows`` counts the rows sent to the network).
 
-    ``cfg_scale`` is a number or a `GuidanceConfig` (then ``channels`` / ``interval`` come from it).
+    ``guidance`` is the scale zeta (a number) or a `GuidanceConfig` (then ``channels`` / ``interval``
+    come from it); the scale is kept as ``cfg_scale``.
     With ``guide_fn`` (autoguidance) the second output is ``guide_fn(x, t, y)`` with the same
     labels, in a separate call counted in ``guide_nfe``; ``null_class`` is then unused (None)."""
 
     def __init__(
         self,
         model_fn: Callable[[Tensor, Tensor, Tensor], Tensor],
-        cfg_scale: "float | GuidanceConfig",
+        guidance: "float | GuidanceConfig",
         null_class: int | None,
         channels: int | None = None,
         interval: tuple[float, float] | None = None,
         guide_fn: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None,
     ):
-        if isinstance(cfg_scale, GuidanceConfig):
+        if isinstance(guidance, GuidanceConfig):
             if channels is not None or interval is not None:
                 raise ValueError("GuidedModel: give channels / interval in the GuidanceConfig, not beside it")
-            cfg_scale, channels, interval = cfg_scale.scale, cfg_scale.channels, cfg_scale.interval
-        cfg_scale = _check_scale(cfg_scale)
+            guidance, channels, interval = guidance.scale, guidance.channels, guidance.interval
+        cfg_scale = _check_scale(guidance)
         channels = _check_channels(channels)
         interval = check_interval(interval)
         if guide_fn is None and null_class is None:

@@ -278,7 +278,7 @@ def test_guided_dit_model_and_low_precision():
         out = exact(x, k)
         return torch.where((y == 1000).reshape(-1, 1, 1, 1), torch.zeros_like(out), out)
 
-    guided = guidance.GuidedModel(model_fn, cfg_scale=2.0, null_class=1000, channels=2)
+    guided = guidance.GuidedModel(model_fn, 2.0, null_class=1000, channels=2)
     x = torch.randn(6, 2, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     y = torch.zeros(6, dtype=torch.long)
     out = sample_ddpm(lambda x, k: guided(x, k, y), x, d, generator=torch.Generator().manual_seed(8))
