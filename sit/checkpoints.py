@@ -17,13 +17,14 @@ and the manifest's step must agree.
 
 Every reader (`sit train --resume`, sample, convert, info, eval, lt, likelihood, pathlength,
 sweep, study) goes through `resolve` / `load` / `read_training_state`, so all get the same checks.
+Diffusers folders (exports, official DiT folders) are asked about in one place,
+`sit.checkpoints_diffusers.diffusers_kind`; `RunMeta` lives in `sit.run_meta` (both re-exported here).
 
 Must not import: ``sit.train``, ``sit.generate``, ``sit.evaluate``, ``sit.commands``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -34,8 +35,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from sit import folders
-from sit.config import ModelConfig, field_error, from_dict, to_dict
+from sit.checkpoints_diffusers import diffusers_kind, identity_files, load_diffusers_folder
+from sit.checkpoints_diffusers import is_diffusers_folder as is_diffusers_folder  # re-exported: readers ask the store
+from sit.checkpoints_diffusers import is_dit_folder as is_dit_folder
+from sit.config import ModelConfig, field_error
 from sit.io import fsync_dir, fsync_file, no_space_message, set_file_mode, sha256_file
+from sit.run_meta import CONFIG_KEYS as CONFIG_KEYS  # re-exported (moved with RunMeta)
+from sit.run_meta import RunMeta as RunMeta
+from sit.run_meta import recorded_meta as recorded_meta
 
 PathLike = str | os.PathLike
 Log = Callable[[str], None]
@@ -48,8 +55,6 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _STEP_DIR = re.compile(r"step-(\d{7,})")
-# the config.json layout (read by every earlier sit version)
-CONFIG_KEYS = ("model", "path", "prediction", "loss_weight", "time_input", "train", "data", "sit_version", "step")
 
 
 class CheckpointError(RuntimeError):
@@ -60,64 +65,6 @@ class CheckpointError(RuntimeError):
     def __init__(self, ckpt: PathLike | str, reason: str):
         self.ckpt, self.reason = str(ckpt), reason
         super().__init__(f"checkpoint {str(ckpt)!r}: {reason}")
-
-
-@dataclasses.dataclass(frozen=True)
-class RunMeta:
-    """What a loaded checkpoint is: the typed form of its config.json / official args.
-
-    ``path`` is the interpolant ("linear", "gvp", "vp"; "ddpm" for DiT's discrete models),
-    ``prediction`` what the network outputs ("velocity", "score", "noise"), ``time_input``
-    "continuous" (SiT, tau = 1 - t) or "discrete" (DiT's integer step). ``source`` is the concrete
-    checkpoint read; ``weights`` which weights were taken ("ema", "model", or "state_dict" for a
-    plain official file)."""
-
-    model: ModelConfig
-    path: str = "linear"
-    prediction: str = "velocity"
-    time_input: str = "continuous"
-    loss_weight: str | None = None
-    step: int = 0
-    weights: str = "ema"
-    kind: str = "sit"                       # "sit" | "dit" (how an official file was read)
-    source: str = ""                        # the concrete checkpoint file or folder
-    train: Mapping[str, Any] | None = None  # the TrainConfig dict of a sit run
-    data: Mapping[str, Any] | None = None   # the data description of a sit run
-    loss_table: Mapping[str, Any] | None = None
-    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # other saved keys
-
-    @property
-    def discrete(self) -> bool:
-        return self.time_input == "discrete"
-
-    @classmethod
-    def from_dict(cls, meta: Mapping[str, Any], source: PathLike = "") -> "RunMeta":
-        """From the meta dict of `sit.models.checkpoint.read_checkpoint` / a config.json."""
-        m = dict(meta)
-        model = m.pop("model")
-        model = model if isinstance(model, ModelConfig) else from_dict(ModelConfig, model)
-        known = {f.name for f in dataclasses.fields(cls)} - {"model", "extra", "source"}
-        kw = {k: m.pop(k) for k in list(m) if k in known}
-        m.pop("source", None)
-        if kw.get("step") is None:
-            kw["step"] = 0
-        if kw.get("weights") is None:
-            kw.pop("weights", None)
-        return cls(model=model, source=str(source), extra=m, **kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The config.json form (the inverse of `from_dict` up to ``source``)."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "model", "source")}
-        d["model"] = to_dict(self.model)
-        d.update(self.extra)
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
-
-    def to_config(self) -> dict[str, Any]:
-        """The config.json of a training run and checkpoint: keys model, path, prediction,
-        loss_weight, time_input, train, data, sit_version, step (the layout every sit reader
-        knows; reader-side fields such as ``weights`` / ``kind`` are not written)."""
-        d = self.to_dict()
-        return {k: d[k] for k in CONFIG_KEYS if k in d}
 
 
 def _default_log(msg: str) -> None:
@@ -339,20 +286,6 @@ def verify_listed(folder: PathLike, required: tuple[str, ...]) -> dict:
     return manifest
 
 
-def is_diffusers_folder(path: PathLike) -> bool:
-    """A folder written by `sit convert RUN --to diffusers OUT` (it has sit_diffusers.json)."""
-    from sit.models.diffusers_format import is_diffusers_folder as _is
-
-    return _is(path)
-
-
-def is_dit_folder(path: PathLike) -> bool:
-    """An official diffusers DiT folder (`sit.models.diffusers_dit`: model_index.json, transformer/)."""
-    from sit.models.diffusers_dit import is_dit_folder as _is
-
-    return _is(path)
-
-
 def is_training_checkpoint(path: PathLike) -> bool:
     """A folder with state.json, or with a manifest.json that is not a sample set's (its "kind" is
     read first; a corrupt manifest counts, so `verify` names it)."""
@@ -423,7 +356,7 @@ def resolve(path: PathLike, *, log: Log | None = None, field: str = "checkpoint"
     log = log or _default_log
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {str(path)!r}")
-    if is_diffusers_folder(path) or is_dit_folder(path):  # an export / diffusers DiT: checked when read
+    if diffusers_kind(path):  # an export / diffusers DiT: checked when read
         return path
     folders.require_input(path, folders.READABLE, field)
     if path.is_file() and path.name in CKPT_FILES + (STATE, MANIFEST) and {folders.CHECKPOINT, folders.EMA} & set(folders.marks(path.parent)):
@@ -515,22 +448,8 @@ def load(
     log = log or _default_log
     for attempt in range(3):
         ck = resolve(path, log=log)
-        if is_diffusers_folder(ck):
-            from sit.models.diffusers_format import load_diffusers
-
-            net, meta = load_diffusers(ck)
-            held = meta.get("weights") or "ema"
-            if weights == "model" and held != "model":  # an export holds one set: never the other silently
-                from sit.config import ConfigError
-
-                raise ConfigError("", "weights", f"model asks for the raw weights, but the diffusers export {str(ck)!r} "
-                                  f"holds the {held} weights only (export them with `sit convert RUN {{ConvertOptions.to}} "
-                                  f"diffusers OUT {{ConvertOptions.prefer}} model`)")
-            return net, RunMeta.from_dict(meta, source=ck)
-        if is_dit_folder(ck):
-            from sit.models.diffusers_dit import load_dit_folder
-
-            net, meta = load_dit_folder(ck)
+        if dkind := diffusers_kind(ck):
+            net, meta = load_diffusers_folder(ck, dkind, weights)
             return net, RunMeta.from_dict(meta, source=ck)
         try:
             net, meta = load_model(ck, config=config, prefer=weights, kind=kind, num_heads=num_heads)
@@ -545,36 +464,9 @@ def load(
     raise AssertionError("unreachable")
 
 
-def recorded_meta(meta: dict, kind: str | None, ck: PathLike) -> dict:
-    """The meta of an official ``.pt`` that `sit convert` wrote: its args record ``time_input``
-    (`sit.models.checkpoint.official_args`), which the official format cannot state. A recorded
-    "discrete" makes the model DiT's DDPM (path "ddpm", noise prediction), as its run was; a ``kind``
-    given that contradicts the record is refused. Files without the record are read as before."""
-    from sit.config import TIME_INPUTS, ConfigError
-
-    args = meta.get("official_args")
-    recorded = args.get("time_input") if isinstance(args, Mapping) else None
-    if recorded is None:
-        return meta
-    if recorded not in TIME_INPUTS:
-        raise CheckpointError(ck, f"its args record time_input {recorded!r}; expected one of {list(TIME_INPUTS)}")
-    if kind is not None and (kind == "dit") != (recorded == "discrete"):
-        raise ConfigError("", "kind", f"{kind} contradicts the checkpoint {str(ck)!r}, which records time_input "
-                          f"{recorded!r} ({'dit' if recorded == 'discrete' else 'sit'})")
-    if recorded == "discrete":
-        return dict(meta, path="ddpm", prediction="noise", loss_weight=None, time_input="discrete")
-    return dict(meta, time_input="continuous")
-
-
 def _identity_files(ckpt: Path) -> list[Path]:
-    if is_diffusers_folder(ckpt):  # its weights and the metadata that says how to read them
-        from sit.models.diffusers_format import METADATA, WEIGHTS
-
-        return [ckpt / METADATA, ckpt / WEIGHTS]
-    if is_dit_folder(ckpt):
-        from sit.models.diffusers_dit import identity_files
-
-        return identity_files(ckpt)
+    if dkind := diffusers_kind(ckpt):
+        return identity_files(ckpt, dkind)
     return sorted(p for p in ckpt.iterdir() if p.is_file() and (
         p.name == "config.json" or (p.suffix in WEIGHT_SUFFIXES and p.name not in ("optimizer.pt", OBJECTIVE_FILE, PHEMA_FILE))))
 

@@ -454,24 +454,6 @@ class TrainConfig:
     vae_shift: float | None = _f(None, "data", "latent shift (default: the VAE config's shift_factor, 0 when it has none; "
                                  "the index's for {latents})", metavar="B", added_later=True)
 
-    def _check_meanflow(self) -> None:
-        for name in ("meanflow_ratio", "meanflow_p_mean", "meanflow_p_std", "meanflow_norm_p", "meanflow_norm_eps",
-                     "meanflow_omega", "meanflow_kappa"):
-            v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
-                raise ConfigError("TrainConfig", name, f"must be a finite number (got {v!r})")
-        if not 0.0 <= self.meanflow_ratio <= 1.0:
-            raise ConfigError("TrainConfig", "meanflow_ratio", f"must lie in [0, 1] (got {self.meanflow_ratio})")
-        for name in ("meanflow_p_std", "meanflow_norm_eps"):
-            if not getattr(self, name) > 0:
-                raise ConfigError("TrainConfig", name, f"must be > 0 (got {getattr(self, name)})")
-        if self.meanflow_norm_p < 0:
-            raise ConfigError("TrainConfig", "meanflow_norm_p", f"must be >= 0 (got {self.meanflow_norm_p})")
-        if self.objective == "meanflow":
-            if self.time_input != "continuous" or self.prediction != "velocity":
-                raise ConfigError("TrainConfig", "objective", "'meanflow' learns an average velocity: it needs "
-                                  "{prediction} 'velocity' and {time_input} 'continuous'")
-
     # x-prediction (JiT, Li & He 2025): what space the loss is taken in
     loss_space: LossSpace = _f(None, "loss", "take the squared error in this prediction space (the prediction and its "
                                              "target both converted, sit.objectives.convert); JiT: prediction data, loss "
@@ -494,82 +476,154 @@ class TrainConfig:
     OMIT_IF_DEFAULT = ()
 
     def __post_init__(self):
-        for name, allowed in TRAIN_CHOICES.items():
-            v = getattr(self, name)
-            if v not in allowed:
-                raise ValueError(f"TrainConfig.{name}: unknown value {v!r}; expected one of {list(allowed)}")
-        if self.data is not None and self.latents is not None:
-            raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
-        _check_preview_method(self.sample_method)
-        if self.objective != "meanflow" and _sampler_kind(self.sample_method) == "average":
-            raise ConfigError("TrainConfig", "sample_method", f"{self.sample_method!r} jumps with an average velocity: "
-                              "it needs {objective} 'meanflow'")
-        for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
-                     "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
-        check_steps(self.sample_steps, "TrainConfig.sample_steps")
-        for name in ("warmup_steps", "sample_every", "num_workers", "seed", "threads"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 0 (got {v!r})")
-        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
-            raise ValueError(f"TrainConfig.image_size must be a positive integer or None (got {self.image_size!r})")
-        if not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be > 0 (got {self.lr})")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError(f"TrainConfig.weight_decay and grad_clip must be >= 0 (got {self.weight_decay}, {self.grad_clip})")
-        for name in ("beta1", "beta2", "ema_decay"):
-            v = getattr(self, name)
-            if not 0.0 <= v < 1.0:
-                raise ValueError(f"TrainConfig.{name} must be in [0, 1) (got {v})")
-        if self.prediction == "velocity" and self.loss_weight is not None and self.time_input == "continuous":
-            raise ValueError(
-                f"TrainConfig.loss_weight={self.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
-            )
-        if self.loss_weight is not None and self.time_input == "continuous" and (
-                self.prediction == "data" or self.loss_space is not None):
-            raise ConfigError("TrainConfig", "loss_weight", "weights the score/noise residual; it does not combine with "
-                              "prediction 'data' or a {loss_space} (the space's squared error is unweighted)")
-        if self.global_batch % self.grad_accum:
-            raise ValueError(
-                f"TrainConfig.global_batch ({self.global_batch}) must be divisible by grad_accum ({self.grad_accum})"
-            )
-        if not self.cfg_scale >= 0:
-            raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {self.cfg_scale})")
-        if self.repa_depth is not None and (not isinstance(self.repa_depth, int) or isinstance(self.repa_depth, bool)
-                                            or self.repa_depth < 1):
-            raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {self.repa_depth!r})")
-        if (not isinstance(self.repa_proj_dim, int) or isinstance(self.repa_proj_dim, bool)
-                or not 1 <= self.repa_proj_dim <= REPA_MAX_PROJ_DIM):
-            raise ConfigError("TrainConfig", "repa_proj_dim", f"must be an integer in [1, {REPA_MAX_PROJ_DIM}] "
-                              f"(got {self.repa_proj_dim!r})")
-        if not (isinstance(self.repa_coeff, (int, float)) and not isinstance(self.repa_coeff, bool)
-                and math.isfinite(self.repa_coeff) and self.repa_coeff >= 0):
-            raise ConfigError("TrainConfig", "repa_coeff", f"must be a finite number >= 0 (got {self.repa_coeff!r})")
-        if self.repa_encoder is not None and not all(e.strip() for e in self.repa_encoder.split(",")):
-            raise ConfigError("TrainConfig", "repa_encoder", f"names an empty encoder in {self.repa_encoder!r} "
-                              "(one encoder, or several separated by commas)")
-        if bool(self.phema_sigmas) != (self.phema_every > 0) or self.phema_every < 0:
-            raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(self.phema_sigmas)}, "
-                              f"every {self.phema_every} (give both, every >= 1, or neither)")
-        lo, hi = PHEMA_SIGMA_RANGE
-        for s in self.phema_sigmas:
-            if not lo <= s < hi:
-                raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside [{lo:g}, {hi:.4f})")
-        if not (isinstance(self.cosine_coeff, (int, float)) and self.cosine_coeff >= 0):
-            raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {self.cosine_coeff!r})")
-        self._check_meanflow()
-        if self.cosine_coeff and (self.prediction != "velocity" or self.time_input != "continuous"):
-            raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
-        for name in ("vae_scale", "vae_shift"):
-            v = getattr(self, name)
-            problem = None if v is None else latent_value_problem(name[4:], v)
-            if problem:
-                raise ConfigError("TrainConfig", name, problem)
-            if v is not None and self.data is None and self.latents is None:
-                raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
+        """Each feature's rules (`_TRAIN_CHECKS`, one `_check_<feature>` function each), in order."""
+        for check in _TRAIN_CHECKS:
+            check(self)
+
+
+# TrainConfig's validation: each feature owns its rules, run in this order by `TrainConfig.__post_init__`
+# (the first broken rule is the one reported)
+def _check_choices(cfg: "TrainConfig") -> None:
+    """Every choice field is one of its Literal values; one data source (images or latents)."""
+    for name, allowed in TRAIN_CHOICES.items():
+        v = getattr(cfg, name)
+        if v not in allowed:
+            raise ValueError(f"TrainConfig.{name}: unknown value {v!r}; expected one of {list(allowed)}")
+    if cfg.data is not None and cfg.latents is not None:
+        raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
+
+
+def _check_preview(cfg: "TrainConfig") -> None:
+    """The preview sampler is a continuous row of the table; an average-velocity row needs MeanFlow."""
+    _check_preview_method(cfg.sample_method)
+    if cfg.objective != "meanflow" and _sampler_kind(cfg.sample_method) == "average":
+        raise ConfigError("TrainConfig", "sample_method", f"{cfg.sample_method!r} jumps with an average velocity: "
+                          "it needs {objective} 'meanflow'")
+
+
+def _check_counts(cfg: "TrainConfig") -> None:
+    """Step, batch and cadence counts, thread and worker numbers, the image size."""
+    for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
+                 "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
+    check_steps(cfg.sample_steps, "TrainConfig.sample_steps")
+    for name in ("warmup_steps", "sample_every", "num_workers", "seed", "threads"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"TrainConfig.{name} must be an integer >= 0 (got {v!r})")
+    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 1):
+        raise ValueError(f"TrainConfig.image_size must be a positive integer or None (got {cfg.image_size!r})")
+
+
+def _check_optimiser(cfg: "TrainConfig") -> None:
+    """AdamW (lr, weight decay, betas), gradient clipping and the EMA decay."""
+    if not cfg.lr > 0:
+        raise ValueError(f"TrainConfig.lr must be > 0 (got {cfg.lr})")
+    if cfg.weight_decay < 0 or cfg.grad_clip < 0:
+        raise ValueError(f"TrainConfig.weight_decay and grad_clip must be >= 0 (got {cfg.weight_decay}, {cfg.grad_clip})")
+    for name in ("beta1", "beta2", "ema_decay"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v < 1.0:
+            raise ValueError(f"TrainConfig.{name} must be in [0, 1) (got {v})")
+
+
+def _check_loss_weight(cfg: "TrainConfig") -> None:
+    """The loss weight weights the score / noise residual only."""
+    if cfg.prediction == "velocity" and cfg.loss_weight is not None and cfg.time_input == "continuous":
+        raise ValueError(
+            f"TrainConfig.loss_weight={cfg.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
+        )
+    if cfg.loss_weight is not None and cfg.time_input == "continuous" and (
+            cfg.prediction == "data" or cfg.loss_space is not None):
+        raise ConfigError("TrainConfig", "loss_weight", "weights the score/noise residual; it does not combine with "
+                          "prediction 'data' or a {loss_space} (the space's squared error is unweighted)")
+
+
+def _check_batch_and_cfg(cfg: "TrainConfig") -> None:
+    """Gradient accumulation divides the batch; the preview CFG scale is >= 0."""
+    if cfg.global_batch % cfg.grad_accum:
+        raise ValueError(
+            f"TrainConfig.global_batch ({cfg.global_batch}) must be divisible by grad_accum ({cfg.grad_accum})"
+        )
+    if not cfg.cfg_scale >= 0:
+        raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {cfg.cfg_scale})")
+
+
+def _check_repa(cfg: "TrainConfig") -> None:
+    """REPA (representation alignment): depth, projector width, coefficient, encoder names."""
+    if cfg.repa_depth is not None and (not isinstance(cfg.repa_depth, int) or isinstance(cfg.repa_depth, bool)
+                                        or cfg.repa_depth < 1):
+        raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {cfg.repa_depth!r})")
+    if (not isinstance(cfg.repa_proj_dim, int) or isinstance(cfg.repa_proj_dim, bool)
+            or not 1 <= cfg.repa_proj_dim <= REPA_MAX_PROJ_DIM):
+        raise ConfigError("TrainConfig", "repa_proj_dim", f"must be an integer in [1, {REPA_MAX_PROJ_DIM}] "
+                          f"(got {cfg.repa_proj_dim!r})")
+    if not (isinstance(cfg.repa_coeff, (int, float)) and not isinstance(cfg.repa_coeff, bool)
+            and math.isfinite(cfg.repa_coeff) and cfg.repa_coeff >= 0):
+        raise ConfigError("TrainConfig", "repa_coeff", f"must be a finite number >= 0 (got {cfg.repa_coeff!r})")
+    if cfg.repa_encoder is not None and not all(e.strip() for e in cfg.repa_encoder.split(",")):
+        raise ConfigError("TrainConfig", "repa_encoder", f"names an empty encoder in {cfg.repa_encoder!r} "
+                          "(one encoder, or several separated by commas)")
+
+
+def _check_phema(cfg: "TrainConfig") -> None:
+    """Post-hoc EMA: sigmas and cadence given together, every sigma in range."""
+    if bool(cfg.phema_sigmas) != (cfg.phema_every > 0) or cfg.phema_every < 0:
+        raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(cfg.phema_sigmas)}, "
+                          f"every {cfg.phema_every} (give both, every >= 1, or neither)")
+    lo, hi = PHEMA_SIGMA_RANGE
+    for s in cfg.phema_sigmas:
+        if not lo <= s < hi:
+            raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside [{lo:g}, {hi:.4f})")
+
+
+def _check_cosine_coeff(cfg: "TrainConfig") -> None:
+    """The cosine velocity term (LightningDiT): its coefficient is a number >= 0."""
+    if not (isinstance(cfg.cosine_coeff, (int, float)) and cfg.cosine_coeff >= 0):
+        raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {cfg.cosine_coeff!r})")
+
+
+def _check_meanflow(cfg: "TrainConfig") -> None:
+    """MeanFlow: its numbers are finite and in range; the objective needs continuous-time velocity."""
+    for name in ("meanflow_ratio", "meanflow_p_mean", "meanflow_p_std", "meanflow_norm_p", "meanflow_norm_eps",
+                 "meanflow_omega", "meanflow_kappa"):
+        v = getattr(cfg, name)
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+            raise ConfigError("TrainConfig", name, f"must be a finite number (got {v!r})")
+    if not 0.0 <= cfg.meanflow_ratio <= 1.0:
+        raise ConfigError("TrainConfig", "meanflow_ratio", f"must lie in [0, 1] (got {cfg.meanflow_ratio})")
+    for name in ("meanflow_p_std", "meanflow_norm_eps"):
+        if not getattr(cfg, name) > 0:
+            raise ConfigError("TrainConfig", name, f"must be > 0 (got {getattr(cfg, name)})")
+    if cfg.meanflow_norm_p < 0:
+        raise ConfigError("TrainConfig", "meanflow_norm_p", f"must be >= 0 (got {cfg.meanflow_norm_p})")
+    if cfg.objective == "meanflow":
+        if cfg.time_input != "continuous" or cfg.prediction != "velocity":
+            raise ConfigError("TrainConfig", "objective", "'meanflow' learns an average velocity: it needs "
+                              "{prediction} 'velocity' and {time_input} 'continuous'")
+
+
+def _check_cosine_needs_velocity(cfg: "TrainConfig") -> None:
+    """The cosine velocity term compares velocities: velocity prediction in continuous time."""
+    if cfg.cosine_coeff and (cfg.prediction != "velocity" or cfg.time_input != "continuous"):
+        raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
+
+
+def _check_vae(cfg: "TrainConfig") -> None:
+    """The VAE latent scale / shift: valid values, and only with VAE latents (data or latents)."""
+    for name in ("vae_scale", "vae_shift"):
+        v = getattr(cfg, name)
+        problem = None if v is None else latent_value_problem(name[4:], v)
+        if problem:
+            raise ConfigError("TrainConfig", name, problem)
+        if v is not None and cfg.data is None and cfg.latents is None:
+            raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
+
+
+_TRAIN_CHECKS = (_check_choices, _check_preview, _check_counts, _check_optimiser, _check_loss_weight, _check_batch_and_cfg,
+                 _check_repa, _check_phema, _check_cosine_coeff, _check_meanflow, _check_cosine_needs_velocity, _check_vae)
 
 
 def _sampler_kind(name: str) -> str | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Callable
 from sit.config import ConfigError, field_error
 
 if TYPE_CHECKING:
-    from sit.study.run import Study
+    from sit.study.config import Study
 
 
 LATENTS_NAME = "latents.json"
