@@ -47,10 +47,17 @@ def _args(**kw):
     return argparse.Namespace(**d)
 
 
-def _train_file(path, ema, raw=None, args=None, proj=None, steps=400):
+def _legacy(sd):
+    """REPA's older layout: the blocks after the encoder depth as decoder_blocks.j."""
+    return {(k.replace("blocks.2.", "decoder_blocks.0.", 1) if k.startswith("blocks.2.") else k): v for k, v in sd.items()}
+
+
+def _train_file(path, ema, raw=None, args=None, proj=None, steps=400, legacy=False):
     proj = _projector() if proj is None else proj
     sd = {**ema.state_dict(), **proj}
     rsd = {**(raw or ema).state_dict(), **proj}
+    if legacy:
+        sd, rsd = _legacy(sd), _legacy(rsd)
     obj = {"model": rsd, "ema": sd, "opt": {}, "steps": steps}
     if args is not False:
         obj["args"] = args or _args()
@@ -74,13 +81,7 @@ def _sit_velocity(path, x, t, y):
 @pytest.mark.parametrize("legacy", [False, True])
 def test_converted_velocity_is_repas(tmp_path, legacy):
     ema, raw = _repa_net(0), _repa_net(5)
-    src = _train_file(tmp_path / "0000400.pt", ema, raw)
-    if legacy:  # REPA's older layout: the blocks after the encoder depth as decoder_blocks.j
-        obj = torch.load(src, weights_only=False)
-        for name in ("model", "ema"):
-            obj[name] = {(k.replace("blocks.2.", "decoder_blocks.0.", 1) if k.startswith("blocks.2.") else k): v
-                         for k, v in obj[name].items()}
-        torch.save(obj, src)
+    src = _train_file(tmp_path / "0000400.pt", ema, raw, legacy=legacy)
     out = tmp_path / "conv.safetensors"
     assert main(["convert", "--from", "repa", str(src), str(out), "--num-heads", "4"]) == 0
     g = torch.Generator().manual_seed(3)
