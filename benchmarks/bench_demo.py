@@ -74,7 +74,7 @@ def svc_judge():
 def draw(ema, cfg, model_cfg, y, scale, seed):
     """EMA samples (N, 1, 8, 8) for labels y with guidance ``scale`` (Heun, cfg.sample_steps)."""
     from sit.samplers import SampleConfig
-    from sit.sampling import ModelInfo, build_sampler, preview_guidance
+    from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
 
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn((y.shape[0], model_cfg.in_channels, model_cfg.input_size, model_cfg.input_size), generator=g)
@@ -141,7 +141,7 @@ def run_variant(name: str, overrides: dict, clf, per_class: int, threads: int, p
     from sit.data.embedded import load_embedded
     from sit.evaluate.classifier import quick_quality
     from sit.train import train
-    from sit.train.presets import DEMO_MODEL, DEMO_TRAIN
+    from sit.train.recipes import DEMO_MODEL, DEMO_TRAIN
 
     tr = {k: v for k, v in overrides.items() if k not in MODEL_FIELDS}
     mo = {k: v for k, v in overrides.items() if k in MODEL_FIELDS}

@@ -37,9 +37,9 @@ def score_run(run: str, samplers, cfg_scale: float, per_class: int = 30) -> list
     from sit.evaluate.scorers.classifier import ClassifierScorer
     from sit.guidance import GuidanceConfig
     from sit.samplers import SampleConfig
-    from sit.sampling import ModelInfo, build_sampler
+    from sit.network_sampler import ModelInfo, build_sampler
     from sit.train.data import build_data
-    from sit.train.presets import demo_configs
+    from sit.train.recipes import demo_configs
     from sit.train.seeds import generator
 
     net, meta = checkpoints.load(run)
@@ -118,8 +118,8 @@ def step_cost(steps: int, batch: int) -> None:
     """CPU seconds per optimizer step of the demo network: plain SiT step vs MeanFlow step."""
     from sit.config import TrainConfig
     from sit.models.sit import SiT
-    from sit.train.objective import build_objective, model_config_for
-    from sit.train.presets import demo_configs
+    from sit.train.builders import build_objective, model_config_for
+    from sit.train.recipes import demo_configs
 
     torch.set_num_threads(1)
     for objective in ("sit", "meanflow"):

@@ -27,7 +27,7 @@ VARIANTS = {"official": {}, "swiglu": {"swiglu": True}, "rmsnorm": {"rmsnorm": T
 def main() -> int:
     from sit.config import ModelConfig, model_preset
     from sit.models.sit import SiT
-    from sit.train.presets import DEMO_MODEL
+    from sit.train.recipes import DEMO_MODEL
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="demo", help="demo (digits 8x8, d4 h128 p2) or a preset name (32x32x4)")

@@ -32,8 +32,8 @@ def main() -> int:
     from sit.models.sit import SiT
     from sit.train import train
     from sit.train.phema import reconstruct
-    from sit.train.presets import DEMO_MODEL
-    from sit.train.presets import DEMO_TRAIN_600x128 as DEMO_TRAIN
+    from sit.train.recipes import DEMO_MODEL
+    from sit.train.recipes import DEMO_TRAIN_600x128 as DEMO_TRAIN
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=3)

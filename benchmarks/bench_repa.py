@@ -34,8 +34,8 @@ from bench_demo import draw, parse_variant, svc_judge  # noqa: E402
 def train_arm(arm: str, overrides: dict, seed: int, every: int, threads: int):
     from sit.config import ModelConfig, TrainConfig
     from sit.train import train
-    from sit.train.presets import DEMO_MODEL, DEMO_REPA_PROJ_DIM
-    from sit.train.presets import DEMO_TRAIN_600x128 as DEMO_TRAIN
+    from sit.train.recipes import DEMO_MODEL, DEMO_REPA_PROJ_DIM
+    from sit.train.recipes import DEMO_TRAIN_600x128 as DEMO_TRAIN
 
     out = tempfile.mkdtemp(prefix=f"bench_repa_{arm}_s{seed}_")
     extra = {"repa_encoder": "digits-cnn", "repa_proj_dim": DEMO_REPA_PROJ_DIM, **overrides} if arm == "repa" else {}

@@ -2,7 +2,7 @@
 
 A class-conditional SiT (default SiT-S/2 on 32x32x4 latents, random weights: speed does not
 depend on them) samples B latents (default 4) with classifier-free guidance (default 4, all
-channels) through the public API: sit.sampling.build_sampler (the seam of sit sample).
+channels) through the public API: sit.network_sampler.build_sampler (the seam of sit sample).
 For each sampler at equal NFE it reports the network calls and rows per call (counted at the
 network), wall time (median of --repeats), images/s, time per network call and the share of
 time spent outside the network (sampler arithmetic, guidance mixing, conversions).
@@ -40,7 +40,7 @@ from sit.generate.glue import prepare_network
 from sit.guidance import GuidanceConfig
 from sit.models.sit import SiT, forward_flops
 from sit.samplers import SampleConfig
-from sit.sampling import ModelInfo, build_sampler
+from sit.network_sampler import ModelInfo, build_sampler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import peak_probe  # noqa: E402  (the matmul probe of bench_model.py and bench_train.py)

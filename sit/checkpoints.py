@@ -11,7 +11,7 @@ beside it later, such as ``lt_table.json``).
 A training checkpoint ``RUN/checkpoints/step-NNNNNNN/`` holds model.safetensors, ema.safetensors,
 optimizer.pt, config.json (the run's `RunMeta` + step), state.json (step, data position, RNG
 states, logging window) and manifest.json; a run whose objective owns modules (REPA's projector,
-`sit.train.objective.LossTerm`) adds objective.safetensors, listed and hashed in the manifest
+`sit.train.builders.LossTerm`) adds objective.safetensors, listed and hashed in the manifest
 like the others, read back only by a resume (never by `load`, exports or samplers). The folder name, state.json's step, config.json's step
 and the manifest's step must agree.
 

@@ -420,7 +420,7 @@ class TrainConfig:
                                       "bicubic, as REPA with timm)", added_later=True)
     flip: bool = _f(True, "data", "mirror each image / latent with probability 1/2 ({data}, {latents}; REPA: off; the "
                                   "embedded digits are never mirrored)", added_later=True)
-    preset: TrainPreset = _f(None, "run", "named recipe (sit.train.presets.TRAIN_PRESETS; other flags override its "
+    preset: TrainPreset = _f(None, "run", "named recipe (sit.train.recipes.TRAIN_PRESETS; other flags override its "
                                           "fields; recorded in the run): repa-sit-xl2 = REPA's SiT-XL/2 on ImageNet 256 "
                                           "(give {latents} and {repa_encoder})", added_later=True)
     # post-hoc EMA (Karras et al. 2024; sit.train.phema): power-function EMAs of these relative lengths,

@@ -197,7 +197,7 @@ def test_train_config_loss_space_is_omitted_by_default_and_checked():
 def test_sit_train_x_prediction_with_velocity_loss_trains_and_samples(tmp_path):
     from sit.checkpoints import load
     from sit.cli import main
-    from sit.sampling import build_sampler
+    from sit.network_sampler import build_sampler
 
     out = tmp_path / "r"
     rc = main(["train", "--out", str(out), "--steps", "3", "--depth", "1", "--hidden-size", "32", "--num-heads", "2",

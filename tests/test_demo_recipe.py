@@ -12,8 +12,8 @@ from sit.config import TrainConfig, to_dict
 
 def test_the_preview_sampler_can_be_dpmpp_2m(tmp_path):
     from sit.train import train
-    from sit.train.objective import generate
-    from sit.train.presets import demo_configs
+    from sit.train.builders import generate
+    from sit.train.recipes import demo_configs
 
     assert TrainConfig(sample_method="dpmpp_2m").sample_method == "dpmpp_2m"  # a row of the sampler table
     cfg, mc = demo_configs(out=str(tmp_path / "r"), steps=3, global_batch=16, warmup_steps=0, quality=False,
@@ -44,7 +44,7 @@ def test_demo_recipe_changes_do_not_reach_the_study():
     base config as it was, apart from steps and batch, which every cell sets from its budget and
     the study's identity leaves out."""
     from sit.study.run import study_base
-    from sit.train import presets
+    from sit.train import recipes as presets
 
     base = to_dict(study_base()[0])
     changed = dict(steps=1, global_batch=7, lr=0.5, time_dist="logit_normal", warmup_steps=3, grad_clip=0.5,

@@ -53,7 +53,7 @@ def test_scripts_the_pages_run_exist(page):
 
 
 def test_training_page_names_the_demo_checkpoint_of_the_defaults():
-    from sit.train.presets import DEMO_TRAIN
+    from sit.train.recipes import DEMO_TRAIN
 
     text = (ROOT / "docs" / "training.md").read_text()
     assert f"checkpoints/step-{DEMO_TRAIN['steps']:07d}/" in text

@@ -22,7 +22,7 @@ def current() -> dict:
     from sit.study.cells import DEFAULT_BUDGET, select_cells
     from sit.study.run import Study, study_base
     from sit.study.scoring import ScoringConfig
-    from sit.train.presets import resolve_configs
+    from sit.train.recipes import resolve_configs
 
     cfg, mc = resolve_configs({})
     base, bmc = study_base()

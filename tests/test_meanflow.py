@@ -110,7 +110,7 @@ def test_tr_draw_shares_and_order():
 def test_meanflow_sampler_with_the_true_u_is_the_exact_flow_map(steps):
     from sit.objectives import velocity_field
     from sit.samplers import SampleConfig, sample
-    from sit.sampling import ModelInfo, build_sampler
+    from sit.network_sampler import ModelInfo, build_sampler
 
     path = get_path("linear")
     net = GaussNet(path)

@@ -15,9 +15,9 @@ from torch import nn
 
 from sit.cli import main
 from sit.config import ModelConfig, TrainConfig
-from sit.train import objective as objective_mod
+from sit.train import builders as objective_mod
 from sit.train import train
-from sit.train.objective import LossTerm, build_objective
+from sit.train.builders import LossTerm, build_objective
 from sit.train.repa import default_depth, match_grid, repa_loss
 
 TINY = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=2, num_heads=2,
@@ -239,7 +239,7 @@ def test_demo_presets_live_in_the_library_and_match_the_cli():
     import argparse
 
     from sit.commands.train import add_arguments, resolve
-    from sit.train.presets import demo_configs
+    from sit.train.recipes import demo_configs
 
     p = argparse.ArgumentParser()
     add_arguments(p)

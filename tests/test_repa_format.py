@@ -115,7 +115,7 @@ def test_sit_sample_of_the_converted_file_is_repas_euler_sampler(tmp_path):
         with torch.no_grad():
             x = x + float(ts[i + 1] - ts[i]) * ema(x, torch.full((2,), float(ts[i])), y)
     from sit.samplers import SampleConfig
-    from sit.sampling import build_sampler
+    from sit.network_sampler import build_sampler
 
     net, meta = store.load(out)  # the one seam every sit command samples through
     got, _ = build_sampler(net, meta, SampleConfig(method="euler", num_steps=4))(noise.clone(), y, None)

@@ -181,7 +181,7 @@ def test_repa_preset_is_the_papers_recipe_in_one_flag(tmp_path, capsys):
     from sit.cli import main
     from sit.config import ConfigError
     from sit.generate.presets import PRESETS
-    from sit.train.presets import TRAIN_PRESETS, resolve_configs
+    from sit.train.recipes import TRAIN_PRESETS, resolve_configs
 
     (tmp_path / "lat").mkdir()
     (tmp_path / "lat" / "index.json").write_text(json.dumps({

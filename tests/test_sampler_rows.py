@@ -173,7 +173,7 @@ def test_toy_ode_and_sde_rows_work_in_sample_sweep_and_training_previews(toy_row
 
 
 def test_a_study_spec_names_any_row_of_its_kind(toy_rows):
-    from sit.study.sampling import spec_method
+    from sit.study.eval_sampler import spec_method
 
     assert spec_method({"kind": "ode", "nfe": 8}) == "heun" and spec_method({"kind": "sde", "nfe": 8}) == "euler_maruyama"
     assert spec_method({"kind": "ode", "nfe": 8, "method": "toy_ode"}) == "toy_ode"

@@ -1,4 +1,4 @@
-"""The seam `sit.sampling.build_sampler` and the sampler table `sit.samplers.SAMPLERS`: a sampler
+"""The seam `sit.network_sampler.build_sampler` and the sampler table `sit.samplers.SAMPLERS`: a sampler
 added by one table row runs through `sit sample` and `sit sweep`; autoguidance (guide = the model
 itself is unguided; NFE counts the guide); guidance rules validated once."""
 
@@ -175,7 +175,7 @@ def test_w_names_are_normalised(ckpts, tmp_path, capsys):
 
 
 def test_no_null_label_is_one_rule():
-    from sit.sampling import null_class, preview_guidance
+    from sit.network_sampler import null_class, preview_guidance
 
     with_dropout = ModelConfig(input_size=8, patch_size=2, in_channels=1, hidden_size=32, depth=1, num_heads=2,
                                num_classes=10, class_dropout_prob=0.1)
@@ -190,7 +190,7 @@ def test_the_seam_sits_below_the_programs():
     import subprocess
     import sys
 
-    code = ("import sys, sit.sampling, sit.samplers.multistep; "
+    code = ("import sys, sit.network_sampler, sit.samplers.multistep; "
             "bad = [m for m in sys.modules if m.startswith(('sit.train', 'sit.generate', 'sit.study', 'sit.commands', "
             "'sit.cli', 'sit.evaluate'))]; print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)

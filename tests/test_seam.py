@@ -56,7 +56,7 @@ def test_no_import_circle_under_sit_train():
 def test_terms_read_the_objectives_outputs_and_hook_nothing():
     from sit.config import ModelConfig, TrainConfig
     from sit.models.sit import SiT
-    from sit.train.objective import build_objective
+    from sit.train.builders import build_objective
     from sit.train.repa import RepaTerm
     from sit.train.terms import CosineVelocityTerm
 

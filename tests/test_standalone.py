@@ -62,7 +62,7 @@ def test_every_file_write_goes_through_the_atomic_helpers():
 
 
 def test_study_and_benchmarks_do_not_go_through_the_cli():
-    """The study's and the benchmarks' configs come from typed presets (`sit.train.presets.resolve_configs`,
+    """The study's and the benchmarks' configs come from typed presets (`sit.train.recipes.resolve_configs`,
     `sit.study.run.study_base`), never from the CLI's parser or a hand-built argparse Namespace."""
     import ast
     from pathlib import Path

@@ -10,7 +10,7 @@ import pytest
 
 from sit.commands.train import ARCH_FLAGS, TRAIN_FLAGS, add_arguments, flag_for, given_fields, resolve
 from sit.config import TRAIN_CHOICES, TRAIN_GROUPS, TRAIN_RECORDS, TRAIN_TYPES, ConfigError, TrainConfig, to_dict
-from sit.train.presets import DEMO_MNIST, DEMO_TRAIN, demo_configs
+from sit.train.recipes import DEMO_MNIST, DEMO_TRAIN, demo_configs
 
 FIELDS = dataclasses.fields(TrainConfig)
 HAND_WRITTEN = {*ARCH_FLAGS, "resume", "overwrite", "dry_run", "help"}   # options that are not TrainConfig fields

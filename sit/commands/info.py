@@ -80,7 +80,7 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
                              "depth": train.get("repa_depth") or default_depth(cfg.depth),
                              "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
     if train.get("preset") is not None:   # the named recipe the run was trained with, and its published sampling
-        from sit.train.presets import TRAIN_PRESETS
+        from sit.train.recipes import TRAIN_PRESETS
 
         info["preset"] = {"train": train["preset"], "sample": TRAIN_PRESETS.get(train["preset"], {}).get("sample_preset")}
     if cfg.in_channels not in (1, 3):  # a latent model: the space its samples are decoded from

@@ -22,8 +22,8 @@ examples:
   sit train --dry-run                              # print the resolved config JSON and exit
 """
 
-# the presets live in sit.train.presets (the study and benchmarks read them there); --help reads them too
-from sit.train.presets import (  # noqa: E402,F401  (re-exported: earlier code imports them from here)
+# the presets live in sit.train.recipes (the study and benchmarks read them there); --help reads them too
+from sit.train.recipes import (  # noqa: E402,F401  (re-exported: earlier code imports them from here)
     DATA_IMAGE_SIZE,
     DEFAULT_PRESET,
     DEMO_MNIST,
@@ -195,9 +195,9 @@ def given_fields(args: argparse.Namespace) -> dict:
 
 
 def resolve(args: argparse.Namespace):
-    """(TrainConfig, ModelConfig) from parsed flags (`sit.train.presets.resolve_configs`: the demo's
+    """(TrainConfig, ModelConfig) from parsed flags (`sit.train.recipes.resolve_configs`: the demo's
     defaults without --data/--latents, the paper's otherwise; explicit flags always win)."""
-    from sit.train.presets import resolve_configs
+    from sit.train.recipes import resolve_configs
 
     arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma",
                                           *MODEL_FIELD_FLAGS)

@@ -77,14 +77,14 @@ def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, pr
     from sit import checkpoints, dist
     from sit.generate.glue import default_device, prepare_network
     from sit.paths import get_path
-    from sit.sampling import prediction_fn
+    from sit.network_sampler import prediction_fn
 
     dev = dist.init(default_device(device))
     net, meta = checkpoints.load(ckpt, weights=weights, log=dist.eprint0)
     net = prepare_network(net, precision, device=dev)
     if meta.time_input != "continuous":
         raise ValueError(f"{ckpt} is a discrete-time (DiT/DDPM) checkpoint; this command needs a continuous-time SiT model")
-    model_fn = prediction_fn(net, meta, precision)  # the seam's rule (sit.sampling)
+    model_fn = prediction_fn(net, meta, precision)  # the seam's rule (sit.network_sampler)
     return net, meta, model_fn, get_path(meta.path), dev
 
 

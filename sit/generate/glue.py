@@ -1,5 +1,5 @@
 """Model glue for `sit sample` / `sit sweep`: a loaded network + its `RunMeta` -> a latent sampler
-``(x0, y, noise_fn) -> (x, info)`` through the one seam `sit.sampling.build_sampler` (which the
+``(x0, y, noise_fn) -> (x, info)`` through the one seam `sit.network_sampler.build_sampler` (which the
 training previews, the study and the benchmarks use too), plus what those commands need around
 it: the device, preparing the network (precision, compile), typed sampler configs from loose
 options (`sample_config`, `build_latent_sampler`) and the L_t table stored with a checkpoint.
@@ -68,11 +68,11 @@ def latent_sampler(
     guide_meta: RunMeta | None = None,
 ) -> tuple[LatentSampler, dict]:
     """A latent sampler ``(x0, y, noise_fn) -> (x, info)`` for a loaded network and its RunMeta:
-    `sit.sampling.build_sampler` (the one seam), with the description of the resolved sampler for
+    `sit.network_sampler.build_sampler` (the one seam), with the description of the resolved sampler for
     the manifest. ``sample_cfg``: a `SampleConfig` (continuous SiT models) or a
     `DiscreteSampleConfig` (DiT). ``guide_net`` / ``guide_meta``: the guide of autoguidance
     (``guidance.guide`` set). ``info["nfe"]`` is the network evaluations per sample."""
-    from sit.sampling import build_sampler
+    from sit.network_sampler import build_sampler
 
     if guide_meta is not None:
         check_guide_space(meta, guide_meta)

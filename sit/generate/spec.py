@@ -17,7 +17,7 @@ from sit.config import ConfigError, added_later, to_dict
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
 from sit.samplers import SampleConfig
-from sit.sampling import PRECISIONS
+from sit.network_sampler import PRECISIONS
 
 WEIGHTS = ("ema", "model")
 LATENT_FORMATS = (None, "npy", "safetensors")

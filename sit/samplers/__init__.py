@@ -67,7 +67,7 @@ __all__ = [
     "SAMPLERS",
     "SamplerRow",
     "SamplerTable",
-    "Run",
+    "CallContext",
     "continuous_methods",
     "sampler_row",
     "methods_help",
@@ -89,7 +89,7 @@ SAMPLER_KINDS: tuple[str, ...] = get_args(SamplerKind)
 
 
 @dataclass(frozen=True)
-class Run:
+class CallContext:
     """What a sampler row's ``run`` receives besides (field, x, grid, cfg, path)."""
 
     generator: torch.Generator | None = None
@@ -107,8 +107,8 @@ class Run:
 
 @dataclass(frozen=True)
 class SamplerRow:
-    """One row of the sampler table `SAMPLERS`: ``run(field, x, grid, cfg, path, ctx: Run) -> x``
-    (None for the discrete rows, which `sit.sampling` runs on DiT's integer steps), network
+    """One row of the sampler table `SAMPLERS`: ``run(field, x, grid, cfg, path, ctx: CallContext) -> x``
+    (None for the discrete rows, which `sit.network_sampler` runs on DiT's integer steps), network
     evaluations per step (None where the solver decides), the kind (ode | sde | multistep |
     average (needs a MeanFlow network: the field takes r) | discrete; SDE rows get the last-step
     grid and w_t) and a few words for ``--help``."""
@@ -130,34 +130,34 @@ class SamplerRow:
             raise ValueError("SamplerRow.run must be given for continuous samplers and None for discrete ones")
 
 
-def _euler(field, x, grid, cfg, path, ctx: Run):
+def _euler(field, x, grid, cfg, path, ctx: CallContext):
     return sample_euler(field, x, grid, **ctx.common)
 
 
-def _heun(field, x, grid, cfg, path, ctx: Run):
+def _heun(field, x, grid, cfg, path, ctx: CallContext):
     return sample_heun(field, x, grid, final_euler=cfg.heun_final_euler, **ctx.common)
 
 
-def _euler_maruyama(field, x, grid, cfg, path, ctx: Run):
+def _euler_maruyama(field, x, grid, cfg, path, ctx: CallContext):
     return sample_euler_maruyama(field, x, grid, path=path, w=ctx.w, last_step=cfg.last_step, noise_fn=ctx.noise_fn,
                                  **ctx.common)
 
 
-def _sde_heun(field, x, grid, cfg, path, ctx: Run):
+def _sde_heun(field, x, grid, cfg, path, ctx: CallContext):
     return sample_sde_heun(field, x, grid, path=path, w=ctx.w, last_step=cfg.last_step, noise_fn=ctx.noise_fn,
                            **ctx.common)
 
 
-def _dpmpp_2m(field, x, grid, cfg, path, ctx: Run):
+def _dpmpp_2m(field, x, grid, cfg, path, ctx: CallContext):
     return sample_dpmpp_2m(field, x, grid, path=path, **ctx.common)
 
 
-def _meanflow(field, x, grid, cfg, path, ctx: Run):
+def _meanflow(field, x, grid, cfg, path, ctx: CallContext):
     return sample_meanflow(field, x, grid, **ctx.common)
 
 
 def _torchdiffeq(method: str):
-    def run(field, x, grid, cfg, path, ctx: Run):
+    def run(field, x, grid, cfg, path, ctx: CallContext):
         return sample_torchdiffeq(field, x, grid, method=method, atol=cfg.atol, rtol=cfg.rtol, **ctx.common)
 
     return run
@@ -199,7 +199,7 @@ class SamplerTable(dict):
 
 
 # THE sampler table: `SampleConfig` validation, `sample`, the NFE counts, `sit sample --method`'s
-# help, `sit sweep` and `sit.sampling` all read it. Adding a sampler = its module + one row here.
+# help, `sit sweep` and `sit.network_sampler` all read it. Adding a sampler = its module + one row here.
 SAMPLERS: dict[str, SamplerRow] = SamplerTable({
     "euler": SamplerRow(_euler, 1, "ode", "Euler ODE"),
     "heun": SamplerRow(_heun, 2, "ode", "Heun ODE (the paper's)",
@@ -458,7 +458,7 @@ def sample(
     grid = cfg.make_grid(path, prediction, table)
     counter = NFECounter(field)
     w = cfg.w_fn(path, table) if cfg.is_sde else None
-    ctx = Run(generator=generator, noise_fn=noise_fn, w=w, progress=progress, callback=callback,
+    ctx = CallContext(generator=generator, noise_fn=noise_fn, w=w, progress=progress, callback=callback,
               return_trajectory=return_trajectory)
     out = SAMPLERS[cfg.method].run(counter, x, grid, cfg, path, ctx)
     w_name = w.name if w is not None else None

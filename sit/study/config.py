@@ -96,10 +96,10 @@ def study_base(train: dict | None = None, arch: dict | None = None,
                model: str | None = None) -> tuple[TrainConfig, ModelConfig]:
     """(TrainConfig, ModelConfig) every cell of a study starts from: `sit train`'s resolution of the
     TrainConfig fields ``train`` (data, vae, device, ...) and ModelConfig fields ``arch``
-    (`sit.train.presets.resolve_configs`: the demo's network without data / latents), with the
+    (`sit.train.recipes.resolve_configs`: the demo's network without data / latents), with the
     paper's recipe STUDY_TRAIN, no progress bars, and on the embedded data STUDY_EMBEDDED_LR and
     STUDY_EMBEDDED_PREVIEW (so the demo's own recipe never reaches a study's identity)."""
-    from sit.train.presets import resolve_configs
+    from sit.train.recipes import resolve_configs
 
     cfg, mc = resolve_configs({**(train or {}), "progress": False}, arch, model)
     embedded = cfg.data is None and cfg.latents is None

@@ -19,7 +19,7 @@ import torch
 
 from sit.study.cells import FIG5_CELL, W_CHOICES, Budget, Cell
 from sit.study.config import Study, cell_configs
-from sit.study.sampling import generate, spec_name
+from sit.study.eval_sampler import generate, spec_name
 
 
 @dataclass
@@ -67,7 +67,7 @@ def path_length(net, cell: Cell, data: EvalData, points: int, seed: int) -> tupl
     from sit.models.field import ModelField
     from sit.objectives import velocity_field
     from sit.paths import get_path
-    from sit.study.sampling import noise_seed
+    from sit.study.eval_sampler import noise_seed
 
     path = get_path(cell.path)
     mf = ModelField(net.eval(), "velocity", "continuous")
@@ -87,7 +87,7 @@ def loss_table(net, cell: Cell, data: EvalData, budget: Budget, seed: int):
     from sit.lt import estimate_loss_table
     from sit.models.field import ModelField
     from sit.paths import get_path
-    from sit.study.sampling import noise_seed
+    from sit.study.eval_sampler import noise_seed
 
     edge = 1e-3 if cell.prediction != "velocity" or cell.path == "vp" else 0.0
     grid = torch.linspace(max(edge, 1e-3), 1.0 - edge, budget.lt_points, dtype=torch.float64)

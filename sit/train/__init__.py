@@ -51,7 +51,7 @@ from sit.train.loop import (
     make_adamw,
     train,
 )
-from sit.train.objective import build_objective, generate
+from sit.train.builders import build_objective, generate
 from sit.train.seeds import rng_state, set_rng_state
 
 __all__ = [

@@ -34,7 +34,7 @@ z_t is the marginal velocity, and the target is affine in v, so the minimiser is
 
 Sampling: the ``meanflow`` row of `sit.samplers.SAMPLERS` (x_r = x_t - (t - r) u, 1 NFE per step).
 
-Must not import: sit.train.objective, sit.generate, sit.commands.
+Must not import: sit.train.builders, sit.generate, sit.commands.
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class MeanFlowObjective(Objective):
         """Preview grids and the quality number: the 1-step sampler (x_0 = x_1 - u(x_1, 0, 1)),
         guided at ``cfg_scale`` unless the guidance was folded into training (omega != 1)."""
         from sit.samplers import SampleConfig
-        from sit.sampling import ModelInfo, build_sampler, preview_guidance
+        from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
 
         folded = self.cfg.meanflow_omega != 1.0 or self.cfg.meanflow_kappa != 0.0
         sampler = build_sampler(net, ModelInfo(self.cfg.path, "velocity", "continuous"),

@@ -8,7 +8,7 @@ DiT's DDPM in discrete time.
 Per-sample losses are "mean_flat" (mean over all but the batch dimension). The network is called
 once per micro-batch; the block outputs the terms ask for come back from that same call.
 
-Must not import: sit.train.objective (the builder tables), sit.generate, sit.commands.
+Must not import: sit.train.builders (the builder tables), sit.generate, sit.commands.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class ContinuousObjective(Objective):
 
     def sample(self, net, y, noise, cfg_scale, g, device):
         from sit.samplers import SampleConfig
-        from sit.sampling import ModelInfo, build_sampler, preview_guidance
+        from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
 
         cfg = self.cfg
         sampler = build_sampler(net, ModelInfo(cfg.path, cfg.prediction, "continuous"),
@@ -109,7 +109,7 @@ class DiscreteObjective(Objective):
 
     def sample(self, net, y, noise, cfg_scale, g, device):
         from sit.discrete import DiscreteSampleConfig
-        from sit.sampling import ModelInfo, build_sampler, preview_guidance
+        from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
 
         sampler = build_sampler(net, ModelInfo("ddpm", "noise", "discrete"),
                                 DiscreteSampleConfig(method="ddpm", num_steps=self.cfg.sample_steps),

@@ -1,6 +1,6 @@
 """The objective seam of `sit train`: what an objective hands its loss terms, the term base class
 and the objective interface. Imports nothing of sit.train, so every objective and term module
-imports it and nothing circles (`sit.train.objective` holds the builder tables).
+imports it and nothing circles (`sit.train.builders` holds the builder tables).
 
 An objective's ``outputs(net, x, t, eps, y)`` runs the network once (or, for MeanFlow, once with
 its Jacobian-vector product) and returns an `Outputs`: the per-sample base loss it minimises and

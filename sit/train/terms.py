@@ -10,7 +10,7 @@ continuous time only. It reads the objective's outputs: ``pred`` is already the 
 velocity (the tau sign flip applied once, by `sit.models.field.ModelField`) and ``target`` is
 v*. Owns no modules.
 
-Must not import: sit.train.objective, sit.generate, sit.commands.
+Must not import: sit.train.builders, sit.generate, sit.commands.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def spec_name(spec: dict) -> str:
 def _batch(net, cell, model_cfg, spec, y, noise, g, cfg_scale, table) -> tuple[Tensor, int]:
     from sit.discrete import DiscreteSampleConfig
     from sit.samplers import SampleConfig, steps_for_nfe
-    from sit.sampling import ModelInfo, build_sampler, preview_guidance
+    from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
 
     def step_noise(x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)

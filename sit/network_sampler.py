@@ -2,7 +2,7 @@
 guidance config) -> a `Sampler` ``(x0, y, noise_fn) -> (x, info)``.
 
 Used by `sit sample` / `sit sweep` (`sit.generate.glue`), training previews
-(`sit.train.objective`), the study (`sit.study.sampling`) and the benchmarks, so the rule for
+(`sit.train.builders`), the study (`sit.study.eval_sampler`) and the benchmarks, so the rule for
 when guidance applies, the call counting and the choice of sampler (the table
 `sit.samplers.SAMPLERS`; DiT's ``ddpm`` / ``ddim`` for discrete-time models) live here once:
   - the prediction function in paper time is `sit.models.field.ModelField` (the only t <-> tau);
