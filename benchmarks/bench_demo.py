@@ -73,8 +73,8 @@ def svc_judge():
 @torch.no_grad()
 def draw(ema, cfg, model_cfg, y, scale, seed):
     """EMA samples (N, 1, 8, 8) for labels y with guidance ``scale`` (Heun, cfg.sample_steps)."""
-    from sit.samplers import SampleConfig
     from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
+    from sit.samplers import SampleConfig
 
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn((y.shape[0], model_cfg.in_channels, model_cfg.input_size, model_cfg.input_size), generator=g)

@@ -36,8 +36,8 @@ def score_run(run: str, samplers, cfg_scale: float, per_class: int = 30) -> list
     from sit import checkpoints
     from sit.evaluate.scorers.classifier import ClassifierScorer
     from sit.guidance import GuidanceConfig
-    from sit.samplers import SampleConfig
     from sit.network_sampler import ModelInfo, build_sampler
+    from sit.samplers import SampleConfig
     from sit.train.data import build_data
     from sit.train.recipes import demo_configs
     from sit.train.seeds import generator

@@ -39,8 +39,8 @@ from sit.config import model_preset
 from sit.generate.glue import prepare_network
 from sit.guidance import GuidanceConfig
 from sit.models.sit import SiT, forward_flops
-from sit.samplers import SampleConfig
 from sit.network_sampler import ModelInfo, build_sampler
+from sit.samplers import SampleConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_model import peak_probe  # noqa: E402  (the matmul probe of bench_model.py and bench_train.py)

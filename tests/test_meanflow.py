@@ -108,9 +108,9 @@ def test_tr_draw_shares_and_order():
 
 @pytest.mark.parametrize("steps", [1, 2, 3])
 def test_meanflow_sampler_with_the_true_u_is_the_exact_flow_map(steps):
+    from sit.network_sampler import ModelInfo, build_sampler
     from sit.objectives import velocity_field
     from sit.samplers import SampleConfig, sample
-    from sit.network_sampler import ModelInfo, build_sampler
 
     path = get_path("linear")
     net = GaussNet(path)

@@ -95,8 +95,8 @@ def test_modern_models_refuse_official_and_diffusers_export(tmp_path):
 def test_flags_train_record_resume_and_sample(tmp_path):
     from sit.checkpoints import load
     from sit.cli import main
-    from sit.samplers import SampleConfig
     from sit.network_sampler import build_sampler
+    from sit.samplers import SampleConfig
 
     flags = ["--depth", "1", "--hidden-size", "32", "--num-heads", "2", "--patch-size", "2", "--batch", "16",
              "--log-every", "1", "--ckpt-every", "2", "--no-quality", "--samples-per-class", "1", "--sample-steps", "2",

@@ -114,8 +114,8 @@ def test_sit_sample_of_the_converted_file_is_repas_euler_sampler(tmp_path):
     for i in range(4):
         with torch.no_grad():
             x = x + float(ts[i + 1] - ts[i]) * ema(x, torch.full((2,), float(ts[i])), y)
-    from sit.samplers import SampleConfig
     from sit.network_sampler import build_sampler
+    from sit.samplers import SampleConfig
 
     net, meta = store.load(out)  # the one seam every sit command samples through
     got, _ = build_sampler(net, meta, SampleConfig(method="euler", num_steps=4))(noise.clone(), y, None)

@@ -76,8 +76,8 @@ def load_eval_model(ckpt, *, weights: str = "ema", device: str | None = None, pr
     evaluation commands; the checkpoint is read through `sit.checkpoints.load`."""
     from sit import checkpoints, dist
     from sit.generate.glue import default_device, prepare_network
-    from sit.paths import get_path
     from sit.network_sampler import prediction_fn
+    from sit.paths import get_path
 
     dev = dist.init(default_device(device))
     net, meta = checkpoints.load(ckpt, weights=weights, log=dist.eprint0)

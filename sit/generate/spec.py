@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 from sit.config import ConfigError, added_later, to_dict
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
 from sit.guidance import GuidanceConfig
-from sit.samplers import SampleConfig
 from sit.network_sampler import PRECISIONS
+from sit.samplers import SampleConfig
 
 WEIGHTS = ("ema", "model")
 LATENT_FORMATS = (None, "npy", "safetensors")

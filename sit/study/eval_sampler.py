@@ -53,8 +53,8 @@ def spec_name(spec: dict) -> str:
 
 def _batch(net, cell, model_cfg, spec, y, noise, g, cfg_scale, table) -> tuple[Tensor, int]:
     from sit.discrete import DiscreteSampleConfig
-    from sit.samplers import SampleConfig, steps_for_nfe
     from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
+    from sit.samplers import SampleConfig, steps_for_nfe
 
     def step_noise(x: Tensor) -> Tensor:
         return torch.randn(x.shape, generator=g, dtype=torch.float32).to(device=x.device, dtype=x.dtype)

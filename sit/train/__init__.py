@@ -36,6 +36,7 @@ from sit.checkpoints import (
     save_checkpoint,
 )
 from sit.checkpoints import verify as verify_checkpoint
+from sit.train.builders import build_objective, generate
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import RESUME_OVERRIDES, apply_overrides, run_meta
 from sit.train.log import NUM_T_BINS, plot_loss_curve
@@ -51,7 +52,6 @@ from sit.train.loop import (
     make_adamw,
     train,
 )
-from sit.train.builders import build_objective, generate
 from sit.train.seeds import rng_state, set_rng_state
 
 __all__ = [

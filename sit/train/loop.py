@@ -24,10 +24,10 @@ from torch import Tensor, nn
 from sit import dist
 from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_objective_state, save_checkpoint
 from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConfig, field_error, max_threads, usable_cores
+from sit.train.builders import Objective, build_objective, model_config_for
 from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
-from sit.train.builders import Objective, build_objective, model_config_for
 from sit.train.report import finish_run, sample_grid
 from sit.train.seeds import generator, rng_state, seed_of, set_rng_state
 

@@ -162,8 +162,8 @@ class MeanFlowObjective(Objective):
     def sample(self, net, y, noise, cfg_scale, g, device):
         """Preview grids and the quality number: the 1-step sampler (x_0 = x_1 - u(x_1, 0, 1)),
         guided at ``cfg_scale`` unless the guidance was folded into training (omega != 1)."""
-        from sit.samplers import SampleConfig
         from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
+        from sit.samplers import SampleConfig
 
         folded = self.cfg.meanflow_omega != 1.0 or self.cfg.meanflow_kappa != 0.0
         sampler = build_sampler(net, ModelInfo(self.cfg.path, "velocity", "continuous"),

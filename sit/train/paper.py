@@ -67,8 +67,8 @@ class ContinuousObjective(Objective):
         return t.double()
 
     def sample(self, net, y, noise, cfg_scale, g, device):
-        from sit.samplers import SampleConfig
         from sit.network_sampler import ModelInfo, build_sampler, preview_guidance
+        from sit.samplers import SampleConfig
 
         cfg = self.cfg
         sampler = build_sampler(net, ModelInfo(cfg.path, cfg.prediction, "continuous"),

@@ -14,9 +14,9 @@ from torch import Tensor
 from sit import dist
 from sit.config import ModelConfig, TrainConfig
 from sit.io import image_grid, label_rows, save_png, side_by_side, write_text_atomic
+from sit.train.builders import Objective, generate
 from sit.train.data import DataSource
 from sit.train.log import plot_loss_curve
-from sit.train.builders import Objective, generate
 from sit.train.seeds import generator
 
 
