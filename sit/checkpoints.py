@@ -18,7 +18,7 @@ and the manifest's step must agree.
 Every reader (`sit train --resume`, sample, convert, info, eval, lt, likelihood, pathlength,
 sweep, study) goes through `resolve` / `load` / `read_training_state`, so all get the same checks.
 Diffusers folders (exports, official DiT folders) are asked about in one place,
-`sit.checkpoints_diffusers.diffusers_kind`; `RunMeta` lives in `sit.run_meta` (both re-exported here).
+`sit.checkpoints_diffusers.diffusers_kind`; `RunMeta` and `CheckpointError` live in `sit.run_meta` (both re-exported here).
 
 Must not import: ``sit.train``, ``sit.generate``, ``sit.evaluate``, ``sit.commands``.
 """
@@ -41,6 +41,7 @@ from sit.checkpoints_diffusers import is_dit_folder as is_dit_folder
 from sit.config import ModelConfig, field_error
 from sit.io import fsync_dir, fsync_file, no_space_message, set_file_mode, sha256_file
 from sit.run_meta import CONFIG_KEYS as CONFIG_KEYS  # re-exported (moved with RunMeta)
+from sit.run_meta import CheckpointError as CheckpointError  # the store's error (recorded_meta raises it too)
 from sit.run_meta import RunMeta as RunMeta
 from sit.run_meta import recorded_meta as recorded_meta
 
@@ -55,16 +56,6 @@ MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 _STEP_DIR = re.compile(r"step-(\d{7,})")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is incomplete, truncated, corrupt or inconsistent.
-
-    ``ckpt`` is the checkpoint refused, ``reason`` the problem alone (for fall-back messages)."""
-
-    def __init__(self, ckpt: PathLike | str, reason: str):
-        self.ckpt, self.reason = str(ckpt), reason
-        super().__init__(f"checkpoint {str(ckpt)!r}: {reason}")
 
 
 def _default_log(msg: str) -> None:
@@ -317,14 +308,14 @@ def check(ckpt: PathLike) -> Path:
 def run_checkpoints(run_dir: Path) -> list[Path]:
     """Everything under RUN/checkpoints a reader could take (training checkpoint folders, exported
     folders, .pt / .safetensors files), oldest first (step in the name, then mtime)."""
-    from sit.models.checkpoint import _step_from_name
+    from sit.models.pt_file import step_from_name
 
     ck = run_dir / "checkpoints"
     cands = [p for p in ck.iterdir() if (p.is_dir() and (is_training_checkpoint(p) or (p / "config.json").is_file()))
              or (p.is_file() and p.suffix in (".pt", ".safetensors"))]
 
     def key(p: Path):
-        step = _step_from_name(p.name[5:] if _STEP_DIR.fullmatch(p.name) else p.name)
+        step = step_from_name(p.name[5:] if _STEP_DIR.fullmatch(p.name) else p.name)
         return (step if step is not None else -1, p.stat().st_mtime)
 
     return sorted(cands, key=key)

@@ -1,11 +1,12 @@
 """`RunMeta`, the typed form of a checkpoint's config.json (or an official file's args),
-``CONFIG_KEYS``, the config.json layout every sit version reads, and `recorded_meta`, what a
-converted official ``.pt`` records beyond the official format.
+``CONFIG_KEYS``, the config.json layout every sit version reads, `recorded_meta`, what a
+converted official ``.pt`` records beyond the official format, and `CheckpointError`, the store's
+one error (here, below the store, because `recorded_meta` raises it too).
 
-Split from `sit.checkpoints` (which re-exports both): a record with no files, no torch and no
-store logic, so the store keeps to writing, verifying, resolving and reading.
+Split from `sit.checkpoints` (which re-exports all of them): a record with no files, no torch and
+no store logic, so the store keeps to writing, verifying, resolving and reading.
 
-Must not import: anything of sit but ``sit.config`` (and `sit.checkpoints`' error, when raised).
+Must not import: anything of sit but ``sit.config``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,19 @@ import os
 from typing import Any, Mapping
 
 from sit.config import ModelConfig, from_dict, to_dict
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is incomplete, truncated, corrupt or inconsistent.
+
+    ``ckpt`` is the checkpoint refused, ``reason`` the problem alone (for fall-back messages)."""
+
+    def __init__(self, ckpt: PathLike | str, reason: str):
+        self.ckpt, self.reason = str(ckpt), reason
+        super().__init__(f"checkpoint {str(ckpt)!r}: {reason}")
+
 
 # the config.json layout (read by every earlier sit version)
 CONFIG_KEYS = ("model", "path", "prediction", "loss_weight", "time_input", "train", "data", "sit_version", "step")
@@ -83,7 +97,6 @@ def recorded_meta(meta: dict, kind: str | None, ck: str | os.PathLike) -> dict:
     (`sit.models.checkpoint.official_args`), which the official format cannot state. A recorded
     "discrete" makes the model DiT's DDPM (path "ddpm", noise prediction), as its run was; a ``kind``
     given that contradicts the record is refused. Files without the record are read as before."""
-    from sit.checkpoints import CheckpointError  # the store's error; imported when called (it imports this)
     from sit.config import TIME_INPUTS, ConfigError
 
     args = meta.get("official_args")

@@ -16,6 +16,9 @@ distance is its headline number.
 The features of a reference set are computed once per (images, scorer identity) and cached by
 ``reference_features`` (``sit.evaluate.refstats``: sha256-verified on read, rebuilt with a message
 when an entry is corrupt).
+
+Must not import: ``sit.evaluate.scorers`` (the table imports this seam), ``sit.train``,
+``sit.generate``, ``sit.commands``.
 """
 
 from __future__ import annotations
@@ -112,13 +115,11 @@ def finite_or_none(v) -> float | None:
     return None if v is None or not math.isfinite(float(v)) else float(v)
 
 
-def evaluate_fd(name: str, request) -> dict:
-    """`sit eval`'s part for a scorer row without its own ``evaluate`` (``sit.evaluate.scorers``):
-    the Fréchet distance of the scorer's ``fd_key`` features of the samples against REF's images
-    (an embedded REF's features cached by ``reference_features``), as ``fd_<name>``."""
-    from sit.evaluate.scorers import scorer_class
-
-    cls = scorer_class(name)
+def evaluate_fd(name: str, cls, request) -> dict:
+    """`sit eval`'s part for a scorer row without its own ``evaluate`` (``sit.evaluate.scorers``
+    hands it the row's name and Scorer class ``cls``): the Fréchet distance of the scorer's
+    ``fd_key`` features of the samples against REF's images (an embedded REF's features cached by
+    ``reference_features``), as ``fd_<name>``."""
     scorer = cls.from_request(request) if hasattr(cls, "from_request") else cls()
     ref_set = request.ref_set(True)
     if ref_set.images is None:

@@ -1,9 +1,9 @@
 """Checkpoints in and out: official SiT/DiT ``.pt`` files, sit safetensors + JSON, export.
 
 This module holds sit's safetensors format and the readers that dispatch on a path
-(`read_checkpoint`, `load_model`); the official ``.pt`` format (safe reading, export) lives in
-`sit.models.official_pt` and shape inference in `sit.models.shapes`; every name moved there is
-re-exported here.
+(`read_checkpoint`, `load_model`); the official ``.pt`` format (meta, export) lives in
+`sit.models.official_pt`, safe ``.pt`` reading in `sit.models.pt_file` and shape inference in
+`sit.models.shapes`; every name moved there is re-exported here.
 
 What ``load_model(path)`` accepts:
   * an official ``.pt``: the released SiT-XL-2-256x256.pt / DiT-XL-2-{256,512}.pt (a plain
@@ -41,17 +41,14 @@ from sit.models.official_pt import (  # noqa: F401  re-exported: the official .p
     DIT_META,
     KINDS,
     SIT_DEFAULT_META,
-    _is_zip,
-    _jsonable,
     _plain_state_dict,
     _read_official,
-    _safe_globals_ctx,
-    _step_from_name,
-    _unpickling_message,
     export_official,
     official_args,
-    safe_torch_load,
 )
+from sit.models.pt_file import _is_zip, _safe_globals_ctx, _unpickling_message, safe_torch_load  # noqa: F401
+from sit.models.pt_file import jsonable as _jsonable  # (the names these had here)
+from sit.models.pt_file import step_from_name as _step_from_name
 from sit.models.shapes import (  # noqa: F401  re-exported: shape inference moved there
     check_config_against_weights,
     check_state_dict,

@@ -1,7 +1,7 @@
-"""Official SiT / DiT ``.pt`` files: safe reading (``torch.load(weights_only=True)`` with an
-allow-list of exactly one class, ``argparse.Namespace``; a pickle that would construct anything
-else is refused before it runs), their meta (path, prediction, kind, step from the file name or
-the train.py args), and export in the official format (`export_official`, `official_args`).
+"""Official SiT / DiT ``.pt`` files: their meta (path, prediction, kind, step from the file name or
+the train.py args), the refusal of a file in another convention (`sit.models.repa_format`), and
+export in the official format (`export_official`, `official_args`). Reading a ``.pt`` safely is
+`sit.models.pt_file`'s (re-exported here).
 
 Split from `sit.models.checkpoint` (which re-exports every name here); the shapes these files
 do not state are inferred by `sit.models.shapes`.
@@ -12,11 +12,7 @@ Must not import: ``sit.checkpoints`` (the store), ``sit.train``, ``sit.generate`
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import pickle
-import re
 from pathlib import Path
 from typing import Any
 
@@ -25,75 +21,14 @@ from torch import Tensor, nn
 
 from sit.config import ConfigError, ModelConfig
 from sit.io import atomic_path
+from sit.models.pt_file import jsonable, safe_torch_load, step_from_name
+from sit.models.repa_format import refuse_unknown_convention
 from sit.models.shapes import preset_name
 from sit.models.sit import SiT
 
 KINDS = ("sit", "dit")
 SIT_DEFAULT_META = {"path": "linear", "prediction": "velocity", "time_input": "continuous"}
 DIT_META = {"path": "ddpm", "prediction": "noise", "time_input": "discrete"}
-
-
-def _safe_globals_ctx():
-    ctx = getattr(torch.serialization, "safe_globals", None)
-    if ctx is not None:
-        return ctx([argparse.Namespace])
-    torch.serialization.add_safe_globals([argparse.Namespace])  # torch < 2.5
-    return contextlib.nullcontext()
-
-
-def safe_torch_load(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` allowing tensors, containers, primitives and
-    ``argparse.Namespace`` only; anything that could run code raises ValueError (nothing is run).
-    An empty, truncated or non-torch file raises ValueError with one line saying so."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint file {str(path)!r}")
-    if path.stat().st_size == 0:
-        raise ValueError(f"{str(path)!r} is empty (0 bytes): not a torch checkpoint")
-    try:
-        with _safe_globals_ctx():
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=_is_zip(path))
-    except pickle.UnpicklingError as e:
-        raise ValueError(_unpickling_message(path, str(e))) from None
-    except (EOFError, RuntimeError, OSError) as e:
-        first = str(e).splitlines()[0].split(". ")[0] if str(e) else type(e).__name__
-        raise ValueError(f"{str(path)!r} is not a readable torch checkpoint: corrupt or truncated ({first})") from None
-
-
-def _unpickling_message(path: Path, text: str) -> str:
-    """One line for a refused weights_only load: the disallowed global, or 'not a torch file'."""
-    m = re.search(r"unsupported GLOBAL (\S+)", text, re.I) or re.search(r"Unsupported global: GLOBAL (\S+)", text, re.I)
-    if m:
-        return (
-            f"refusing to load {str(path)!r}: it would construct {m.group(1).rstrip('.')}, a pickled Python object "
-            "that could run code; sit only reads tensors, plain containers and argparse.Namespace. "
-            "Re-save it with the code that wrote it as a plain state_dict or as safetensors."
-        )
-    m = re.search(r"(Unsupported operand \d+|invalid load key[^\n]*)", text, re.I)
-    why = f" ({m.group(1).strip()})" if m else ""
-    return f"{str(path)!r} is not a torch checkpoint or is corrupt: it does not unpickle{why}"
-
-
-def _is_zip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"PK\x03\x04"
-
-
-def _jsonable(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        try:
-            json.dumps(v)
-            out[k] = v
-        except TypeError:
-            out[k] = repr(v)
-    return out
-
-
-def _step_from_name(name: str) -> int | None:
-    """Training step from names like '0400000.pt', 'ckpt-0001000', 'step_500'; else None."""
-    m = re.fullmatch(r"(?:[A-Za-z]+[-_]?)?(\d+)", Path(name).stem if Path(name).suffix in (".pt", ".safetensors", ".pth") else Path(name).name)
-    return int(m.group(1)) if m else None
 
 
 def _read_official(path: Path, prefer: str, kind: str | None) -> tuple[dict[str, Tensor], dict]:
@@ -115,8 +50,6 @@ def _read_official(path: Path, prefer: str, kind: str | None) -> tuple[dict[str,
         sd, source = obj, "state_dict"
     if not all(isinstance(v, Tensor) for v in sd.values()):
         raise ValueError(f"{str(path)!r}: the {source!r} entry is not a state_dict of tensors")
-    from sit.models.repa_format import refuse_unknown_convention
-
     refuse_unknown_convention(path, sd, args)  # REPA's, or args naming an unknown path / prediction
     if kind is None:
         if args:
@@ -131,12 +64,12 @@ def _read_official(path: Path, prefer: str, kind: str | None) -> tuple[dict[str,
             meta["path"] = str(args["path_type"]).lower()
         if args.get("prediction"):
             meta["prediction"] = str(args["prediction"]).lower()
-    step = _step_from_name(path.name)
+    step = step_from_name(path.name)
     if step is None and isinstance(args.get("step"), int):
         step = args["step"]  # written by export_official (official files name the step instead)
     meta.update(step=step if step is not None else 0, kind=kind, source=f"official {source}", weights=source)
     if args:
-        meta["official_args"] = _jsonable(args)
+        meta["official_args"] = jsonable(args)
     return dict(sd), meta
 
 

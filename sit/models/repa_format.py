@@ -19,8 +19,11 @@ REPA's SiT (``models/sit.py`` there) has the official SiT's key names and blocks
 - checkpoints of its ``train.py``: {"model", "ema", "opt", "args" (argparse.Namespace), "steps"};
   ``args`` names ``enc_type``, ``proj_coeff``, ``encoder_depth``, ``path_type``, ``prediction``.
 
-`looks_like_repa` names the evidence a file is REPA's, so the official reader (`sit.models.checkpoint`)
+`looks_like_repa` names the evidence a file is REPA's, so the official reader (`sit.models.official_pt`)
 can refuse it instead of sampling it in the wrong convention. Network layer: torch only.
+
+Must not import: ``sit.models.checkpoint``, ``sit.models.official_pt`` (they import this),
+``sit.checkpoints``, ``sit.train``, ``sit.generate``, ``sit.commands``.
 """
 
 from __future__ import annotations
@@ -153,7 +156,8 @@ def read_repa(path, prefer: str = "ema", num_heads: int | None = None):
     from pathlib import Path
 
     from sit.config import to_dict
-    from sit.models.checkpoint import _jsonable, _step_from_name, check_state_dict, infer_config, safe_torch_load
+    from sit.models.pt_file import jsonable, safe_torch_load, step_from_name
+    from sit.models.shapes import check_state_dict, infer_config
     from sit.models.sit import SiT
 
     path = Path(path)
@@ -178,8 +182,8 @@ def read_repa(path, prefer: str = "ema", num_heads: int | None = None):
     net = SiT(config)
     check_state_dict(net, net_sd, source=str(path))
     net.load_state_dict({k: v.float() for k, v in net_sd.items()}, strict=True)
-    step = obj.get("steps") if isinstance(obj.get("steps"), int) else _step_from_name(path.name)
-    recipe = dict(recipe, args=_jsonable(args) if args else None, weights=which)
+    step = obj.get("steps") if isinstance(obj.get("steps"), int) else step_from_name(path.name)
+    recipe = dict(recipe, args=jsonable(args) if args else None, weights=which)
     meta = {"model": to_dict(config), "path": recipe["path"], "prediction": "velocity", "time_input": "continuous",
             "step": step or 0, "weights": which, "repa": recipe}
     return net.eval(), proj, meta

@@ -1,4 +1,4 @@
-"""The `Study` record and its identity (``study_config.json``: a changed setting is refused), the
+"""The `Study` record and its identity (``study_config.json``, read by `read_identity`: a changed setting is refused), the
 base configs every cell starts from (`study_base`: the paper's recipe) and the configs of one
 (cell, seed) (`cell_configs`, `segments`). Split from `sit.study.run`, which re-exports it.
 
@@ -13,9 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sit.config import ConfigError, ModelConfig, TrainConfig, to_dict
+from sit.config import ConfigError, ModelConfig, TrainConfig, field_error, to_dict
 from sit.study.cells import Budget, Cell
-from sit.study.records import read_identity
 from sit.study.scoring import ScoringConfig
 
 CONFIG_NAME = "study_config.json"
@@ -58,6 +57,21 @@ class Study:
         """The folder whose lock a process holds while it runs (cell, seed): outside the run folder,
         which is removed and recreated under it."""
         return self.out / "locks" / f"{cell.name}-s{seed}"
+
+
+def read_identity(out: Path, config_name: str = CONFIG_NAME) -> dict | None:
+    """The ``identity`` of a study folder's config (None: no config yet); a config that is not
+    JSON, or holds no identity, is refused in one line naming the file."""
+    from sit.io import read_json
+
+    f = Path(out) / config_name
+    if not f.is_file():
+        return None
+    d = read_json(f, "study config")
+    if not isinstance(d, dict) or not isinstance(d.get("identity"), dict):
+        raise field_error(ValueError, f"study config {str(f)!r} holds no study identity (an object with "
+                          "'identity'); it was not written by `sit study`: move it away, or give another {.out}")
+    return d["identity"]
 
 
 def check_identity(study: Study) -> None:

@@ -2,20 +2,20 @@
 checked before the report or the ETAs read it) and, for a latent study, the identity of its latent
 folder (``latents.json``: the latent space and the index's sha256, so a re-extracted folder at the
 same path is refused instead of mixing two latent spaces in one table); and the lock a process
-holds while it runs a (cell, seed) (``locks/CELL-sSEED/.lock``)."""
+holds while it runs a (cell, seed) (``locks/CELL-sSEED/.lock``). The study's own record,
+``study_config.json``, is `sit.study.config`'s (`read_identity`, re-exported here).
+
+Must not import: ``sit.study.run``, ``sit.study.workers``, ``sit.commands``."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from sit.config import ConfigError, field_error
-
-if TYPE_CHECKING:
-    from sit.study.config import Study
-
+from sit.config import ConfigError
+from sit.study.config import Study, read_identity  # noqa: F401  (read_identity: re-exported; it moved there)
 
 LATENTS_NAME = "latents.json"
 
@@ -114,27 +114,12 @@ def check_result(rec, f: Path) -> None:
         raise bad("'nfe_curve' is not a map of curves")
 
 
-def read_identity(out: Path, config_name: str = "study_config.json") -> dict | None:
-    """The ``identity`` of a study folder's config (None: no config yet); a config that is not
-    JSON, or holds no identity, is refused in one line naming the file."""
-    from sit.io import read_json
-
-    f = Path(out) / config_name
-    if not f.is_file():
-        return None
-    d = read_json(f, "study config")
-    if not isinstance(d, dict) or not isinstance(d.get("identity"), dict):
-        raise field_error(ValueError, f"study config {str(f)!r} holds no study identity (an object with "
-                          "'identity'); it was not written by `sit study`: move it away, or give another {.out}")
-    return d["identity"]
-
-
 class UnitRunningError(RuntimeError):
     """Another live process runs this (cell, seed) of the study."""
 
 
 @contextlib.contextmanager
-def unit_lock(study: "Study", cell, seed: int, log: Callable[[str], None]):
+def unit_lock(study: Study, cell, seed: int, log: Callable[[str], None]):
     """Hold the lock of (cell, seed) (`Study.unit_lock_dir`, outside the run folder, which is
     removed and recreated under it); a live holder, or a live `sit train` holding the unit's run
     folder (a job of an older sit), is `UnitRunningError` in one line."""

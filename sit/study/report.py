@@ -11,9 +11,9 @@ from pathlib import Path
 from sit.study import paper
 from sit.study.cells import CELL_BY_NAME, FIG5_CELL, W_CHOICES
 from sit.study.claims import Claim, Stat, best_depends, best_is, claim_of, stat
+from sit.study.config import CONFIG_NAME, read_identity
 from sit.study.eval_sampler import spec_method
-from sit.study.records import read_identity
-from sit.study.run import CONFIG_NAME, load_results
+from sit.study.records import load_results
 
 W_LABEL = {"kl": "w_KL", "sigma": "σ_t", "sin2": "sin²(πt)", "kl_eta": "w_KL,η"}
 TABLES = {  # title, [(cell, evaluation)]

@@ -1,8 +1,8 @@
 """A study's worker processes (``sit study --jobs N``: spawned, each with its own torch threads and
 evaluation data, dying with the parent) and the ETA lines. Split from `sit.study.run`, which
-re-exports it; a worker runs `sit.study.run.run_unit`.
+re-exports it; a worker runs `sit.study.unit.run_unit`.
 
-Must not import: ``sit.commands``.
+Must not import: ``sit.study.run`` (it imports this), ``sit.commands``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 from sit.study.cells import Cell
 from sit.study.config import Study
 from sit.study.evaluation import EvalData, eval_data
+from sit.study.unit import _dur, run_unit
 
 _DATA: list[EvalData] = []
 
@@ -53,7 +54,6 @@ def _worker_init(study: Study, worker: bool = False, jobs: int = 1) -> None:
 
 def _worker_run(study: Study, cell_name: str, seed: int, line: str) -> dict:
     from sit.study.cells import CELL_BY_NAME
-    from sit.study.run import run_unit  # it imports this module
 
     print(line, flush=True)
     return run_unit(study, CELL_BY_NAME[cell_name], seed, _DATA[0], lambda s: print(s, flush=True))
@@ -101,11 +101,6 @@ def _eta_line(done_times, cell, seed, rest, jobs, t_start) -> str:
     eta = "ETA: estimating after the first unit" if e_unit is None else \
         f"ETA this unit ~{_dur(e_unit)}, study ~{_dur(e_all / jobs)}"
     return f"cell {cell.name} seed {seed} ({eta}; {_dur(time.perf_counter() - t_start)} elapsed)"
-
-
-def _dur(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def _eta(done: dict[str, list[float]], cell: Cell, remaining: list[Cell]) -> tuple[float | None, float | None]:

@@ -78,7 +78,7 @@ def evaluate_fn(name: str) -> Callable[..., dict]:
     if row.evaluate is None:
         from sit.evaluate.scorer import evaluate_fd
 
-        return lambda request: evaluate_fd(name, request)
+        return lambda request: evaluate_fd(name, scorer_class(name), request)
     return _load(row.evaluate)
 
 
