@@ -2,7 +2,8 @@
 LightningDiT): float64 sums per shard marker, the exact mean and std of what training draws, written
 into index.json once the folder is complete and verified by every reader (docs/data.md).
 
-Must not import: sit.train, sit.commands (only `sit.data.latents`' helpers).
+Must not import: ``sit.data.latents``, ``sit.data.latent_writer``, ``sit.data.latent_reader`` (they import
+this), ``sit.train``, ``sit.commands``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,7 @@ from typing import Any
 
 import numpy as np
 
-
-def _latents():
-    """`sit.data.latents`, imported when called (it re-exports this module's functions)."""
-    from sit.data import latents
-
-    return latents
+from sit.data.latent_folder import INDEX, _save_json, check_extraction, shard_stem
 
 
 def channel_sums(moments: np.ndarray, chunk: int = 256) -> dict[str, Any]:
@@ -42,7 +38,7 @@ def latent_norm_stats(root: str | os.PathLike, index: dict[str, Any]) -> dict[st
     c = index["latent_shape"][0]
     count, s1, s2 = 0, [0.0] * c, [0.0] * c
     for s in range(index["num_shards"]):
-        path = _latents().shard_stem(root, s) + ".json"
+        path = shard_stem(root, s) + ".json"
         with open(path) as f:
             sums = json.load(f).get("channel_sums")
         if sums is None or len(sums["sum"]) != c or len(sums["sum_sq"]) != c:
@@ -65,14 +61,14 @@ def finish_latent_norm(root: str | os.PathLike) -> dict[str, Any] | None:
     """When the folder (extracted with --latent-norm channel) is complete, write its statistics
     into index.json (atomically; every finishing process writes the same bytes) and return them;
     None while shards are missing. Already present statistics are verified, not rewritten."""
-    index, missing = _latents().check_extraction(root)
+    index, missing = check_extraction(root)
     if index.get("latent_norm", "none") == "none" or missing:
         return None
     if "latent_norm_stats" in index:
         verify_latent_norm(root, index)
         return index["latent_norm_stats"]
     stats = latent_norm_stats(root, index)
-    _latents()._save_json(os.path.join(root, _latents().INDEX), {**index, "latent_norm_stats": stats})
+    _save_json(os.path.join(root, INDEX), {**index, "latent_norm_stats": stats})
     return stats
 
 
