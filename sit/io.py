@@ -5,8 +5,8 @@ Owns: how bytes reach the disk (write to a hidden temporary file in the same fol
 file that the next run ignores), file hashing, JSON with sorted keys, and the conversion of
 images in [-1, 1] to uint8 grids and PNG files.
 
-Must not import: anything else of ``sit`` except the package version (this module sits under
-the programs layer; `sit.checkpoints`, `sit.train`, `sit.generate` and `sit.evaluate` use it).
+Must not import: anything of ``sit`` but ``sit.config`` (the records `json_default` writes; this
+module sits under the programs layer; `sit.checkpoints`, `sit.train`, `sit.generate` and `sit.evaluate` use it).
 """
 
 from __future__ import annotations
