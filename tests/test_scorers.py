@@ -132,3 +132,32 @@ def test_dinov2_scorer_from_a_local_folder(tmp_path):
     c = np.full(32, 0.5)
     assert sc.scores(f, {"cls": f["cls"] + c}).fd == pytest.approx(shifted_fd(f["cls"], c), rel=1e-6)
     assert sc.identity().startswith("dinov2-") and "model.safetensors" in sc.identity()
+
+
+def test_one_inception_reference_is_one_cache_entry_whoever_asks(tmp_path, monkeypatch):
+    """The seam (`reference_features`, the study) and `InceptionScorer.reference` (`sit eval`) read and
+    write the same entry: one file per reference set, its features computed once."""
+    import sit.evaluate.inception as inception
+    from sit.evaluate.scorers.inception import InceptionScorer
+
+    calls = []
+
+    class Feats:
+        def __init__(self, source="auto", **kw):
+            self.path = tmp_path / "w.bin"
+
+        def features(self, images, spatial=True):
+            calls.append(len(images))
+            f = np.asarray(images, dtype=np.float64).reshape(len(images), -1)
+            return {"pool": np.resize(f, (len(f), 2048)), "spatial": np.resize(f, (len(f), 2023)) if spatial else None,
+                    "logits": None}
+
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    monkeypatch.setattr(inception, "InceptionFeatures", Feats)
+    imgs = np.random.default_rng(0).integers(0, 256, size=(12, 4, 4, 3), dtype=np.uint8)
+    sc, cache, lines = InceptionScorer("w.bin"), tmp_path / "cache", []
+    a = reference_features(sc, "digits", imgs, cache_dir=cache, log=lines.append)
+    b = sc.reference("digits", imgs, cache_dir=cache, log=lines.append)
+    c = reference_features(InceptionScorer("w.bin", spatial=False), "digits", imgs, cache_dir=cache, log=lines.append)
+    assert [p.name.split("-")[0] for p in cache.iterdir()] == ["digits"] and calls == [12]
+    assert all(np.array_equal(a[k], x[k]) for x in (b, c) for k in ("pool", "spatial"))

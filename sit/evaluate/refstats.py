@@ -6,7 +6,8 @@ call. One store serves every caller:
   ``sit.evaluate.scorer.reference_features``): the entry ``<scorer>-<name>-<key>.npz`` holds every
   feature array the scorer returns, keyed by the sha256 of the images and the scorer's identity
   (weights sha256 + preprocessing version).
-* ``cached_reference_features`` — the Inception reference of ``sit eval`` (``InceptionScorer.reference``):
+* ``cached_reference_features`` — the Inception reference (``InceptionScorer.reference``, which
+  ``reference_features`` asks for, so `sit eval`, the study and the seam share one entry per reference):
   the entry ``<name>-<key>.npz`` holds the pool3 (N, 2048) and spatial (N, 2023) features, float64,
   exactly as ``InceptionFeatures.features`` returns them, keyed by the sha256 of the Inception
   weights file, the reference uint8 images (which fix the dataset, its size and how it was

@@ -77,7 +77,8 @@ class Scorer(Protocol):
         """Scores of the ``fake`` features against the ``real`` ones."""
 
     # optional: ``feature_dims(images) -> {name: D}``, the width of the features ``images`` get,
-    # which a cached reference entry must have (else it is rebuilt)
+    # which a cached reference entry must have (else it is rebuilt); ``reference(name, images,
+    # cache_dir=, log=)``, the scorer's own cached entry (used by ``reference_features`` instead)
 
 
 def fd_of(real: np.ndarray, fake: np.ndarray) -> float:
@@ -102,10 +103,14 @@ def reference_features(scorer: Scorer, name: str, images, *, cache_dir=None,
     """The ``scorer`` features of the reference ``images`` (uint8 (N, H, W, C)), computed once and
     cached under ``$SIT_CACHE/refstats`` keyed by the images and ``scorer.identity()``; an entry
     is verified (sha256 of its arrays) on read and rebuilt with a message when it is corrupt.
-    ``cache_dir=False``: no cache."""
+    ``cache_dir=False``: no cache. A scorer whose entries have a layout of their own (Inception's
+    ``reference``, the layout `sit eval` has always written) is asked for that entry, so one
+    reference set has one entry whichever caller asks."""
     from sit.evaluate.refstats import cached_features
 
     images = np.asarray(images)
+    if hasattr(scorer, "reference"):
+        return scorer.reference(name, images, cache_dir=cache_dir, log=log)
     dims = scorer.feature_dims(images) if hasattr(scorer, "feature_dims") else None
     return cached_features(f"{scorer.name}-{name}", images, scorer.identity(), scorer.features,
                            cache_dir=cache_dir, log=log, dims=dims)

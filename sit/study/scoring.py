@@ -131,13 +131,13 @@ def latent_scorer(study, device, log: Callable[[str], None]) -> Callable[[torch.
     else:
         images, key = training_images(root, size, sc.ref_images)
         name = f"train-{key}"
-    real = inc.reference(name, images, log=log) if images is not None else None
+    from sit.evaluate.scorer import reference_features
+
+    real = reference_features(inc, name, images, log=log) if images is not None else None
     real_dino = None
     if dino is not None:
         if images is None:
             raise ConfigError("", "ref", "holds only statistics, but FD-DINOv2 needs reference images")
-        from sit.evaluate.scorer import reference_features
-
         real_dino = reference_features(dino, name, images, log=log)
 
     def score(latents: torch.Tensor, y: torch.Tensor) -> dict:
