@@ -213,6 +213,29 @@ def _predict(net: DigitClassifier, x: torch.Tensor, batch_size: int = 1024) -> t
     return torch.cat(feats).double(), torch.cat(logits)
 
 
+def _checked_inputs(real_x, real_y, fake_x, fake_y, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`quick_quality`'s inputs checked (one ValueError naming the problem): (N, C, H, W) images of one
+    shape, labels of their lengths, more than ``k`` of each, finite samples; the labels as long tensors."""
+    for name, t in (("real_x", real_x), ("fake_x", fake_x)):
+        if not isinstance(t, torch.Tensor) or t.ndim != 4:
+            raise ValueError(f"{name} must be a (N, C, H, W) tensor; got {getattr(t, 'shape', type(t))}")
+    if real_x.shape[1:] != fake_x.shape[1:]:
+        raise ValueError(f"real and generated images differ in shape: {tuple(real_x.shape[1:])} vs {tuple(fake_x.shape[1:])}")
+    real_y = torch.as_tensor(real_y).long().cpu()
+    if real_y.shape != (real_x.shape[0],):
+        raise ValueError(f"real_y must have shape ({real_x.shape[0]},); got {tuple(real_y.shape)}")
+    if fake_y is not None:
+        fake_y = torch.as_tensor(fake_y).long().cpu()
+        if fake_y.shape != (fake_x.shape[0],):
+            raise ValueError(f"fake_y must have shape ({fake_x.shape[0]},); got {tuple(fake_y.shape)}")
+    if fake_x.shape[0] <= k or real_x.shape[0] <= k:
+        raise ValueError(f"need more than k={k} real and generated images; got {real_x.shape[0]} and {fake_x.shape[0]}")
+    bad = int((~torch.isfinite(fake_x.reshape(fake_x.shape[0], -1))).any(dim=1).sum())
+    if bad:
+        raise ValueError(f"{bad} of {fake_x.shape[0]} generated images contain NaN or inf (a diverged model or sampler?)")
+    return real_y, fake_y
+
+
 def quick_quality(
     real_x: torch.Tensor,
     real_y: torch.Tensor,
@@ -237,23 +260,7 @@ def quick_quality(
     ``progress``: a tqdm bar over the classifier's training epochs (when it is not cached).
 
     Returns dict(accuracy, fid, precision, recall, classifier_test_accuracy, num_real, num_fake)."""
-    for name, t in (("real_x", real_x), ("fake_x", fake_x)):
-        if not isinstance(t, torch.Tensor) or t.ndim != 4:
-            raise ValueError(f"{name} must be a (N, C, H, W) tensor; got {getattr(t, 'shape', type(t))}")
-    if real_x.shape[1:] != fake_x.shape[1:]:
-        raise ValueError(f"real and generated images differ in shape: {tuple(real_x.shape[1:])} vs {tuple(fake_x.shape[1:])}")
-    real_y = torch.as_tensor(real_y).long().cpu()
-    if real_y.shape != (real_x.shape[0],):
-        raise ValueError(f"real_y must have shape ({real_x.shape[0]},); got {tuple(real_y.shape)}")
-    if fake_y is not None:
-        fake_y = torch.as_tensor(fake_y).long().cpu()
-        if fake_y.shape != (fake_x.shape[0],):
-            raise ValueError(f"fake_y must have shape ({fake_x.shape[0]},); got {tuple(fake_y.shape)}")
-    if fake_x.shape[0] <= k or real_x.shape[0] <= k:
-        raise ValueError(f"need more than k={k} real and generated images; got {real_x.shape[0]} and {fake_x.shape[0]}")
-    bad = int((~torch.isfinite(fake_x.reshape(fake_x.shape[0], -1))).any(dim=1).sum())
-    if bad:
-        raise ValueError(f"{bad} of {fake_x.shape[0]} generated images contain NaN or inf (a diverged model or sampler?)")
+    real_y, fake_y = _checked_inputs(real_x, real_y, fake_x, fake_y, k)
     num_classes = int(max(int(real_y.max()), int(fake_y.max()) if fake_y is not None else 0)) + 1
     real_x = real_x.detach().cpu().float()
     fake_x = fake_x.detach().cpu().float()

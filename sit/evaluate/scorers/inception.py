@@ -80,75 +80,89 @@ class InceptionScorer:
 
 
 def evaluate_sets(ref_set, sample_set, metrics: list[str], source: str, *, device=None, batch_size=64,
-                       progress=True, log=print, save_ref_stats=None, ref_cache=None) -> dict:
+                  progress=True, log=print, save_ref_stats=None, ref_cache=None) -> dict:
     """Inception metrics of ``sample_set`` against ``ref_set`` (metrics.ImageSet), ADM definitions.
     An embedded reference's features come from ``sit.evaluate.refstats`` (``ref_cache``: its
     cache folder, default ``$SIT_CACHE/refstats``; False: no cache)."""
-    from sit.evaluate.inception import POOL_DIM
-    from sit.evaluate.metrics import (
-        PAPER_FID_SAMPLES,
-        RECOMMENDED_FID_SAMPLES,
-        feature_statistics,
-        fid_from_features,
-        fid_sample_note,
-        frechet_distance,
-        precision_recall,
-    )
-
-    out: dict = {}
-    if "fid" in metrics or "sfid" in metrics:  # said before the long part, and kept in the JSON
-        n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
-        note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
-        if note:
-            out["fid_note"] = note
-            log(f"warning: {note}")
+    out = _sample_size_note(ref_set, sample_set, metrics, log)   # said before the long part, and kept
     scorer = InceptionScorer(source, device=device, batch_size=batch_size, progress=progress)
     feats = scorer.feats
     log(f"inception: {feats.describe()}")
     out["inception_weights"] = str(feats.path)
-    want_spatial = "sfid" in metrics
     t0 = time.perf_counter()
-    fake = feats.features(sample_set.images, spatial=want_spatial)
-    ref_needs_images = ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
-                        or (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
-    real = None
-    if ref_needs_images:
-        if ref_set.images is None:
-            raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
-        if ref_set.source.startswith("embedded:"):  # small and fixed: features cached on disk
-            real = scorer.reference(ref_set.source.split(":", 1)[1], ref_set.images, cache_dir=ref_cache, log=log)
-        else:
-            real = feats.features(ref_set.images, spatial=(want_spatial and ref_set.mu_s is None) or save_ref_stats is not None)
-        if save_ref_stats is not None:
-            from sit.io import save_npz_atomic
-
-            mu, sigma = feature_statistics(real["pool"])
-            mu_s, sigma_s = feature_statistics(real["spatial"])
-            save_npz_atomic(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
-            log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
+    fake = feats.features(sample_set.images, spatial="sfid" in metrics)
+    real = _reference(scorer, ref_set, metrics, save_ref_stats, ref_cache, log)
     out["inception_seconds"] = round(time.perf_counter() - t0, 2)
+    out |= _metrics(real, fake, ref_set, metrics, feats.device, progress)
+    out["num_samples"] = int(len(sample_set))
+    out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
+    return out
+
+
+def _sample_size_note(ref_set, sample_set, metrics, log) -> dict:
+    """{"fid_note": ...} (and the warning said) when FID / sFID are asked of too few images, else {}."""
+    from sit.evaluate.inception import POOL_DIM
+    from sit.evaluate.metrics import PAPER_FID_SAMPLES, RECOMMENDED_FID_SAMPLES, fid_sample_note
+
+    if "fid" not in metrics and "sfid" not in metrics:
+        return {}
+    n = min(len(sample_set), len(ref_set) if ref_set.images is not None else len(sample_set))
+    note = fid_sample_note(n, POOL_DIM, recommended=RECOMMENDED_FID_SAMPLES, paper=PAPER_FID_SAMPLES, name="FID")
+    if not note:
+        return {}
+    log(f"warning: {note}")
+    return {"fid_note": note}
+
+
+def _reference(scorer: InceptionScorer, ref_set, metrics, save_ref_stats, ref_cache, log) -> dict | None:
+    """The reference's features where the metrics need its images (P/R, a statistic the set does
+    not hold, ``save_ref_stats``: written here), an embedded one from the cache; else None."""
+    from sit.evaluate.metrics import feature_statistics
+
+    want_spatial = "sfid" in metrics
+    if not ("pr" in metrics or ("fid" in metrics and ref_set.mu is None)
+            or (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None):
+        return None
+    if ref_set.images is None:
+        raise ValueError(f"reference {ref_set.source!r} has no images (arr_0) but {metrics} need them")
+    if ref_set.source.startswith("embedded:"):  # small and fixed: features cached on disk
+        real = scorer.reference(ref_set.source.split(":", 1)[1], ref_set.images, cache_dir=ref_cache, log=log)
+    else:
+        spatial = (want_spatial and ref_set.mu_s is None) or save_ref_stats is not None
+        real = scorer.feats.features(ref_set.images, spatial=spatial)
+    if save_ref_stats is not None:
+        from sit.io import save_npz_atomic
+
+        mu, sigma = feature_statistics(real["pool"])
+        mu_s, sigma_s = feature_statistics(real["spatial"])
+        save_npz_atomic(save_ref_stats, mu=mu, sigma=sigma, mu_s=mu_s, sigma_s=sigma_s)
+        log(f"wrote reference statistics {save_ref_stats} ({len(real['pool'])} images)")
+    return real
+
+
+def _metrics(real, fake, ref_set, metrics, device, progress) -> dict:
+    """FID / sFID (against the reference's statistics where it holds them, else its features), IS
+    and precision / recall, as asked."""
+    from sit.evaluate.metrics import feature_statistics, fid_from_features, frechet_distance, precision_recall
 
     def fid(key, mu, sigma):
         if mu is not None and sigma is not None:
             return frechet_distance(*feature_statistics(fake[key]), mu, sigma), "precomputed reference statistics"
         return fid_from_features(real[key], fake[key]), "reference images"
 
+    out: dict = {}
     if "fid" in metrics:
-        out["fid"], how = fid("pool", ref_set.mu, ref_set.sigma)
-        out["fid_reference"] = how
+        out["fid"], out["fid_reference"] = fid("pool", ref_set.mu, ref_set.sigma)
     if "sfid" in metrics:
-        out["sfid"], how = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
-        out["sfid_reference"] = how
+        out["sfid"], out["sfid_reference"] = fid("spatial", ref_set.mu_s, ref_set.sigma_s)
     if "is" in metrics:
         out |= _inception_score(fake["logits"])
     if "pr" in metrics:
         import torch
 
-        dev = feats.device if feats.device.type == "cuda" else None
-        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32, device=dev,
-                                                            progress=progress)
-    out["num_samples"] = int(len(sample_set))
-    out["num_reference"] = int(len(ref_set)) if ref_set.images is not None else None
+        dev = device if device.type == "cuda" else None
+        out["precision"], out["recall"] = precision_recall(real["pool"], fake["pool"], k=3, dtype=torch.float32,
+                                                            device=dev, progress=progress)
     return out
 
 
@@ -165,8 +179,6 @@ def _inception_score(logits) -> dict:
         score = inception_score(logits, split_size=5000)
     splits = max(1, -(-n // 5000))
     return {"is": score, "is_note": f"{splits} split(s) of up to 5000" + (" (paper: 10 splits of 5000 from 50K)" if n < 50000 else "")}
-
-
 
 
 def evaluate(request) -> dict:
