@@ -1,4 +1,4 @@
-"""The latent folder of `sit extract`: its on-disk layout, index.json (`read_index`,
+"""The latent folder of `sit extract`: its on-disk layout, index.json (`make_index`, `read_index`,
 `index_space`), shard names and plan (`shard_stem`, `shard_ranges`, `rank_shards`), the done
 markers (`shard_done`, `check_extraction`) and the atomic writes of its files. Shared by the
 writer (`sit.data.latent_writer`), the reader (`sit.data.latent_reader`) and the per-channel
@@ -11,11 +11,15 @@ Must not import: ``sit.data.latents``, ``sit.data.latent_writer``, ``sit.data.la
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from sit.data.imagefolder import ImageFolderDataset
 
 FORMAT = "sit-latents"
 VERSION = 1
@@ -78,6 +82,49 @@ def pixels_record(image_size: int) -> dict[str, Any]:
     """The index entry of stored pixels (`sit extract --pixels`)."""
     return {"dtype": "uint8", "shape": [3, int(image_size), int(image_size)],
             "layout": "pixels (n, 3, S, S) uint8: the ADM centre crop, not mirrored (x / 127.5 - 1 is the image in [-1, 1])"}
+
+
+def _files_digest(dataset: ImageFolderDataset) -> str:
+    h = hashlib.sha256()
+    for path, label in dataset.samples:
+        h.update(f"{os.path.relpath(path, dataset.root)}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
+               latent_norm: str = "none", pixels: bool = False) -> dict[str, Any]:
+    """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
+    from sit.vae import vae_config_record
+
+    if dtype not in STORE_DTYPES:
+        raise ValueError(f"unknown latent store dtype {dtype!r}; expected one of {list(STORE_DTYPES)}")
+    if latent_norm not in LATENT_NORMS:
+        raise ValueError(f"unknown latent normalisation {latent_norm!r}; expected one of {list(LATENT_NORMS)}")
+    n = len(dataset.samples)
+    norm = {} if latent_norm == "none" else {"latent_norm": latent_norm}  # (absent: none, as before it existed)
+    pix = {"pixels": pixels_record(dataset.image_size)} if pixels else {}   # (absent: no pixels, as before)
+    return {**norm, **pix,
+        "format": FORMAT,
+        "version": VERSION,
+        "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
+                  "unscaled (the network sees (sample - shift_factor) * scale_factor); labels (n,) int64",
+        "dtype": dtype,
+        "latent_shape": list(vae.latent_shape(dataset.image_size)),
+        "scale_factor": vae.scale_factor,
+        "shift_factor": vae.shift_factor,
+        **vae_config_record(vae.config_space, vae.space),   # the VAE config's values, when overridden
+        "image_size": dataset.image_size,
+        "vae": vae.name,
+        "vae_sha256": vae.weights_sha256,
+        "num_classes": dataset.num_classes,
+        "classes": dataset.classes,
+        "class_to_idx": dataset.class_to_idx,
+        "source": os.path.abspath(dataset.root),
+        "num_files": n,
+        "shard_size": shard_size,
+        "num_shards": len(shard_ranges(n, shard_size)),
+        "files_sha256": _files_digest(dataset),
+    }
 
 
 def index_space(index: dict[str, Any], scale: float | None = None, shift: float | None = None):

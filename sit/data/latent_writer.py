@@ -1,7 +1,7 @@
-"""The writer of a latent folder (`sit extract`): `make_index` (the settings and the shard plan,
-deterministic across ranks) and `extract_latents` (encode the images of each of this rank's
-shards with the VAE, image and mirror, and write its arrays and done marker; finished shards are
-skipped). The folder's layout is `sit.data.latent_folder`'s; `sit.data.latents` re-exports this.
+"""The writer of a latent folder (`sit extract`): `extract_latents` encodes the images of each of
+this rank's shards with the VAE, image and mirror, and writes its arrays and done marker (finished
+shards are skipped; a folder holding another extraction is refused). The folder's layout and its
+index (`make_index`) are `sit.data.latent_folder`'s; `sit.data.latents` re-exports this.
 
 Must not import: ``sit.data.latents``, ``sit.data.latent_reader``, ``sit.train``, ``sit.commands``.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import logging
 import os
 from typing import Any
@@ -23,15 +22,11 @@ from torch.utils.data import DataLoader, Dataset
 from sit.config import field_error
 from sit.data.imagefolder import CorruptImageError, ImageFolderDataset
 from sit.data.latent_folder import (
-    FORMAT,
     INDEX,
-    LATENT_NORMS,
-    STORE_DTYPES,
-    VERSION,
     _save_json,
     _save_npy,
     index_space,
-    pixels_record,
+    make_index,
     rank_shards,
     read_index,
     shard_done,
@@ -47,52 +42,9 @@ _MATCH_KEYS = ("format", "version", "dtype", "latent_shape", "image_size", "vae"
                "num_classes", "classes", "num_files", "shard_size", "num_shards", "files_sha256")
 
 
-def _files_digest(dataset: ImageFolderDataset) -> str:
-    h = hashlib.sha256()
-    for path, label in dataset.samples:
-        h.update(f"{os.path.relpath(path, dataset.root)}\t{label}\n".encode())
-    return h.hexdigest()
-
-
 def to_uint8(images: Tensor) -> np.ndarray:
     """Images in [-1, 1] made by `sit.data.imagefolder.to_tensor` (v / 127.5 - 1) -> their uint8 values v (exact)."""
     return ((images.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-
-
-def make_index(dataset: ImageFolderDataset, vae, *, shard_size: int, dtype: str = "float16",
-               latent_norm: str = "none", pixels: bool = False) -> dict[str, Any]:
-    """The manifest of extracting ``dataset`` with ``vae`` (deterministic: every rank computes the same)."""
-    from sit.vae import vae_config_record
-
-    if dtype not in STORE_DTYPES:
-        raise ValueError(f"unknown latent store dtype {dtype!r}; expected one of {list(STORE_DTYPES)}")
-    if latent_norm not in LATENT_NORMS:
-        raise ValueError(f"unknown latent normalisation {latent_norm!r}; expected one of {list(LATENT_NORMS)}")
-    n = len(dataset.samples)
-    norm = {} if latent_norm == "none" else {"latent_norm": latent_norm}  # (absent: none, as before it existed)
-    pix = {"pixels": pixels_record(dataset.image_size)} if pixels else {}   # (absent: no pixels, as before)
-    return {**norm, **pix,
-        "format": FORMAT,
-        "version": VERSION,
-        "layout": "moments (n, 2, 2, C, h, w) = [image, horizontal mirror] x [posterior mean, posterior std], "
-                  "unscaled (the network sees (sample - shift_factor) * scale_factor); labels (n,) int64",
-        "dtype": dtype,
-        "latent_shape": list(vae.latent_shape(dataset.image_size)),
-        "scale_factor": vae.scale_factor,
-        "shift_factor": vae.shift_factor,
-        **vae_config_record(vae.config_space, vae.space),   # the VAE config's values, when overridden
-        "image_size": dataset.image_size,
-        "vae": vae.name,
-        "vae_sha256": vae.weights_sha256,
-        "num_classes": dataset.num_classes,
-        "classes": dataset.classes,
-        "class_to_idx": dataset.class_to_idx,
-        "source": os.path.abspath(dataset.root),
-        "num_files": n,
-        "shard_size": shard_size,
-        "num_shards": len(shard_ranges(n, shard_size)),
-        "files_sha256": _files_digest(dataset),
-    }
 
 
 def _check_same(existing: dict, new: dict, root: str) -> None:

@@ -42,6 +42,7 @@ from sit.data.latent_folder import (
     VERSION,
     check_extraction,
     index_space,
+    make_index,
     nonfinite_shards,
     pixels_record,
     rank_shards,
@@ -52,7 +53,7 @@ from sit.data.latent_folder import (
 )
 from sit.data.latent_norm import channel_sums, finish_latent_norm, latent_norm_stats, verify_latent_norm
 from sit.data.latent_reader import LatentShardDataset
-from sit.data.latent_writer import ExtractStats, extract_latents, make_index, to_uint8
+from sit.data.latent_writer import ExtractStats, extract_latents, to_uint8
 
 __all__ = ["FORMAT", "VERSION", "INDEX", "STORE_DTYPES", "LATENT_NORMS", "LatentShardDataset", "ExtractStats",
            "extract_latents", "check_extraction", "read_index", "index_space", "make_index", "pixels_record",
