@@ -290,3 +290,15 @@ def test_a_rule_naming_no_module_is_refused(toy):
                       module_files(toy)) == [("sit", ("sit.config",))]
     assert parse_rule("train except ``sit.train.loop``, and commands", module_files(toy)) == [
         ("sit.train", ("sit.train.loop",)), ("sit.commands", ())]
+
+
+def test_a_rule_of_the_architecture_page_is_read_and_kept(toy):
+    page = toy / "arch.md"
+    page.write_text("| module | owns | must not import |\n|---|---|---|\n"
+                    "| `sit/train/` | the loop | generate, commands |\n| `sit/cli.py` + `sit/commands/` | flags | — |\n")
+    rules = [(who, text, "page") for who, text in doc_rules(page)]
+    assert [r[0] for r in rules] == [("sit.train",), ("sit.cli", "sit.commands")]
+    assert violations(toy, rules) == []
+    (toy / "sit/train/loop.py").write_text("def f():\n    from sit import generate\n")
+    assert violations(toy, rules) == ["sit/train/loop.py:2 imports sit.generate (rule of page: must not import "
+                                      "'generate, commands')"]
