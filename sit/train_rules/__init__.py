@@ -16,8 +16,8 @@ from sit.train_rules.cosine import check_cosine_coeff, check_cosine_needs_veloci
 from sit.train_rules.meanflow import check_meanflow
 from sit.train_rules.phema import check_phema
 from sit.train_rules.preview import check_preview
-from sit.train_rules.repa import check_repa
+from sit.train_rules.repa import check_repa_fields
 from sit.train_rules.vae import check_vae
 
 TRAIN_CHECKS = (check_choices, check_preview, check_counts, check_optimiser, check_loss_weight, check_batch_and_cfg,
-                check_repa, check_phema, check_cosine_coeff, check_meanflow, check_cosine_needs_velocity, check_vae)
+                check_repa_fields, check_phema, check_cosine_coeff, check_meanflow, check_cosine_needs_velocity, check_vae)

@@ -11,8 +11,9 @@ from sit.field_errors import ConfigError
 REPA_MAX_PROJ_DIM = 16384    # --repa-proj-dim bound (REPA: 2048; 16384 is a 0.3 GB projector on SiT-XL/2 in float32)
 
 
-def check_repa(cfg: Any) -> None:
-    """REPA (representation alignment): depth, projector width, coefficient, encoder names."""
+def check_repa_fields(cfg: Any) -> None:
+    """REPA (representation alignment): depth, projector width, coefficient, encoder names (what
+    needs the model config and the encoders themselves: `sit.train.repa.check_repa`)."""
     if cfg.repa_depth is not None and (not isinstance(cfg.repa_depth, int) or isinstance(cfg.repa_depth, bool)
                                         or cfg.repa_depth < 1):
         raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {cfg.repa_depth!r})")
