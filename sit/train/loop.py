@@ -27,7 +27,7 @@ from sit.train.data import DataSource, StepSampler, build_data
 from sit.train.ddp import average_grads, check_ranks_agree, wrap
 from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
-from sit.train.optim import (  # noqa: F401  (re-exported: sit.train imports them from here)
+from sit.train.optim import (  # (sit.train and the benchmarks import them from here too)
     clip_grad_norm,
     ema_decay_at,
     ema_update,
