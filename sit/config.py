@@ -6,7 +6,7 @@ Every resolved config is saved as JSON beside a checkpoint; ``from_dict`` refuse
 so a typo in a config file is an error, not a silently ignored field. The concerns around the
 records live in torch-free modules this one re-exports (none imports it back): `sit.field_errors`
 (`ConfigError`, field references in messages), `sit.stored_form` (JSON round trip, the one identity
-rule `added_later`), `sit.bounds` (step, thread and latent-value bounds), `sit.train_rules`
+rule `added_later`), `sit.bounds` (step, thread and latent-value bounds), `sit.config_rules`
 (TrainConfig's validation, one module per feature).
 """
 
@@ -28,6 +28,11 @@ from sit.bounds import (  # noqa: F401  (re-exported: `from sit.config import ..
     max_threads,
     usable_cores,
 )
+from sit.config_rules import TRAIN_CHECKS
+from sit.config_rules.basics import literal_choices
+from sit.config_rules.phema import PHEMA_MAX_FIT_ERROR, PHEMA_SIGMA_RANGE  # noqa: F401
+from sit.config_rules.preview import preview_methods as _preview_methods
+from sit.config_rules.repa import REPA_MAX_PROJ_DIM
 from sit.field_errors import ConfigError, field_error, field_name, render_fields  # noqa: F401
 from sit.stored_form import (  # noqa: F401
     ADDED_LATER,
@@ -37,11 +42,6 @@ from sit.stored_form import (  # noqa: F401
     to_dict,
     to_json,
 )
-from sit.train_rules import TRAIN_CHECKS
-from sit.train_rules.basics import literal_choices
-from sit.train_rules.phema import PHEMA_MAX_FIT_ERROR, PHEMA_SIGMA_RANGE  # noqa: F401
-from sit.train_rules.preview import preview_methods as _preview_methods
-from sit.train_rules.repa import REPA_MAX_PROJ_DIM
 
 # The paper's design axes as choice types, defined once (the math core and the CLI import them).
 PathName = Literal["linear", "gvp", "vp"]
@@ -329,7 +329,7 @@ class TrainConfig:
     OMIT_IF_DEFAULT = ()
 
     def __post_init__(self):
-        """Each feature's rules (`sit.train_rules.TRAIN_CHECKS`, one module per feature), in order."""
+        """Each feature's rules (`sit.config_rules.TRAIN_CHECKS`, one module per feature), in order."""
         for check in TRAIN_CHECKS:
             check(self)
 

@@ -1,5 +1,5 @@
 """sit.config is the records; the concerns around them live in torch-free modules it re-exports
-(`sit.field_errors`, `sit.stored_form`, `sit.bounds`, `sit.train_rules`), none importing it back."""
+(`sit.field_errors`, `sit.stored_form`, `sit.bounds`, `sit.config_rules`), none importing it back."""
 
 import ast
 import json
@@ -12,15 +12,15 @@ import pytest
 
 import sit.bounds
 import sit.config as C
+import sit.config_rules.phema
+import sit.config_rules.repa
 import sit.field_errors
 import sit.stored_form
-import sit.train_rules.phema
-import sit.train_rules.repa
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLIT = [ROOT / "sit" / "field_errors.py", ROOT / "sit" / "stored_form.py", ROOT / "sit" / "bounds.py",
-         *sorted((ROOT / "sit" / "train_rules").glob("*.py"))]
-ALLOWED = {"sit.field_errors", "sit.bounds", "sit.sampler_kinds"}   # and sit.train_rules' own modules
+         *sorted((ROOT / "sit" / "config_rules").glob("*.py"))]
+ALLOWED = {"sit.field_errors", "sit.bounds", "sit.sampler_kinds"}   # and sit.config_rules' own modules
 
 
 def _imports(path: Path) -> set[str]:
@@ -34,11 +34,11 @@ def _imports(path: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("path", SPLIT, ids=lambda p: p.name if p.parent.name == "sit" else f"train_rules/{p.name}")
+@pytest.mark.parametrize("path", SPLIT, ids=lambda p: p.name if p.parent.name == "sit" else f"config_rules/{p.name}")
 def test_the_modules_split_from_config_import_nothing_of_sit_but_each_other(path):
     for name in _imports(path):
         if name == "sit" or name.startswith("sit."):
-            assert name in ALLOWED or name.startswith("sit.train_rules"), f"{path.name} imports {name}"
+            assert name in ALLOWED or name.startswith("sit.config_rules"), f"{path.name} imports {name}"
         else:   # stdlib only
             assert name.split(".")[0] in sys.stdlib_module_names | {"__future__"}, f"{path.name} imports {name}"
 
@@ -56,14 +56,14 @@ def test_config_re_exports_the_same_objects():
                        (sit.stored_form, ["ADDED_LATER", "added_later", "omitted_if_default", "to_dict", "from_dict", "to_json"]),
                        (sit.bounds, ["MAX_STEPS", "MAX_THREADS_PER_CORE", "check_steps", "check_threads", "max_threads",
                                      "usable_cores", "latent_value_problem"]),
-                       (sit.train_rules.phema, ["PHEMA_SIGMA_RANGE", "PHEMA_MAX_FIT_ERROR"]),
-                       (sit.train_rules.repa, ["REPA_MAX_PROJ_DIM"])]:
+                       (sit.config_rules.phema, ["PHEMA_SIGMA_RANGE", "PHEMA_MAX_FIT_ERROR"]),
+                       (sit.config_rules.repa, ["REPA_MAX_PROJ_DIM"])]:
         for name in names:
             assert getattr(C, name) is getattr(mod, name), name
 
 
 def test_each_feature_module_raises_the_config_error_of_sit_config():
-    # a REPA rule (sit.train_rules.repa) raises the ConfigError `from sit.config import ConfigError` catches
+    # a REPA rule (sit.config_rules.repa) raises the ConfigError `from sit.config import ConfigError` catches
     with pytest.raises(C.ConfigError, match=r"^TrainConfig\.repa_proj_dim must be an integer in \[1, 16384\]"):
         C.TrainConfig(repa_proj_dim=0)
     with pytest.raises(C.ConfigError, match=r"^TrainConfig\.phema_sigmas value 0\.5 is outside"):

@@ -11,13 +11,13 @@ Must not import: `sit.config` (which imports this package), torch, anything of s
 `sit.field_errors`, `sit.bounds` and `sit.sampler_kinds`.
 """
 
-from sit.train_rules.basics import check_batch_and_cfg, check_choices, check_counts, check_loss_weight, check_optimiser
-from sit.train_rules.cosine import check_cosine_coeff, check_cosine_needs_velocity
-from sit.train_rules.meanflow import check_meanflow
-from sit.train_rules.phema import check_phema
-from sit.train_rules.preview import check_preview
-from sit.train_rules.repa import check_repa_fields
-from sit.train_rules.vae import check_vae
+from sit.config_rules.basics import check_batch_and_cfg, check_choices, check_counts, check_loss_weight, check_optimiser
+from sit.config_rules.cosine import check_cosine_coeff, check_cosine_needs_velocity
+from sit.config_rules.meanflow import check_meanflow
+from sit.config_rules.phema import check_phema
+from sit.config_rules.preview import check_preview
+from sit.config_rules.repa import check_repa_fields
+from sit.config_rules.vae import check_vae
 
 TRAIN_CHECKS = (check_choices, check_preview, check_counts, check_optimiser, check_loss_weight, check_batch_and_cfg,
                 check_repa_fields, check_phema, check_cosine_coeff, check_meanflow, check_cosine_needs_velocity, check_vae)
