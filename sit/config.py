@@ -1,20 +1,47 @@
-"""Frozen dataclass configs, presets and their JSON round trip (stdlib only).
+"""The config records (stdlib only): `ModelConfig` and its presets, `TrainConfig` (its fields, their
+metadata `_f`, its records `TRAIN_GROUPS` / `TRAIN_RECORDS`, `TRAIN_CHOICES`), the paper's design
+axes as choice types, `RESUME_OVERRIDES`.
 
 Every resolved config is saved as JSON beside a checkpoint; ``from_dict`` refuses unknown keys
-so a typo in a config file is an error, not a silently ignored field.
+so a typo in a config file is an error, not a silently ignored field. The concerns around the
+records live in torch-free modules this one re-exports (none imports it back): `sit.field_errors`
+(`ConfigError`, field references in messages), `sit.stored_form` (JSON round trip, the one identity
+rule `added_later`), `sit.bounds` (step, thread and latent-value bounds), `sit.config_rules`
+(TrainConfig's validation, one module per feature).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import json
-import math
-import re
-import struct
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any, Literal, get_args, get_type_hints
+
+from sit.bounds import (  # noqa: F401  (re-exported: `from sit.config import ...` keeps working)
+    FLOAT32_MAX,
+    FLOAT32_TINY,
+    MAX_STEPS,
+    MAX_THREADS_PER_CORE,
+    check_steps,
+    check_threads,
+    latent_value_problem,
+    max_threads,
+    usable_cores,
+)
+from sit.config_rules import TRAIN_CHECKS
+from sit.config_rules.basics import literal_choices
+from sit.config_rules.phema import PHEMA_MAX_FIT_ERROR, PHEMA_SIGMA_RANGE  # noqa: F401
+from sit.config_rules.preview import preview_methods as _preview_methods
+from sit.config_rules.repa import REPA_MAX_PROJ_DIM
+from sit.field_errors import ConfigError, field_error, field_name, render_fields  # noqa: F401
+from sit.stored_form import (  # noqa: F401
+    ADDED_LATER,
+    added_later,
+    from_dict,
+    omitted_if_default,
+    to_dict,
+    to_json,
+)
 
 # The paper's design axes as choice types, defined once (the math core and the CLI import them).
 PathName = Literal["linear", "gvp", "vp"]
@@ -31,172 +58,6 @@ LOSS_WEIGHTS: tuple[str | None, ...] = get_args(LossWeight)
 TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
-
-
-# Bounds checked before anything is allocated (issue 22): a step count or thread count beyond them
-# is a typo, and honouring it allocates a grid that OOM-kills the machine or crashes inside torch.
-# the latent scale / shift must survive float32 (the latents' dtype): 1e-320 is a float64 > 0 that
-# float32 rounds to 0, so every latent would be 0
-FLOAT32_TINY = 1.1754943508222875e-38   # the smallest normal float32
-FLOAT32_MAX = 3.4028234663852886e38
-
-
-def latent_value_problem(name: str, v: Any) -> str | None:
-    """What is wrong with a latent ``scale`` or ``shift`` value (None: fine): a finite number that
-    float32 (the latents' dtype) holds; the scale > 0 and a normal float32, so it never rounds to 0."""
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v) and abs(v) <= FLOAT32_MAX
-    if name == "scale":
-        if ok and v >= FLOAT32_TINY:
-            return None
-        under = "" if not (ok and 0 < v < FLOAT32_TINY) else \
-            ": float32 rounds it to 0" if struct.unpack("f", struct.pack("f", v))[0] == 0 else ": below float32's normal range"
-        return f"must be a finite number > 0 that float32 holds, in [{FLOAT32_TINY:.4g}, {FLOAT32_MAX:.4g}] (got {v!r}{under})"
-    return None if ok else f"must be a finite number that float32 holds, |{name}| <= {FLOAT32_MAX:.4g} (got {v!r})"
-
-
-MAX_STEPS = 100_000          # sampler / likelihood / preview steps (the paper uses at most 1000)
-MAX_THREADS_PER_CORE = 4     # torch CPU threads: at most this many per usable core
-# post-hoc EMA lengths sigma_rel (sit.train.phema): below 1e-4 a power-function EMA averages less than
-# 0.01 % of training (no averaging at all for runs under 10,000 steps) and sigma^-2 overflows below
-# 1e-154; 12^-1/2 is gamma = 0, the uniform average of the whole run
-PHEMA_SIGMA_RANGE = (1e-4, 12 ** -0.5)
-# the largest relative L2 error of a reconstructed averaging profile `sit ema` accepts: 0.05, below the
-# 0.067-0.085 that separates the profile of sigma_rel from that of 1.1 sigma_rel (sigma_rel 0.01-0.10),
-# so an accepted reconstruction is nearer the requested EMA than a 10 % longer or shorter EMA is.
-# Snapshots of sigma_rel 0.05 / 0.10 every 25 steps of 1,200 reach 0.014-0.26 within it; every 100
-# steps of 600 only 0.04-0.14 (sit.train.phema.fit_error)
-PHEMA_MAX_FIT_ERROR = 0.05
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its affinity mask where the OS has one)."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def check_steps(n: Any, what: str) -> None:
-    """ValueError '{what} must be an integer in [1, MAX_STEPS] (got n)' for anything else."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_STEPS:
-        raise ValueError(f"{what} must be an integer in [1, {MAX_STEPS}] (got {n!r})")
-
-
-def max_threads() -> int:
-    """The most torch CPU threads sit sets: MAX_THREADS_PER_CORE x the usable cores."""
-    return MAX_THREADS_PER_CORE * usable_cores()
-
-
-def check_threads(n: Any, what: str) -> None:
-    """ValueError unless ``n`` is 0 (torch's own default) or 1 .. MAX_THREADS_PER_CORE x usable cores."""
-    top = max_threads()
-    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= top:
-        raise ValueError(f"{what} must be 0 (torch's default) or 1 .. {top} ({MAX_THREADS_PER_CORE} x "
-                         f"{usable_cores()} usable cores) (got {n!r})")
-
-
-class ConfigError(ValueError):
-    """A bad value of one config field: ``record`` (the dataclass name, or "" for a plain argument of
-    a library function) and ``field`` name it, the message says what is allowed. Library code speaks
-    in fields; only ``sit.commands`` turns a field into its command-line flag (`sit train`:
-    ``--repa-depth`` for TrainConfig.repa_depth). ``problem`` may name other fields (`render_fields`)."""
-
-    def __init__(self, record: str, field: str, problem: str):
-        self.record, self.field, self.problem = record, field, problem
-        super().__init__(self.render(field_name))
-
-    def __reduce__(self):  # pickled across processes (study workers) with its fields, not its text
-        return (type(self), (self.record, self.field, self.problem))
-
-    def render(self, name) -> str:
-        """The one-line message with each field written as ``name(record, field)``."""
-        return f"{name(self.record, self.field)} {render_fields(self.problem, name, self.record)}"
-
-
-# a field named inside a message: {field} (the error's own record), {Record.field}, or {.arg} (a plain
-# argument of a library function)
-_FIELD_REF = re.compile(r"\{((?:[A-Z][A-Za-z0-9]*)?\.)?([a-z_][a-z0-9_]*)\}")
-
-
-def render_fields(text: str, name, record: str = "") -> str:
-    """``text`` with each field reference written as ``name(record, field)``."""
-    def ref(m: re.Match) -> str:
-        rec = m.group(1)
-        return name(record if rec is None else rec[:-1], m.group(2))
-
-    return _FIELD_REF.sub(ref, text)
-
-
-def field_error(cls: type[Exception], template: str) -> Exception:
-    """An exception of ``cls`` whose message names fields (`render_fields`; a bare ``{arg}`` is a plain
-    argument): its text in field names, and ``template`` kept for `sit.commands` to write flags."""
-    e = cls(render_fields(template, field_name))
-    e.template = template
-    return e
-
-
-def field_name(record: str, field: str) -> str:
-    """A field as library messages write it: ``Record.field`` (a plain argument: its name)."""
-    return f"{record}.{field}" if record else field
-
-
-# One rule for identities (run configs, sample sets, studies): a field added after configs and
-# identities were first stored carries ``ADDED_LATER`` in its metadata (`added_later(default)`;
-# TrainConfig: ``_f(..., added_later=True)``) and is left out of `to_dict` -- every stored config,
-# manifest and identity hashed from them -- while it holds its default, so what was written before
-# the field existed stays byte-identical (``from_dict`` fills it back in). tests/data/identities.json
-# holds today's default identities; tests/test_identities.py recomputes them.
-ADDED_LATER = "added_later"
-
-
-def added_later(default: Any, **metadata: Any):
-    """A dataclass field added later (`ADDED_LATER`): omitted from identities while at ``default``."""
-    return dataclasses.field(default=default, metadata=MappingProxyType({ADDED_LATER: True, **metadata}))
-
-
-def omitted_if_default(cls) -> frozenset[str]:
-    """The fields of dataclass ``cls`` that `to_dict` leaves out while they hold their default: those
-    marked `ADDED_LATER`, and (a legacy alias, to be converted to the marker) any a class still lists
-    in an ``OMIT_IF_DEFAULT`` tuple."""
-    marked = {f.name for f in dataclasses.fields(cls) if f.metadata.get(ADDED_LATER)}
-    return frozenset(marked | set(getattr(cls, "OMIT_IF_DEFAULT", ())))
-
-
-def to_dict(cfg) -> dict[str, Any]:
-    """The fields of dataclass ``cfg`` as a dict (nested dataclasses too, as ``dataclasses.asdict``),
-    without the fields `omitted_if_default` while they hold their default, at every level."""
-    omit = omitted_if_default(type(cfg))
-    return {f.name: _plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-            if not (f.name in omit and getattr(cfg, f.name) == f.default)}
-
-
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v) and not isinstance(v, type):
-        return to_dict(v)
-    if isinstance(v, tuple) and hasattr(v, "_fields"):  # a namedtuple, as dataclasses.asdict
-        return type(v)(*[_plain(x) for x in v])
-    if isinstance(v, (list, tuple)):
-        return type(v)(_plain(x) for x in v)
-    if isinstance(v, dict):
-        return type(v)((_plain(k), _plain(x)) for k, x in v.items())
-    return copy.deepcopy(v)
-
-
-def from_dict(cls, d: dict[str, Any]):
-    """Build dataclass ``cls`` from a dict, naming any unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected some of {sorted(names)}")
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-    return cls(**kwargs)
-
-
-def to_json(cfg) -> str:
-    return json.dumps(to_dict(cfg), indent=2, sort_keys=True)
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -292,7 +153,6 @@ Precision = Literal["fp32", "bf16"]
 RepaInit = Literal["torch", "xavier"]
 TrainPreset = Literal[None, "repa-sit-xl2"]
 RepaPosEmbed = Literal["runtime", "resample"]
-REPA_MAX_PROJ_DIM = 16384    # --repa-proj-dim bound (REPA: 2048; 16384 is a 0.3 GB projector on SiT-XL/2 in float32)
 
 # The records TrainConfig's fields belong to (each field's metadata "group"), in the order `sit train --help`
 # lists them, each with what it holds. `TrainConfig.group(name)` gives one as a typed record.
@@ -315,13 +175,6 @@ def _f(default, group: str, help: str, **extra):
         raise ValueError(f"TrainConfig field group {group!r} is not one of {list(TRAIN_GROUPS)}")
     return dataclasses.field(default=default, metadata=MappingProxyType(dict(group=group, help=help, **extra)))
 
-
-def _preview_methods() -> tuple[str, ...]:
-    """The samplers a preview may use: every continuous row of `sit.samplers.SAMPLERS` (names and
-    kinds from the torch-free `sit.sampler_kinds`)."""
-    from sit.sampler_kinds import continuous_names
-
-    return continuous_names(load=True)
 
 
 # TrainConfig fields `sit train --resume` may change: they alter neither the data order nor the model,
@@ -476,177 +329,14 @@ class TrainConfig:
     OMIT_IF_DEFAULT = ()
 
     def __post_init__(self):
-        """Each feature's rules (`_TRAIN_CHECKS`, one `_check_<feature>` function each), in order."""
-        for check in _TRAIN_CHECKS:
+        """Each feature's rules (`sit.config_rules.TRAIN_CHECKS`, one module per feature), in order."""
+        for check in TRAIN_CHECKS:
             check(self)
-
-
-# TrainConfig's validation: each feature owns its rules, run in this order by `TrainConfig.__post_init__`
-# (the first broken rule is the one reported)
-def _check_choices(cfg: "TrainConfig") -> None:
-    """Every choice field is one of its Literal values; one data source (images or latents)."""
-    for name, allowed in TRAIN_CHOICES.items():
-        v = getattr(cfg, name)
-        if v not in allowed:
-            raise ValueError(f"TrainConfig.{name}: unknown value {v!r}; expected one of {list(allowed)}")
-    if cfg.data is not None and cfg.latents is not None:
-        raise ValueError("TrainConfig: give either data (images) or latents (pre-extracted), not both")
-
-
-def _check_preview(cfg: "TrainConfig") -> None:
-    """The preview sampler is a continuous row of the table; an average-velocity row needs MeanFlow."""
-    _check_preview_method(cfg.sample_method)
-    if cfg.objective != "meanflow" and _sampler_kind(cfg.sample_method) == "average":
-        raise ConfigError("TrainConfig", "sample_method", f"{cfg.sample_method!r} jumps with an average velocity: "
-                          "it needs {objective} 'meanflow'")
-
-
-def _check_counts(cfg: "TrainConfig") -> None:
-    """Step, batch and cadence counts, thread and worker numbers, the image size."""
-    for name in ("steps", "global_batch", "grad_accum", "log_every", "ckpt_every", "keep_last",
-                 "sample_steps", "samples_per_class", "max_nonfinite", "quality_samples_per_class"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"TrainConfig.{name} must be a positive integer (got {v!r})")
-    check_steps(cfg.sample_steps, "TrainConfig.sample_steps")
-    for name in ("warmup_steps", "sample_every", "num_workers", "seed", "threads"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ValueError(f"TrainConfig.{name} must be an integer >= 0 (got {v!r})")
-    if cfg.image_size is not None and (not isinstance(cfg.image_size, int) or cfg.image_size < 1):
-        raise ValueError(f"TrainConfig.image_size must be a positive integer or None (got {cfg.image_size!r})")
-
-
-def _check_optimiser(cfg: "TrainConfig") -> None:
-    """AdamW (lr, weight decay, betas), gradient clipping and the EMA decay."""
-    if not cfg.lr > 0:
-        raise ValueError(f"TrainConfig.lr must be > 0 (got {cfg.lr})")
-    if cfg.weight_decay < 0 or cfg.grad_clip < 0:
-        raise ValueError(f"TrainConfig.weight_decay and grad_clip must be >= 0 (got {cfg.weight_decay}, {cfg.grad_clip})")
-    for name in ("beta1", "beta2", "ema_decay"):
-        v = getattr(cfg, name)
-        if not 0.0 <= v < 1.0:
-            raise ValueError(f"TrainConfig.{name} must be in [0, 1) (got {v})")
-
-
-def _check_loss_weight(cfg: "TrainConfig") -> None:
-    """The loss weight weights the score / noise residual only."""
-    if cfg.prediction == "velocity" and cfg.loss_weight is not None and cfg.time_input == "continuous":
-        raise ValueError(
-            f"TrainConfig.loss_weight={cfg.loss_weight!r} needs prediction 'score' or 'noise'; the velocity loss (7) is unweighted"
-        )
-    if cfg.loss_weight is not None and cfg.time_input == "continuous" and (
-            cfg.prediction == "data" or cfg.loss_space is not None):
-        raise ConfigError("TrainConfig", "loss_weight", "weights the score/noise residual; it does not combine with "
-                          "prediction 'data' or a {loss_space} (the space's squared error is unweighted)")
-
-
-def _check_batch_and_cfg(cfg: "TrainConfig") -> None:
-    """Gradient accumulation divides the batch; the preview CFG scale is >= 0."""
-    if cfg.global_batch % cfg.grad_accum:
-        raise ValueError(
-            f"TrainConfig.global_batch ({cfg.global_batch}) must be divisible by grad_accum ({cfg.grad_accum})"
-        )
-    if not cfg.cfg_scale >= 0:
-        raise ValueError(f"TrainConfig.cfg_scale must be >= 0 (got {cfg.cfg_scale})")
-
-
-def _check_repa(cfg: "TrainConfig") -> None:
-    """REPA (representation alignment): depth, projector width, coefficient, encoder names."""
-    if cfg.repa_depth is not None and (not isinstance(cfg.repa_depth, int) or isinstance(cfg.repa_depth, bool)
-                                        or cfg.repa_depth < 1):
-        raise ConfigError("TrainConfig", "repa_depth", f"must be a positive integer or None (got {cfg.repa_depth!r})")
-    if (not isinstance(cfg.repa_proj_dim, int) or isinstance(cfg.repa_proj_dim, bool)
-            or not 1 <= cfg.repa_proj_dim <= REPA_MAX_PROJ_DIM):
-        raise ConfigError("TrainConfig", "repa_proj_dim", f"must be an integer in [1, {REPA_MAX_PROJ_DIM}] "
-                          f"(got {cfg.repa_proj_dim!r})")
-    if not (isinstance(cfg.repa_coeff, (int, float)) and not isinstance(cfg.repa_coeff, bool)
-            and math.isfinite(cfg.repa_coeff) and cfg.repa_coeff >= 0):
-        raise ConfigError("TrainConfig", "repa_coeff", f"must be a finite number >= 0 (got {cfg.repa_coeff!r})")
-    if cfg.repa_encoder is not None and not all(e.strip() for e in cfg.repa_encoder.split(",")):
-        raise ConfigError("TrainConfig", "repa_encoder", f"names an empty encoder in {cfg.repa_encoder!r} "
-                          "(one encoder, or several separated by commas)")
-
-
-def _check_phema(cfg: "TrainConfig") -> None:
-    """Post-hoc EMA: sigmas and cadence given together, every sigma in range."""
-    if bool(cfg.phema_sigmas) != (cfg.phema_every > 0) or cfg.phema_every < 0:
-        raise ConfigError("TrainConfig", "phema_every", f"goes with phema_sigmas: sigmas {list(cfg.phema_sigmas)}, "
-                          f"every {cfg.phema_every} (give both, every >= 1, or neither)")
-    lo, hi = PHEMA_SIGMA_RANGE
-    for s in cfg.phema_sigmas:
-        if not lo <= s < hi:
-            raise ConfigError("TrainConfig", "phema_sigmas", f"value {s} is outside [{lo:g}, {hi:.4f})")
-
-
-def _check_cosine_coeff(cfg: "TrainConfig") -> None:
-    """The cosine velocity term (LightningDiT): its coefficient is a number >= 0."""
-    if not (isinstance(cfg.cosine_coeff, (int, float)) and cfg.cosine_coeff >= 0):
-        raise ConfigError("TrainConfig", "cosine_coeff", f"must be >= 0 (got {cfg.cosine_coeff!r})")
-
-
-def _check_meanflow(cfg: "TrainConfig") -> None:
-    """MeanFlow: its numbers are finite and in range; the objective needs continuous-time velocity."""
-    for name in ("meanflow_ratio", "meanflow_p_mean", "meanflow_p_std", "meanflow_norm_p", "meanflow_norm_eps",
-                 "meanflow_omega", "meanflow_kappa"):
-        v = getattr(cfg, name)
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
-            raise ConfigError("TrainConfig", name, f"must be a finite number (got {v!r})")
-    if not 0.0 <= cfg.meanflow_ratio <= 1.0:
-        raise ConfigError("TrainConfig", "meanflow_ratio", f"must lie in [0, 1] (got {cfg.meanflow_ratio})")
-    for name in ("meanflow_p_std", "meanflow_norm_eps"):
-        if not getattr(cfg, name) > 0:
-            raise ConfigError("TrainConfig", name, f"must be > 0 (got {getattr(cfg, name)})")
-    if cfg.meanflow_norm_p < 0:
-        raise ConfigError("TrainConfig", "meanflow_norm_p", f"must be >= 0 (got {cfg.meanflow_norm_p})")
-    if cfg.objective == "meanflow":
-        if cfg.time_input != "continuous" or cfg.prediction != "velocity":
-            raise ConfigError("TrainConfig", "objective", "'meanflow' learns an average velocity: it needs "
-                              "{prediction} 'velocity' and {time_input} 'continuous'")
-
-
-def _check_cosine_needs_velocity(cfg: "TrainConfig") -> None:
-    """The cosine velocity term compares velocities: velocity prediction in continuous time."""
-    if cfg.cosine_coeff and (cfg.prediction != "velocity" or cfg.time_input != "continuous"):
-        raise ConfigError("TrainConfig", "cosine_coeff", "needs prediction 'velocity' in continuous time (it compares velocities)")
-
-
-def _check_vae(cfg: "TrainConfig") -> None:
-    """The VAE latent scale / shift: valid values, and only with VAE latents (data or latents)."""
-    for name in ("vae_scale", "vae_shift"):
-        v = getattr(cfg, name)
-        problem = None if v is None else latent_value_problem(name[4:], v)
-        if problem:
-            raise ConfigError("TrainConfig", name, problem)
-        if v is not None and cfg.data is None and cfg.latents is None:
-            raise ConfigError("TrainConfig", name, "applies to VAE latents (data or latents), not the embedded pixels")
-
-
-_TRAIN_CHECKS = (_check_choices, _check_preview, _check_counts, _check_optimiser, _check_loss_weight, _check_batch_and_cfg,
-                 _check_repa, _check_phema, _check_cosine_coeff, _check_meanflow, _check_cosine_needs_velocity, _check_vae)
-
-
-def _sampler_kind(name: str) -> str | None:
-    from sit.sampler_kinds import kind_of
-
-    return kind_of(name)
-
-
-def _check_preview_method(name: Any) -> None:
-    """ConfigError unless ``name`` is a continuous row of the sampler table (`sit.sampler_kinds`:
-    torch-free for the built-in rows)."""
-    from sit.sampler_kinds import kind_of
-
-    kind = kind_of(name) if isinstance(name, str) else None
-    if kind is None or kind == "discrete":
-        what = "is a discrete-time (DiT) sampler" if kind else "is not a row of the sampler table"
-        raise ConfigError("TrainConfig", "sample_method", f"{name!r} {what}; expected one of {list(_preview_methods())}")
 
 
 TRAIN_TYPES: dict[str, Any] = get_type_hints(TrainConfig)  # field -> its annotation, evaluated
 # the allowed values of every choice field, read from its Literal annotation (the one place they are written)
-TRAIN_CHOICES: dict[str, tuple] = {f.name: get_args(TRAIN_TYPES[f.name]) for f in dataclasses.fields(TrainConfig)
-                                   if get_origin(TRAIN_TYPES[f.name]) is Literal}
+TRAIN_CHOICES: dict[str, tuple] = literal_choices(TrainConfig)
 # the records (TRAIN_GROUPS) as frozen dataclasses built from the field list: TrainData, TrainLoss, ...
 def _record(name: str) -> type:
     cls = dataclasses.make_dataclass(

@@ -55,42 +55,12 @@ def estimate_loss_table(
     samples_per_t: Monte-Carlo samples (x*, eps) per grid point.
     reduction: "mean" (per-dimension mean, official mean_flat; default) or "sum" over dims.
     progress: a tqdm bar over the grid points. Runs without gradients."""
-    check_prediction(prediction)
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; expected one of {list(REDUCTIONS)}")
-    if not isinstance(samples_per_t, int) or isinstance(samples_per_t, bool) or samples_per_t < 2:
-        raise ValueError(f"samples_per_t must be an integer >= 2 (got {samples_per_t!r})")
-    grid = [float(v) for v in torch.as_tensor(t_grid, dtype=torch.float64).flatten().tolist()]
-    if not grid:
-        raise ValueError("t_grid must hold at least one time")
-    if any(not (0.0 <= v <= 1.0) for v in grid):
-        raise ValueError(f"t_grid must lie in [0, 1] (t = 0 data, t = 1 noise); got {grid[:4]}...")
-    if any(b <= a for a, b in zip(grid, grid[1:])):
-        raise ValueError("t_grid must be strictly increasing")
-
+    grid = _checked_grid(prediction, reduction, samples_per_t, t_grid)
     stream = iterate_batches(batches, batch_size)
     losses, stderrs, dim = [], [], None
     with torch.no_grad():
         for t_value in tqdm(grid, desc="L_t", unit="t", disable=not progress):
-            vals, n = [], 0
-            while n < samples_per_t:
-                x_star, y = next(stream)
-                x_star = x_star[: samples_per_t - n]
-                B = x_star.shape[0]
-                if y is not None:
-                    y = y[:B]
-                dim = x_star[0].numel()
-                tdt = coef_dtype(x_star)
-                t = torch.full((B,), t_value, dtype=tdt, device=x_star.device)
-                eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
-                x_t = path.x_t(x_star, eps, t)
-                out = model_fn(x_t, t) if y is None else model_fn(x_t, t, y)
-                v = to_velocity(path, prediction, out, x_t, t)
-                target = path.velocity_target(x_star, eps, t)
-                sq = (v.double() - target.double()).reshape(B, -1).pow(2)
-                vals.append(sq.mean(1) if reduction == "mean" else sq.sum(1))
-                n += B
-            per_sample = torch.cat(vals)
+            per_sample, dim = _losses_at(model_fn, path, prediction, stream, t_value, samples_per_t, generator, reduction)
             if not torch.isfinite(per_sample).all():
                 raise ValueError(
                     f"non-finite loss at t = {t_value} for a {prediction!r} model on {path!r} "
@@ -108,3 +78,45 @@ def estimate_loss_table(
         path=getattr(path, "name", type(path).__name__),
         prediction=prediction,
     )
+
+
+def _checked_grid(prediction: str, reduction: str, samples_per_t: int, t_grid) -> list[float]:
+    """The arguments of `estimate_loss_table` checked (ValueError naming the bad one); the grid as floats."""
+    check_prediction(prediction)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {list(REDUCTIONS)}")
+    if not isinstance(samples_per_t, int) or isinstance(samples_per_t, bool) or samples_per_t < 2:
+        raise ValueError(f"samples_per_t must be an integer >= 2 (got {samples_per_t!r})")
+    grid = [float(v) for v in torch.as_tensor(t_grid, dtype=torch.float64).flatten().tolist()]
+    if not grid:
+        raise ValueError("t_grid must hold at least one time")
+    if any(not (0.0 <= v <= 1.0) for v in grid):
+        raise ValueError(f"t_grid must lie in [0, 1] (t = 0 data, t = 1 noise); got {grid[:4]}...")
+    if any(b <= a for a, b in zip(grid, grid[1:])):
+        raise ValueError("t_grid must be strictly increasing")
+    return grid
+
+
+def _losses_at(model_fn, path: Path, prediction: str, stream, t_value: float, samples_per_t: int,
+               generator, reduction: str) -> tuple[Tensor, int]:
+    """The ``samples_per_t`` per-sample squared velocity errors at ``t_value`` (float64), drawing
+    x* from ``stream`` and eps from ``generator``; and D, the dimensions per sample."""
+    vals, n, dim = [], 0, None
+    while n < samples_per_t:
+        x_star, y = next(stream)
+        x_star = x_star[: samples_per_t - n]
+        B = x_star.shape[0]
+        if y is not None:
+            y = y[:B]
+        dim = x_star[0].numel()
+        tdt = coef_dtype(x_star)
+        t = torch.full((B,), t_value, dtype=tdt, device=x_star.device)
+        eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
+        x_t = path.x_t(x_star, eps, t)
+        out = model_fn(x_t, t) if y is None else model_fn(x_t, t, y)
+        v = to_velocity(path, prediction, out, x_t, t)
+        target = path.velocity_target(x_star, eps, t)
+        sq = (v.double() - target.double()).reshape(B, -1).pow(2)
+        vals.append(sq.mean(1) if reduction == "mean" else sq.sum(1))
+        n += B
+    return torch.cat(vals), dim

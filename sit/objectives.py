@@ -386,21 +386,7 @@ def training_losses(
     Times are float32 (float64 when x_star is float64)."""
     if not isinstance(cfg, LossConfig):
         raise TypeError(f"cfg must be a LossConfig (got {type(cfg).__name__})")
-    B = x_star.shape[0]
-    tdt = coef_dtype(x_star)
-    if t is None:
-        lo, hi = cfg.t_range(path)
-        t = sample_training_t(
-            B, lo, hi, cfg.time_dist, loc=cfg.loc, scale=cfg.scale, generator=generator, device=x_star.device, dtype=tdt
-        )
-    else:
-        t = torch.as_tensor(t, device=x_star.device)
-        if t.ndim == 0:
-            t = t.expand(B)
-        if t.shape != (B,):
-            raise ValueError(f"t must have shape ({B},) (got {tuple(t.shape)})")
-        if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
-            t = t.to(torch.float32)  # float32 and float64 times are kept as given
+    t = _training_t(path, x_star, cfg, t, generator)
     if eps is None:
         eps = torch.randn(x_star.shape, generator=generator, device=x_star.device, dtype=x_star.dtype)
     elif eps.shape != x_star.shape:
@@ -409,6 +395,33 @@ def training_losses(
     pred = model_fn(x_t, t, y)
     if pred.shape != x_star.shape:
         raise ValueError(f"model output has shape {tuple(pred.shape)}; expected x's shape {tuple(x_star.shape)}")
+    loss, target, weight = _loss(path, cfg, pred, x_star, eps, x_t, t)
+    return {"loss": loss, "t": t, "x_t": x_t, "eps": eps, "pred": pred, "target": target.to(pred.dtype), "weight": weight}
+
+
+def _training_t(path: Path, x_star: Tensor, cfg: LossConfig, t: Tensor | None, generator) -> Tensor:
+    """The batch's times (B,): drawn from cfg.time_dist on cfg.t_range(path) when ``t`` is None,
+    else ``t`` checked (a scalar broadcast; half-precision and integer times as float32)."""
+    B = x_star.shape[0]
+    tdt = coef_dtype(x_star)
+    if t is None:
+        lo, hi = cfg.t_range(path)
+        return sample_training_t(
+            B, lo, hi, cfg.time_dist, loc=cfg.loc, scale=cfg.scale, generator=generator, device=x_star.device, dtype=tdt
+        )
+    t = torch.as_tensor(t, device=x_star.device)
+    if t.ndim == 0:
+        t = t.expand(B)
+    if t.shape != (B,):
+        raise ValueError(f"t must have shape ({B},) (got {tuple(t.shape)})")
+    if not t.is_floating_point() or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)  # float32 and float64 times are kept as given
+    return t
+
+
+def _loss(path: Path, cfg: LossConfig, pred: Tensor, x_star: Tensor, eps: Tensor, x_t: Tensor, t: Tensor):
+    """(loss (B,), target, weight (B,)) of `training_losses`: the squared residual in the prediction's
+    space (score / noise weighted by cfg.loss_weight) or in cfg.loss_space."""
     a, s, da, ds = _coefs(path, t, x_star)
     p, xs, e = _work(pred, x_star, eps, coef=a)
     space = cfg.loss_space
@@ -431,4 +444,4 @@ def training_losses(
             target = e
             resid = p - e
         loss = weight * mean_flat(resid**2)
-    return {"loss": loss, "t": t, "x_t": x_t, "eps": eps, "pred": pred, "target": target.to(pred.dtype), "weight": weight}
+    return loss, target, weight

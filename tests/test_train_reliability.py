@@ -215,7 +215,7 @@ def test_a_resumed_run_caps_its_saved_threads_to_this_machine(tmp_path, monkeypa
 
     top = C.max_threads()
     real = C.usable_cores()
-    monkeypatch.setattr(C, "usable_cores", lambda: real + 1)  # "another machine" with one more core
+    monkeypatch.setattr("sit.bounds.usable_cores", lambda: real + 1)  # "another machine" with one more core
     run = train(tiny_train_config(tmp_path / "r", threads=top + 1), TINY_MODEL).run_dir  # allowed there
     monkeypatch.undo()
     capsys.readouterr()

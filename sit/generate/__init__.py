@@ -4,7 +4,8 @@ Modules (each imports only those above it):
   spec      `SampleSpec` (the set's identity), `DiscreteSampleConfig`, flag-value parsers
   presets   the paper's settings as typed records
   noise     `RowNoise` (sample i's randomness from seed + i), labels, --noise files
-  engine    `generate`: parts, resume, verification, merge, manifest; `sample_images` in memory
+  parts     the part files: listing, verification, gaps, merge into the npz
+  engine    `generate`: resume, manifest, sharding over ranks; `sample_images` in memory
   glue      network + RunMeta -> latent sampler (`latent_sampler`, `prepare_network`)
   evaldata  data / model loading for the measurement commands
   run       `sample_set`: checkpoint + spec -> sample set (what `sit sample` runs)

@@ -104,15 +104,8 @@ def sample_set(
     without the fields only the checkpoint gives (``checkpoint``, ``latent_shape``,
     ``loss_table_sha256``, ``tf32``; with ``guide_ckpt`` (autoguidance) the guide's identity in
     ``spec.guidance.guide``); they are filled in here."""
-    from sit import checkpoints, dist, folders
-    from sit.generate.glue import (
-        default_device,
-        guide_needs_scale,
-        latent_sampler,
-        load_guide,
-        model_num_classes,
-        prepare_network,
-    )
+    from sit import dist, folders
+    from sit.generate.glue import default_device, guide_needs_scale, latent_sampler, load_guide, prepare_network
 
     guide_needs_scale(spec.guidance)
     folders.require_input(ckpt, folders.READABLE, "ckpt")  # before the lock makes OUT
@@ -120,12 +113,8 @@ def sample_set(
     dev = dist.init(default_device(device))
     lock = io.FolderLock(out, "sample folder", log=dist.eprint0) if dist.rank() == 0 else None
     with lock if lock is not None else contextlib.nullcontext():
-        ck = checkpoints.resolve(ckpt, log=dist.eprint0)
-        net, meta = checkpoints.load(ck, weights=spec.weights, kind=kind, num_heads=num_heads, log=dist.eprint0)
-        net = prepare_network(net, spec.precision, compile, dev)
-        num_classes = model_num_classes(net)
+        ck, net, meta, num_classes = _open_checkpoint(ckpt, spec, kind, num_heads, compile, dev)
         C, H = int(net.in_channels), int(net.config.input_size)
-        check_against_model(spec, C, num_classes, meta.time_input)
         table, table_src = _loss_table(spec, ck, meta, lt_table)
         guide_net = guide_meta = None
         if (guide_ckpt is not None) != (spec.guidance.guide is not None):
@@ -136,21 +125,11 @@ def sample_set(
             guide_net = prepare_network(guide_net, spec.precision, compile, dev)
             spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=guide_id))
         decode_fn, vae_space, vae_sha = _decoder(spec, C, dev, meta)
-        spec = dataclasses.replace(
-            spec, checkpoint=checkpoints.identity(ck), latent_shape=(C, H, H), tf32=bool(tf32) and dev.type == "cuda",
-            vae_sha256=vae_sha,
-            loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
-        )
+        spec = _with_checkpoint_fields(spec, ck, (C, H, H), bool(tf32) and dev.type == "cuda", vae_sha, table)
         sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table,
                                           guide_net=guide_net, guide_meta=guide_meta)
-        info = {"checkpoint": str(ck), "model": io.canonical(meta.model), "step": meta.step, "preset": preset,
+        info = {**_info(ck, meta, desc, vae_space, table, table_src), "preset": preset,
                 "guide_checkpoint": str(guide_meta.source) if guide_meta is not None else None,
-                "run_meta": {"path": meta.path, "prediction": meta.prediction, "time_input": meta.time_input,
-                             "kind": meta.kind, "weights_taken": meta.weights},
-                "sampler": desc, "vae_scale_factor": vae_space["scale_factor"] if vae_space else None,
-                **{f"vae_{k}": v for k, v in (vae_space or {}).items() if k != "scale_factor"},
-                "loss_table_file": table_src,
-                "loss_table": json.loads(table.to_json()) if table is not None else None,
                 "device": str(dev), "compile": bool(compile)}
         origin = f" from checkpoint {ck}" + (f" with noise file {noise_file}" if noise_file else "")
         with dist.tf32(tf32):
@@ -162,3 +141,39 @@ def sample_set(
                 keep_parts=outputs.keep_parts, progress=outputs.progress, initial_noise=initial_noise,
                 origin=origin, lock=False,
             )
+
+
+def _open_checkpoint(ckpt, spec: SampleSpec, kind, num_heads, compile: bool, dev):
+    """(checkpoint folder, network ready to sample, RunMeta, classes) of ``ckpt``, the spec checked
+    against the model."""
+    from sit import checkpoints, dist
+    from sit.generate.glue import model_num_classes, prepare_network
+
+    ck = checkpoints.resolve(ckpt, log=dist.eprint0)
+    net, meta = checkpoints.load(ck, weights=spec.weights, kind=kind, num_heads=num_heads, log=dist.eprint0)
+    net = prepare_network(net, spec.precision, compile, dev)
+    num_classes = model_num_classes(net)
+    check_against_model(spec, int(net.in_channels), num_classes, meta.time_input)
+    return ck, net, meta, num_classes
+
+
+def _with_checkpoint_fields(spec: SampleSpec, ck: Path, latent_shape: tuple, tf32: bool, vae_sha, table) -> SampleSpec:
+    """``spec`` with the fields of its identity only the checkpoint gives filled in."""
+    from sit import checkpoints
+
+    return dataclasses.replace(
+        spec, checkpoint=checkpoints.identity(ck), latent_shape=latent_shape, tf32=tf32,
+        vae_sha256=vae_sha,
+        loss_table_sha256=settings_sha256(json.loads(table.to_json())) if table is not None else None,
+    )
+
+
+def _info(ck: Path, meta, desc, vae_space, table, table_src) -> dict:
+    """The manifest's descriptive fields of the checkpoint, sampler, VAE and L_t table (not identity)."""
+    return {"checkpoint": str(ck), "model": io.canonical(meta.model), "step": meta.step,
+            "run_meta": {"path": meta.path, "prediction": meta.prediction, "time_input": meta.time_input,
+                         "kind": meta.kind, "weights_taken": meta.weights},
+            "sampler": desc, "vae_scale_factor": vae_space["scale_factor"] if vae_space else None,
+            **{f"vae_{k}": v for k, v in (vae_space or {}).items() if k != "scale_factor"},
+            "loss_table_file": table_src,
+            "loss_table": json.loads(table.to_json()) if table is not None else None}

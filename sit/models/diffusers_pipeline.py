@@ -153,20 +153,7 @@ class SiTPipeline(DiffusionPipeline):
     ):
         fix_time_embedding(self.transformer)  # also when the transformer was swapped after building
         meta = self.sit_meta
-        if meta and (meta.get("path"), meta.get("prediction"), meta.get("time_input")) != ("linear", "velocity", "continuous"):
-            raise ValueError(
-                f"SiTPipeline samples Linear-path velocity models only (this one: path {meta.get('path')!r}, "
-                f"prediction {meta.get('prediction')!r}); use `sit sample --ckpt` on this folder")
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"unknown output_type {output_type!r}; expected one of {list(OUTPUT_TYPES)}")
-        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be an integer >= 1 (got {num_inference_steps!r})")
-        if guidance_interval is not None:
-            lo, hi = (float(v) for v in guidance_interval)
-            if not 0.0 <= lo < hi <= 1.0:
-                raise ValueError(f"guidance_interval must satisfy 0 <= t_lo < t_hi <= 1 (got {guidance_interval!r})")
+        interval = _check_call(meta, method, output_type, num_inference_steps, guidance_interval)
         cfg = self.transformer.config
         device = self.transformer.device
         labels = torch.as_tensor(class_labels, dtype=torch.long, device=device).reshape(-1)
@@ -179,18 +166,12 @@ class SiTPipeline(DiffusionPipeline):
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape} (got {tuple(latents.shape)})")
         x = latents.to(device=device, dtype=torch.float32)
-        if sigmas is None:  # sit's grid for a Linear velocity model: t_i = 1 - i/N, i = 0..N
-            grid = torch.linspace(1.0, 0.0, num_inference_steps + 1, dtype=torch.float64)
-        else:
-            grid = torch.as_tensor(list(sigmas) + ([] if float(sigmas[-1]) == 0.0 else [0.0]), dtype=torch.float64)
-            if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()) or not 0.0 <= float(grid[0]) <= 1.0:
-                raise ValueError("sigmas must be a decreasing list of paper times in [0, 1] (t = 1 noise)")
-        sig = [float(s) for s in grid]
+        sig = _time_grid(sigmas, num_inference_steps)
         self.scheduler.set_timesteps(sigmas=sig[:-1], device=device)
 
         def vel(x, t):
             scale = guidance_scale
-            if guidance_interval is not None and not lo <= t <= hi:
+            if interval is not None and not interval[0] <= t <= interval[1]:
                 scale = 1.0
             return self.velocity(x, t, labels, scale, null)
 
@@ -211,6 +192,39 @@ class SiTPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+
+def _check_call(meta: dict, method, output_type, num_inference_steps, guidance_interval) -> tuple[float, float] | None:
+    """ValueError for a call `SiTPipeline` cannot make (an export it cannot sample, a bad argument);
+    the guidance interval (t_lo, t_hi) as floats, None without one."""
+    if meta and (meta.get("path"), meta.get("prediction"), meta.get("time_input")) != ("linear", "velocity", "continuous"):
+        raise ValueError(
+            f"SiTPipeline samples Linear-path velocity models only (this one: path {meta.get('path')!r}, "
+            f"prediction {meta.get('prediction')!r}); use `sit sample --ckpt` on this folder")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
+    if output_type not in OUTPUT_TYPES:
+        raise ValueError(f"unknown output_type {output_type!r}; expected one of {list(OUTPUT_TYPES)}")
+    if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+        raise ValueError(f"num_inference_steps must be an integer >= 1 (got {num_inference_steps!r})")
+    if guidance_interval is None:
+        return None
+    lo, hi = (float(v) for v in guidance_interval)
+    if not 0.0 <= lo < hi <= 1.0:
+        raise ValueError(f"guidance_interval must satisfy 0 <= t_lo < t_hi <= 1 (got {guidance_interval!r})")
+    return lo, hi
+
+
+def _time_grid(sigmas, num_inference_steps: int) -> list[float]:
+    """The decreasing paper times t_0 = 1 .. t_N = 0 of the sampler: ``sigmas`` (0 appended when
+    missing) or sit's grid for a Linear velocity model, t_i = 1 - i/N."""
+    if sigmas is None:  # sit's grid for a Linear velocity model: t_i = 1 - i/N, i = 0..N
+        grid = torch.linspace(1.0, 0.0, num_inference_steps + 1, dtype=torch.float64)
+    else:
+        grid = torch.as_tensor(list(sigmas) + ([] if float(sigmas[-1]) == 0.0 else [0.0]), dtype=torch.float64)
+        if grid.ndim != 1 or len(grid) < 2 or not bool((grid[1:] < grid[:-1]).all()) or not 0.0 <= float(grid[0]) <= 1.0:
+            raise ValueError("sigmas must be a decreasing list of paper times in [0, 1] (t = 1 noise)")
+    return [float(s) for s in grid]
 
 
 def _log_snr(t: float) -> float:

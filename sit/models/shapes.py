@@ -56,6 +56,33 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
         raise ValueError(f"final_layer.linear.weight has {out * p * p} rows; expected p*p*C or p*p*2C for C={C}, p={p}")
     rows = state_dict["y_embedder.embedding_table.weight"].shape[0]
     args = args or {}
+    heads = _infer_heads(D, depth, num_heads, args)
+    num_classes = int(args.get("num_classes", rows - 1))
+    if num_classes == rows:
+        dropout = 0.0
+    elif num_classes == rows - 1:
+        dropout = 0.1
+    else:
+        raise ValueError(f"y_embedder.embedding_table.weight has {rows} rows but args.num_classes = {num_classes}")
+    return ModelConfig(
+        input_size=grid * p,
+        patch_size=p,
+        in_channels=C,
+        hidden_size=D,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp_hidden / D,
+        class_dropout_prob=dropout,
+        num_classes=num_classes,
+        learn_sigma=out == 2 * C,
+        swiglu=swiglu, rmsnorm="blocks.0.norm1.weight" in state_dict, qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
+    )
+
+
+def _infer_heads(D: int, depth: int, num_heads: int | None, args: dict) -> int:
+    """The number of heads (not in the shapes): ``num_heads`` when given, checked against the one a
+    sit export records in ``args``; else the recorded one, args.model's preset, or the paper preset
+    with the same depth and width."""
     heads = None
     if num_heads is not None:
         if int(num_heads) < 1 or D % int(num_heads):
@@ -81,26 +108,7 @@ def infer_config(state_dict: dict[str, Tensor], args: dict | None = None, num_he
             f"cannot be inferred for depth {depth}, hidden size {D} (not a paper preset; the weights' shapes "
             "do not depend on it): give it (or config=ModelConfig(...))"
         )
-    num_classes = int(args.get("num_classes", rows - 1))
-    if num_classes == rows:
-        dropout = 0.0
-    elif num_classes == rows - 1:
-        dropout = 0.1
-    else:
-        raise ValueError(f"y_embedder.embedding_table.weight has {rows} rows but args.num_classes = {num_classes}")
-    return ModelConfig(
-        input_size=grid * p,
-        patch_size=p,
-        in_channels=C,
-        hidden_size=D,
-        depth=depth,
-        num_heads=heads,
-        mlp_ratio=mlp_hidden / D,
-        class_dropout_prob=dropout,
-        num_classes=num_classes,
-        learn_sigma=out == 2 * C,
-        swiglu=swiglu, rmsnorm="blocks.0.norm1.weight" in state_dict, qk_norm="blocks.0.attn.q_norm.weight" in state_dict,
-    )
+    return heads
 
 
 def check_config_against_weights(config: ModelConfig, state_dict: dict[str, Tensor], source: str) -> None:

@@ -1,4 +1,6 @@
-"""The SiT backbone: a DiT transformer with adaLN-Zero conditioning (paper section 2.5), in one file.
+"""The SiT backbone: a DiT transformer with adaLN-Zero conditioning (paper section 2.5): blocks and network here,
+the embedders in ``sit.models.embeddings``, analytic counts in ``sit.models.counts``, inference compile in
+``sit.models.compiled`` (re-exported here).
 
 The structure, parameter names and shapes equal the official SiT/DiT ``models.py`` so that the
 released checkpoints load unchanged (keys and shapes listed in ``tests/data/sit_state_dict/``):
@@ -35,100 +37,24 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from sit.config import ModelConfig
+from sit.models.compiled import FrozenCompiled, compile_for_inference  # noqa: F401  (re-exported)
+from sit.models.counts import forward_flops, param_count  # noqa: F401  (re-exported)
+from sit.models.embeddings import (  # noqa: F401  (re-exported)
+    TIME_EMBED_DIM,
+    LabelEmbedder,
+    PatchEmbed,
+    TimestepEmbedder,
+    sincos_pos_embed_2d,
+    timestep_embedding,
+)
 from sit.models.modern import RMSNorm, SwiGLU, apply_rope, rope_tables, swiglu_hidden
 
-TIME_EMBED_DIM = 256  # width of the sinusoidal time features fed to t_embedder.mlp.0
 LN_EPS = 1e-6
 
 
 # ------------------------------------------------------------------------------------------------
-# fixed embeddings
+# blocks (names mirror the official state_dict; the embedders are in sit.models.embeddings)
 # ------------------------------------------------------------------------------------------------
-def timestep_embedding(t: Tensor, dim: int = TIME_EMBED_DIM, max_period: float = 10000.0) -> Tensor:
-    """Sinusoidal features [cos(t f_k), sin(t f_k)], f_k = max_period^(-k/half), k = 0..half-1.
-
-    t: (B,) network time, any real value (fed unscaled). Returns (B, dim) float32 (zero-padded
-    when dim is odd). Computed in float32 exactly as the official code does.
-    """
-    half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half
-    )
-    args = t.float()[:, None] * freqs[None]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
-
-
-def _sincos_1d(dim: int, pos: Tensor) -> Tensor:
-    """(M,) positions -> (M, dim) [sin(pos w_k), cos(pos w_k)], w_k = 10000^(-k/(dim/2)), float64."""
-    omega = 1.0 / 10000.0 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
-    out = pos.to(torch.float64)[:, None] * omega[None]
-    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
-
-
-def sincos_pos_embed_2d(dim: int, grid_size: int) -> Tensor:
-    """The fixed 2-D sin-cos position table of the official code, shape (grid_size**2, dim), float64.
-
-    Token n = i * grid_size + j sits at row i, column j (the order of ``x_embedder``). The
-    official table is built from ``np.meshgrid(w, h)`` (column coordinate first), so the first
-    dim/2 features encode the *column* j and the last dim/2 the *row* i:
-        emb[n] = [sin(j w), cos(j w), sin(i w), cos(i w)],  w_k = 10000^(-k/(dim/4)), k < dim/4.
-    """
-    if dim % 4:
-        raise ValueError(f"the 2-D sin-cos position embedding needs hidden_size divisible by 4 (got {dim})")
-    coords = torch.arange(grid_size, dtype=torch.float64)
-    row, col = torch.meshgrid(coords, coords, indexing="ij")  # row[i, j] = i, col[i, j] = j
-    return torch.cat([_sincos_1d(dim // 2, col.reshape(-1)), _sincos_1d(dim // 2, row.reshape(-1))], dim=1)
-
-
-# ------------------------------------------------------------------------------------------------
-# submodules (names mirror the official state_dict)
-# ------------------------------------------------------------------------------------------------
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, T, D) with T = (H/p)(W/p) tokens in row-major order."""
-
-    def __init__(self, patch_size: int, in_channels: int, hidden_size: int):
-        super().__init__()
-        self.proj = nn.Conv2d(in_channels, hidden_size, kernel_size=patch_size, stride=patch_size, bias=True)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
-
-
-class TimestepEmbedder(nn.Module):
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(TIME_EMBED_DIM, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
-
-    def forward(self, t: Tensor) -> Tensor:
-        emb = timestep_embedding(t, TIME_EMBED_DIM)
-        return self.mlp(emb.to(self.mlp[0].weight.dtype))
-
-
-class LabelEmbedder(nn.Module):
-    """Class embedding with label dropout for classifier-free guidance (null label = num_classes)."""
-
-    def __init__(self, num_classes: int, hidden_size: int, dropout_prob: float):
-        super().__init__()
-        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), hidden_size)
-        self.num_classes = num_classes
-        self.dropout_prob = dropout_prob
-
-    def token_drop(self, labels: Tensor, force_drop_ids: Tensor | None = None) -> Tensor:
-        if force_drop_ids is None:
-            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-        else:
-            drop = force_drop_ids == 1
-        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
-
-    def forward(self, labels: Tensor, train: bool, force_drop_ids: Tensor | None = None) -> Tensor:
-        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
-            labels = self.token_drop(labels, force_drop_ids)
-        return self.embedding_table(labels)
-
-
 ATTN_IMPLS = ("auto", "sdpa", "matmul")
 
 
@@ -430,88 +356,3 @@ class SiT(nn.Module):
     def num_params(self) -> int:
         """All parameters including the frozen pos_embed (how the published counts are made)."""
         return sum(p.numel() for p in self.parameters())
-
-
-# ------------------------------------------------------------------------------------------------
-# analytic counts
-# ------------------------------------------------------------------------------------------------
-def param_count(config: ModelConfig) -> int:
-    """Number of parameters of SiT(config), including pos_embed, from the architecture alone."""
-    D, p, C, nc = config.hidden_size, config.patch_size, config.in_channels, config.num_classes
-    M = int(D * config.mlp_ratio)
-    T = (config.input_size // p) ** 2
-    lin = lambda i, o: i * o + o  # noqa: E731  weight + bias
-    H = swiglu_hidden(D, config.mlp_ratio)
-    mlp = lin(D, 2 * H) + lin(H, D) if config.swiglu else lin(D, M) + lin(M, D)
-    hd = D // config.num_heads
-    qk = 0 if not config.qk_norm else (2 * hd if config.rmsnorm else 4 * hd)  # q_norm, k_norm (LayerNorm: + bias)
-    block = lin(D, 3 * D) + lin(D, D) + mlp + lin(D, 6 * D) + qk + (2 * D if config.rmsnorm else 0)
-    return (
-        (D if config.rmsnorm else 0) +                          # final_layer.norm_final
-        T * D                                                   # pos_embed
-        + D * C * p * p + D                                     # x_embedder.proj
-        + lin(TIME_EMBED_DIM, D) + lin(D, D)                    # t_embedder.mlp
-        + (nc + int(config.class_dropout_prob > 0)) * D         # y_embedder.embedding_table
-        + config.depth * block
-        + lin(D, p * p * config.out_channels) + lin(D, 2 * D)   # final_layer
-    )
-
-
-class FrozenCompiled(nn.Module):
-    """``net`` compiled for inference with inductor freezing (see ``compile_for_inference``).
-    Calls run under ``torch.no_grad()`` with freezing on; attributes fall through to ``net``."""
-
-    def __init__(self, net: nn.Module, dynamic: bool = False):
-        super().__init__()
-        self.net = net
-        self._compiled = torch.compile(net, dynamic=dynamic)
-
-    def forward(self, *args, **kwargs):
-        import torch._inductor.config as inductor_config
-
-        # freezing is read when a graph is compiled (first call, and each new input shape); it is
-        # set only around these calls so other compiled code in the process is not frozen
-        with inductor_config.patch(freezing=True), torch.no_grad():
-            return self._compiled(*args, **kwargs)
-
-    def __getattr__(self, name: str):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self._modules["net"], name)
-
-
-def compile_for_inference(net: nn.Module, dynamic: bool = False) -> FrozenCompiled:
-    """``torch.compile`` for sampling and evaluation, with inductor's *freezing*: the weights become
-    constants of the compiled graph, so casts are folded, and on CPUs the linear weights are
-    prepacked once into oneDNN's blocked layout and the LayerNorm/modulate/GELU/residual passes
-    are fused around them (SiT-S/2 bf16 forward on 8 rows: about 66 % -> 80 % of the bf16 matmul
-    peak on an AVX-512-BF16 CPU; docs/benchmarks.md "Network").
-
-    Puts ``net`` in eval mode without gradients and returns a module whose calls run under
-    ``torch.no_grad()``. The compiled graph is only valid while the weights do not change
-    (compile again after loading new ones); each new batch shape compiles once (``dynamic=False``:
-    samplers keep one shape). Attribute access (``config``, ``in_channels`` ...) falls through.
-    """
-    net.eval().requires_grad_(False)
-    return FrozenCompiled(net, dynamic=dynamic)
-
-
-def forward_flops(config: ModelConfig, batch: int) -> int:
-    """Matmul FLOPs (2 per multiply-add) of one forward pass on ``batch`` images.
-
-    Counts the patch embedding, time MLP, every block's adaLN, q/k/v, attention scores QK^T and
-    weighted sum AV, output projection, MLP, and the final layer. Elementwise work is not counted.
-    A training step (forward + backward) is 3x this.
-    """
-    D, p = config.hidden_size, config.patch_size
-    M = int(D * config.mlp_ratio)
-    T = (config.input_size // p) ** 2
-    N = batch * T
-    per_block = 2 * N * D * (3 * D + D + 2 * M) + 2 * 2 * batch * T * T * D + 2 * batch * D * 6 * D
-    return (
-        2 * N * config.in_channels * p * p * D
-        + 2 * batch * (TIME_EMBED_DIM * D + D * D)
-        + config.depth * per_block
-        + 2 * batch * D * 2 * D + 2 * N * D * p * p * config.out_channels
-    )

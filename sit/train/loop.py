@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import signal
 import threading
@@ -26,8 +24,17 @@ from sit.checkpoints import OBJECTIVE_FILE, PHEMA_FILE, read_extra_state, read_o
 from sit.config import MAX_THREADS_PER_CORE, ConfigError, ModelConfig, TrainConfig, field_error, max_threads, usable_cores
 from sit.train.builders import Objective, build_objective, model_config_for
 from sit.train.data import DataSource, StepSampler, build_data
+from sit.train.ddp import average_grads, check_ranks_agree, wrap
 from sit.train.folder import OpenedRun, check_resumed_space, open_fresh, open_resume, run_meta, write_run_config
 from sit.train.log import NUM_T_BINS, Logger, Window, truncate_metrics
+from sit.train.optim import (  # (sit.train and the benchmarks import them from here too)
+    clip_grad_norm,
+    ema_decay_at,
+    ema_update,
+    load_adamw_state,
+    lr_at,
+    make_adamw,
+)
 from sit.train.report import finish_run, sample_grid
 from sit.train.seeds import generator, rng_state, seed_of, set_rng_state
 
@@ -71,64 +78,6 @@ class TrainResult:
     quality: dict | None = None
     net: nn.Module | None = None    # the trained network and its EMA (this process's copies)
     ema: nn.Module | None = None
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * net, for every trainable parameter."""
-    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in net.parameters()], 1.0 - decay)
-
-
-def make_adamw(params: list, lr: float, weight_decay: float = 0.0, betas: tuple = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW over ``params``, as the official train.py builds it (same update, eq. of Loshchilov &
-    Hutter), but with torch's fused kernel where it exists: one pass per tensor for the moments,
-    the decay and the step instead of about a dozen per-tensor ops (SiT-S/2 on a 2-core CPU:
-    ~80 -> ~13 ms per step; benchmarks/bench_train.py). Its state dict is the same as the
-    unfused optimizer's, so checkpoints load either way."""
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas, fused=True)
-    except RuntimeError:  # torch refuses the fused kernel for these parameters' device or dtype
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=betas)
-
-
-def load_adamw_state(opt: torch.optim.AdamW, state_dict: dict) -> None:
-    """Load a saved AdamW state (fused or not) and keep ``opt``'s own kernel choice: torch's
-    load_state_dict would take the saved groups' fused/foreach flags, so a run resumed from a
-    checkpoint of the unfused optimizer would silently lose the fused kernel."""
-    kernel = {k: opt.defaults.get(k) for k in ("fused", "foreach")}
-    opt.load_state_dict(state_dict)
-    for group in opt.param_groups:
-        group.update(kernel)
-        if kernel["fused"]:
-            for q in group["params"]:
-                st = opt.state.get(q, {})
-                if "step" in st:  # the fused kernel wants its step counts as float32 beside the weights
-                    st["step"] = st["step"].to(device=q.device, dtype=torch.float32)
-
-
-def clip_grad_norm(params: list, max_norm: float) -> float:
-    """The total gradient norm (float); gradients scaled by max_norm / (norm + 1e-6) when it exceeds
-    max_norm, as torch.nn.utils.clip_grad_norm_ does, which also multiplies by a clamped 1.0
-    every step: skipping that no-op saves a pass over every gradient (bit-identical result)."""
-    if not hasattr(torch.nn.utils, "get_total_norm"):  # torch < 2.6
-        return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-    grads = [q.grad for q in params if q.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads)
-    value = float(norm)
-    if value > max_norm and math.isfinite(value):
-        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-    return value
-
-
-def ema_decay_at(cfg: TrainConfig, updates: int) -> float:
-    return min(cfg.ema_decay, (1.0 + updates) / (10.0 + updates)) if cfg.ema_warmup else cfg.ema_decay
-
-
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    """Learning rate of step ``step`` (0-based): linear warm-up over ``warmup_steps``, then constant."""
-    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    return cfg.lr
 
 
 class _NoDrop(nn.Module):
@@ -256,7 +205,7 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
     if run.loaded is not None:
         _restore(run.loaded, net, ema, opt, st, run_dir, objective, pema)
     dist.barrier()
-    p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, _wrap(net, cfg, device), params, objective, data,
+    p = _Parts(cfg, model_cfg, run_dir, device, net, ema, opt, wrap(net, cfg, device), params, objective, data,
                StepSampler(data.n, cfg.global_batch, cfg.grad_accum, dist.world_size(), dist.rank(), cfg.seed), meta, callbacks,
                term_params=term_params, pema=pema)
     p.fn_net = _NoDrop(p.train_net, model_cfg.in_channels, model_cfg.out_channels,
@@ -265,7 +214,7 @@ def _train(run: OpenedRun, device: torch.device, callbacks: Callbacks) -> TrainR
         p.autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)
     status = _run_steps(p, st)
     if dist.world_size() > 1:
-        _check_ranks_agree(net, ema, run_dir, device)
+        check_ranks_agree(net, ema, run_dir, device)
     result = TrainResult(run_dir, st.step, status, st.last_ckpt, net=net, ema=ema)
     if status == "done" and dist.is_main():
         result.quality = finish_run(run_dir, st.last_ckpt, ema, cfg, model_cfg, data, p.objective, device)
@@ -382,7 +331,7 @@ def _step(p: _Parts, st: _State, batches, logger: Logger) -> None:
         _micro(p, st.step, micro, batch[0], batch[1], sums, batch[2] if len(batch) > 2 else None)
     loss, bins, counts, bad = sums.all_reduce(p.device)
     if p.term_params and dist.world_size() > 1:
-        _average_grads(p.term_params, p.device)
+        average_grads(p.term_params, p.device)
     st.grad_norm = clip_grad_norm(p.params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
     if bad.item() == 0 and math.isfinite(st.grad_norm):
         p.opt.step()
@@ -454,17 +403,6 @@ def _checkpoint(p: _Parts, st: _State) -> Path:
     return final
 
 
-def _average_grads(params: list, device) -> None:
-    """DDP for the loss terms' own parameters (outside the DDP-wrapped network): gradients
-    averaged over ranks with one all-reduce, as DDP does for the network."""
-    grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in params]
-    flat = dist.all_reduce_sum(torch.cat([g.reshape(-1) for g in grads]).to(device)) / dist.world_size()
-    i = 0
-    for q, g in zip(params, grads):
-        q.grad = flat[i : i + g.numel()].view_as(q).to(q.dtype)
-        i += g.numel()
-
-
 def _check_shapes(data: DataSource, mc: ModelConfig) -> None:
     if (data.channels, data.size, data.num_classes) != (mc.in_channels, mc.input_size, mc.num_classes):
         raise ValueError(
@@ -489,33 +427,3 @@ def _restore(loaded: tuple, net, ema, opt, st: _State, run_dir: Path, objective:
         set_rng_state(state["rng"])
     if dist.is_main():
         truncate_metrics(run_dir / "metrics.jsonl", st.step)
-
-
-def _wrap(net: nn.Module, cfg: TrainConfig, device: torch.device) -> nn.Module:
-    train_net = torch.compile(net) if cfg.compile else net
-    if dist.world_size() > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        train_net = DDP(train_net, device_ids=[device.index] if device.type == "cuda" else None)
-    return train_net
-
-
-def _params_digest(module: nn.Module) -> bytes:
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return h.digest()
-
-
-def _check_ranks_agree(net: nn.Module, ema: nn.Module, run_dir: Path, device) -> None:
-    """DDP: every rank must hold bit-identical weights; write RUN/ddp_check.json, raise if not."""
-    d = torch.tensor(list(_params_digest(net) + _params_digest(ema)), dtype=torch.int32, device=device).view(1, -1)
-    allr = dist.all_gather_cat(d).cpu()
-    same = bool((allr == allr[0:1]).all())
-    if dist.is_main():
-        from sit.io import write_text_atomic
-
-        write_text_atomic(run_dir / "ddp_check.json", json.dumps({"world_size": dist.world_size(), "ranks_identical": same}) + "\n")
-    if not same:
-        raise RuntimeError("DDP ranks ended with different weights (sha256 of model/EMA differ between ranks)")
