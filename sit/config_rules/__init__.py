@@ -7,8 +7,8 @@ cosine term), `meanflow`, `vae` (the latent scale / shift). `TrainConfig.__post_
 and raises `ConfigError` / ValueError naming the field. Adding a feature: its module and its
 check(s) in `TRAIN_CHECKS`.
 
-Must not import: `sit.config` (which imports this package), torch, anything of sit but
-`sit.field_errors`, `sit.bounds` and `sit.sampler_kinds`.
+Imports no torch. Must not import: `sit.config` (which imports this package), anything of sit but
+`sit.config_rules` and `sit.field_errors` and `sit.bounds` and `sit.sampler_kinds`.
 """
 
 from sit.config_rules.basics import check_batch_and_cfg, check_choices, check_counts, check_loss_weight, check_optimiser
