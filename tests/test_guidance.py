@@ -81,7 +81,7 @@ def test_interval():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.5", None, True])
 def test_bad_scale_named(bad):
-    with pytest.raises(ValueError, match="cfg_scale"):
+    with pytest.raises(ValueError, match="GuidedModel.scale"):
         GuidedModel(Recorder(), bad, NULL)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -237,25 +236,11 @@ def sample_config_from_args(args, base):
 
 
 def guidance_from_args(args, base):
-    from sit.generate.spec import parse_channels, parse_interval
+    """The guidance record from its flags over ``base`` (`sit.guidance.guidance_from_flags`: the
+    record's own fields and a strategy's record, e.g. `Guide` from --guide-ckpt)."""
+    from sit.guidance import guidance_from_flags
 
-    kw = {}
-    if args.cfg_scale is not None:
-        kw["scale"] = args.cfg_scale
-    if args.cfg_channels is not None:
-        kw["channels"] = parse_channels(args.cfg_channels)
-    if args.cfg_interval is not None:
-        kw["interval"] = parse_interval(args.cfg_interval)
-    if getattr(args, "guide_ckpt", None):
-        kw["guide"] = ""  # the guide's identity is filled in once it is resolved
-    try:
-        guidance = dataclasses.replace(base, **kw)
-    except ValueError as e:
-        raise ValueError(re.sub(r"cfg_scale \(guidance scale zeta\)", "--cfg-scale", str(e))) from None
-    from sit.generate.glue import guide_needs_scale
-
-    guide_needs_scale(guidance)
-    return guidance
+    return guidance_from_flags(base, vars(args))
 
 
 def _folder_vae(args) -> None:
@@ -307,7 +292,7 @@ def run(args) -> int:
     res = sample_set(
         args.ckpt, Path(args.out), spec, batch_size=args.batch_size, device=args.device, initial_noise=noise,
         noise_file=args.noise, lt_table=args.lt_table, kind=args.kind, num_heads=args.num_heads,
-        compile=args.compile, tf32=args.tf32, preset=preset, guide_ckpt=args.guide_ckpt,
+        compile=args.compile, tf32=args.tf32, preset=preset,
         outputs=Outputs(grid_png=args.grid_png, png_folder=args.png_folder, keep_parts=args.keep_parts,
                         progress=not args.no_progress),
     )

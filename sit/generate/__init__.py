@@ -5,7 +5,7 @@ Modules (each imports only those above it):
   presets   the paper's settings as typed records
   noise     `RowNoise` (sample i's randomness from seed + i), labels, --noise files
   engine    `generate`: parts, resume, verification, merge, manifest; `sample_images` in memory
-  glue      network + RunMeta -> latent sampler (`latent_sampler`, `prepare_network`)
+  glue      network + RunMeta -> latent sampler (`latent_sampler`, `prepare_network`, `load_guide`)
   evaldata  data / model loading for the measurement commands
   run       `sample_set`: checkpoint + spec -> sample set (what `sit sample` runs)
 """
@@ -17,6 +17,7 @@ from sit.generate.glue import (
     default_device,
     find_loss_table,
     latent_sampler,
+    load_guide,
     loss_table_path,
     model_num_classes,
     prepare_network,
@@ -28,7 +29,7 @@ from sit.generate.spec import DiscreteSampleConfig, SampleSpec, parse_channels, 
 __all__ = [
     "GenerateResult", "generate", "merge_parts", "missing_chunks", "sample_images", "scan_parts",
     "default_data_spec", "eval_batches", "load_eval_data", "load_eval_model", "match_model_input",
-    "build_latent_sampler", "default_device", "find_loss_table", "latent_sampler", "loss_table_path",
+    "build_latent_sampler", "default_device", "find_loss_table", "latent_sampler", "load_guide", "loss_table_path",
     "model_num_classes", "prepare_network", "sample_config", "RowNoise", "labels_for", "load_noise",
     "parse_labels", "DiscreteSampleConfig", "SampleSpec", "parse_channels", "parse_interval",
 ]
