@@ -10,7 +10,8 @@ import torch
 from sit.cli import main
 from sit.generate.presets import DEFAULT_SAMPLE, PRESETS
 from sit.generate.spec import DiscreteSampleConfig, SampleSpec, parse_channels, parse_interval
-from sit.guidance import GuidanceConfig, GuidedModel
+from sit.guidance import GuidanceConfig
+from sit.guidance.guided import GuidedModel
 from sit.io import differing_fields
 from sit.samplers import SampleConfig
 

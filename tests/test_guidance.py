@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sit.guidance import GuidedModel
+from sit.guidance.guided import GuidedModel
 from sit.objectives import velocity_field
 from sit.paths import Linear
 from sit.samplers import SampleConfig, sample

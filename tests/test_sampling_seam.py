@@ -12,7 +12,8 @@ import torch
 import sit.models.checkpoint as ckpt_mod
 from sit.cli import main
 from sit.config import ModelConfig
-from sit.guidance import GuidanceConfig, Guide, GuidedModel
+from sit.guidance import GuidanceConfig, Guide
+from sit.guidance.guided import GuidedModel
 from sit.models.sit import SiT
 from sit.paths import Linear
 from sit.samplers import SAMPLERS, SampleConfig, SamplerRow

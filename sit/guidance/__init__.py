@@ -21,7 +21,8 @@ lists them all and `guidance_from_flags` builds the record from flag values.
 Options of every strategy: ``channels`` (guide only channels 0..k-1; the official SiT/DiT
 ``forward_with_cfg`` guides 3 of the 4 latent channels) and ``interval`` (guide only for paper
 times t_lo <= t <= t_hi; `check_interval`, the one rule). The torch wrapper is
-`sit.guidance.guided.GuidedModel` (``from sit.guidance import GuidedModel`` works too).
+`sit.guidance.guided.GuidedModel`; this package never imports its modules (the rows name them as
+strings), so nothing here pulls in torch and no import runs back up.
 
 Math core, torch-free: imports `sit.config` only (the CLI builds its parsers from these records
 without torch); never sit.models, the programs or commands.
@@ -258,11 +259,3 @@ def guidance_from_flags(base: GuidanceConfig, values: Mapping[str, Any]) -> Guid
     for rec in records:
         kw["guide"] = rec(**kw.pop(rec))
     return dataclasses.replace(base, **kw)
-
-
-def __getattr__(name: str):  # the torch wrapper, imported on first use
-    if name == "GuidedModel":
-        from sit.guidance.guided import GuidedModel
-
-        return GuidedModel
-    raise AttributeError(f"module 'sit.guidance' has no attribute {name!r}")
