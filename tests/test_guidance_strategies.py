@@ -178,3 +178,18 @@ def test_a_toy_strategy_runs_through_sit_sample(ckpt, toy_row, tmp_path):
     settings = json.loads((tmp_path / "toy" / "manifest.json").read_text())["settings"]
     assert settings["guidance"]["guide"] == {"label": 10}
     assert "guide" not in json.loads((tmp_path / "cfg" / "manifest.json").read_text())["settings"]["guidance"]
+
+
+def test_sweep_loads_the_guide_through_the_record(ckpt, tmp_path):
+    """`sit sweep --guide-ckpt`: the same loader and record as `sit sample` (the model as its own guide
+    gives the unguided points, at twice the NFE)."""
+    from sit.cli import main
+    from sit.evaluate.plots import read_csv
+
+    common = ["sweep", "--ckpt", ckpt, "--samplers", "euler", "--nfe", "2", "--num-samples", "8", "--batch-size", "8",
+              "--no-progress"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--cfg-scale", "3", "--guide-ckpt", ckpt, "--out", str(tmp_path / "auto")]) == 0
+    plain, auto = (read_csv(tmp_path / d / "sweep.csv")[0] for d in ("plain", "auto"))
+    assert int(plain["nfe"]) == 2 and int(auto["nfe"]) == 4
+    assert float(auto["fid"]) == pytest.approx(float(plain["fid"]), rel=1e-4)
