@@ -71,11 +71,12 @@ def latent_sampler(
     the manifest. ``sample_cfg``: a `SampleConfig` (continuous SiT models) or a
     `DiscreteSampleConfig` (DiT). ``guidance``: its record holds the loaded guide of autoguidance
     (`load_guide`). ``info["nfe"]`` is the network evaluations per sample."""
+    from sit.guidance import NEEDS_NETWORK
     from sit.network_sampler import build_sampler
 
     sampler = build_sampler(net, meta, sample_cfg, guidance, precision=precision, table=table, progress=progress)
     desc = dict(sampler.description)
-    if guidance.strategy == "autoguidance":
+    if guidance.active and guidance.row.needs == NEEDS_NETWORK:  # the guide network the record holds
         g = guidance.guide
         desc["guide"] = {"identity": g.identity, "source": getattr(g.meta, "source", None),
                          "step": getattr(g.meta, "step", None)}
