@@ -184,8 +184,7 @@ def build_sampler(
 def _discrete(net, field_fn, guide_fn, cfg: DiscreteSampleConfig, guidance: GuidanceConfig, progress) -> Sampler:
     from sit import discrete
 
-    if guidance.interval is not None:
-        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
+    guidance.check_model(discrete=True)
     learn_sigma = field_fn.out_channels == 2 * field_fn.in_channels
     diffusion = discrete.DiscreteDiffusion(discrete.DiscreteConfig(learn_sigma=learn_sigma)).respace(cfg.num_steps)
     raw = NFECounter(field_fn.raw)

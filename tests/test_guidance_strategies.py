@@ -117,6 +117,18 @@ def test_a_guide_without_a_scale_is_one_rule():
         GuidanceConfig(scale=2.0, guide="abc")  # the old placeholder string is no guide
 
 
+def test_the_rules_that_need_the_model_are_one_method():
+    """`check_model`: what `sit sample` checks before sampling and the seam checks again."""
+    for g, kw, field in [(GuidanceConfig(scale=2.0, interval=(0.1, 0.9)), dict(discrete=True), "interval"),
+                         (GuidanceConfig(scale=2.0, channels=5), dict(discrete=False, in_channels=4), "channels"),
+                         (GuidanceConfig(scale=2.0), dict(discrete=False, has_classes=False), "scale")]:
+        with pytest.raises(ConfigError) as e:
+            g.check_model(**kw)
+        assert e.value.field == field
+    GuidanceConfig(scale=2.0, guide=Guide("g")).check_model(discrete=False, has_classes=False)  # autoguidance: no null label
+    GuidanceConfig(scale=2.0, channels=4, interval=(0.1, 0.9)).check_model(discrete=False, in_channels=4)
+
+
 def test_the_record_is_torch_free_and_carries_its_flags():
     code = "import sys, sit.guidance; assert not [m for m in sys.modules if m.startswith('torch')], 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)

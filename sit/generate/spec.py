@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from sit.config import ConfigError, added_later, to_dict
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
-from sit.guidance import NEEDS_NULL_LABEL, GuidanceConfig, parse_channels, parse_interval  # noqa: F401
+from sit.guidance import GuidanceConfig, parse_channels, parse_interval  # noqa: F401
 from sit.network_sampler import PRECISIONS
 from sit.samplers import SampleConfig
 
@@ -112,11 +112,5 @@ def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | N
                           f"discrete-time DDPM model (DiT) (got {method!r})")
     if time_input != "discrete" and spec.discrete:
         raise ConfigError("DiscreteSampleConfig", "method", f"{method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
-    if spec.discrete and spec.guidance.interval is not None:
-        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
-    ch = spec.guidance.channels
-    if ch is not None and ch > in_channels:
-        raise ConfigError("GuidanceConfig", "channels", f"{ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
-    if spec.guidance.active and num_classes is None and spec.guidance.row.needs == NEEDS_NULL_LABEL:
-        raise ConfigError("GuidanceConfig", "scale", f"{spec.guidance.scale} needs a class-conditional model (this one has no classes)")
+    spec.guidance.check_model(discrete=spec.discrete, in_channels=in_channels, has_classes=num_classes is not None)
     check_labels(spec.labels, num_classes)

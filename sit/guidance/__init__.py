@@ -208,6 +208,20 @@ class GuidanceConfig:
         """"off", or the name of the strategy's row ("cfg", "autoguidance", ...)."""
         return "off" if not self.active else strategy_of(self.guide)[0]
 
+    def check_model(self, *, discrete: bool, in_channels: int | None = None, has_classes: bool = True) -> None:
+        """The rules that need the model (checked before sampling, and by the seam): an interval is
+        in continuous time, not DiT's integer steps; at most the model's channels are guided; a
+        strategy that uses the null label needs a class-conditional model."""
+        if discrete and self.interval is not None:
+            raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to "
+                              "{DiscreteSampleConfig.method} ddpm/ddim")
+        if in_channels is not None and self.channels is not None and self.channels > in_channels:
+            raise ConfigError("GuidanceConfig", "channels", f"{self.channels} exceeds the model's {in_channels} "
+                              f"channel(s); give 'all' or 1..{in_channels}")
+        if self.active and not has_classes and self.row.needs == NEEDS_NULL_LABEL:
+            raise ConfigError("GuidanceConfig", "scale", f"{self.scale} needs a class-conditional model (this one has "
+                              "no classes)")
+
     def wrap(self, model_fn: Callable, null_class: int | None = None, guide_fn: Callable | None = None) -> Callable:
         """``model_fn(x, t, y)`` guided by this config through its strategy's row, or ``model_fn``
         itself when guidance is off. ``null_class``: the model's null label (None: it has none);
