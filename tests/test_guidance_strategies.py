@@ -1,7 +1,7 @@
 """Guidance as one record and one table (`sit.guidance`): the guide rides in `GuidanceConfig` (its
 path, then its identity and network once `load_guide` has read it), "a guide needs a scale" is one
 rule, and a toy strategy added by one module (here: this file's `wrap`) plus its record and one row
-of `STRATEGIES` works through `build_sampler`, the flag values and `sit sample`'s run."""
+of `STRATEGIES` works through `build_sampler`, and `sit sample` / `sit sweep` with its generated flag."""
 
 import dataclasses
 import inspect
@@ -167,29 +167,47 @@ def test_a_toy_strategy_takes_its_flags_from_its_record(toy_row):
     assert ("OtherLabel", "label") in {(rec.__name__, f.name) for rec, f in guidance_flag_fields()}
     g = guidance_from_flags(GuidanceConfig(), {"cfg_scale": 2.0, "guide_label": "4"})
     assert g.guide == OtherLabel(4) and g.strategy == "other_label"
-    with pytest.raises(ConfigError, match="one guidance strategy"):
+    with pytest.raises(ValueError, match=r"one strategy: --guide-ckpt \(autoguidance\) and --guide-label \(other_label\)"):
         guidance_from_flags(GuidanceConfig(), {"cfg_scale": 2.0, "guide_label": "4", "guide_ckpt": "g"})
     with pytest.raises(ConfigError, match="other than 1"):
         guidance_from_flags(GuidanceConfig(), {"guide_label": "4"})
 
 
-def test_a_toy_strategy_runs_through_sit_sample(ckpt, toy_row, tmp_path):
-    """`sit sample`'s run with the toy's flag value in its namespace (the flag itself is generated
-    from the record's metadata by the command's parser)."""
-    from sit.cli import build_parser, main
-    from sit.commands import sample
+def test_a_toy_strategy_runs_through_sit_sample_and_sweep_with_its_generated_flag(ckpt, toy_row, tmp_path, capsys):
+    """The toy record's flag (--guide-label, from its field's metadata) in `sit sample` and `sit sweep`;
+    guiding away from the null label (10) gives the CFG samples exactly."""
+    from sit.cli import main
+    from sit.evaluate.plots import read_csv
 
+    assert "--guide-label K" in _help("sample", capsys) and "--guide-label K" in _help("sweep", capsys)
     common = ["--ckpt", ckpt, "--num-samples", "4", "--batch-size", "4", "--labels", "1,2,3,4", "--method", "heun",
               "--num-steps", "3", "--cfg-scale", "3", "--save-latents", "npy", "--no-progress"]
-    ns = build_parser().parse_args(["sample", *common, "--out", str(tmp_path / "toy")])
-    ns.guide_label = "10"
-    assert sample.run(ns) == 0
+    assert main(["sample", *common, "--guide-label", "10", "--out", str(tmp_path / "toy")]) == 0
     assert main(["sample", *common, "--out", str(tmp_path / "cfg")]) == 0
     toy, cfg = (np.load(tmp_path / d / "latents.npy") for d in ("toy", "cfg"))
-    np.testing.assert_array_equal(toy, cfg)  # away from the null label = CFG
+    np.testing.assert_array_equal(toy, cfg)
     settings = json.loads((tmp_path / "toy" / "manifest.json").read_text())["settings"]
     assert settings["guidance"]["guide"] == {"label": 10}
     assert "guide" not in json.loads((tmp_path / "cfg" / "manifest.json").read_text())["settings"]["guidance"]
+    sweep = ["sweep", "--ckpt", ckpt, "--samplers", "euler", "--nfe", "2", "--num-samples", "8", "--batch-size", "8",
+             "--cfg-scale", "3", "--no-progress"]
+    assert main([*sweep, "--guide-label", "10", "--out", str(tmp_path / "sw_toy")]) == 0
+    assert main([*sweep, "--out", str(tmp_path / "sw_cfg")]) == 0
+    assert read_csv(tmp_path / "sw_toy" / "sweep.csv")[0]["fid"] == read_csv(tmp_path / "sw_cfg" / "sweep.csv")[0]["fid"]
+    capsys.readouterr()
+    assert main(["sample", *common, "--guide-label", "3", "--guide-ckpt", ckpt, "--out", str(tmp_path / "two")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["sit sample: error: guidance takes one strategy: --guide-ckpt (autoguidance) and --guide-label "
+                   "(other_label) were both given"]
+
+
+def _help(command, capsys) -> str:
+    from sit.cli import main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out
 
 
 def test_sweep_loads_the_guide_through_the_record(ckpt, tmp_path):

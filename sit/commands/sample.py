@@ -133,15 +133,9 @@ def add_sampler_arguments(p) -> None:
     g.add_argument("--ddim-eta", type=float, metavar="ETA",
                    help=f"DDIM's eta for --method ddim (default {DiscreteSampleConfig.eta})")
     g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
-    from sit.guidance import GuidanceConfig
+    from sit.commands._guidance_flags import add_guidance_arguments
 
-    g.add_argument("--cfg-scale", type=float, metavar="ZETA",
-                   help=f"classifier-free guidance scale (1 = off; default {GuidanceConfig.scale})")
-    g.add_argument("--cfg-channels", metavar="all|K", help="guide all channels (default) or the first K (official: 3)")
-    g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    g.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint of the same data, path and classes (called "
-                        "with the same label) instead of the null label; --cfg-scale is its zeta (default: CFG)")
+    add_guidance_arguments(g)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
 
 
 def add_set_arguments(p) -> None:

@@ -47,11 +47,9 @@ def register(sub) -> None:
                    help="K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
                         "error bars (standard deviation over the K sets) (default %(default)s)")
     p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
-    p.add_argument("--cfg-scale", type=float, default=1.0, metavar="ZETA")
-    p.add_argument("--cfg-channels", default="all", metavar="all|K")
-    p.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    p.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint (same label) instead of the null label")
+    from sit.commands._guidance_flags import add_guidance_arguments
+
+    add_guidance_arguments(p)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
     p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
     p.add_argument("--ref", metavar="NPZ|DIR", help="ADM reference batch (images or mu/sigma), or a `sit extract` folder "
                    "(its latents decoded by --vae), for Inception FID of latent models")

@@ -257,6 +257,7 @@ def guidance_from_flags(base: GuidanceConfig, values: Mapping[str, Any]) -> Guid
     `GuidanceConfig`'s own fields, and a strategy's record where any of its flags is given (at most
     one strategy). Every rule is the record's own (`GuidanceConfig.__post_init__`)."""
     kw: dict[str, Any] = {}
+    given: dict[type, str] = {}  # a strategy record -> the first of its flags given
     for rec, f in guidance_flag_fields():
         v = values.get(flag_dest(f.metadata["flag"]))
         if v is None or v == "":
@@ -266,10 +267,12 @@ def guidance_from_flags(base: GuidanceConfig, values: Mapping[str, Any]) -> Guid
             kw[f.name] = v
         else:
             kw.setdefault(rec, {})[f.name] = v
+            given.setdefault(rec, f.metadata["flag"])
     records = [rec for rec in kw if isinstance(rec, type)]
     if len(records) > 1:
-        names = [n for n, r in STRATEGIES.items() if r.record in records]
-        raise ConfigError("GuidanceConfig", "guide", f"takes one guidance strategy (got flags of {names})")
+        names = {r.record: n for n, r in STRATEGIES.items() if r.record is not None}
+        raise ValueError("guidance takes one strategy: " + " and ".join(f"{given[r]} ({names[r]})" for r in records)
+                         + " were both given")
     for rec in records:
         kw["guide"] = rec(**kw.pop(rec))
     return dataclasses.replace(base, **kw)
