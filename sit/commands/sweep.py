@@ -9,6 +9,9 @@ from typing import TYPE_CHECKING
 
 from sit.commands._args import add_command, finish_command, require_at_least
 
+if TYPE_CHECKING:
+    from sit.guidance import GuidanceConfig
+
 EXAMPLES = """\
 examples:
   # the demo checkpoint: classifier-feature FID (sit.evaluate.classifier) vs NFE, 4 samplers
@@ -63,10 +66,6 @@ def register(sub) -> None:
 
     add_vae_space_arguments(p)
     finish_command(p, run)
-
-
-if TYPE_CHECKING:
-    from sit.guidance import GuidanceConfig
 
 
 def parse_sampler(spec: str) -> tuple[str, dict]:
