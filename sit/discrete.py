@@ -28,7 +28,7 @@ All table functions take the **grid index** j in {0..N-1} (j = k without respaci
 Samplers: ancestral (``sample_ddpm``) and DDIM (``sample_ddim``, eta = 0 deterministic), both
 walking the grid from j = N - 1 down to 0, with no clipping of the predicted x* unless asked
 (DiT's sampling scripts do not clip). Classifier-free guidance belongs to the caller's model_fn
-(e.g. ``sit.guidance.GuidedModel``): it combines the eps channels; DiT's ``forward_with_cfg``
+(e.g. ``sit.guidance.guided.GuidedModel``): it combines the eps channels; DiT's ``forward_with_cfg``
 guides only latent channels 0..2 and keeps the conditional value of channel 3 and of the
 variance channels.
 """

@@ -6,9 +6,9 @@ Used by `sit sample` / `sit sweep` (`sit.generate.glue`), training previews
 when guidance applies, the call counting and the choice of sampler (the table
 `sit.samplers.SAMPLERS`; DiT's ``ddpm`` / ``ddim`` for discrete-time models) live here once:
   - the prediction function in paper time is `sit.models.field.ModelField` (the only t <-> tau);
-  - guidance is `GuidanceConfig.wrap` (CFG with the null label, or autoguidance with a guide
-    network); CFG needs a null label, which a model has iff it was trained with label dropout
-    (`null_class`);
+  - guidance is `GuidanceConfig.wrap`, through its strategy's row (`sit.guidance.STRATEGIES`:
+    CFG with the null label, or autoguidance with the guide network its record holds); CFG needs
+    a null label, which a model has iff it was trained with label dropout (`null_class`);
   - network evaluations are counted by `sit.samplers.NFECounter` on the main network (``nfe``:
     a CFG call sends conditional and null rows in one batch, one evaluation) and on the guide
     (``guide_nfe``).
@@ -27,7 +27,7 @@ from torch import Tensor
 
 from sit.config import ConfigError, ModelConfig
 from sit.discrete import DiscreteSampleConfig
-from sit.guidance import GuidanceConfig
+from sit.guidance import NEEDS_NETWORK, GuidanceConfig
 from sit.samplers import NFECounter, SampleConfig
 
 PRECISIONS = ("fp32", "bf16", "bf16-weights")
@@ -125,33 +125,41 @@ def _check_guide(info: ModelInfo, net, guide_info: ModelInfo, guide_net) -> None
         raise ValueError(f"the guide network must match the model's input_size (model {a}, guide {b})")
 
 
+def _guide(guidance: GuidanceConfig, info: ModelInfo, net, precision: str):
+    """(network, prediction function) of the guidance record's loaded network, (None, None) for a
+    strategy that needs none."""
+    if guidance.row.needs != NEEDS_NETWORK:
+        return None, None
+    guide = guidance.guide
+    if not getattr(guide, "loaded", False):
+        raise ValueError(f"the guide {guide.path!r} is not loaded: load it first (sit.generate.glue.load_guide)")
+    g_info = info if guide.meta is None else (guide.meta if isinstance(guide.meta, ModelInfo) else ModelInfo.of(guide.meta))
+    _check_guide(info, net, g_info, guide.net)
+    return guide.net, prediction_fn(guide.net, g_info, precision)
+
+
 def build_sampler(
     net,
     meta,
     sample_cfg: SampleConfig | DiscreteSampleConfig,
     guidance: GuidanceConfig = GuidanceConfig(),
     *,
-    guide_net=None,
-    guide_meta=None,
     precision: str = "fp32",
     table=None,
     progress: bool = False,
 ) -> Sampler:
     """THE sampler of a network: ``net`` (a SiT/DiT module, ready: device, eval mode), ``meta``
     (RunMeta, `ModelInfo` or anything with path / prediction / time_input), ``sample_cfg`` (a
-    `SampleConfig` for continuous models, a `DiscreteSampleConfig` for DiT), ``guidance`` (off, CFG
-    or autoguidance with ``guide_net`` / ``guide_meta``, which must match the model's path,
+    `SampleConfig` for continuous models, a `DiscreteSampleConfig` for DiT), ``guidance`` (off, or
+    a strategy of `sit.guidance.STRATEGIES`; autoguidance's record holds its loaded guide
+    network and RunMeta (`sit.generate.glue.load_guide`), which must match the model's path,
     prediction, time input, channels, size and classes), ``precision`` "bf16" = autocast
     (the sampler math stays float32), ``table`` the L_t table of w = kl_eta."""
     if not isinstance(guidance, GuidanceConfig):
         raise TypeError(f"guidance must be a GuidanceConfig (got {type(guidance).__name__})")
     info = meta if isinstance(meta, ModelInfo) else ModelInfo.of(meta)
     field_fn = prediction_fn(net, info, precision)
-    guide_fn = None
-    if guide_net is not None:
-        g_info = info if guide_meta is None else (guide_meta if isinstance(guide_meta, ModelInfo) else ModelInfo.of(guide_meta))
-        _check_guide(info, net, g_info, guide_net)
-        guide_fn = prediction_fn(guide_net, g_info, precision)
+    guide_net, guide_fn = _guide(guidance, info, net, precision)
     if isinstance(sample_cfg, DiscreteSampleConfig) or info.discrete:
         if not isinstance(sample_cfg, DiscreteSampleConfig):
             raise ConfigError("SampleConfig", "method", "must be one of ['ddpm', 'ddim'] for this checkpoint, a "
@@ -176,8 +184,7 @@ def build_sampler(
 def _discrete(net, field_fn, guide_fn, cfg: DiscreteSampleConfig, guidance: GuidanceConfig, progress) -> Sampler:
     from sit import discrete
 
-    if guidance.interval is not None:
-        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
+    guidance.check_model(discrete=True)
     learn_sigma = field_fn.out_channels == 2 * field_fn.in_channels
     diffusion = discrete.DiscreteDiffusion(discrete.DiscreteConfig(learn_sigma=learn_sigma)).respace(cfg.num_steps)
     raw = NFECounter(field_fn.raw)

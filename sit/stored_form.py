@@ -43,6 +43,8 @@ def to_dict(cfg) -> dict[str, Any]:
 
 
 def _plain(v: Any) -> Any:
+    if callable(getattr(v, "stored_form", None)) and not isinstance(v, type):
+        return v.stored_form()  # a record of something loaded is stored as its identity (sit.guidance.Guide)
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
         return to_dict(v)
     if isinstance(v, tuple) and hasattr(v, "_fields"):  # a namedtuple, as dataclasses.asdict

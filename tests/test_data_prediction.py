@@ -9,7 +9,7 @@ import torch
 
 from sit import objectives as O
 from sit.config import ConfigError, TrainConfig, to_dict
-from sit.guidance import GuidedModel
+from sit.guidance.guided import GuidedModel
 from sit.models.field import ModelField
 from sit.paths import GVP, VP, Linear
 from sit.samplers import SAMPLERS, SampleConfig, sample

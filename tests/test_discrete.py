@@ -267,7 +267,7 @@ def test_ddim_with_exact_eps():
 
 
 def test_guided_dit_model_and_low_precision():
-    from sit import guidance
+    from sit.guidance import guided as guidance
     full = DiscreteDiffusion()
     d = full.respace(10)
     exact = exact_eps_fn(full, learned_v=0.0)

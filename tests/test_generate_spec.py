@@ -10,7 +10,8 @@ import torch
 from sit.cli import main
 from sit.generate.presets import DEFAULT_SAMPLE, PRESETS
 from sit.generate.spec import DiscreteSampleConfig, SampleSpec, parse_channels, parse_interval
-from sit.guidance import GuidanceConfig, GuidedModel
+from sit.guidance import GuidanceConfig
+from sit.guidance.guided import GuidedModel
 from sit.io import differing_fields
 from sit.samplers import SampleConfig
 
@@ -22,8 +23,8 @@ def test_guidance_config_is_frozen_and_validated():
     assert g.scale == 2.0 and isinstance(g.scale, float) and g.interval == (0.1, 0.9)
     with pytest.raises(dataclasses.FrozenInstanceError):
         g.scale = 3.0
-    for bad, word in ((dict(scale=float("nan")), "cfg_scale"), (dict(channels=0), "channels"),
-                      (dict(interval=(0.8, 0.2)), "interval"), (dict(scale=True), "cfg_scale")):
+    for bad, word in ((dict(scale=float("nan")), "GuidanceConfig.scale"), (dict(channels=0), "channels"),
+                      (dict(interval=(0.8, 0.2)), "interval"), (dict(scale=True), "GuidanceConfig.scale")):
         with pytest.raises(ValueError, match=word):
             GuidanceConfig(**bad)
     assert not GuidanceConfig().active and GuidanceConfig().wrap(abs, None) is abs

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sit.guidance import GuidedModel
+from sit.guidance.guided import GuidedModel
 from sit.objectives import velocity_field
 from sit.paths import Linear
 from sit.samplers import SampleConfig, sample
@@ -36,6 +36,7 @@ def test_guidance_formula_in_one_batched_call():
     torch.testing.assert_close(out, zeta * cond + (1 - zeta) * uncond)
     assert rec.calls[0][0] == 6 and rec.calls[0][1] == [0, 1, 2, NULL, NULL, NULL]
     assert g.nfe == 1 and g.rows == 6
+    assert g.scale == zeta and not hasattr(g, "cfg_scale")  # the guidance scale of either strategy, not "CFG's"
 
 
 def test_scale_one_skips_unconditional_and_scale_zero_is_unconditional():
@@ -81,7 +82,7 @@ def test_interval():
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.5", None, True])
 def test_bad_scale_named(bad):
-    with pytest.raises(ValueError, match="cfg_scale"):
+    with pytest.raises(ValueError, match="GuidedModel.scale"):
         GuidedModel(Recorder(), bad, NULL)
 
 

@@ -18,7 +18,7 @@ STORED = Path(__file__).parent / "data" / "identities.json"
 def current() -> dict:
     from sit.discrete import DiscreteSampleConfig
     from sit.generate.spec import SampleSpec
-    from sit.guidance import GuidanceConfig
+    from sit.guidance import GuidanceConfig, Guide
     from sit.study.cells import DEFAULT_BUDGET, select_cells
     from sit.study.run import Study, study_base
     from sit.study.scoring import ScoringConfig
@@ -27,7 +27,7 @@ def current() -> dict:
     cfg, mc = resolve_configs({})
     base, bmc = study_base()
     specs = {"sample_set": SampleSpec(), "sample_set_discrete": SampleSpec(sample=DiscreteSampleConfig()),
-             "sample_set_set": SampleSpec(guidance=GuidanceConfig(scale=2.0, guide="abc"), vae="vae", vae_sha256="def",
+             "sample_set_set": SampleSpec(guidance=GuidanceConfig(scale=2.0, guide=Guide("guide", identity="abc")), vae="vae", vae_sha256="def",
                                           vae_scale=0.2, vae_shift=0.1)}
     d = {
         "demo_run": {"train": to_dict(cfg), "model": to_dict(mc)},

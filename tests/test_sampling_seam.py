@@ -12,7 +12,8 @@ import torch
 import sit.models.checkpoint as ckpt_mod
 from sit.cli import main
 from sit.config import ModelConfig
-from sit.guidance import GuidanceConfig, GuidedModel
+from sit.guidance import GuidanceConfig, Guide
+from sit.guidance.guided import GuidedModel
 from sit.models.sit import SiT
 from sit.paths import Linear
 from sit.samplers import SAMPLERS, SampleConfig, SamplerRow
@@ -133,7 +134,7 @@ def test_guided_model_with_a_guide_uses_the_same_labels():
         calls.append(("guide", y.tolist()))
         return x * 0 + 0.5 * y[:, None].float()
 
-    g = GuidanceConfig(scale=3.0, guide="id").wrap(main_fn, None, guide_fn)
+    g = GuidanceConfig(scale=3.0, guide=Guide("guide", "id")).wrap(main_fn, None, guide_fn)
     x, t, y = torch.ones(3, 2), torch.tensor([0.1, 0.5, 0.9]), torch.tensor([1, 2, 3])
     out = g(x, t, y)
     c, u = x + y[:, None].float(), 0.5 * y[:, None].float()
@@ -145,7 +146,7 @@ def test_guided_model_with_a_guide_uses_the_same_labels():
     assert calls == [("main", [1, 2, 3]), ("guide", [2, 3])]
     torch.testing.assert_close(out[0], c[0])
     with pytest.raises(ValueError, match="autoguidance needs"):
-        GuidanceConfig(scale=2.0, guide="id").wrap(main_fn, 10)
+        GuidanceConfig(scale=2.0, guide=Guide("guide", "id")).wrap(main_fn, 10)
     with pytest.raises(ValueError, match="label dropout"):
         GuidanceConfig(scale=2.0).wrap(main_fn, None)
     # unconditional models (y None) can be autoguided too

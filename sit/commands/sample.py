@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -134,15 +133,9 @@ def add_sampler_arguments(p) -> None:
     g.add_argument("--ddim-eta", type=float, metavar="ETA",
                    help=f"DDIM's eta for --method ddim (default {DiscreteSampleConfig.eta})")
     g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
-    from sit.guidance import GuidanceConfig
+    from sit.commands._guidance_flags import add_guidance_arguments
 
-    g.add_argument("--cfg-scale", type=float, metavar="ZETA",
-                   help=f"classifier-free guidance scale (1 = off; default {GuidanceConfig.scale})")
-    g.add_argument("--cfg-channels", metavar="all|K", help="guide all channels (default) or the first K (official: 3)")
-    g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    g.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint of the same data, path and classes (called "
-                        "with the same label) instead of the null label; --cfg-scale is its zeta (default: CFG)")
+    add_guidance_arguments(g)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
 
 
 def add_set_arguments(p) -> None:
@@ -237,25 +230,11 @@ def sample_config_from_args(args, base):
 
 
 def guidance_from_args(args, base):
-    from sit.generate.spec import parse_channels, parse_interval
+    """The guidance record from its flags over ``base`` (`sit.guidance.guidance_from_flags`: the
+    record's own fields and a strategy's record, e.g. `Guide` from --guide-ckpt)."""
+    from sit.guidance import guidance_from_flags
 
-    kw = {}
-    if args.cfg_scale is not None:
-        kw["scale"] = args.cfg_scale
-    if args.cfg_channels is not None:
-        kw["channels"] = parse_channels(args.cfg_channels)
-    if args.cfg_interval is not None:
-        kw["interval"] = parse_interval(args.cfg_interval)
-    if getattr(args, "guide_ckpt", None):
-        kw["guide"] = ""  # the guide's identity is filled in once it is resolved
-    try:
-        guidance = dataclasses.replace(base, **kw)
-    except ValueError as e:
-        raise ValueError(re.sub(r"cfg_scale \(guidance scale zeta\)", "--cfg-scale", str(e))) from None
-    from sit.generate.glue import guide_needs_scale
-
-    guide_needs_scale(guidance)
-    return guidance
+    return guidance_from_flags(base, vars(args))
 
 
 def _folder_vae(args) -> None:
@@ -307,7 +286,7 @@ def run(args) -> int:
     res = sample_set(
         args.ckpt, Path(args.out), spec, batch_size=args.batch_size, device=args.device, initial_noise=noise,
         noise_file=args.noise, lt_table=args.lt_table, kind=args.kind, num_heads=args.num_heads,
-        compile=args.compile, tf32=args.tf32, preset=preset, guide_ckpt=args.guide_ckpt,
+        compile=args.compile, tf32=args.tf32, preset=preset,
         outputs=Outputs(grid_png=args.grid_png, png_folder=args.png_folder, keep_parts=args.keep_parts,
                         progress=not args.no_progress),
     )

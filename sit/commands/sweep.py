@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sit.commands._args import add_command, finish_command, require_at_least
+
+if TYPE_CHECKING:
+    from sit.guidance import GuidanceConfig
 
 EXAMPLES = """\
 examples:
@@ -46,11 +50,9 @@ def register(sub) -> None:
                    help="K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
                         "error bars (standard deviation over the K sets) (default %(default)s)")
     p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
-    p.add_argument("--cfg-scale", type=float, default=1.0, metavar="ZETA")
-    p.add_argument("--cfg-channels", default="all", metavar="all|K")
-    p.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    p.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint (same label) instead of the null label")
+    from sit.commands._guidance_flags import add_guidance_arguments
+
+    add_guidance_arguments(p)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
     p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
     p.add_argument("--ref", metavar="NPZ|DIR", help="ADM reference batch (images or mu/sigma), or a `sit extract` folder "
                    "(its latents decoded by --vae), for Inception FID of latent models")
@@ -206,9 +208,10 @@ def _loss_table(args, samplers, meta):
     return table
 
 
-def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, dict, int, dict]]]:
-    """The samplers (name, method, options) of --samplers and the sweep points
-    (name, method, options, num_steps, extra options) over --nfe / --tolerances."""
+def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str, dict, int, dict]], "GuidanceConfig"]:
+    """The samplers (name, method, options) of --samplers, the sweep points
+    (name, method, options, num_steps, extra options) over --nfe / --tolerances, and the guidance
+    record of the guidance flags (its guide not loaded yet)."""
     nfes = parse_int_list(args.nfe, "--nfe")
     tolerances = parse_float_list(args.tolerances, "--tolerances")
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
@@ -217,11 +220,10 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     from sit.commands.sample import check_vae_space_args
 
     check_vae_space_args(args)
-    if args.guide_ckpt:
-        from sit.generate.glue import guide_needs_scale
-        from sit.guidance import GuidanceConfig
+    from sit.commands.sample import guidance_from_args
+    from sit.guidance import GuidanceConfig
 
-        guide_needs_scale(GuidanceConfig(scale=args.cfg_scale, guide=""))
+    guidance = guidance_from_args(args, GuidanceConfig())
     if args.reference and args.reference not in [s for s, _, _ in samplers]:
         raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     for name, method, opts in samplers:
@@ -238,10 +240,10 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
 
             text = re.sub(r"\b(?:Discrete)?SampleConfig\.(\w+)", r"\1", str(e))
             raise ValueError(f"--samplers {name!r} at {steps} steps: {text}") from None
-    return samplers, points
+    return samplers, points, guidance
 
 
-def _point_runner(args, net, meta, table, labels, dev, guide=(None, None, None)):
+def _point_runner(args, net, meta, table, labels, dev, guidance):
     """run_point(method, opts, steps, decode=None) -> (x, y, nfe per batch) for one sweep point."""
     from sit import generate as S
 
@@ -250,9 +252,8 @@ def _point_runner(args, net, meta, table, labels, dev, guide=(None, None, None))
 
     def run_point(method: str, opts: dict, steps: int, decode=None, seed: int | None = None):
         sampler_fn, _ = S.build_latent_sampler(
-            net, meta, method=method, sample_options=dict(opts, num_steps=steps), cfg_scale=args.cfg_scale,
-            cfg_channels=S.parse_channels(args.cfg_channels), cfg_interval=S.parse_interval(args.cfg_interval),
-            precision=args.precision, table=table, guide_net=guide[0], guide_meta=guide[1], guide_identity=guide[2],
+            net, meta, method=method, sample_options=dict(opts, num_steps=steps), guidance=guidance,
+            precision=args.precision, table=table,
         )
         return S.sample_images(
             sampler_fn, num_samples=args.num_samples, batch_size=args.batch_size,
@@ -320,7 +321,7 @@ def run(args) -> int:
     from sit import generate as S
     from sit.evaluate.plots import plot_lines, plot_quality_vs_nfe, write_csv
 
-    samplers, points = _parse_plan(args)
+    samplers, points, guidance = _parse_plan(args)
     from sit.folders import require_reachable
 
     require_reachable(args.out)
@@ -330,15 +331,11 @@ def run(args) -> int:
     labels = S.parse_labels(args.labels, S.model_num_classes(net))
     table = _loss_table(args, samplers, meta)
     check_grids(points, meta, table)
-    guide = (None, None, None)
-    if args.guide_ckpt:  # before the quality function reads data or a VAE
-        from sit.generate.glue import load_guide
-
-        g_net, g_meta, g_id = load_guide(args.guide_ckpt, meta, weights=args.weights, log=dist.eprint0)
-        guide = (S.prepare_network(g_net, args.precision, args.compile, dev), g_meta, g_id)
+    guidance = S.load_guide(guidance, meta, weights=args.weights, precision=args.precision, compile=args.compile,
+                            device=dev, log=dist.eprint0)  # before the quality function reads data or a VAE
     quality, metric_name, decode_fn = _quality_fn(args, net, labels, dev, meta)
     out = Path(args.out)
-    run_point = _point_runner(args, net, meta, table, labels, dev, guide)
+    run_point = _point_runner(args, net, meta, table, labels, dev, guidance)
     if args.compile:  # compile every batch shape now, so no point's "seconds" includes compilation
         t0 = time.perf_counter()
         run_point(samplers[0][1], samplers[0][2], 1)

@@ -6,7 +6,7 @@ Modules (each imports only those above it):
   noise     `RowNoise` (sample i's randomness from seed + i), labels, --noise files
   parts     the part files: listing, verification, gaps, merge into the npz
   engine    `generate`: resume, manifest, sharding over ranks; `sample_images` in memory
-  glue      network + RunMeta -> latent sampler (`latent_sampler`, `prepare_network`)
+  glue      network + RunMeta -> latent sampler (`latent_sampler`, `prepare_network`, `load_guide`)
   evaldata  data / model loading for the measurement commands
   run       `sample_set`: checkpoint + spec -> sample set (what `sit sample` runs)
 """
@@ -18,6 +18,7 @@ from sit.generate.glue import (
     default_device,
     find_loss_table,
     latent_sampler,
+    load_guide,
     loss_table_path,
     model_num_classes,
     prepare_network,
@@ -29,7 +30,7 @@ from sit.generate.spec import DiscreteSampleConfig, SampleSpec, parse_channels, 
 __all__ = [
     "GenerateResult", "generate", "merge_parts", "missing_chunks", "sample_images", "scan_parts",
     "default_data_spec", "eval_batches", "load_eval_data", "load_eval_model", "match_model_input",
-    "build_latent_sampler", "default_device", "find_loss_table", "latent_sampler", "loss_table_path",
+    "build_latent_sampler", "default_device", "find_loss_table", "latent_sampler", "load_guide", "loss_table_path",
     "model_num_classes", "prepare_network", "sample_config", "RowNoise", "labels_for", "load_noise",
     "parse_labels", "DiscreteSampleConfig", "SampleSpec", "parse_channels", "parse_interval",
 ]

@@ -1,7 +1,8 @@
 """Model glue for `sit sample` / `sit sweep`: a loaded network + its `RunMeta` -> a latent sampler
 ``(x0, y, noise_fn) -> (x, info)`` through the one seam `sit.network_sampler.build_sampler` (which the
 training previews, the study and the benchmarks use too), plus what those commands need around
-it: the device, preparing the network (precision, compile), typed sampler configs from loose
+it: the device, preparing the network (precision, compile), the one guide loader (`load_guide`:
+a guidance record in, the record with its guide loaded out), typed sampler configs from loose
 options (`sample_config`, `build_latent_sampler`) and the L_t table stored with a checkpoint.
 """
 
@@ -64,24 +65,21 @@ def latent_sampler(
     *,
     table=None,
     progress: bool = False,
-    guide_net=None,
-    guide_meta: RunMeta | None = None,
 ) -> tuple[LatentSampler, dict]:
     """A latent sampler ``(x0, y, noise_fn) -> (x, info)`` for a loaded network and its RunMeta:
     `sit.network_sampler.build_sampler` (the one seam), with the description of the resolved sampler for
     the manifest. ``sample_cfg``: a `SampleConfig` (continuous SiT models) or a
-    `DiscreteSampleConfig` (DiT). ``guide_net`` / ``guide_meta``: the guide of autoguidance
-    (``guidance.guide`` set). ``info["nfe"]`` is the network evaluations per sample."""
+    `DiscreteSampleConfig` (DiT). ``guidance``: its record holds the loaded guide of autoguidance
+    (`load_guide`). ``info["nfe"]`` is the network evaluations per sample."""
+    from sit.guidance import NEEDS_NETWORK
     from sit.network_sampler import build_sampler
 
-    if guide_meta is not None:
-        check_guide_space(meta, guide_meta)
-    sampler = build_sampler(net, meta, sample_cfg, guidance, guide_net=guide_net, guide_meta=guide_meta,
-                            precision=precision, table=table, progress=progress)
+    sampler = build_sampler(net, meta, sample_cfg, guidance, precision=precision, table=table, progress=progress)
     desc = dict(sampler.description)
-    if guidance.strategy == "autoguidance":
-        desc["guide"] = {"identity": guidance.guide, "source": getattr(guide_meta, "source", None),
-                         "step": getattr(guide_meta, "step", None)}
+    if guidance.active and guidance.row.needs == NEEDS_NETWORK:  # the guide network the record holds
+        g = guidance.guide
+        desc["guide"] = {"identity": g.identity, "source": getattr(g.meta, "source", None),
+                         "step": getattr(g.meta, "step", None)}
     return sampler, desc
 
 
@@ -105,20 +103,21 @@ def check_guide_space(meta: RunMeta, guide_meta: RunMeta) -> None:
                       f"space than the model (model vs guide: {diff}); guide with a checkpoint of the same latent space")
 
 
-def guide_needs_scale(guidance: GuidanceConfig) -> None:
-    """A guide with guidance off (zeta = 1) would be loaded and never called: refused in one line."""
-    if guidance.guide is not None and not guidance.active:
-        raise ConfigError("GuidanceConfig", "guide", "needs {scale} other than 1 (1 = guidance off: the guide would "
-                          "never be called); give {scale}, e.g. 2")
-
-
-def load_guide(path: str | os.PathLike, meta: RunMeta, *, weights: str = "ema", kind: str | None = None,
-               num_heads: int | None = None, log=None) -> tuple[Any, RunMeta, str]:
-    """(network, RunMeta, identity) of the autoguidance guide ``path``, read through the one store;
-    every refusal names the guide's argument (``guide_ckpt``), and a guide of another latent space
-    than the model (``meta``) is refused (`check_guide_space`)."""
+def load_guide(guidance: GuidanceConfig, meta: RunMeta, *, weights: str = "ema", kind: str | None = None,
+               num_heads: int | None = None, precision: str = "fp32", compile: bool = False, device=None,
+               log=None) -> GuidanceConfig:
+    """THE guide loader: ``guidance`` with what its strategy needs loaded into its record
+    (`sit.guidance.NEEDS_NETWORK`: the guide checkpoint ``guidance.guide.path`` read through the
+    one store, its identity, and the network prepared like the model's (`prepare_network`));
+    ``guidance`` itself for a strategy that loads nothing. Every refusal names the guide's flag
+    (``guide_ckpt``), and a guide of another latent space than the model (``meta``) is refused
+    (`check_guide_space`). `sit sample`, `sit sweep` and anything else with a guide call it."""
     from sit import checkpoints
+    from sit.guidance import NEEDS_NETWORK
 
+    if guidance.row.needs != NEEDS_NETWORK:
+        return guidance
+    path = guidance.guide.path
     try:
         gk = checkpoints.resolve(path, log=log, field="guide_ckpt")
         g_net, g_meta = checkpoints.load(gk, weights=weights, kind=kind, num_heads=num_heads, log=log)
@@ -130,7 +129,9 @@ def load_guide(path: str | os.PathLike, meta: RunMeta, *, weights: str = "ema", 
             raise
         raise ConfigError("", "guide_ckpt", f"{str(path)!r} cannot be read as the guide: {e}") from None
     check_guide_space(meta, g_meta)
-    return g_net, g_meta, checkpoints.identity(gk)
+    guide = dataclasses.replace(guidance.guide, identity=checkpoints.identity(gk), meta=g_meta,
+                                net=prepare_network(g_net, precision, compile, device))
+    return dataclasses.replace(guidance, guide=guide)
 
 
 def sample_config(method: str, options: Mapping[str, Any]) -> AnySampleConfig:
@@ -151,20 +152,15 @@ def sample_config(method: str, options: Mapping[str, Any]) -> AnySampleConfig:
     return SampleConfig(method=method, **opts)
 
 
-def build_latent_sampler(net, meta: RunMeta | Mapping, *, method: str, sample_options: dict, cfg_scale: float = 1.0,
-                         cfg_channels: int | None = None, cfg_interval=None, precision: str = "fp32", table=None,
-                         progress: bool = False, guide_net=None, guide_meta: RunMeta | None = None,
-                         guide_identity: str | None = None) -> tuple[LatentSampler, dict]:
-    """`latent_sampler` from loose options (`sit sweep`'s METHOD:FIELD=VALUE lists): the options
-    become a typed sampler config and GuidanceConfig first (autoguidance with ``guide_net``)."""
+def build_latent_sampler(net, meta: RunMeta | Mapping, *, method: str, sample_options: dict,
+                         guidance: GuidanceConfig = GuidanceConfig(), precision: str = "fp32", table=None,
+                         progress: bool = False) -> tuple[LatentSampler, dict]:
+    """`latent_sampler` from loose sampler options (`sit sweep`'s METHOD:FIELD=VALUE lists): the
+    options become a typed sampler config first; ``guidance`` with its guide loaded (`load_guide`)."""
     if not isinstance(meta, RunMeta):
         meta = RunMeta.from_dict(meta)
     cfg = sample_config(method, sample_options)
-    guide = None if guide_net is None else (guide_identity or "")
-    guidance = GuidanceConfig(scale=cfg_scale, channels=cfg_channels, interval=cfg_interval, guide=guide)
-    guide_needs_scale(guidance)
-    return latent_sampler(net, meta, cfg, guidance, precision, table=table, progress=progress,
-                          guide_net=guide_net, guide_meta=guide_meta)
+    return latent_sampler(net, meta, cfg, guidance, precision, table=table, progress=progress)
 
 
 def loss_table_path(ckpt: str | os.PathLike) -> Path:

@@ -98,16 +98,14 @@ def sample_set(
     compile: bool = False,
     tf32: bool = True,
     preset: str | None = None,
-    guide_ckpt: str | os.PathLike | None = None,
 ) -> GenerateResult:
     """Make (or resume, or verify) the sample set ``spec`` of ``ckpt`` in ``out``. ``spec`` comes
     without the fields only the checkpoint gives (``checkpoint``, ``latent_shape``,
-    ``loss_table_sha256``, ``tf32``; with ``guide_ckpt`` (autoguidance) the guide's identity in
-    ``spec.guidance.guide``); they are filled in here."""
+    ``loss_table_sha256``, ``tf32``; autoguidance: the guide, loaded here from its record's path
+    by `sit.generate.glue.load_guide`); they are filled in here."""
     from sit import dist, folders
-    from sit.generate.glue import default_device, guide_needs_scale, latent_sampler, load_guide, prepare_network
+    from sit.generate.glue import default_device, latent_sampler, load_guide
 
-    guide_needs_scale(spec.guidance)
     folders.require_input(ckpt, folders.READABLE, "ckpt")  # before the lock makes OUT
     folders.require_output(out, folders.SAMPLES, "out")  # before the lock writes OUT/.lock
     dev = dist.init(default_device(device))
@@ -116,18 +114,13 @@ def sample_set(
         ck, net, meta, num_classes = _open_checkpoint(ckpt, spec, kind, num_heads, compile, dev)
         C, H = int(net.in_channels), int(net.config.input_size)
         table, table_src = _loss_table(spec, ck, meta, lt_table)
-        guide_net = guide_meta = None
-        if (guide_ckpt is not None) != (spec.guidance.guide is not None):
-            raise ConfigError("", "guide_ckpt", "and a spec whose guidance names a guide go together (autoguidance needs both)")
-        if guide_ckpt is not None:
-            guide_net, guide_meta, guide_id = load_guide(guide_ckpt, meta, weights=spec.weights, kind=kind,
-                                                         num_heads=num_heads, log=dist.eprint0)
-            guide_net = prepare_network(guide_net, spec.precision, compile, dev)
-            spec = dataclasses.replace(spec, guidance=dataclasses.replace(spec.guidance, guide=guide_id))
+        spec = dataclasses.replace(spec, guidance=load_guide(spec.guidance, meta, weights=spec.weights, kind=kind,
+                                                             num_heads=num_heads, precision=spec.precision,
+                                                             compile=compile, device=dev, log=dist.eprint0))
+        guide_meta = getattr(spec.guidance.guide, "meta", None)
         decode_fn, vae_space, vae_sha = _decoder(spec, C, dev, meta)
         spec = _with_checkpoint_fields(spec, ck, (C, H, H), bool(tf32) and dev.type == "cuda", vae_sha, table)
-        sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table,
-                                          guide_net=guide_net, guide_meta=guide_meta)
+        sampler_fn, desc = latent_sampler(net, meta, spec.sample, spec.guidance, spec.precision, table=table)
         info = {**_info(ck, meta, desc, vae_space, table, table_src), "preset": preset,
                 "guide_checkpoint": str(guide_meta.source) if guide_meta is not None else None,
                 "device": str(dev), "compile": bool(compile)}

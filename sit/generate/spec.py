@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from sit.config import ConfigError, added_later, to_dict
 from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
-from sit.guidance import GuidanceConfig
+from sit.guidance import GuidanceConfig, parse_channels, parse_interval  # noqa: F401
 from sit.network_sampler import PRECISIONS
 from sit.samplers import SampleConfig
 
@@ -36,7 +36,7 @@ class SampleSpec:
     checkpoint: str = ""                      # sit.checkpoints.identity of the checkpoint ("" = not resolved yet)
     weights: str = "ema"                      # --weights
     sample: AnySampleConfig = SampleConfig()  # --method, --num-steps, ..., --ddim-eta
-    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (its identity)
+    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (the guide's identity is stored)
     labels: str | tuple[int, ...] = "random"  # --labels
     seed: int = 0                             # --seed: sample i uses seed + i
     num_samples: int = 16                     # --num-samples
@@ -98,34 +98,8 @@ def noise_sha256(noise) -> str:
     return hashlib.sha256(noise.float().contiguous().numpy().tobytes()).hexdigest()
 
 
-# ------------------------------------------------------------------------------------------------
-# values of flags as typed values (used by `sit sample` and `sit sweep`)
-
-
-def parse_interval(spec: str | Sequence[float] | None) -> tuple[float, float] | None:
-    """'0.1,0.9' -> (0.1, 0.9): guidance only for t in [lo, hi] (paper time); None/'none' -> None."""
-    if spec is None or spec == "" or spec == "none":
-        return None
-    from sit.guidance import check_interval
-
-    try:  # the one interval rule lives in sit.guidance (0 <= LO < HI <= 1)
-        return check_interval(spec.split(",") if isinstance(spec, str) else spec)
-    except ValueError:
-        raise ConfigError("GuidanceConfig", "interval", f"must be 'LO,HI' with 0 <= LO < HI <= 1 (got {spec!r})") from None
-
-
-def parse_channels(spec: str | int | None) -> int | None:
-    """'all' (None: guide every channel, the default) or a count k (guide channels 0..k-1;
-    the official SiT/DiT forward_with_cfg uses 3 of the 4 latent channels)."""
-    if spec is None or str(spec).lower() == "all":
-        return None
-    try:
-        k = int(spec)
-    except ValueError:
-        raise ConfigError("GuidanceConfig", "channels", f"must be 'all' or a channel count such as 3 (got {spec!r})") from None
-    if k < 1:
-        raise ConfigError("GuidanceConfig", "channels", f"must be 'all' or a count >= 1 (got {spec!r})")
-    return k
+# values of flags as typed values (used by `sit sample` and `sit sweep`): `parse_interval`,
+# `parse_channels` live with the guidance record (`sit.guidance`), re-exported here
 
 
 def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | None, time_input: str) -> None:
@@ -138,11 +112,5 @@ def check_against_model(spec: SampleSpec, in_channels: int, num_classes: int | N
                           f"discrete-time DDPM model (DiT) (got {method!r})")
     if time_input != "discrete" and spec.discrete:
         raise ConfigError("DiscreteSampleConfig", "method", f"{method} needs a discrete-time (DiT) checkpoint; this one is {time_input!r}")
-    if spec.discrete and spec.guidance.interval is not None:
-        raise ConfigError("GuidanceConfig", "interval", "is in continuous time t; it does not apply to {DiscreteSampleConfig.method} ddpm/ddim")
-    ch = spec.guidance.channels
-    if ch is not None and ch > in_channels:
-        raise ConfigError("GuidanceConfig", "channels", f"{ch} exceeds the model's {in_channels} channel(s); give 'all' or 1..{in_channels}")
-    if spec.guidance.active and num_classes is None and spec.guidance.guide is None:
-        raise ConfigError("GuidanceConfig", "scale", f"{spec.guidance.scale} needs a class-conditional model (this one has no classes)")
+    spec.guidance.check_model(discrete=spec.discrete, in_channels=in_channels, has_classes=num_classes is not None)
     check_labels(spec.labels, num_classes)
