@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from sit.commands._args import add_command, finish_command, require_at_least
-from sit.likelihood import DIVERGENCES
+from sit.sampler_kinds import DIVERGENCES
 
 DEFAULT_PROBES = 4  # Hutchinson probes per sample: the probe noise is then small against the spread of log p
 

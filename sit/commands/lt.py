@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sit.commands._args import add_command, require_at_least
-from sit.lt import REDUCTIONS
+from sit.sampler_kinds import REDUCTIONS
 
 EXAMPLES = """\
 examples:

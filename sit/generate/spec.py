@@ -11,19 +11,36 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 from sit.config import ConfigError, added_later, to_dict
-from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
-from sit.guidance import GuidanceConfig
-from sit.network_sampler import PRECISIONS
-from sit.samplers import SampleConfig
+from sit.sampler_config import DISCRETE_METHODS, PRECISIONS, DiscreteSampleConfig, SampleConfig
+
+if TYPE_CHECKING:
+    from sit.guidance import GuidanceConfig
 
 WEIGHTS = ("ema", "model")
 LATENT_FORMATS = (None, "npy", "safetensors")
+Weights = Literal["ema", "model"]
+PrecisionName = Literal[PRECISIONS]
+LatentFormat = Literal[LATENT_FORMATS]
 
 
 AnySampleConfig = SampleConfig | DiscreteSampleConfig
+
+
+def _guidance():
+    """The default guidance (none). sit.guidance imports torch: it is read when a spec is built,
+    not when this module is imported (the CLI's parsers read the records without torch)."""
+    from sit.guidance import GuidanceConfig
+
+    return GuidanceConfig()
+
+
+def _flag(default, help: str, **extra):
+    """A SampleSpec field that one flag sets (`sit.commands.flags`: help, metavar, ...)."""
+    return dataclasses.field(default=default, metadata=MappingProxyType(dict(help=help, **extra)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +51,16 @@ class SampleSpec:
     by floating-point reordering (~1e-7) or not at all."""
 
     checkpoint: str = ""                      # sit.checkpoints.identity of the checkpoint ("" = not resolved yet)
-    weights: str = "ema"                      # --weights
+    weights: Weights = _flag("ema", "EMA or raw weights where both exist")
     sample: AnySampleConfig = SampleConfig()  # --method, --num-steps, ..., --ddim-eta
-    guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (its identity)
-    labels: str | tuple[int, ...] = "random"  # --labels
-    seed: int = 0                             # --seed: sample i uses seed + i
-    num_samples: int = 16                     # --num-samples
-    precision: str = "fp32"                   # --precision
+    guidance: GuidanceConfig = dataclasses.field(default_factory=_guidance)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (its identity)
+    labels: str | tuple[int, ...] = _flag("random", "'random' (default random; per-sample seeded), 'null' "
+                                          "(unconditional) or class indices 207,360 (cycled)", metavar="LIST")
+    seed: int = _flag(0, "sample i uses seed SEED + i")
+    num_samples: int = _flag(16, "samples to make (default: the number of {labels}, else the preset's, else 16)",
+                             metavar="N")
+    precision: PrecisionName = _flag("fp32", "network precision: bf16 = autocast, bf16-weights = weights and "
+                                     "activations in bf16 (fastest, more rounding); the sampler math stays fp32")
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
     vae_sha256: str | None = added_later(None)  # sha256 of that VAE's weights (filled in when it is loaded)
@@ -52,6 +72,8 @@ class SampleSpec:
     save_latents: str | None = None           # --save-latents: also store latents (npy | safetensors)
 
     def __post_init__(self):
+        from sit.guidance import GuidanceConfig
+
         if not isinstance(self.sample, (SampleConfig, DiscreteSampleConfig)):
             raise TypeError(f"SampleSpec.sample must be a SampleConfig or DiscreteSampleConfig (got {type(self.sample).__name__})")
         if not isinstance(self.guidance, GuidanceConfig):
