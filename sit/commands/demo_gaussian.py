@@ -113,7 +113,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default=None, metavar="PNG", help="save a scatter plot of the samples here")
-    finish_command(p, _main, "no progress bars")
+    finish_command(p, _main, "show a progress bar per sampler (default on; this flag turns them off)")
 
 
 def _main(args) -> int:

@@ -16,9 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+from sit.commands._args import (
+    PROGRESS_HELP,
+    add_guidance_arguments,
+    add_model_arguments,
+    add_vae_space_arguments,
+    check_vae_space_args,
+)
 from sit.commands.flags import add_record_arguments, given_values
-
-PROGRESS_HELP = "show a progress bar (default on; this flag turns it off)"
 
 EXAMPLES = """\
 examples:
@@ -57,51 +62,6 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_model_arguments(p, overrides: bool = False) -> None:
-    """--ckpt, --weights, --vae, --precision, --device (--weights / --precision generated from
-    `SampleSpec`'s fields, with its defaults); with ``overrides`` also the flags for what official
-    files cannot state (`add_model_overrides`)."""
-    from sit.generate.spec import SampleSpec
-
-    g = p.add_argument_group("model")
-    g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
-    add_record_arguments(g, SampleSpec, ("weights",), keep_defaults=True)
-    g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
-    add_record_arguments(g, SampleSpec, ("precision",), keep_defaults=True)
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    if overrides:
-        add_model_overrides(g)
-
-
-def add_vae_space_arguments(p) -> None:
-    """--vae-scale / --vae-shift: override the latent scale and shift a decode uses (default: the
-    values recorded with the run; a --vae whose config contradicts them is refused)."""
-    g = p.add_argument_group("latent decoding (latent models)")
-    g.add_argument("--vae-scale", type=float, metavar="S",
-                   help="decode z = x / S + shift (default: the scale recorded with the run, 0.18215 for official "
-                        "checkpoints; a --vae whose config scaling_factor differs is refused unless this is given)")
-    g.add_argument("--vae-shift", type=float, metavar="B",
-                   help="decode shift (default: the run's recorded shift, 0 when none is recorded)")
-
-
-def check_vae_space_args(args) -> None:
-    from sit.config import latent_value_problem
-
-    for name in ("vae_scale", "vae_shift"):
-        v = getattr(args, name, None)
-        problem = None if v is None else latent_value_problem(name[4:], v)
-        if problem:
-            raise ValueError(f"--{name.replace('_', '-')} {problem}")
-        if v is not None and not getattr(args, "vae", None):
-            raise ValueError(f"--{name.replace('_', '-')} applies to decoding with --vae (a latent model); give --vae PATH")
-
-
-def add_model_overrides(g) -> None:
-    """--kind and --num-heads: what an official .pt cannot state (the same flags as `sit convert` / `sit info`)."""
-    g.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
-    g.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
-
-
 def add_sampler_arguments(p) -> None:
     """The sampler's flags, generated from `SampleConfig`'s fields (defaults: `sit sample`'s default
     sampler) and `DiscreteSampleConfig.eta` (--ddim-eta); --lt-table and the guidance flags."""
@@ -113,20 +73,6 @@ def add_sampler_arguments(p) -> None:
     add_record_arguments(g, DiscreteSampleConfig, ("eta",))
     g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
     add_guidance_arguments(g)
-
-
-def add_guidance_arguments(g, sweep: bool = False) -> None:
-    """--cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt: the fields of `sit.guidance.GuidanceConfig`
-    (written here until that record carries its flags' metadata; sit.guidance imports torch, so its
-    default scale, 1.0, is written here too). `sit sweep` gives the defaults to argparse."""
-    g.add_argument("--cfg-scale", type=float, default=1.0 if sweep else None, metavar="ZETA",
-                   help="classifier-free guidance scale (1 = off; default 1.0)")
-    g.add_argument("--cfg-channels", default="all" if sweep else None, metavar="all|K",
-                   help="guide all channels (default) or the first K (official: 3)")
-    g.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    g.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint of the same data, path and classes (called "
-                        "with the same label) instead of the null label; --cfg-scale is its zeta (default: CFG)")
 
 
 def add_set_arguments(p) -> None:

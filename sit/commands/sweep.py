@@ -6,7 +6,7 @@ import math
 import time
 from pathlib import Path
 
-from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands._args import add_command, add_guidance_arguments, add_vae_space_arguments, finish_command, require_at_least
 
 EXAMPLES = """\
 examples:
@@ -46,11 +46,7 @@ def register(sub) -> None:
                    help="K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
                         "error bars (standard deviation over the K sets) (default %(default)s)")
     p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
-    p.add_argument("--cfg-scale", type=float, default=1.0, metavar="ZETA")
-    p.add_argument("--cfg-channels", default="all", metavar="all|K")
-    p.add_argument("--cfg-interval", metavar="LO,HI", help="guide only for t in [LO, HI] (default: all t)")
-    p.add_argument("--guide-ckpt", metavar="PATH",
-                   help="autoguidance: guide with this weaker checkpoint (same label) instead of the null label")
+    add_guidance_arguments(p, sweep=True)
     p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
     p.add_argument("--ref", metavar="NPZ|DIR", help="ADM reference batch (images or mu/sigma), or a `sit extract` folder "
                    "(its latents decoded by --vae), for Inception FID of latent models")
@@ -60,8 +56,6 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
-    from sit.commands.sample import add_vae_space_arguments
-
     add_vae_space_arguments(p)
     finish_command(p, run)
 
@@ -91,9 +85,10 @@ def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[floa
     """(num_steps, extra SampleConfig options) for each point of one sampler: one per NFE budget
     (steps from `sit.samplers.steps_for_nfe`; budgets below one step are skipped), or for an
     adaptive solver one per tolerance (atol = rtol = tol; num_steps is then irrelevant)."""
-    from sit.samplers import ADAPTIVE_METHODS, SampleConfig, nfe_per_step, steps_for_nfe
+    from sit.sampler_kinds import is_adaptive
+    from sit.samplers import SampleConfig, nfe_per_step, steps_for_nfe
 
-    if method in ADAPTIVE_METHODS:
+    if is_adaptive(method):   # the row says so (SamplerRow.adaptive)
         return [(1, {"atol": tol, "rtol": tol}) for tol in tolerances]
     if nfe_per_step(method) is None:  # Adams: about 1 per step (the row's NFE per step, else)
         steps = list(nfes)
@@ -108,11 +103,12 @@ def check_sampler_options(name: str, method: str, opts: dict) -> None:
     options the method would ignore are refused, never run and written into a row's name; the
     points' own steps (--nfe) and tolerances (--tolerances) are not options."""
     from sit.config import ConfigError
-    from sit.samplers import ADAPTIVE_FIELDS, ADAPTIVE_METHODS, SAMPLERS, check_method_fields
+    from sit.sampler_config import ADAPTIVE_FIELDS, check_method_fields
+    from sit.sampler_kinds import SAMPLERS, is_adaptive
 
     if "num_steps" in opts:
         raise ValueError(f"--samplers {name!r}: num_steps is set by --nfe, not per sampler")
-    if method in ADAPTIVE_METHODS and any(k in opts for k in ADAPTIVE_FIELDS):
+    if is_adaptive(method) and any(k in opts for k in ADAPTIVE_FIELDS):
         raise ValueError(f"--samplers {name!r}: atol / rtol of {method} are set by --tolerances, not per sampler")
     if method not in SAMPLERS or SAMPLERS[method].kind == "discrete":
         return  # named by the sampler config of each point
@@ -214,7 +210,7 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
     require_at_least("--num-samples", args.num_samples, 4)
     require_at_least("--repeats", args.repeats, 1)
-    from sit.commands.sample import check_vae_space_args
+    from sit.commands._args import check_vae_space_args
 
     check_vae_space_args(args)
     if args.guide_ckpt:

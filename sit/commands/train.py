@@ -62,7 +62,7 @@ def flag_for(field: str) -> str | None:
     return flag_of(TrainConfig if field in _TRAIN_FIELDS else ModelConfig, field)
 
 
-def _default_text(f, choices) -> str:
+def default_note(f, choices) -> str:
     """" (default X; demo Y)" for a field's help: its TrainConfig default and, where it differs, the
     embedded demo's value; nothing for a field without a default (None / empty) unless None is a choice."""
     if f.name == "image_size":   # None in the record; `resolve` picks it by the data
@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         group = p.add_argument_group(name if name == "model" else f"{name} ({TRAIN_GROUPS[name]})")
         add_record_arguments(group, TrainConfig, tuple(f.name for f in fields if f.metadata["group"] == name
                                                        and flag_for(f.name) is not None),
-                             default_note=_default_text, flags=flag_for)
+                             default_note=default_note, flags=flag_for)
         if name == "model":
             group.add_argument("--model", metavar="NAME",
                                help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
