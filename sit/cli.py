@@ -91,16 +91,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
 
 
-# help for flags whose command gives none (the same meaning in every command that has them)
+# help for the plain options (not record fields) whose command gives none: the same meaning in every
+# command that has them; a record field's help is its metadata (sit.commands.flags)
 FLAG_HELP = {
     "seed": "random seed", "batch_size": "samples per batch", "device": "cpu, cuda, cuda:1 ... (default: cuda if available)",
     "depth": "transformer blocks (default: the preset's, or the demo's)", "hidden_size": "transformer width D (default: the preset's, or the demo's)", "num_heads": "attention heads (default: the preset's, or the demo's)",
-    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)", "t_min": "smallest training t",
-    "t_max": "largest training t", "grad_accum": "micro-batches per optimizer step", "weight_decay": "AdamW weight decay",
-    "ema_warmup": "EMA decay ramps up over the first steps", "precision": "network precision",
-    "sample_method": "sampler of the preview grids", "weights": "EMA or raw weights where both exist",
-    "cfg_scale": "classifier-free guidance scale (1 = off)", "cfg_channels": "guide all channels or the first K",
-    "image_size": "image side in pixels", "num_steps": "steps of a fixed-step method",
+    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)",
+    "precision": "network precision", "num_steps": "steps of a fixed-step method",
 }
 _METAVAR = {int: "N", float: "X"}
 _METAVAR_BY_NAME = {"device": "DEVICE", "method": "NAME", "tolerance": "TOL"}
