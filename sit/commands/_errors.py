@@ -87,7 +87,6 @@ def with_suggestion(text: str) -> str:
     return text[:m.end()] + f" (did you mean {close[0]!r}?)" + text[m.end():]
 
 
-RECORDS = ("TrainConfig", "ModelConfig", "SampleConfig", "DiscreteSampleConfig", "SampleSpec", "GuidanceConfig")
 
 
 def cli_message(e: BaseException, command: str | None = None,
@@ -96,6 +95,8 @@ def cli_message(e: BaseException, command: str | None = None,
     (`in_flags`; a record field a plain message spells, ``TrainConfig.repa_encoder``, too, where
     the command has its flag) and a "did you mean" for an unknown value (`with_suggestion`)."""
     import re
+
+    from sit.commands.flags import RECORD_MODULES
 
     text = str(in_flags(e, command, options))
     own = None if options is None else options.get(command, ())
@@ -106,5 +107,5 @@ def cli_message(e: BaseException, command: str | None = None,
         f = flag_of(record, field, mine)
         return f if f is not None and (own is None or f in own) else m.group(0)
 
-    text = re.sub(r"\b(" + "|".join(RECORDS) + r")\.([a-z_][a-z0-9_]*)\b", flag, text)
+    text = re.sub(r"\b(" + "|".join(RECORD_MODULES) + r")\.([a-z_][a-z0-9_]*)\b", flag, text)
     return with_suggestion(text)
