@@ -145,3 +145,31 @@ def test_an_adaptive_row_added_at_run_time_is_adaptive_in_every_rule():
     finally:
         del SAMPLERS["toy_adaptive"]
     assert sweep_points("rk4", {}, [8, 16], [1e-2]) == [(2, {}), (4, {})]
+
+
+def _imports(rel: str) -> set[str]:
+    """Every module ``sit/<rel>`` imports, at any level (function-level imports and import_module
+    calls with a literal name included)."""
+    import ast
+
+    tree = ast.parse(open(os.path.join(ROOT, "sit", rel)).read())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module":
+            found.add(node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else "<computed>")
+    return found
+
+
+def test_the_lower_modules_never_import_the_higher_ones():
+    """The sampler table imports nothing of sit (the table is imported by everything that reads rows),
+    the sampler record never imports the samplers, and the flag translation never imports a command:
+    no circle config -> sampler_kinds -> samplers -> config, none between the errors and `sit train`."""
+    assert not {m for m in _imports("sampler_kinds.py") if m.startswith("sit") or m == "<computed>"}
+    assert not {m for m in _imports("sampler_config.py") if m.startswith("sit.samplers")}
+    assert not {m for m in _imports("config.py") if m.startswith("sit.samplers")}
+    assert not {m for m in _imports("commands/flags.py") | _imports("commands/_errors.py")
+                if m.startswith("sit.commands.") and m not in ("sit.commands.flags", "sit.commands._errors")}
