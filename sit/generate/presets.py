@@ -25,12 +25,12 @@ DEFAULT_SAMPLE = SampleConfig(method="heun", num_steps=50)
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named setting: the sampler, the guidance (``GuidanceConfig(**guide)``, built when read:
+    """A named setting: the sampler, the guidance (``GuidanceConfig(**guidance_fields)``, built when read:
     sit.guidance imports torch, and `sit sample --help` lists the presets without it), labels,
     sample count and what it reproduces."""
 
     sample: AnySampleConfig
-    guide: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    guidance_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     labels: str = "random"
     num_samples: int | None = None
     about: str = ""
@@ -39,15 +39,7 @@ class Preset:
     def guidance(self) -> GuidanceConfig:
         from sit.guidance import GuidanceConfig
 
-        return GuidanceConfig(**self.guide)
-
-
-def __getattr__(name: str):
-    if name == "DEFAULT_GUIDANCE":   # no guidance (read when used: sit.guidance imports torch)
-        from sit.guidance import GuidanceConfig
-
-        return GuidanceConfig()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        return GuidanceConfig(**self.guidance_fields)
 
 
 _XL2_CFG = MappingProxyType(dict(scale=1.5, channels=3))  # official forward_with_cfg: guide 3 of the 4 latent channels
