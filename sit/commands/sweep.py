@@ -34,8 +34,13 @@ reference sampler's value at its largest NFE).
 def register(sub) -> None:
     p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
                     description=EXAMPLES, model=True)
+    from sit.commands.flags import flag_fields
+    from sit.sampler_config import SampleConfig
+
+    options = [f for f in flag_fields(SampleConfig) if f not in ("method", "num_steps", "atol", "rtol")]
     p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
-                   help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
+                   help="comma-separated METHOD[:FIELD=VALUE...], FIELD a field of the sampler record (as `sit "
+                        f"sample`'s flags): {', '.join(options)} (default: euler,heun,euler_maruyama:w=sigma)")
     p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
     p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", metavar="LIST",
                    help="adaptive solvers (dopri5, ...): one point per tolerance, atol = rtol = TOL (default %(default)s)")
