@@ -173,3 +173,21 @@ def test_the_lower_modules_never_import_the_higher_ones():
     assert not {m for m in _imports("config.py") if m.startswith("sit.samplers")}
     assert not {m for m in _imports("commands/flags.py") | _imports("commands/_errors.py")
                 if m.startswith("sit.commands.") and m not in ("sit.commands.flags", "sit.commands._errors")}
+
+
+def test_a_commands_own_options_are_named_by_the_option_that_sets_them():
+    """A plain argument (``{.out_dir}``) or a command's own option (``{ConvertOptions.from_format}``) is
+    written as the option whose dest it is (of the failing command; of its own command for a command's
+    options record); a record field by its metadata, where the command has that flag."""
+    from sit import cli
+    from sit.commands._errors import cli_message
+    from sit.config import ConfigError, field_error
+
+    cli.build_parser()
+    e = field_error(ValueError, "folder taken; use another {.out_dir} or {ConvertOptions.from_format} repa")
+    # ConvertOptions are `sit convert`'s wherever the message is seen (RECORD_COMMAND)
+    assert cli_message(e, "extract", cli._OPTIONS) == "folder taken; use another --out or --from repa"
+    assert cli_message(e, "convert", cli._OPTIONS).startswith("folder taken; use another out_dir or --from")
+    e = ConfigError("DiscreteSampleConfig", "eta", "applies to ddim only; see {SampleConfig.method}")
+    assert cli_message(e, "sample", cli._OPTIONS) == "--ddim-eta applies to ddim only; see --method"
+    assert cli_message(e, "sweep", cli._OPTIONS).startswith("DiscreteSampleConfig.eta applies")   # sweep has no such flag
