@@ -4,8 +4,10 @@ Low level (explicit grid, no hidden state): `sample_euler`, `sample_heun`, `samp
 (probability-flow ODE, eq. 2), `sample_dpmpp_2m` (the same ODE, few-step multistep solver) and
 `sample_euler_maruyama`, `sample_sde_heun` (reverse SDE, eq. 4) and `sample_meanflow` (average-velocity
 jumps of a MeanFlow network, `sit.samplers.average`). They are the rows of the sampler
-table `SAMPLERS` (run function, NFE per step, kind), which validation, `sample`, the NFE counts,
-the CLI and `sit sweep` read: adding a sampler = one module + one row.
+table `SAMPLERS` (torch-free, `sit.sampler_kinds`: run function, NFE per step, kind; re-exported
+here), which validation, `sample`, the NFE counts, the CLI and `sit sweep` read: adding a sampler =
+one module + one row. A built-in row names its run function (``"sit.samplers:run_euler"``);
+`run_function` imports it when `sample` runs the row.
 High level: ``sample(field, x, SampleConfig(...), path) -> (x, info)`` builds the grid from the
 config, the path and the prediction type, counts network evaluations and returns them in
 ``info["nfe"]`` with the grid.
