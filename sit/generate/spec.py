@@ -57,7 +57,7 @@ class SampleSpec:
     labels: str | tuple[int, ...] = _flag("random", "'random' (default random; per-sample seeded), 'null' "
                                           "(unconditional) or class indices 207,360 (cycled)", metavar="LIST")
     seed: int = _flag(0, "sample i uses seed SEED + i")
-    num_samples: int = _flag(16, "samples to make (default: the number of {labels}, else the preset's, else 16)",
+    num_samples: int = _flag(16, "samples to make: the number of {labels} when given, else the preset's, else this",
                              metavar="N")
     precision: PrecisionName = _flag("fp32", "network precision: bf16 = autocast, bf16-weights = weights and "
                                      "activations in bf16 (fastest, more rounding); the sampler math stays fp32")
