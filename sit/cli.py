@@ -6,6 +6,10 @@ User errors (ValueError, FileNotFoundError, ...) print one line and exit 2, a re
 as its flag (`sit.commands._errors.in_flags`); ``--debug`` shows the traceback. Options common to
 every subcommand (``--threads``) are added here, so no subcommand can lack them.
 A mistyped flag gets the subcommand's usage and a "did you mean".
+
+Building the parsers imports no torch, numpy or tqdm: each command's flags are generated from
+torch-free records (`sit.commands.flags`), so ``--help`` and flag errors answer at once; torch is
+imported once a command runs.
 """
 
 from __future__ import annotations
@@ -13,10 +17,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import importlib
-import importlib.machinery  # here, not inside the finder: importing it there asks the finder again (recursion)
 import os
 import sys
-import types
 
 import sit
 
@@ -89,16 +91,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
 
 
-# help for flags whose command gives none (the same meaning in every command that has them)
+# help for the plain options (not record fields) whose command gives none: the same meaning in every
+# command that has them; a record field's help is its metadata (sit.commands.flags)
 FLAG_HELP = {
     "seed": "random seed", "batch_size": "samples per batch", "device": "cpu, cuda, cuda:1 ... (default: cuda if available)",
     "depth": "transformer blocks (default: the preset's, or the demo's)", "hidden_size": "transformer width D (default: the preset's, or the demo's)", "num_heads": "attention heads (default: the preset's, or the demo's)",
-    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)", "t_min": "smallest training t",
-    "t_max": "largest training t", "grad_accum": "micro-batches per optimizer step", "weight_decay": "AdamW weight decay",
-    "ema_warmup": "EMA decay ramps up over the first steps", "precision": "network precision",
-    "sample_method": "sampler of the preview grids", "weights": "EMA or raw weights where both exist",
-    "cfg_scale": "classifier-free guidance scale (1 = off)", "cfg_channels": "guide all channels or the first K",
-    "image_size": "image side in pixels", "num_steps": "steps of a fixed-step method",
+    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)",
+    "precision": "network precision", "num_steps": "steps of a fixed-step method",
 }
 _METAVAR = {int: "N", float: "X"}
 _METAVAR_BY_NAME = {"device": "DEVICE", "method": "NAME", "tolerance": "TOL"}
@@ -119,9 +118,23 @@ def _complete_help(p: argparse.ArgumentParser) -> None:
             a.help += " (default %(default)s)"
 
 
+class Options(frozenset):
+    """A command's option strings, with ``dests``: the long flag of each option's dest (a command's
+    own option named by its dest in a message, `sit.commands._errors.flag_of`)."""
+
+    dests: dict[str, str]
+
+    @classmethod
+    def of(cls, p: argparse.ArgumentParser) -> "Options":
+        opts = cls(s for a in p._actions for s in a.option_strings)
+        opts.dests = {a.dest: next(s for s in a.option_strings if s.startswith("--"))
+                      for a in p._actions if any(s.startswith("--") for s in a.option_strings)}
+        return opts
+
+
 # each command's option strings: `sit.commands._errors.in_flags` names a field by its flag only where
 # the command has that flag
-_OPTIONS: dict[str, frozenset[str]] = {}
+_OPTIONS: dict[str, Options] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, p in sub.choices.items():
         _add_common(p)
         _complete_help(p)
-        _OPTIONS[name] = frozenset(s for a in p._actions for s in a.option_strings)
+        _OPTIONS[name] = Options.of(p)
     parser._sit_subparsers = sub.choices  # for errors in the subcommand's own words
     return parser
 
@@ -159,75 +172,6 @@ def _unknown_flags_error(parser: argparse.ArgumentParser, command: str | None, e
     target.error(f"unrecognized arguments: {' '.join(hints)}")
 
 
-# --------------------------------------------------------------------------------------------
-# answering at once: `sit --help`, `sit CMD --help` and flag errors without importing torch
-#
-# The parsers read their defaults from the typed records, whose modules import torch at the top
-# (1-2 s of CPU). While the parsers are built and the flags parsed, ``torch``, numpy and tqdm (when
-# not imported yet) are stand-ins that accept any attribute; help, --version and flag errors exit
-# from there; a parser that cannot be built that way is built the ordinary way.
-# A command that runs then forgets every sit module imported meanwhile and parses again with the
-# real torch, so nothing that runs ever sees a stand-in.
-_HEAVY = ("torch", "torchvision", "torchdiffeq", "numpy", "tqdm")
-
-
-class _StandIn:
-    """Any attribute of a stand-in module: callable, subscriptable, usable in annotations and bases."""
-
-    def __init__(self, name: str):
-        self._name = name
-
-    def __getattr__(self, name: str) -> "_StandIn":
-        if name.startswith("__") and name.endswith("__"):
-            raise AttributeError(name)
-        return _StandIn(f"{self._name}.{name}")
-
-    def __call__(self, *args, **kwargs) -> "_StandIn":
-        return _StandIn(f"{self._name}()")
-
-    def __getitem__(self, key) -> "_StandIn":
-        return _StandIn(f"{self._name}[]")
-
-    def __or__(self, other) -> "_StandIn":
-        return self
-
-    __ror__ = __or__
-
-    def __mro_entries__(self, bases) -> tuple:
-        return (object,)
-
-    def __repr__(self) -> str:
-        return f"<stand-in {self._name}>"
-
-
-class _StandInFinder:
-    """A meta-path finder and loader giving stand-in modules for the heavy packages."""
-
-    tops: tuple[str, ...] = _HEAVY
-
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name.split(".")[0] in _StandInFinder.tops:
-            return importlib.machinery.ModuleSpec(name, _StandInFinder, is_package=True)
-        return None
-
-    @staticmethod
-    def create_module(spec):
-        class _Module(types.ModuleType):
-            def __getattr__(self, attr):
-                if attr.startswith("__") and attr.endswith("__"):
-                    raise AttributeError(attr)
-                return _StandIn(f"{self.__name__}.{attr}")
-
-        m = _Module(spec.name)
-        m.__path__ = []
-        return m
-
-    @staticmethod
-    def exec_module(module) -> None:
-        pass
-
-
 def _parse(argv: list[str]):
     """Build the parser and parse ``argv``: the namespace of a command to run, or None after
     printing the top-level help; flag errors exit with one line."""
@@ -241,36 +185,9 @@ def _parse(argv: list[str]):
     return args
 
 
-def _parse_without_torch(argv: list[str]) -> bool:
-    """Build the parser and parse ``argv`` with stand-ins for torch; exits for help, --version and
-    flag errors. True when a command is to run (the caller parses again with the real torch)."""
-    before = set(sys.modules)
-    _StandInFinder.tops = tuple(n for n in _HEAVY if n not in sys.modules)  # never mix with a real one
-    sys.meta_path.insert(0, _StandInFinder)
-    try:
-        return _parse(argv) is not None
-    finally:
-        sys.meta_path.remove(_StandInFinder)
-        for name in set(sys.modules) - before:
-            if name.split(".")[0] in _StandInFinder.tops + ("sit",):
-                module = sys.modules.pop(name)
-                parent_name, _, attr = name.rpartition(".")
-                parent = sys.modules.get(parent_name)
-                if parent is not None and getattr(parent, attr, None) is module:
-                    delattr(parent, attr)  # else `from sit import generate` would find the forgotten one
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "torch" not in sys.modules:
-        try:
-            if not _parse_without_torch(argv):
-                return 0
-        except Exception as e:  # noqa: BLE001  a module that needs the real packages to import: parse normally
-            if "--debug" in argv:
-                print(f"sit: the quick parse failed ({type(e).__name__}: {e}); parsing with the real packages",
-                      file=sys.stderr)
-    args = _parse(argv)
+    args = _parse(argv)   # torch-free: help and flag errors answer here, before torch is imported
     if args is None:
         return 0
     try:

@@ -70,7 +70,7 @@ class ModelConfig:
     depth: int = 28
     num_heads: int = 16
     mlp_ratio: float = 4.0
-    class_dropout_prob: float = 0.1   # label dropout for classifier-free guidance
+    class_dropout_prob: float = dataclasses.field(default=0.1, metadata=dict(flag="--label-dropout"))  # label dropout for CFG
     num_classes: int = 1000           # the null (unconditional) label is index num_classes
     learn_sigma: bool = True          # official checkpoints carry 2*in_channels output channels
     # options added later (`added_later`): left out of the stored form at their default (identities unchanged)

@@ -32,34 +32,14 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal, get_args
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor
 
 from sit.paths import Path, as_coef
-
-WName = Literal[
-    "kl",
-    "sigma",
-    "sin2",
-    "kl_eta",
-    "constant",
-    "official-sbdm",
-    "official-sigma",
-    "official-linear",
-    "official-decreasing",
-    "official-increasing-decreasing",
-    "official-constant",
-]
-W_NAMES: tuple[str, ...] = get_args(WName)
-_ALIASES = {
-    "w_kl": "kl",
-    "sbdm": "official-sbdm",
-    "official-inccreasing-decreasing": "official-increasing-decreasing",
-    "sin^2": "sin2",
-}
-REDUCTIONS = ("mean", "sum")
+from sit.sampler_kinds import REDUCTIONS, W_NAMES, WName  # noqa: F401
+from sit.sampler_kinds import W_ALIASES as _ALIASES  # noqa: F401
 
 
 @dataclass(frozen=True)

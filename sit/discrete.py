@@ -42,8 +42,8 @@ from typing import Callable, Literal, get_args
 import torch
 from torch import Tensor
 
-from sit.config import check_steps
 from sit.paths import coef_dtype
+from sit.sampler_config import DISCRETE_METHODS, DiscreteSampleConfig  # noqa: F401
 
 ModelFn = Callable[[Tensor, Tensor], Tensor]  # (x_k (B, C, ...), k (B,) int64) -> (B, C or 2C, ...)
 
@@ -469,23 +469,3 @@ def sample_ddim(
     return _run_discrete(model_fn, x, diffusion, step, progress, callback, return_trajectory)
 
 
-DISCRETE_METHODS = ("ddpm", "ddim")
-
-
-@dataclass(frozen=True)
-class DiscreteSampleConfig:
-    """DiT's discrete-time samplers (`sit.discrete`) on the respaced grid of ``num_steps`` steps:
-    ancestral ``ddpm`` or ``ddim`` with its own ``eta`` (0 = deterministic DDIM)."""
-
-    method: Literal["ddpm", "ddim"] = "ddpm"
-    num_steps: int = 250
-    eta: float = 0.0                # DDIM's eta (`--ddim-eta`); must be 0 for ddpm
-
-    def __post_init__(self):
-        if self.method not in DISCRETE_METHODS:
-            raise ValueError(f"DiscreteSampleConfig.method: unknown sampler {self.method!r}; expected one of {list(DISCRETE_METHODS)}")
-        check_steps(self.num_steps, "DiscreteSampleConfig.num_steps")
-        if not (isinstance(self.eta, (int, float)) and 0.0 <= self.eta < float("inf")):
-            raise ValueError(f"DiscreteSampleConfig.eta must be a finite number >= 0 (got {self.eta!r})")
-        if self.method == "ddpm" and self.eta != 0:
-            raise ValueError(f"DiscreteSampleConfig.eta applies to ddim only (got eta={self.eta} with ddpm)")

@@ -37,11 +37,11 @@ from torch import Tensor
 
 from sit.config import MAX_STEPS
 from sit.paths import Path, coef_dtype
+from sit.sampler_kinds import DIVERGENCES
 from sit.samplers.ode import ADAPTIVE_METHODS
 
 Field = Callable[..., Tensor]  # field(x, t) -> velocity (or field(x, t, y) for labelled batches)
 
-DIVERGENCES = ("exact", "hutchinson")
 FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 REDUCTIONS = ("sum", "mean")
 

@@ -26,8 +26,7 @@ from sit.diffusion_coef import LossTable
 from sit.likelihood import iterate_batches
 from sit.objectives import check_prediction, to_velocity
 from sit.paths import Path, coef_dtype
-
-REDUCTIONS = ("mean", "sum")
+from sit.sampler_kinds import REDUCTIONS
 
 
 def estimate_loss_table(

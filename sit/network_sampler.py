@@ -28,9 +28,8 @@ from torch import Tensor
 from sit.config import ConfigError, ModelConfig
 from sit.discrete import DiscreteSampleConfig
 from sit.guidance import NEEDS_NETWORK, GuidanceConfig
+from sit.sampler_config import PRECISIONS
 from sit.samplers import NFECounter, SampleConfig
-
-PRECISIONS = ("fp32", "bf16", "bf16-weights")
 
 
 def null_class(model: ModelConfig | Any) -> int | None:

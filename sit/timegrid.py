@@ -11,15 +11,12 @@ knows about that.
 from __future__ import annotations
 
 import math
-from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from sit.config import TimeDist, check_steps
-
-GridKind = Literal["uniform", "shifted", "edm", "cosine", "logsnr"]
-GRIDS: tuple[str, ...] = get_args(GridKind)
+from sit.sampler_kinds import GRIDS, GridKind  # noqa: F401
 
 
 def check_t(t: Tensor | float, name: str = "t") -> None:

@@ -24,7 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-MATH_CORE = ("sit.config", "sit.field_errors", "sit.stored_form", "sit.bounds", "sit.config_rules", "sit.sampler_kinds", "sit.timegrid", "sit.paths", "sit.objectives", "sit.diffusion_coef",
+MATH_CORE = ("sit.config", "sit.field_errors", "sit.stored_form", "sit.bounds", "sit.config_rules", "sit.sampler_kinds",
+             "sit.sampler_config", "sit.timegrid", "sit.paths", "sit.objectives", "sit.diffusion_coef",
              "sit.samplers", "sit.guidance", "sit.discrete", "sit.likelihood", "sit.lt", "sit.toy")
 FRONT = ("sit.cli", "sit.commands")
 # (who, rule): every module under ``who`` obeys ``rule`` (the grammar of the docstrings)

@@ -2,44 +2,34 @@
 
 Library modules raise `sit.config.ConfigError(record, field, problem)` (they never spell a flag);
 `sit.cli.main` passes every error of a command through `in_flags`, which writes each field the
-error names as the flag that sets it: ``--`` + the field with ``-`` for ``_``, or the flag of
-`FIELD_FLAGS` where the two differ. A field the command has no flag for keeps its record name
-(``TrainConfig.depth`` read back from a saved config is not something the user typed).
+error names as the flag that sets it (`flag_of`: the field's metadata, `sit.commands.flags`). A
+field the command has no flag for keeps its record name (``TrainConfig.depth`` read back from a
+saved config is not something the user typed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-# (record, field) -> flag where the flag is not "--" + field.replace("_", "-"); record "" is a plain
-# argument of a library function. TrainConfig's fields carry their flag in their metadata
-# (`sit.commands.train.flag_for`). A test checks that each flag here exists in some command.
-FIELD_FLAGS: dict[tuple[str, str], str] = {
-    ("ModelConfig", "class_dropout_prob"): "--label-dropout",
-    ("GuidanceConfig", "scale"): "--cfg-scale",
-    ("GuidanceConfig", "channels"): "--cfg-channels",
-    ("GuidanceConfig", "interval"): "--cfg-interval",
-    ("GuidanceConfig", "guide"): "--guide-ckpt",
-    ("DiscreteSampleConfig", "eta"): "--ddim-eta",
-    ("", "out_dir"): "--out",
-    ("ConvertOptions", "from_format"): "--from",   # `sit convert`'s options, named by the readers' advice
-}
-
 # records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
-# --phema-sigmas"); other records' fields by the command that failed
-RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert",
-                                  "Extract": "extract"}   # Extract: `sit extract`'s options
+# --phema-sigmas"); other records' fields by the command that failed. ConvertOptions / Extract are the
+# options of `sit convert` / `sit extract` (named by the readers' advice): each field is the option whose
+# dest it is.
+RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert", "Extract": "extract"}
 
 
 def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:
-    """The flag that sets ``record.field``; None when ``options`` (the command's option strings)
-    is given and holds no such flag."""
-    flag = FIELD_FLAGS.get((record, field))
-    if flag is None and record == "TrainConfig":   # TrainConfig's flags are generated from its fields
-        from sit.commands.train import flag_for
+    """The flag that sets ``record.field`` (`sit.commands.flags.flag_of`: the field's metadata; a
+    plain argument (record "") or a command's own option: the option whose dest it is, where
+    ``options`` says); None when ``options`` (the command's option strings) holds no such flag."""
+    from sit.commands.flags import flag_of as record_flag
+    from sit.commands.flags import record_class
 
-        flag = flag_for(field)
-    flag = flag or "--" + field.replace("_", "-")
+    dests = getattr(options, "dests", {})
+    if (not record or record_class(record) is None) and field in dests:
+        flag = dests[field]
+    else:
+        flag = record_flag(record, field) if record else "--" + field.replace("_", "-")
     if options is not None and flag not in options:
         return None
     return flag
@@ -51,7 +41,7 @@ def fields_as_flags(text: str, records: Collection[str]) -> str:
     import re
 
     pattern = r"\b(" + "|".join(map(re.escape, records)) + r")\.(\w+)"
-    return re.sub(pattern, lambda m: flag_of(m.group(1), m.group(2)), text)
+    return re.sub(pattern, lambda m: flag_of(m.group(1), m.group(2)) or m.group(0), text)
 
 
 def in_flags(e: BaseException, command: str | None = None,
@@ -97,7 +87,6 @@ def with_suggestion(text: str) -> str:
     return text[:m.end()] + f" (did you mean {close[0]!r}?)" + text[m.end():]
 
 
-RECORDS = ("TrainConfig", "ModelConfig", "SampleConfig", "DiscreteSampleConfig", "SampleSpec", "GuidanceConfig")
 
 
 def cli_message(e: BaseException, command: str | None = None,
@@ -106,6 +95,8 @@ def cli_message(e: BaseException, command: str | None = None,
     (`in_flags`; a record field a plain message spells, ``TrainConfig.repa_encoder``, too, where
     the command has its flag) and a "did you mean" for an unknown value (`with_suggestion`)."""
     import re
+
+    from sit.commands.flags import RECORD_MODULES
 
     text = str(in_flags(e, command, options))
     own = None if options is None else options.get(command, ())
@@ -116,5 +107,5 @@ def cli_message(e: BaseException, command: str | None = None,
         f = flag_of(record, field, mine)
         return f if f is not None and (own is None or f in own) else m.group(0)
 
-    text = re.sub(r"\b(" + "|".join(RECORDS) + r")\.([a-z_][a-z0-9_]*)\b", flag, text)
+    text = re.sub(r"\b(" + "|".join(RECORD_MODULES) + r")\.([a-z_][a-z0-9_]*)\b", flag, text)
     return with_suggestion(text)

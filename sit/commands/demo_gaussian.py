@@ -10,13 +10,13 @@ statistics of as many exact target samples). The mixture is `sit.toy.GaussianMix
 from __future__ import annotations
 
 import time
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from sit.commands._args import add_command, finish_command, require_at_least
-from sit.paths import PATH_NAMES, get_path
-from sit.toy import default_mixture
+from sit.config import PATH_NAMES
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 DEMO_SAMPLERS = (
     ("euler", None),
@@ -29,7 +29,11 @@ DEMO_SAMPLERS = (
 
 
 def run_demo(path_name="linear", num_samples=10000, num_steps=50, seed=0, out=None, progress=False):
+    import torch
+
+    from sit.paths import get_path
     from sit.samplers import SampleConfig, sample
+    from sit.toy import default_mixture
 
     path = get_path(path_name)
     gm = default_mixture()
@@ -65,12 +69,15 @@ def run_demo(path_name="linear", num_samples=10000, num_steps=50, seed=0, out=No
 
 
 def _errors(x: Tensor, m: Tensor, c: Tensor) -> tuple[float, float]:
+    import torch
+
     x = x.to(torch.float64)
     return float((x.mean(0) - m).norm()), float((torch.cov(x.T) - c).norm())
 
 
 def _scatter(ref, results, out):
     import matplotlib
+    import torch
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -106,7 +113,7 @@ def register(subparsers) -> None:
     p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--out", default=None, metavar="PNG", help="save a scatter plot of the samples here")
-    finish_command(p, _main, "no progress bars")
+    finish_command(p, _main, "show a progress bar per sampler (default on; this flag turns them off)")
 
 
 def _main(args) -> int:
@@ -114,6 +121,8 @@ def _main(args) -> int:
     require_at_least("--num-steps", args.num_steps, 1)
     # the tensors are tiny (N x 2): intra-op threads only add synchronisation cost (measured
     # 40x slower with 2 threads on a loaded 2-core machine), so the demo runs on one thread
+    import torch
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -71,7 +71,7 @@ def register(subparsers) -> None:
                    help="also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, ADM keys) to NPZ, "
                         "for later runs and `sit sweep --ref`")
     p.add_argument("--out", default=None, metavar="JSON", help="results JSON (default: SAMPLES.eval.json beside SAMPLES)")
-    finish_command(p, run, "no progress bars")
+    finish_command(p, run, "show progress bars (default on; this flag turns them off)")
 
 
 def parse_metrics(spec: str) -> dict[str, tuple[str, ...]]:

@@ -27,7 +27,8 @@ def register(subparsers) -> None:
     p = add_command(subparsers, "extract", description=EXAMPLES,
                     help="encode an image folder into sharded VAE latents (posterior mean/std, image + mirror)")
     p.add_argument("--data", metavar="DIR", help="ImageFolder root: one sub-folder of images per class")
-    p.add_argument("--out", metavar="DIR", required=True, help="output folder (index.json + shard-*.npy)")
+    p.add_argument("--out", dest="out_dir", metavar="DIR", required=True,   # out_dir: sit.data.latents' name for it
+                   help="output folder (index.json + shard-*.npy)")
     p.add_argument("--image-size", type=int, default=256, metavar="PIXELS", help="ADM centre-crop size (default: 256)")
     p.add_argument("--vae", default="ema", metavar="PATH|NAME",
                    help="folder with config.json + diffusion_pytorch_model.safetensors, or ema/mse/<hub id> "
@@ -65,24 +66,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from sit.data.latents import check_extraction, finish_latent_norm, nonfinite_shards
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.check:
-        index, missing = check_extraction(args.out)
-        if missing:
-            print(f"{args.out}: incomplete, {len(missing)} of {index['num_shards']} shard(s) missing: {missing[:20]}")
-            return 1
-        bad = nonfinite_shards(args.out, index)
-        if bad:
-            print(f"{args.out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
-            return 1
-        if finish_latent_norm(args.out) is not None:  # (computed, or verified when already there)
-            index, _ = check_extraction(args.out)
-        print(f"{args.out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
-              f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}"
-              + (f", pixels {index['pixels']['shape']} uint8" if "pixels" in index else ""))
-        return 0
+        return check(args.out_dir)
     if not args.data:
         raise ValueError("--data is required (the ImageFolder to encode), unless --check")
     for name in ("image_size", "shard_size", "batch_size"):
@@ -90,13 +76,39 @@ def run(args) -> int:
     _check_latent_flags(args.vae_scale, args.vae_shift)
     from sit.folders import require_reachable
 
-    require_reachable(args.out)
+    require_reachable(args.out_dir)
     require_at_least("--num-workers", args.num_workers, 0)
+    return _extract(args)
 
+
+def check(out: str) -> int:
+    """`--check`: 0 when ``out`` holds a complete extraction with finite latents (its latent
+    normalisation computed or verified), else 1 with what is missing."""
+    from sit.data.latents import check_extraction, finish_latent_norm, nonfinite_shards
+
+    index, missing = check_extraction(out)
+    if missing:
+        print(f"{out}: incomplete, {len(missing)} of {index['num_shards']} shard(s) missing: {missing[:20]}")
+        return 1
+    bad = nonfinite_shards(out, index)
+    if bad:
+        print(f"{out}: {len(bad)} shard(s) hold NaN/inf latents: {bad[:20]}; delete them and rerun `sit extract`")
+        return 1
+    if finish_latent_norm(out) is not None:  # (computed, or verified when already there)
+        index, _ = check_extraction(out)
+    print(f"{out}: complete, {index['num_shards']} shard(s), {index['num_files']} files, "
+          f"latents {index['latent_shape']} {index['dtype']}, vae {index['vae']}, {_space_text(index)}"
+          + (f", pixels {index['pixels']['shape']} uint8" if "pixels" in index else ""))
+    return 0
+
+
+def _extract(args) -> int:
+    """Encode this rank's shards, then say whether the folder is complete (the last rank to finish sees it)."""
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
-    from sit.data.latents import extract_latents
+    from sit.data.latents import check_extraction, extract_latents
     from sit.vae import VAE
 
+    out = args.out_dir
     rank, world, device = _placement(args)
     class_to_idx = load_label_map(args.label_map) if args.label_map else None
     dataset = ImageFolderDataset(args.data, args.image_size, on_error=args.on_error, class_to_idx=class_to_idx,
@@ -106,8 +118,8 @@ def run(args) -> int:
     vae.latent_shape(args.image_size)  # size check before any work
     if rank == 0:
         print(f"extract: {len(dataset)} images, {dataset.num_classes} classes, {world} process(es), "
-              f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {args.out}", flush=True)
-    stats = extract_latents(dataset, vae, args.out, shard_size=args.shard_size, batch_size=args.batch_size,
+              f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {out}", flush=True)
+    stats = extract_latents(dataset, vae, out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
                             progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm,
                             pixels=args.pixels)
@@ -117,14 +129,14 @@ def run(args) -> int:
     # no barrier: ranks never wait for each other (a slow or failed rank cannot hang the others);
     # whichever rank finishes last sees the folder complete
     try:
-        index, missing = check_extraction(args.out)
+        index, missing = check_extraction(out)
     except FileNotFoundError:  # rank 0 (which writes index.json) has not started yet
         index, missing = None, ["index.json"]
     if missing:
         print(f"extract rank {rank}: done; other ranks not finished yet (missing: {missing[:5]}) "
-              f"(check later with `sit extract --out {args.out} --check`)", file=sys.stderr)
+              f"(check later with `sit extract --out {out} --check`)", file=sys.stderr)
     else:
-        print(f"extract: {args.out} complete ({index['num_shards']} shards), {_space_text(index)}")
+        print(f"extract: {out} complete ({index['num_shards']} shards), {_space_text(index)}")
     return 0
 
 

@@ -32,33 +32,20 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
     """Summary dict of a checkpoint: preset, params, classes, step, config, meta."""
     from sit import checkpoints as store
     from sit.config import ModelConfig, from_dict, to_dict
-    from sit.models.checkpoint import infer_config, preset_name, read_checkpoint
+    from sit.models.checkpoint import infer_config, preset_name
     from sit.models.sit import param_count
 
     ck = store.resolve(path)  # verifies; a run folder: its newest valid checkpoint (refusals named)
-    if store.is_diffusers_folder(ck):  # `sit convert --to diffusers`: read back (and verified) as sit weights
-        from sit.models.diffusers_format import load_diffusers
-
-        net, meta = load_diffusers(ck)
-        sd = net.state_dict()
-    elif store.is_dit_folder(ck):  # an official diffusers DiT folder (facebook/DiT-XL-2-256 layout): DiT
-        from sit.models.diffusers_dit import load_dit_folder
-
-        net, meta = load_dit_folder(ck)
-        sd = net.state_dict()
-    else:
-        sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
-        meta = store.recorded_meta(meta, kind, ck)  # as `store.load` reads it
+    sd, meta = _read(ck, prefer, kind)
     if isinstance(meta.get("model"), dict):
         cfg = from_dict(ModelConfig, meta["model"])
     else:
         cfg = infer_config(sd, meta.get("official_args"), num_heads)
     rm = store.RunMeta.from_dict(dict(meta, model=cfg), source=ck)  # what every loader will use
-    n_stored = sum(v.numel() for v in sd.values())
     info = {
         "checkpoint": str(ck),
         "model": preset_name(cfg) or "custom",
-        "params": n_stored,
+        "params": sum(v.numel() for v in sd.values()),
         "params_expected": param_count(cfg),
         "num_classes": cfg.num_classes,
         "input": [cfg.in_channels, cfg.input_size, cfg.input_size],
@@ -70,28 +57,56 @@ def describe(path, prefer: str = "ema", kind: str | None = None, num_heads: int 
         "time_input": rm.time_input,
         "config": to_dict(cfg),
     }
+    info.update(_training_extras(meta, cfg))
+    extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
+    if extra:
+        info["meta"] = extra
+    return info
+
+
+def _read(ck, prefer: str, kind: str | None):
+    """(state dict, meta) of a resolved checkpoint: a `sit convert --to diffusers` export (read back and
+    verified as sit weights), an official diffusers DiT folder, or a file / checkpoint folder."""
+    from sit import checkpoints as store
+    from sit.models.checkpoint import read_checkpoint
+
+    if store.is_diffusers_folder(ck):
+        from sit.models.diffusers_format import load_diffusers
+
+        net, meta = load_diffusers(ck)
+        return net.state_dict(), meta
+    if store.is_dit_folder(ck):  # the facebook/DiT-XL-2-256 layout: DiT
+        from sit.models.diffusers_dit import load_dit_folder
+
+        net, meta = load_dit_folder(ck)
+        return net.state_dict(), meta
+    sd, meta = read_checkpoint(ck, prefer=prefer, kind=kind)
+    return sd, store.recorded_meta(meta, kind, ck)  # as `store.load` reads it
+
+
+def _training_extras(meta: dict, cfg) -> dict:
+    """What the run's training recorded beyond the network: its alignment (REPA), its named recipe
+    and the sampling that recipe publishes, and the latent space of a latent model."""
+    out: dict = {}
     train = meta.get("train") if isinstance(meta.get("train"), dict) else {}
     if train.get("repa_encoder") is not None:
         from sit.config import TrainConfig
         from sit.train.repa import default_depth
 
         D = TrainConfig()
-        info["alignment"] = {"method": "repa", "encoder": train["repa_encoder"],
-                             "depth": train.get("repa_depth") or default_depth(cfg.depth),
-                             "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
-    if train.get("preset") is not None:   # the named recipe the run was trained with, and its published sampling
+        out["alignment"] = {"method": "repa", "encoder": train["repa_encoder"],
+                            "depth": train.get("repa_depth") or default_depth(cfg.depth),
+                            "coeff": train.get("repa_coeff", D.repa_coeff), "proj_dim": train.get("repa_proj_dim", D.repa_proj_dim)}
+    if train.get("preset") is not None:
         from sit.train.recipes import TRAIN_PRESETS
 
-        info["preset"] = {"train": train["preset"], "sample": TRAIN_PRESETS.get(train["preset"], {}).get("sample_preset")}
+        out["preset"] = {"train": train["preset"], "sample": TRAIN_PRESETS.get(train["preset"], {}).get("sample_preset")}
     if cfg.in_channels not in (1, 3):  # a latent model: the space its samples are decoded from
         from sit.vae import LatentSpace
 
         data = meta.get("data") if isinstance(meta.get("data"), dict) else None
-        info["latent_space"] = {"recorded": bool(data and "scale_factor" in data), **LatentSpace.from_record(data).record()}
-    extra = {k: v for k, v in meta.items() if k not in info and k != "model"}
-    if extra:
-        info["meta"] = extra
-    return info
+        out["latent_space"] = {"recorded": bool(data and "scale_factor" in data), **LatentSpace.from_record(data).record()}
+    return out
 
 
 def run(args) -> int:

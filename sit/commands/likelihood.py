@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from sit.commands._args import add_command, finish_command, require_at_least
-from sit.likelihood import DIVERGENCES
+from sit.sampler_kinds import DIVERGENCES
 
 DEFAULT_PROBES = 4  # Hutchinson probes per sample: the probe noise is then small against the spread of log p
 
@@ -93,13 +93,10 @@ def unit_words(eight_bit: bool, channels: int, spec: str) -> str:
 
 def run(args) -> int:
     import torch
-    from tqdm.auto import tqdm
 
     from sit import dist
     from sit import generate as S
     from sit.evaluate.plots import write_csv
-    from sit.likelihood import log_likelihood
-    from sit.objectives import to_velocity
 
     require_at_least("--num-samples", args.num_samples, 2)
     require_at_least("--probes", args.probes, 1)
@@ -114,6 +111,27 @@ def run(args) -> int:
     lo, hi = path.train_t_range(prediction)  # avoid t where the field is singular (VP at 0, score at 0 and 1)
     how = f"Hutchinson, {args.probes} Rademacher probe(s) per sample" if args.divergence == "hutchinson" else "exact"
     dist.print0(f"log-likelihood of {x.shape[0]} points of {spec}: {args.method}, t in [{lo:g}, {hi:g}], divergence {how}")
+    logps, bpds, probe_se, rows, nfe = _solve(args, x, y, model_fn, path, prediction, (lo, hi), dev, eight_bit)
+    _report(args, spec, eight_bit, torch.cat(bpds), torch.cat(logps), torch.cat(probe_se), nfe, x[0].numel(),
+            int(x.shape[1]))
+    if args.out:
+        write_csv(Path(args.out), rows)
+        dist.print0(f"wrote {args.out}")
+    return 0
+
+
+def _solve(args, x, y, model_fn, path, prediction, t_range, dev, eight_bit):
+    """Integrate every batch's probability-flow ODE (`sit.likelihood.log_likelihood`) under one progress
+    bar; (log p, bits/dim, probe standard errors, per-sample rows, NFE)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from sit import dist
+    from sit import generate as S
+    from sit.likelihood import log_likelihood
+    from sit.objectives import to_velocity
+
+    lo, hi = t_range
     logps, bpds, probe_se, rows, nfe = [], [], [], [], 0
     # the ETA appears once 5% is done, from the average rate so far (smoothing=0): the solver's first
     # tiny steps near the data gave rates that promised thousands of hours
@@ -146,12 +164,7 @@ def run(args) -> int:
         bar.n = sum(t.numel() for t in bpds)
         bar.refresh()
     bar.close()
-    _report(args, spec, eight_bit, torch.cat(bpds), torch.cat(logps), torch.cat(probe_se), nfe, x[0].numel(),
-            int(x.shape[1]))
-    if args.out:
-        write_csv(Path(args.out), rows)
-        dist.print0(f"wrote {args.out}")
-    return 0
+    return logps, bpds, probe_se, rows, nfe
 
 
 def _report(args, spec, eight_bit, bpd, logp, probe_se, nfe, dim, channels: int = 1) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sit.commands._args import add_command, require_at_least
-from sit.lt import REDUCTIONS
+from sit.commands._args import PROGRESS_HELP, add_command, require_at_least
+from sit.sampler_kinds import REDUCTIONS
 
 EXAMPLES = """\
 examples:
@@ -37,7 +37,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=256, metavar="B")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="where lt.csv / lt.png go (default: beside the stored table)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
     p.add_argument("--no-store", action="store_true", help="do not store the table with the checkpoint (write DIR/lt_table.json)")
     p.set_defaults(func=run)
 

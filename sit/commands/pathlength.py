@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands.flags import add_record_arguments
+from sit.generate.spec import SampleSpec
 
 EXAMPLES = """\
 examples:
@@ -28,7 +30,7 @@ def register(sub) -> None:
     p = add_command(sub, "pathlength", help="path length C(v) over checkpoints (Fig. 4): CSV + PNG", description=EXAMPLES)
     p.add_argument("--ckpts", nargs="+", required=True, metavar="PATH",
                    help="checkpoints, or run directories (all their checkpoints, by step)")
-    p.add_argument("--weights", choices=["ema", "model"], default="ema")
+    add_record_arguments(p, SampleSpec, ("weights",), keep_defaults=True)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--device", default=None)
     p.add_argument("--data", metavar="NAME|NPZ|DIR", help="x* data: embedded name, .npz or a `sit extract` folder (default: the demo dataset's training split)")

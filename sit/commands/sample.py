@@ -1,9 +1,9 @@
 """`sit sample`: images (and latents) from a checkpoint, for looking or for evaluation.
 
-Flags map one-to-one onto the fields of the typed records (`sit.samplers.SampleConfig` or
-`sit.generate.spec.DiscreteSampleConfig`, `sit.guidance.GuidanceConfig`, `sit.generate.spec.SampleSpec`);
-the records are built and validated before anything is loaded, and the help shows the defaults
-read from them.
+Flags are generated from the fields of the typed records (`sit.sampler_config.SampleConfig` and
+`DiscreteSampleConfig`, `sit.generate.spec.SampleSpec`; `sit.commands.flags`), the guidance flags
+map onto `sit.guidance.GuidanceConfig`; the records are built and validated before anything is
+loaded, and the help shows the defaults read from them.
 """
 
 from __future__ import annotations
@@ -14,6 +14,14 @@ import math
 import sys
 import time
 from pathlib import Path
+
+from sit.commands._args import (
+    PROGRESS_HELP,
+    add_model_arguments,
+    add_vae_space_arguments,
+    check_vae_space_args,
+)
+from sit.commands.flags import add_record_arguments, given_values
 
 EXAMPLES = """\
 examples:
@@ -30,26 +38,6 @@ examples:
 
 presets: {presets}
 """
-
-# SampleConfig field -> (type, metavar, help); the flag is --FIELD with '-' for '_'
-SAMPLER_FLAGS = {
-    "method": (str, "NAME", "a row of sit.samplers.SAMPLERS: {methods}"),
-    "num_steps": (int, "N", "steps (not grid points); Heun spends 2 NFE per step"),
-    "grid": (str, "KIND", "time grid: uniform, shifted, edm, cosine, logsnr (equal log-SNR steps, for dpmpp_2m)"),
-    "shift": (float, "S", "grid=shifted: > 1 spends more steps near noise"),
-    "rho": (float, "RHO", "grid=edm: Karras exponent"),
-    "t_start": (float, "T", "start time (default: 1, or 1 - 1e-3 where the field or w_t is infinite at 1)"),
-    "t_end": (float, "T", "end time before the last step (default: 0, or 1e-3 where singular)"),
-    "w": (str, "NAME", "SDE diffusion coefficient w_t: kl, sigma, sin2, kl_eta, constant, official-*"),
-    "w_scale": (float, "S", "multiplier of w_t"),
-    "eta": (float, "ETA", "eta of w_KL,eta (eq. 14) only; DDIM's eta is --ddim-eta"),
-    "last_step": (str, "KIND", "SDE last step: mean, tweedie, euler, none"),
-    "last_step_size": (float, "H", "size of the SDE last step (official 0.04)"),
-    "atol": (float, "TOL", "adaptive ODE solver absolute tolerance"),
-    "rtol": (float, "TOL", "adaptive ODE solver relative tolerance"),
-}
-FLAG_NAMES = {"cfg_scale": "--cfg-scale", "channels": "--cfg-channels", "interval": "--cfg-interval"}
-
 
 def register(sub) -> None:
     from sit.generate.presets import PRESETS
@@ -72,66 +60,15 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def add_model_arguments(p, overrides: bool = False) -> None:
-    """--ckpt, --weights, --vae, --precision, --device; with ``overrides`` also the flags for what
-    official files cannot state (`add_model_overrides`)."""
-    from sit.generate.spec import PRECISIONS, SampleSpec
-
-    g = p.add_argument_group("model")
-    g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
-    g.add_argument("--weights", choices=["ema", "model"], default=SampleSpec.weights,
-                   help="EMA or raw weights where both exist (default %(default)s)")
-    g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
-    g.add_argument("--precision", choices=list(PRECISIONS), default=SampleSpec.precision,
-                   help="network precision: bf16 = autocast, bf16-weights = weights and activations in bf16 (fastest, "
-                        "more rounding); the sampler math stays fp32 (default %(default)s)")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    if overrides:
-        add_model_overrides(g)
-
-
-def add_vae_space_arguments(p) -> None:
-    """--vae-scale / --vae-shift: override the latent scale and shift a decode uses (default: the
-    values recorded with the run; a --vae whose config contradicts them is refused)."""
-    g = p.add_argument_group("latent decoding (latent models)")
-    g.add_argument("--vae-scale", type=float, metavar="S",
-                   help="decode z = x / S + shift (default: the scale recorded with the run, 0.18215 for official "
-                        "checkpoints; a --vae whose config scaling_factor differs is refused unless this is given)")
-    g.add_argument("--vae-shift", type=float, metavar="B",
-                   help="decode shift (default: the run's recorded shift, 0 when none is recorded)")
-
-
-def check_vae_space_args(args) -> None:
-    from sit.config import latent_value_problem
-
-    for name in ("vae_scale", "vae_shift"):
-        v = getattr(args, name, None)
-        problem = None if v is None else latent_value_problem(name[4:], v)
-        if problem:
-            raise ValueError(f"--{name.replace('_', '-')} {problem}")
-        if v is not None and not getattr(args, "vae", None):
-            raise ValueError(f"--{name.replace('_', '-')} applies to decoding with --vae (a latent model); give --vae PATH")
-
-
-def add_model_overrides(g) -> None:
-    """--kind and --num-heads: what an official .pt cannot state (the same flags as `sit convert` / `sit info`)."""
-    g.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
-    g.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
-
-
 def add_sampler_arguments(p) -> None:
+    """The sampler's flags, generated from `SampleConfig`'s fields (defaults: `sit sample`'s default
+    sampler) and `DiscreteSampleConfig.eta` (--ddim-eta); --lt-table and the guidance flags."""
     from sit.generate.presets import DEFAULT_SAMPLE
-    from sit.generate.spec import DiscreteSampleConfig
+    from sit.sampler_config import DiscreteSampleConfig, SampleConfig
 
     g = p.add_argument_group("sampler (defaults: shown, or the preset's values)")
-    from sit.samplers import methods_help
-
-    for name, (typ, metavar, text) in SAMPLER_FLAGS.items():
-        default = getattr(DEFAULT_SAMPLE, name)
-        text = text.format(methods=methods_help()) if name == "method" else text
-        g.add_argument(f"--{name.replace('_', '-')}", type=typ, metavar=metavar, help=f"{text} (default {default})")
-    g.add_argument("--ddim-eta", type=float, metavar="ETA",
-                   help=f"DDIM's eta for --method ddim (default {DiscreteSampleConfig.eta})")
+    add_record_arguments(g, SampleConfig, defaults=DEFAULT_SAMPLE)
+    add_record_arguments(g, DiscreteSampleConfig, ("eta",))
     g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
     from sit.commands._guidance_flags import add_guidance_arguments
 
@@ -139,15 +76,14 @@ def add_sampler_arguments(p) -> None:
 
 
 def add_set_arguments(p) -> None:
+    """What to sample (--labels, --num-samples, --seed generated from `SampleSpec`'s fields) and the
+    output options."""
     from sit.generate.spec import SampleSpec
 
     g = p.add_argument_group("what to sample")
     g.add_argument("--preset", metavar="NAME", help="named paper setting (listed above); explicit options override it")
-    g.add_argument("--labels", metavar="LIST", help=f"'random' (default {SampleSpec.labels}; per-sample seeded), "
-                                                    "'null' (unconditional) or class indices 207,360 (cycled)")
-    g.add_argument("--num-samples", type=int, metavar="N",
-                   help=f"samples to make (default: the number of --labels, else the preset's, else {SampleSpec.num_samples})")
-    g.add_argument("--seed", type=int, default=SampleSpec.seed, help="sample i uses seed SEED + i (default %(default)s)")
+    add_record_arguments(g, SampleSpec, ("labels", "num_samples"))
+    add_record_arguments(g, SampleSpec, ("seed",), keep_defaults=True)
     g.add_argument("--noise", metavar="FILE", help="explicit initial noise (N, C, H, W) as .npy or .safetensors")
     g.add_argument("--batch-size", type=int, default=32, metavar="B", help="samples per batch and process (default %(default)s)")
     o = p.add_argument_group("output")
@@ -156,7 +92,7 @@ def add_set_arguments(p) -> None:
     o.add_argument("--png-folder", action="store_true", help="also write every image to DIR/images/NNNNNN.png")
     o.add_argument("--save-latents", choices=["npy", "safetensors"], help="also write the sampled latents")
     o.add_argument("--keep-parts", action="store_true", help="keep the per-batch part files after merging")
-    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    o.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
 
 
 def check_args(args) -> None:
@@ -194,9 +130,10 @@ def _flag_error(e: ValueError) -> ValueError:
 
 
 def check_method_flags(method: str, given: dict) -> None:
-    """Refuse flags that the method would ignore (`sit.samplers.check_method_fields`, the rule
+    """Refuse flags that the method would ignore (`sit.sampler_config.check_method_fields`, the rule
     `sit sweep` applies to its METHOD:FIELD=VALUE options too)."""
-    from sit.samplers import SAMPLERS, check_method_fields
+    from sit.sampler_config import check_method_fields
+    from sit.sampler_kinds import SAMPLERS
 
     if method in SAMPLERS:  # an unknown method is named by SampleConfig
         check_method_fields(method, given)
@@ -204,13 +141,10 @@ def check_method_flags(method: str, given: dict) -> None:
 
 def sample_config_from_args(args, base):
     """Explicit sampler flags over ``base`` (the preset's or the default config), as a typed record."""
-    from sit.generate.spec import DISCRETE_METHODS, DiscreteSampleConfig
-    from sit.samplers import SampleConfig
+    from sit.sampler_config import DISCRETE_METHODS, DiscreteSampleConfig, SampleConfig
 
-    given = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    given = given_values(args, SampleConfig)   # last_step "none": no last step (the grid runs to t_end)
     method = given.get("method", base.method)
-    if "last_step" in given and given["last_step"].lower() == "none":
-        given["last_step"] = None  # explicit: no last step (the Euler-Maruyama grid runs to t_end)
     try:
         if method in DISCRETE_METHODS:
             if "eta" in given:
@@ -253,15 +187,15 @@ def _folder_vae(args) -> None:
 def build_spec(args):
     """(SampleSpec without the checkpoint's fields, preset name): explicit flags > preset > defaults."""
     from sit.generate.noise import parse_labels
-    from sit.generate.presets import DEFAULT_GUIDANCE, DEFAULT_SAMPLE, Preset, get_preset
+    from sit.generate.presets import DEFAULT_SAMPLE, Preset, get_preset
     from sit.generate.spec import SampleSpec
 
-    preset = get_preset(args.preset) if args.preset else Preset(DEFAULT_SAMPLE, DEFAULT_GUIDANCE)
+    preset = get_preset(args.preset) if args.preset else Preset(DEFAULT_SAMPLE)
     sample = sample_config_from_args(args, preset.sample)
     guidance = guidance_from_args(args, preset.guidance)
     labels = parse_labels(args.labels if args.labels is not None else preset.labels, check=False)
     num_samples = args.num_samples or (len(labels) if isinstance(labels, tuple) else None) \
-        or preset.num_samples or SampleSpec.num_samples
+        or preset.num_samples or SampleSpec().num_samples
     spec = SampleSpec(weights=args.weights, sample=sample, guidance=guidance, labels=labels, seed=args.seed,
                       num_samples=int(num_samples), precision=args.precision, vae=args.vae,
                       vae_scale=args.vae_scale, vae_shift=args.vae_shift, save_latents=args.save_latents)

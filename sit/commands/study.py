@@ -7,6 +7,10 @@ import dataclasses
 import sys
 from pathlib import Path
 
+from sit.commands.flags import add_record_arguments, given_values
+from sit.commands.train import default_note, flag_for
+from sit.config import TrainConfig
+
 EXAMPLES = """\
 examples:
   sit study --out studies/demo                  # embedded digits, 6 cells x 3 seeds: ~40 min on 2 idle cores
@@ -30,11 +34,12 @@ FD-DINOv2 with --dinov2 DIR (a local transformers Dinov2Model folder).
 A killed study continues where it stopped; a changed setting is refused for an existing folder.
 """
 
-BUDGET_FLAGS = ("steps", "batch", "seeds", "samples_per_class", "nfe")
+BUDGET_FLAGS = ("steps", "batch", "seeds", "samples_per_class", "nfe")   # Budget fields, flags generated from them
+STUDY_TRAIN_FLAGS = ("dataset", "latents", "data", "vae", "image_size")  # TrainConfig fields of the study's network
 
 
 def register(subparsers) -> None:
-    from sit.study.cells import DEFAULT_BUDGET, QUICK_BUDGET
+    from sit.study.cells import DEFAULT_BUDGET, QUICK_BUDGET, Budget
 
     p = subparsers.add_parser("study", help="the paper's design-space study (Tables 2-6, Figs. 4-5) with a report",
                               description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,15 +48,11 @@ def register(subparsers) -> None:
                    help=f"the quick budget ({QUICK_BUDGET.steps} steps x batch {QUICK_BUDGET.batch}, "
                         f"{QUICK_BUDGET.seeds} seeds, NFE {QUICK_BUDGET.nfe}) instead of the default")
     b = p.add_argument_group("budget (every cell the same; default: sit.study.cells.DEFAULT_BUDGET)")
-    b.add_argument("--steps", type=int, metavar="N", help=f"optimizer steps per model (default {DEFAULT_BUDGET.steps})")
+    add_record_arguments(b, Budget, ("steps",), defaults=DEFAULT_BUDGET)   # generated from the record's fields
     b.add_argument("--train-minutes", type=float, metavar="MIN",
                    help="wall-time budget per trained model instead of --steps: turned into one step count "
                         "for all cells by timing a short run")
-    b.add_argument("--batch", type=int, metavar="N", help=f"images per step (default {DEFAULT_BUDGET.batch})")
-    b.add_argument("--seeds", type=int, metavar="N", help=f"seeds per cell, >= 2 (default {DEFAULT_BUDGET.seeds})")
-    b.add_argument("--samples-per-class", type=int, metavar="N",
-                   help=f"samples per class per quality number (default {DEFAULT_BUDGET.samples_per_class})")
-    b.add_argument("--nfe", type=int, metavar="N", help=f"network evaluations per sample (default {DEFAULT_BUDGET.nfe})")
+    add_record_arguments(b, Budget, BUDGET_FLAGS[1:], defaults=DEFAULT_BUDGET)
     c = p.add_argument_group("which cells")
     c.add_argument("--cells", metavar="LIST", help="comma list of cells, 'all' or 'default' (default: default)")
     c.add_argument("--only", action="append", metavar="CELL[:SEED]", help="run only this cell (or one seed of it); repeatable")
@@ -61,11 +62,8 @@ def register(subparsers) -> None:
     c.add_argument("--report-only", action="store_true", help="train nothing: write the report from the finished cells")
     c.add_argument("--no-report", action="store_true", help="do not write the report after running")
     d = p.add_argument_group("data and network (default: the embedded digits demo and its network)")
-    d.add_argument("--dataset", choices=["digits", "mnist_5k"], help="embedded dataset (default digits)")
-    d.add_argument("--latents", metavar="DIR", help="pre-extracted latents (`sit extract`)")
-    d.add_argument("--data", metavar="DIR", help="ImageFolder root, encoded by --vae")
-    d.add_argument("--vae", metavar="PATH", help="SD VAE folder for --data")
-    d.add_argument("--image-size", type=int, metavar="PX")
+    # the study's network trains on these TrainConfig fields: their flags as `sit train`'s
+    add_record_arguments(d, TrainConfig, STUDY_TRAIN_FLAGS, default_note=default_note, flags=flag_for)
     d.add_argument("--inception", metavar="auto|fid-helper|PATH",
                    help="Inception weights of a --latents / --data study, as `sit eval` (default: auto)")
     d.add_argument("--dinov2", metavar="DIR", help="local Dinov2Model folder: FD-DINOv2 as a second number")
@@ -78,7 +76,7 @@ def register(subparsers) -> None:
     d.add_argument("--jobs", type=int, metavar="N",
                    help="worker processes, one (cell, seed) each (default: 2 for the embedded study on >= 2 CPU "
                         "cores, else 1)")
-    d.add_argument("--device", help="cpu / cuda (default: cuda if available)")
+    add_record_arguments(d, TrainConfig, ("device",))
     d.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per worker (default: the usable cores divided among the --jobs workers)")
     p.set_defaults(func=run)
 
@@ -87,18 +85,19 @@ def _base(args):
     """(TrainConfig, ModelConfig) of the study's network and optimiser (`sit.study.run.study_base`)."""
     from sit.study.run import study_base
 
-    train = {k: getattr(args, k) for k in ("dataset", "latents", "data", "vae", "image_size", "device", "threads")
-             if getattr(args, k, None) is not None}
+    train = given_values(args, TrainConfig, (*STUDY_TRAIN_FLAGS, "device"))
+    if getattr(args, "threads", None) is not None:
+        train["threads"] = args.threads
     arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size")
             if getattr(args, k, None) is not None}
     return study_base(train, arch, args.model)
 
 
 def _budget(args, out: Path):
-    from sit.study.cells import DEFAULT_BUDGET, QUICK_BUDGET
+    from sit.study.cells import DEFAULT_BUDGET, QUICK_BUDGET, Budget
 
     b = QUICK_BUDGET if args.quick else DEFAULT_BUDGET
-    given = {k: getattr(args, k) for k in BUDGET_FLAGS if getattr(args, k) is not None}
+    given = given_values(args, Budget, BUDGET_FLAGS)
     return dataclasses.replace(b, **given)
 
 

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands._args import add_command, add_vae_space_arguments, finish_command, require_at_least
 
 if TYPE_CHECKING:
     from sit.guidance import GuidanceConfig
@@ -38,8 +38,13 @@ reference sampler's value at its largest NFE).
 def register(sub) -> None:
     p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
                     description=EXAMPLES, model=True)
+    from sit.commands.flags import flag_fields
+    from sit.sampler_config import SampleConfig
+
+    options = [f for f in flag_fields(SampleConfig) if f not in ("method", "num_steps", "atol", "rtol")]
     p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
-                   help="comma-separated METHOD[:FIELD=VALUE...] (default: euler,heun,euler_maruyama:w=sigma)")
+                   help="comma-separated METHOD[:FIELD=VALUE...], FIELD a field of the sampler record (as `sit "
+                        f"sample`'s flags): {', '.join(options)} (default: euler,heun,euler_maruyama:w=sigma)")
     p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
     p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", metavar="LIST",
                    help="adaptive solvers (dopri5, ...): one point per tolerance, atol = rtol = TOL (default %(default)s)")
@@ -62,8 +67,6 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true",
                    help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
     p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
-    from sit.commands.sample import add_vae_space_arguments
-
     add_vae_space_arguments(p)
     finish_command(p, run)
 
@@ -93,9 +96,10 @@ def sweep_points(method: str, opts: dict, nfes: list[int], tolerances: list[floa
     """(num_steps, extra SampleConfig options) for each point of one sampler: one per NFE budget
     (steps from `sit.samplers.steps_for_nfe`; budgets below one step are skipped), or for an
     adaptive solver one per tolerance (atol = rtol = tol; num_steps is then irrelevant)."""
-    from sit.samplers import ADAPTIVE_METHODS, SampleConfig, nfe_per_step, steps_for_nfe
+    from sit.sampler_kinds import is_adaptive
+    from sit.samplers import SampleConfig, nfe_per_step, steps_for_nfe
 
-    if method in ADAPTIVE_METHODS:
+    if is_adaptive(method):   # the row says so (SamplerRow.adaptive)
         return [(1, {"atol": tol, "rtol": tol}) for tol in tolerances]
     if nfe_per_step(method) is None:  # Adams: about 1 per step (the row's NFE per step, else)
         steps = list(nfes)
@@ -110,11 +114,12 @@ def check_sampler_options(name: str, method: str, opts: dict) -> None:
     options the method would ignore are refused, never run and written into a row's name; the
     points' own steps (--nfe) and tolerances (--tolerances) are not options."""
     from sit.config import ConfigError
-    from sit.samplers import ADAPTIVE_FIELDS, ADAPTIVE_METHODS, SAMPLERS, check_method_fields
+    from sit.sampler_config import ADAPTIVE_FIELDS, check_method_fields
+    from sit.sampler_kinds import SAMPLERS, is_adaptive
 
     if "num_steps" in opts:
         raise ValueError(f"--samplers {name!r}: num_steps is set by --nfe, not per sampler")
-    if method in ADAPTIVE_METHODS and any(k in opts for k in ADAPTIVE_FIELDS):
+    if is_adaptive(method) and any(k in opts for k in ADAPTIVE_FIELDS):
         raise ValueError(f"--samplers {name!r}: atol / rtol of {method} are set by --tolerances, not per sampler")
     if method not in SAMPLERS or SAMPLERS[method].kind == "discrete":
         return  # named by the sampler config of each point
@@ -217,7 +222,7 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
     require_at_least("--num-samples", args.num_samples, 4)
     require_at_least("--repeats", args.repeats, 1)
-    from sit.commands.sample import check_vae_space_args
+    from sit.commands._args import check_vae_space_args
 
     check_vae_space_args(args)
     from sit.commands.sample import guidance_from_args

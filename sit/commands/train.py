@@ -6,8 +6,9 @@ import argparse
 import dataclasses
 import json
 import sys
-from types import UnionType
-from typing import Literal, Union, get_args, get_origin
+
+from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given_values, show
+from sit.config import ModelConfig, TrainConfig
 
 EXAMPLES = """\
 examples:
@@ -37,59 +38,31 @@ from sit.train.recipes import (  # noqa: E402,F401  (re-exported: earlier code i
 def _demo(field: str):
     """The demo's value of a TrainConfig field (its DEMO_TRAIN entry, else the TrainConfig default;
     the projector width of --repa-encoder on the demo)."""
-    from sit.config import TrainConfig
-
     if field == "repa_proj_dim":
         return DEMO_REPA_PROJ_DIM
     return DEMO_TRAIN.get(field, getattr(TrainConfig(), field))
 
 
-def _train_flags() -> dict[str, str | None]:
-    from sit.config import TrainConfig
-
-    return {f.name: f.metadata.get("flag", "--" + f.name.replace("_", "-")) for f in dataclasses.fields(TrainConfig)}
-
-
-_TRAIN_FLAG_OF = _train_flags()          # TrainConfig field -> its flag (None: internal, no flag)
-_MODEL_FLAG_OF = {"class_dropout_prob": "--label-dropout"}   # ModelConfig fields whose flag differs from the name
-# the TrainConfig fields that have a flag (the study builds a namespace of them)
-TRAIN_FLAGS = tuple(name for name, flag in _TRAIN_FLAG_OF.items() if flag is not None)
 def _model_field_flags() -> tuple[str, ...]:
-    from sit.config import ModelConfig
-
     return tuple(f.name for f in dataclasses.fields(ModelConfig) if "help" in f.metadata)
 
 
+# the TrainConfig fields that have a flag (the study builds a namespace of them)
+TRAIN_FLAGS = flag_fields(TrainConfig)
 # ModelConfig fields whose flag is generated from the field (metadata "help": the modern block's options)
 MODEL_FIELD_FLAGS = _model_field_flags()
 ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout",
               *MODEL_FIELD_FLAGS)
+_TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 def flag_for(field: str) -> str | None:
-    """The `sit train` flag of a TrainConfig field (its metadata "flag", else --field-name; None for an
-    internal field that has no flag) or of a ModelConfig field / other option name (--field-name)."""
-    if field in _TRAIN_FLAG_OF:
-        return _TRAIN_FLAG_OF[field]
-    return _MODEL_FLAG_OF.get(field, "--" + field.replace("_", "-"))
+    """The `sit train` flag of a TrainConfig field (`sit.commands.flags.flag_of`: its metadata "flag",
+    else --field-name; None for an internal field that has no flag) or of a ModelConfig field."""
+    return flag_of(TrainConfig if field in _TRAIN_FIELDS else ModelConfig, field)
 
 
-class _FlagsByField(dict):
-    """Fills "{vae}" in a field's help with that field's flag."""
-
-    def __missing__(self, field: str) -> str:
-        return flag_for(field)
-
-
-def _show(v) -> str:
-    if isinstance(v, bool):
-        return "on" if v else "off"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return "none" if v is None else str(v)
-
-
-def _default_text(f, choices) -> str:
+def default_note(f, choices) -> str:
     """" (default X; demo Y)" for a field's help: its TrainConfig default and, where it differs, the
     embedded demo's value; nothing for a field without a default (None / empty) unless None is a choice."""
     if f.name == "image_size":   # None in the record; `resolve` picks it by the data
@@ -97,63 +70,22 @@ def _default_text(f, choices) -> str:
     if f.default == () or (f.default is None and None not in (choices or ())):
         return ""
     demo = _demo(f.name)
-    return f" (default {_show(f.default)}" + (f"; demo {_show(demo)}" if demo != f.default else "") + ")"
-
-
-def add_field_argument(group, f) -> None:
-    """The flag of TrainConfig field ``f``, read from the field: its name (`flag_for`), type from the
-    annotation (``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values),
-    choices from the ``Literal`` (None shown as "none") or the metadata's ``choices()``, help from its metadata with its default.
-    Its default is None, so `resolve` sees only what the command line gave."""
-    from sit.config import TRAIN_TYPES
-
-    flag, hint = flag_for(f.name), TRAIN_TYPES[f.name]
-    choices = get_args(hint) if get_origin(hint) is Literal else None
-    if "choices" in f.metadata:  # a table's rows (TrainConfig.sample_method: the sampler table), read now
-        choices = tuple(f.metadata["choices"]())
-    base = _without_none(hint)
-    kw: dict = dict(dest=f.name, default=None)
-    if choices is not None:
-        kw["choices"] = ["none" if v is None else v for v in choices]
-    elif base is bool and flag.startswith("--no-"):
-        kw.update(action="store_const", const=False)
-    elif base is bool:
-        kw["action"] = argparse.BooleanOptionalAction
-    elif get_origin(base) is tuple:
-        kw.update(nargs="+", type=get_args(base)[0])
-    elif base in (int, float):
-        kw["type"] = base
-    if "metavar" in f.metadata:
-        kw["metavar"] = f.metadata["metavar"]
-    text = f.metadata["help"].format_map(_FlagsByField())
-    if kw.get("action") == "store_const":  # one --no-x flag: the help says what the field is, and that this turns it off
-        text += " (default on; this flag turns it off)"
-    elif "default" not in text:
-        text += _default_text(f, choices)
-    group.add_argument(flag, help=text, **kw)
-
-
-def _without_none(hint):
-    """X for ``X | None`` (Optional), else the hint itself."""
-    args = [a for a in get_args(hint) if a is not type(None)]
-    if get_origin(hint) in (Union, UnionType) and len(args) == 1:
-        return args[0]
-    return hint
+    return f" (default {show(f.default)}" + (f"; demo {show(demo)}" if demo != f.default else "") + ")"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags: one argument group per TrainConfig record (`sit.config.TRAIN_GROUPS`), each field's flag
-    generated from the field (`add_field_argument`); the model flags and --resume / --overwrite /
-    --dry-run are written here."""
-    from sit.config import RESUME_OVERRIDES, TRAIN_GROUPS, ModelConfig, TrainConfig
+    generated from the field (`sit.commands.flags.add_record_arguments`, with the demo's value beside
+    the default); the model flags and --resume / --overwrite / --dry-run are written here."""
+    from sit.config import RESUME_OVERRIDES, TRAIN_GROUPS
 
     M = ModelConfig()
     fields = dataclasses.fields(TrainConfig)
     for name in ("data", "model", *(g for g in TRAIN_GROUPS if g != "data")):
         group = p.add_argument_group(name if name == "model" else f"{name} ({TRAIN_GROUPS[name]})")
-        for f in fields:
-            if f.metadata["group"] == name and flag_for(f.name) is not None:
-                add_field_argument(group, f)
+        add_record_arguments(group, TrainConfig, tuple(f.name for f in fields if f.metadata["group"] == name
+                                                       and flag_for(f.name) is not None),
+                             default_note=default_note, flags=flag_for)
         if name == "model":
             group.add_argument("--model", metavar="NAME",
                                help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
@@ -166,10 +98,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
             group.add_argument(flag_for("class_dropout_prob"), dest="label_dropout", type=float, metavar="P",
                                help=f"label dropout for guidance (default {M.class_dropout_prob})")
-            for f in dataclasses.fields(ModelConfig):   # generated from the fields' metadata
-                if f.name in MODEL_FIELD_FLAGS:
-                    group.add_argument(flag_for(f.name), dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                       help=f"{f.metadata['help']} (default {'on' if f.default else 'off'})")
+            add_record_arguments(group, ModelConfig, MODEL_FIELD_FLAGS)   # generated from the fields' metadata
         if name == "run":
             group.add_argument("--resume", metavar="RUN",
                                help="continue a run exactly from its newest valid checkpoint; only these flags may change "
@@ -181,14 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def given_fields(args: argparse.Namespace) -> dict:
     """The TrainConfig fields given on the command line, as field values ("none" -> None, lists -> tuples)."""
-    from sit.config import TRAIN_CHOICES
-
-    given = {k: getattr(args, k) for k in TRAIN_FLAGS if getattr(args, k, None) is not None}
-    for k, v in given.items():
-        if None in TRAIN_CHOICES.get(k, ()) and v in ("none", "None", ""):
-            given[k] = None
-        elif isinstance(v, list):
-            given[k] = tuple(v)
+    given = given_values(args, TrainConfig, TRAIN_FLAGS)
     if getattr(args, "no_progress", False):   # a namespace built by hand (sit study) may say it this way
         given["progress"] = False
     return given

@@ -13,7 +13,7 @@ def preview_methods() -> tuple[str, ...]:
     kinds from the torch-free `sit.sampler_kinds`)."""
     from sit.sampler_kinds import continuous_names
 
-    return continuous_names(load=True)
+    return continuous_names()
 
 
 def check_preview_method(name: Any) -> None:

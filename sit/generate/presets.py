@@ -10,26 +10,39 @@ reproduce, not measurements of this package.
 from __future__ import annotations
 
 import dataclasses
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 from sit.generate.spec import AnySampleConfig, DiscreteSampleConfig
-from sit.guidance import GuidanceConfig
-from sit.samplers import SampleConfig
+from sit.sampler_config import SampleConfig
+
+if TYPE_CHECKING:
+    from sit.guidance import GuidanceConfig
 
 # `sit sample` without --preset: Heun, 50 steps (every other field: the SampleConfig default)
 DEFAULT_SAMPLE = SampleConfig(method="heun", num_steps=50)
-DEFAULT_GUIDANCE = GuidanceConfig()
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
+    """A named setting: the sampler, the guidance (``GuidanceConfig(**guidance_fields)``, built when read:
+    sit.guidance imports torch, and `sit sample --help` lists the presets without it), labels,
+    sample count and what it reproduces."""
+
     sample: AnySampleConfig
-    guidance: GuidanceConfig = DEFAULT_GUIDANCE
+    guidance_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     labels: str = "random"
     num_samples: int | None = None
     about: str = ""
 
+    @property
+    def guidance(self) -> GuidanceConfig:
+        from sit.guidance import GuidanceConfig
 
-_XL2_CFG = GuidanceConfig(scale=1.5, channels=3)  # official forward_with_cfg: guide 3 of the 4 latent channels
+        return GuidanceConfig(**self.guidance_fields)
+
+
+_XL2_CFG = MappingProxyType(dict(scale=1.5, channels=3))  # official forward_with_cfg: guide 3 of the 4 latent channels
 _SDE = dict(method="euler_maruyama", num_steps=250, last_step="mean", last_step_size=0.04, w_scale=1.0)
 
 PRESETS: dict[str, Preset] = {
@@ -57,7 +70,7 @@ PRESETS: dict[str, Preset] = {
     # REPA's SiT-XL/2 (sihyun-yu/REPA generate.py, README): Euler-Maruyama 250 steps from t = 1 to 0.04 and a
     # final mean step, diffusion 2t (= w_t 2 sigma_t on the linear path), CFG 1.8 on all channels for t <= 0.7.
     "repa-sit-xl2": Preset(
-        SampleConfig(w="official-sigma", grid="uniform", **_SDE), GuidanceConfig(scale=1.8, interval=(0.0, 0.7)),
+        SampleConfig(w="official-sigma", grid="uniform", **_SDE), MappingProxyType(dict(scale=1.8, interval=(0.0, 0.7))),
         num_samples=50000,
         about="REPA SiT-XL/2: Euler-Maruyama 250 steps, w_t = 2 sigma_t, last step Mean 0.04, cfg 1.8 on all channels "
               "for t <= 0.7 (REPA, 4M steps: FID 1.42)"),
@@ -67,7 +80,7 @@ PRESETS: dict[str, Preset] = {
         about="DiT-XL/2: ancestral DDPM on the respaced 250-step grid, learned variance, cfg 1.5 (DiT: FID 2.27)"),
     # The embedded demo (digits / mnist5k): quick looks and the quality-vs-NFE table.
     "demo-heun": Preset(
-        SampleConfig(method="heun", num_steps=25), DEFAULT_GUIDANCE, num_samples=1000,
+        SampleConfig(method="heun", num_steps=25), num_samples=1000,
         about="embedded demo: Heun 25 steps (50 NFE), no guidance"),
 }
 

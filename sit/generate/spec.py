@@ -11,19 +11,26 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any, Literal, Mapping
 
 from sit.config import ConfigError, added_later, to_dict
-from sit.discrete import DISCRETE_METHODS, DiscreteSampleConfig
-from sit.guidance import GuidanceConfig, parse_channels, parse_interval  # noqa: F401
-from sit.network_sampler import PRECISIONS
-from sit.samplers import SampleConfig
+from sit.guidance import GuidanceConfig, parse_channels, parse_interval  # noqa: F401  (re-exported)
+from sit.sampler_config import DISCRETE_METHODS, PRECISIONS, DiscreteSampleConfig, SampleConfig
 
 WEIGHTS = ("ema", "model")
 LATENT_FORMATS = (None, "npy", "safetensors")
+Weights = Literal["ema", "model"]
+PrecisionName = Literal[PRECISIONS]
+LatentFormat = Literal[LATENT_FORMATS]
 
 
 AnySampleConfig = SampleConfig | DiscreteSampleConfig
+
+
+def _flag(default, help: str, **extra):
+    """A SampleSpec field that one flag sets (`sit.commands.flags`: help, metavar, ...)."""
+    return dataclasses.field(default=default, metadata=MappingProxyType(dict(help=help, **extra)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +41,16 @@ class SampleSpec:
     by floating-point reordering (~1e-7) or not at all."""
 
     checkpoint: str = ""                      # sit.checkpoints.identity of the checkpoint ("" = not resolved yet)
-    weights: str = "ema"                      # --weights
+    weights: Weights = _flag("ema", "EMA or raw weights where both exist")
     sample: AnySampleConfig = SampleConfig()  # --method, --num-steps, ..., --ddim-eta
     guidance: GuidanceConfig = GuidanceConfig()  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt (the guide's identity is stored)
-    labels: str | tuple[int, ...] = "random"  # --labels
-    seed: int = 0                             # --seed: sample i uses seed + i
-    num_samples: int = 16                     # --num-samples
-    precision: str = "fp32"                   # --precision
+    labels: str | tuple[int, ...] = _flag("random", "'random' (default random; per-sample seeded), 'null' "
+                                          "(unconditional) or class indices 207,360 (cycled)", metavar="LIST")
+    seed: int = _flag(0, "sample i uses seed SEED + i")
+    num_samples: int = _flag(16, "samples to make: the number of {labels} when given, else the preset's, else this",
+                             metavar="N")
+    precision: PrecisionName = _flag("fp32", "network precision: bf16 = autocast, bf16-weights = weights and "
+                                     "activations in bf16 (fastest, more rounding); the sampler math stays fp32")
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
     vae: str | None = None                    # --vae (the folder given)
     vae_sha256: str | None = added_later(None)  # sha256 of that VAE's weights (filled in when it is loaded)

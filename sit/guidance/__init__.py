@@ -183,7 +183,8 @@ class GuidanceConfig:
                                                       flag="--cfg-interval", metavar="LO,HI", parse=parse_interval)
     # CFG's sets keep the identity they had before autoguidance; set by a strategy record's own flags
     guide: Any = added_later(None, help="the guidance strategy's record (STRATEGIES); None: classifier-free guidance",
-                             internal="set by the flags of a strategy's record, e.g. {Guide.path}")
+                             internal="set by the flags of a strategy's record, e.g. {Guide.path}",
+                             flag="--guide-ckpt")  # the flag errors name it by (autoguidance's, the strategy with a flag)
 
     def __post_init__(self):
         object.__setattr__(self, "scale", check_scale(self.scale))
@@ -244,7 +245,8 @@ def guidance_flag_fields() -> list[tuple[type, dataclasses.Field]]:
     """(record, field) of every guidance flag: `GuidanceConfig`'s own fields with a flag, then each
     strategy record's (`STRATEGIES`), for the commands to generate their flags from."""
     records = [GuidanceConfig] + [r.record for r in STRATEGIES.values() if r.record is not None]
-    return [(rec, f) for rec in records for f in dataclasses.fields(rec) if f.metadata.get("flag")]
+    return [(rec, f) for rec in records for f in dataclasses.fields(rec)
+            if f.metadata.get("flag") and "internal" not in f.metadata]
 
 
 def flag_dest(flag: str) -> str:

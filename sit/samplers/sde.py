@@ -23,19 +23,17 @@ network call and reported as a ValueError (never NaN samples).
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, get_args
+from typing import Callable
 
 import torch
 from torch import Tensor
 
 from sit.objectives import score_from_velocity, x_star_from_velocity
 from sit.paths import Path, expand_like
+from sit.sampler_kinds import LAST_STEPS, W_MAX, LastStep  # noqa: F401
 from sit.samplers._common import check_grid, randn_like, run_steps, t_vec
 
 Field = Callable[[Tensor, Tensor], Tensor]
-LastStep = Literal[None, "mean", "tweedie", "euler"]
-LAST_STEPS: tuple[str | None, ...] = get_args(LastStep)
-W_MAX = 1e8  # a larger w_t is treated as infinite (GVP: alpha_1 = cos(pi/2) ~ 6e-17, not 0, so w_KL(1) ~ 1e17)
 
 
 def _check_last_step(last_step, g: Tensor) -> None:

@@ -50,6 +50,11 @@ FIG5_CELL = "linear-velocity"   # Fig. 5: quality vs NFE (the paper's SiT-B Line
 W_CHOICES = ("kl", "sigma", "sin2", "kl_eta")   # Table 6 columns (sit.diffusion_coef names)
 
 
+def _flag(default, help: str):
+    """A Budget field `sit study` sets by a flag: its help (metadata, `sit.commands.flags`)."""
+    return dataclasses.field(default=default, metadata={"help": help, "metavar": "N"})
+
+
 @dataclass(frozen=True)
 class Budget:
     """What every cell gets. ``steps`` x ``batch`` is the training budget (the same in every
@@ -57,11 +62,12 @@ class Budget:
     (Euler-Maruyama, nfe steps) and DDPM (nfe respaced steps) alike, and ``samples_per_class``
     x 10 samples for each quality number."""
 
-    steps: int = 600                 # optimizer steps per trained model
-    batch: int = 256                 # images per step
-    seeds: int = 3                   # trained models per cell (>= 2 for a confidence interval)
-    samples_per_class: int = 20      # samples per class for each quality number
-    nfe: int = 32                    # network evaluations per sample (Tables 2-6)
+    # the fields `sit study` has a flag for carry its help (metadata, sit.commands.flags)
+    steps: int = _flag(600, "optimizer steps per model")
+    batch: int = _flag(256, "images per step")
+    seeds: int = _flag(3, "seeds per cell, >= 2")   # trained models per cell (>= 2 for a confidence interval)
+    samples_per_class: int = _flag(20, "samples per class per quality number")
+    nfe: int = _flag(32, "network evaluations per sample")   # Tables 2-6
     nfe_curve: tuple[int, ...] = (8, 16, 32, 64)   # Fig. 5
     etas: tuple[float, ...] = (0.01, 1.0, 100.0)   # w_KL,eta sweep (chosen on separate noise)
     path_points: int = 2000          # Monte-Carlo points of each C(v) (Fig. 4; the paper: 10000)

@@ -26,33 +26,56 @@ and its overrides), `log` (metrics.jsonl, TensorBoard, progress), `report` (grid
 quality, L_t table), `seeds`; checkpoint I/O is `sit.checkpoints`.
 """
 
-from sit.checkpoints import (
-    CKPT_FILES,
-    CheckpointError,
-    find_resumable,
-    list_checkpoints,
-    read_training_state,
-    run_dir_of,
-    save_checkpoint,
-)
-from sit.checkpoints import verify as verify_checkpoint
-from sit.train.builders import build_objective, generate
-from sit.train.data import DataSource, StepSampler, build_data
-from sit.train.folder import RESUME_OVERRIDES, apply_overrides, run_meta
-from sit.train.log import NUM_T_BINS, plot_loss_curve
-from sit.train.loop import (
-    Callbacks,
-    NonFiniteLossError,
-    TrainResult,
-    clip_grad_norm,
-    ema_decay_at,
-    ema_update,
-    load_adamw_state,
-    lr_at,
-    make_adamw,
-    train,
-)
-from sit.train.seeds import rng_state, set_rng_state
+# the names below are imported when first used (PEP 562), so importing one submodule (a torch-free
+# record, e.g. for `--help`) does not import the others
+_EXPORTS = {
+    "CKPT_FILES": ("sit.checkpoints", "CKPT_FILES"),
+    "CheckpointError": ("sit.checkpoints", "CheckpointError"),
+    "find_resumable": ("sit.checkpoints", "find_resumable"),
+    "list_checkpoints": ("sit.checkpoints", "list_checkpoints"),
+    "read_training_state": ("sit.checkpoints", "read_training_state"),
+    "run_dir_of": ("sit.checkpoints", "run_dir_of"),
+    "save_checkpoint": ("sit.checkpoints", "save_checkpoint"),
+    "verify_checkpoint": ("sit.checkpoints", "verify"),
+    "build_objective": ("sit.train.builders", "build_objective"),
+    "generate": ("sit.train.builders", "generate"),
+    "DataSource": ("sit.train.data", "DataSource"),
+    "StepSampler": ("sit.train.data", "StepSampler"),
+    "build_data": ("sit.train.data", "build_data"),
+    "RESUME_OVERRIDES": ("sit.train.folder", "RESUME_OVERRIDES"),
+    "apply_overrides": ("sit.train.folder", "apply_overrides"),
+    "run_meta": ("sit.train.folder", "run_meta"),
+    "NUM_T_BINS": ("sit.train.log", "NUM_T_BINS"),
+    "plot_loss_curve": ("sit.train.log", "plot_loss_curve"),
+    "Callbacks": ("sit.train.loop", "Callbacks"),
+    "NonFiniteLossError": ("sit.train.loop", "NonFiniteLossError"),
+    "TrainResult": ("sit.train.loop", "TrainResult"),
+    "clip_grad_norm": ("sit.train.loop", "clip_grad_norm"),
+    "ema_decay_at": ("sit.train.loop", "ema_decay_at"),
+    "ema_update": ("sit.train.loop", "ema_update"),
+    "load_adamw_state": ("sit.train.loop", "load_adamw_state"),
+    "lr_at": ("sit.train.loop", "lr_at"),
+    "make_adamw": ("sit.train.loop", "make_adamw"),
+    "train": ("sit.train.loop", "train"),
+    "rng_state": ("sit.train.seeds", "rng_state"),
+    "set_rng_state": ("sit.train.seeds", "set_rng_state"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = _EXPORTS[name]
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_EXPORTS})
+
 
 __all__ = [
     "CKPT_FILES", "CheckpointError", "find_resumable", "list_checkpoints", "read_training_state", "run_dir_of",
