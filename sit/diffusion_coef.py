@@ -38,7 +38,12 @@ import torch
 from torch import Tensor
 
 from sit.paths import Path, as_coef
-from sit.sampler_kinds import REDUCTIONS, W_NAMES, WName  # noqa: F401
+from sit.sampler_kinds import (  # noqa: F401
+    REDUCTIONS,
+    W_NAMES,
+    WName,
+    canonical_w,  # noqa: F401  (re-exported: the one name rule)
+)
 from sit.sampler_kinds import W_ALIASES as _ALIASES  # noqa: F401
 
 
@@ -164,15 +169,6 @@ W_FUNCTIONS: dict[str, Callable[[Path, Tensor, float, float, LossTable | None], 
     "official-constant": lambda path, t, scale, eta, table: torch.full_like(t, 2 * scale),
 }
 assert tuple(W_FUNCTIONS) == W_NAMES
-
-
-def canonical_w(name: str) -> str:
-    """The canonical name of a diffusion coefficient (lower case, aliases resolved), or ValueError."""
-    key = str(name).lower()
-    key = _ALIASES.get(key, key)
-    if key not in W_FUNCTIONS:
-        raise ValueError(f"unknown diffusion coefficient w {name!r}; expected one of {list(W_NAMES)}")
-    return key
 
 
 def get_w(

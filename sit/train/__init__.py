@@ -26,6 +26,8 @@ and its overrides), `log` (metrics.jsonl, TensorBoard, progress), `report` (grid
 quality, L_t table), `seeds`; checkpoint I/O is `sit.checkpoints`.
 """
 
+from sit.lazy_exports import lazy_exports
+
 # the names below are imported when first used (PEP 562), so importing one submodule (a torch-free
 # record, e.g. for `--help`) does not import the others
 _EXPORTS = {
@@ -62,19 +64,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    module, attr = _EXPORTS[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = [
