@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_cli import TINY_TRAIN_FLAGS
 
 import sit
-from tiny_cli import TINY_TRAIN_FLAGS
 
 # the term's module: a LossTerm on the objective seam, and its builder
 TERM_MODULE = '''"""A toy loss term: the squared batch mean of the predicted velocity, weighted by TrainConfig.toy_coeff."""
