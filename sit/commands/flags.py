@@ -4,7 +4,8 @@ A record is a dataclass whose fields say, in their metadata, how they appear on 
 ``help`` (text, or a function giving it; may name fields in braces, ``{vae}`` of the record,
 ``{Record.field}`` of another: written as their flags),
 ``flag`` (when it is not ``--field-name``; None: the field has no flag, ``internal`` says why),
-``metavar``, ``choices`` (a function giving the allowed values, for a field whose values are a
+``metavar``, ``parse`` (the flag's text is handed to the record as written: the record's function
+reads it), ``choices`` (a function giving the allowed values, for a field whose values are a
 table's rows; None: any value, checked by the record), ``dest`` (when two records' fields share a
 name in one command). The type comes from the annotation
 (``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values; Literal:
@@ -158,7 +159,9 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
         base = without_none(types[name])
         value = getattr(defaults, name) if defaults is not None else f.default
         kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults else None)
-        if choices is not None:
+        if "parse" in f.metadata:  # the flag's text, read by the record's own parser (metadata "parse")
+            pass
+        elif choices is not None:
             kw["choices"] = ["none" if v is None else v for v in choices]
             if keep_defaults and value is None:
                 kw["default"] = "none" if None in choices else None

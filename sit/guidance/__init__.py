@@ -96,7 +96,8 @@ def flag_field(default, help: str, *, flag: str | None = None, metavar: str | No
     """A field of a guidance record with its flag in the metadata (as `sit.config._f`): ``help``
     (may name fields as {Record.field}), ``flag`` (None: no flag of its own), ``metavar`` and
     ``parse`` (the flag's text -> the field's value, where that is not the annotation's type)."""
-    meta = dict(flag=flag, help=help, metavar=metavar, parse=parse, **extra)
+    dest = flag.lstrip("-").replace("-", "_") if flag else None   # argparse's name of the flag (`flag_dest`)
+    meta = dict(flag=flag, help=help, metavar=metavar, parse=parse, dest=dest, **extra)
     return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
 
 
