@@ -1,0 +1,72 @@
+"""The flags of `sit extract`, `sit eval`, `sit convert`, `sit info`, `sit ema` and `sit tiny-vae` are
+generated from the fields of torch-free options records (`sit.commands.flags`): each flag is one
+field (its help, type, choices and default read from it), the parsed values build the record, and
+the record's checks speak in the command's flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import pytest
+
+from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given_values, option
+
+
+@dataclasses.dataclass(frozen=True)
+class Toy:
+    name: str | None = option(None, "a name")
+    out: str = option(help="where it goes", metavar="DIR")   # no default: a required flag
+    json: bool = option(False, "print JSON", switch=True)
+
+
+def test_a_field_without_default_is_a_required_flag_and_a_switch_one_flag():
+    p = argparse.ArgumentParser(prog="toy")
+    by_dest = {a.dest: a for a in add_record_arguments(p, Toy)}
+    assert by_dest["out"].required and by_dest["out"].default is None
+    assert by_dest["json"].option_strings == ["--json"] and by_dest["json"].const is True
+    assert by_dest["json"].help == "print JSON"   # a switch: off unless given, no default written
+    with pytest.raises(SystemExit):
+        p.parse_args([])
+    assert Toy(**given_values(p.parse_args(["--out", "o", "--json"]), Toy)) == Toy(out="o", json=True)
+    assert Toy(**given_values(p.parse_args(["--out", "o"]), Toy)) == Toy(out="o")
+
+
+def _command(name: str) -> argparse.ArgumentParser:
+    from sit.cli import build_parser
+
+    return build_parser()._sit_subparsers[name]
+
+
+def _flags_are_fields(name: str, record: type) -> None:
+    """Every field of ``record`` with a flag is that flag of command ``name``, parsed into its dest."""
+    by_dest = {a.dest: a for a in _command(name)._actions}
+    for field in flag_fields(record):
+        f = next(f for f in dataclasses.fields(record) if f.name == field)
+        assert flag_of(record, field) in by_dest[f.metadata.get("dest", field)].option_strings, field
+
+
+def _error(argv: list[str], capsys) -> str:
+    from sit.cli import main
+
+    assert main(argv) == 2
+    return capsys.readouterr().err.strip()
+
+
+def test_extract_flags_are_the_fields_of_its_record(tmp_path, capsys):
+    from sit.commands.extract import Extract
+
+    _flags_are_fields("extract", Extract)
+    args = _command("extract").parse_args(["--out", "o", "--data", "d", "--latent-norm", "channel", "--pixels",
+                                           "--vae-dtype", "bf16", "--rank", "1", "--world-size", "2"])
+    assert Extract(**given_values(args, Extract)) == Extract(out_dir="o", data="d", latent_norm="channel", pixels=True,
+                                                             vae_dtype="bf16", rank=1, world_size=2)
+    assert flag_of("Extract", "out_dir") == "--out"
+    out = str(tmp_path / "lat")
+    assert _error(["extract", "--out", out], capsys) == (
+        "sit extract: error: --data is required (the ImageFolder to encode), unless --check")
+    assert _error(["extract", "--out", out, "--data", "d", "--num-workers", "-1"], capsys).endswith(
+        "--num-workers must be >= 0 (got -1)")
+    assert "--vae-scale" in _error(["extract", "--out", out, "--data", "d", "--vae-scale", "0"], capsys)
+    assert not (tmp_path / "lat").exists()
+
