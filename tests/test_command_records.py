@@ -70,3 +70,19 @@ def test_extract_flags_are_the_fields_of_its_record(tmp_path, capsys):
     assert "--vae-scale" in _error(["extract", "--out", out, "--data", "d", "--vae-scale", "0"], capsys)
     assert not (tmp_path / "lat").exists()
 
+
+def test_eval_flags_are_the_fields_of_its_records_and_the_scorers_request():
+    """The options every scorer reads are fields of `EvalRequest` (the library's record), the rest
+    `sit eval`'s own record; the defaults parsed are the records' defaults."""
+    from sit.commands.eval import REQUEST_FLAGS, EvalOptions
+    from sit.evaluate.scorers import EvalRequest
+
+    _flags_are_fields("eval", EvalOptions)
+    _flags_are_fields("eval", EvalRequest)
+    args = _command("eval").parse_args(["digits", "s.npz", "--fit", "pad", "--batch-size", "8", "--dinov2", "w"])
+    given = given_values(args, EvalRequest, REQUEST_FLAGS)
+    assert given == {"inception": "auto", "fit": "pad", "batch_size": 8, "dinov2": "w", "seed": 0}
+    request = EvalRequest(ref="digits", ref_set=None, ref_embedded=None, sample_set=None, metrics=(), **given)
+    assert (request.fit, request.batch_size, request.device) == ("pad", 8, None)
+    assert EvalOptions(**given_values(args, EvalOptions)) == EvalOptions()
+    assert flag_of(EvalRequest, "save_ref_stats") == "--save-ref-stats"
