@@ -145,6 +145,6 @@ class EvalRequest:
     device: str | None = _option(None, "cuda / cpu (default: cuda if available)")
     progress: bool = True
     save_ref_stats: str | None = _option(None, "also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, "
-                                         "ADM keys) to NPZ, for later runs and `sit sweep --ref`", metavar="NPZ")
+                                         "ADM keys) to NPZ, for later runs and as `sit sweep`'s reference", metavar="NPZ")
     inception_optional: bool = False    # Inception weights missing: a note instead of an error
     log: Callable[[str], None] = print
