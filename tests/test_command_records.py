@@ -86,3 +86,20 @@ def test_eval_flags_are_the_fields_of_its_records_and_the_scorers_request():
     assert (request.fit, request.batch_size, request.device) == ("pad", 8, None)
     assert EvalOptions(**given_values(args, EvalOptions)) == EvalOptions()
     assert flag_of(EvalRequest, "save_ref_stats") == "--save-ref-stats"
+
+
+def test_convert_flags_are_the_fields_of_its_record_and_its_combinations_are_checked_there(tmp_path, capsys):
+    from sit.commands.convert import ConvertOptions
+    from sit.config import ConfigError
+
+    _flags_are_fields("convert", ConvertOptions)
+    args = _command("convert").parse_args(["in.pt", "out.safetensors", "--from", "repa", "--keep-projector"])
+    assert ConvertOptions(**given_values(args, ConvertOptions)) == ConvertOptions(from_format="repa", keep_projector=True)
+    with pytest.raises(ConfigError, match="ConvertOptions.train_format is for .pt output"):
+        ConvertOptions(to="diffusers", train_format=True)
+    src, out = str(tmp_path / "missing.pt"), str(tmp_path / "out.safetensors")
+    assert _error(["convert", src, out, "--keep-projector"], capsys) == "sit convert: error: --keep-projector goes with --from repa"
+    assert _error(["convert", src, out, "--from", "repa", "--kind", "dit"], capsys).endswith(
+        "--from repa writes a sit .safetensors; --to / --train-format / --kind do not apply")
+    assert _error(["convert", src, str(tmp_path / "d"), "--to", "diffusers", "--train-format"], capsys).endswith(
+        "--train-format is for .pt output, not --to diffusers")
