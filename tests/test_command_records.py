@@ -103,3 +103,14 @@ def test_convert_flags_are_the_fields_of_its_record_and_its_combinations_are_che
         "--from repa writes a sit .safetensors; --to / --train-format / --kind do not apply")
     assert _error(["convert", src, str(tmp_path / "d"), "--to", "diffusers", "--train-format"], capsys).endswith(
         "--train-format is for .pt output, not --to diffusers")
+
+
+def test_info_flags_are_the_fields_of_its_record():
+    from sit.commands.info import InfoOptions
+
+    _flags_are_fields("info", InfoOptions)
+    args = _command("info").parse_args(["ck.pt", "--json", "--prefer", "model", "--kind", "dit", "--num-heads", "6"])
+    assert InfoOptions(**given_values(args, InfoOptions)) == InfoOptions(prefer="model", kind="dit", num_heads=6, json=True)
+    assert InfoOptions(**given_values(_command("info").parse_args(["ck.pt"]), InfoOptions)) == InfoOptions()
+    with pytest.raises(SystemExit):
+        _command("info").parse_args(["ck.pt", "--kind", "none"])   # no "none" choice: the flags are as before
