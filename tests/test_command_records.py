@@ -114,3 +114,17 @@ def test_info_flags_are_the_fields_of_its_record():
     assert InfoOptions(**given_values(_command("info").parse_args(["ck.pt"]), InfoOptions)) == InfoOptions()
     with pytest.raises(SystemExit):
         _command("info").parse_args(["ck.pt", "--kind", "none"])   # no "none" choice: the flags are as before
+
+
+def test_ema_flags_are_the_fields_of_its_record(tmp_path, capsys):
+    from sit.commands.ema import EmaOptions
+    from sit.config import PHEMA_MAX_FIT_ERROR
+
+    _flags_are_fields("ema", EmaOptions)
+    p = _command("ema")
+    assert {a.dest for a in p._actions if a.required} == {"ckpt", "sigma_rel", "out"}
+    args = p.parse_args(["--ckpt", "r", "--sigma-rel", "0.08", "--out", "o", "--overwrite"])
+    assert EmaOptions(**given_values(args, EmaOptions)) == EmaOptions(ckpt="r", sigma_rel=0.08, out="o", overwrite=True)
+    assert EmaOptions(ckpt="r", sigma_rel=0.1, out="o").max_fit_error == PHEMA_MAX_FIT_ERROR
+    assert _error(["ema", "--ckpt", str(tmp_path), "--sigma-rel", "0.08", "--out", str(tmp_path / "o"),
+                   "--max-fit-error", "2"], capsys) == "sit ema: error: --max-fit-error must be in (0, 1] (got 2.0)"
