@@ -128,3 +128,16 @@ def test_ema_flags_are_the_fields_of_its_record(tmp_path, capsys):
     assert EmaOptions(ckpt="r", sigma_rel=0.1, out="o").max_fit_error == PHEMA_MAX_FIT_ERROR
     assert _error(["ema", "--ckpt", str(tmp_path), "--sigma-rel", "0.08", "--out", str(tmp_path / "o"),
                    "--max-fit-error", "2"], capsys) == "sit ema: error: --max-fit-error must be in (0, 1] (got 2.0)"
+
+
+def test_tiny_vae_flags_are_the_fields_of_its_record(tmp_path, capsys):
+    from sit.commands.tiny_vae import TinyVaeOptions
+
+    _flags_are_fields("tiny-vae", TinyVaeOptions)
+    args = _command("tiny-vae").parse_args(["--out", "v", "--widths", "4,8", "--per-class", "2"])
+    assert TinyVaeOptions(**given_values(args, TinyVaeOptions)) == TinyVaeOptions(out="v", widths="4,8", per_class=2)
+    same = str(tmp_path / "v")
+    assert _error(["tiny-vae", "--out", same, "--example-images", same], capsys) == (
+        "sit tiny-vae: error: --example-images must be another folder than --out")
+    assert _error(["tiny-vae", "--out", same, "--per-class", "0"], capsys).endswith("--per-class must be >= 1 (got 0)")
+    assert not (tmp_path / "v").exists()
