@@ -18,18 +18,24 @@ class Toy:
     name: str | None = option(None, "a name")
     out: str = option(help="where it goes", metavar="DIR")   # no default: a required flag
     json: bool = option(False, "print JSON", switch=True)
+    src: str = option(help="what is read", metavar="SRC", positional=True)
+    dst: str | None = option(None, "where else", metavar="DST", positional=True)
 
 
-def test_a_field_without_default_is_a_required_flag_and_a_switch_one_flag():
+def test_a_field_without_default_is_a_required_flag_a_switch_one_flag_and_a_positional_an_argument():
     p = argparse.ArgumentParser(prog="toy")
     by_dest = {a.dest: a for a in add_record_arguments(p, Toy)}
     assert by_dest["out"].required and by_dest["out"].default is None
     assert by_dest["json"].option_strings == ["--json"] and by_dest["json"].const is True
     assert by_dest["json"].help == "print JSON"   # a switch: off unless given, no default written
+    assert by_dest["src"].option_strings == [] and by_dest["dst"].nargs == "?" and flag_of(Toy, "src") == "SRC"
     with pytest.raises(SystemExit):
-        p.parse_args([])
-    assert Toy(**given_values(p.parse_args(["--out", "o", "--json"]), Toy)) == Toy(out="o", json=True)
-    assert Toy(**given_values(p.parse_args(["--out", "o"]), Toy)) == Toy(out="o")
+        p.parse_args(["s"])   # --out missing
+    with pytest.raises(SystemExit):
+        p.parse_args(["--out", "o"])   # SRC missing
+    assert Toy(**given_values(p.parse_args(["--out", "o", "--json", "s", "d"]), Toy)) == Toy(out="o", json=True,
+                                                                                           src="s", dst="d")
+    assert Toy(**given_values(p.parse_args(["s", "--out", "o"]), Toy)) == Toy(out="o", src="s")
 
 
 def _command(name: str) -> argparse.ArgumentParser:
@@ -43,7 +49,11 @@ def _flags_are_fields(name: str, record: type) -> None:
     by_dest = {a.dest: a for a in _command(name)._actions}
     for field in flag_fields(record):
         f = next(f for f in dataclasses.fields(record) if f.name == field)
-        assert flag_of(record, field) in by_dest[f.metadata.get("dest", field)].option_strings, field
+        action = by_dest[f.metadata.get("dest", field)]
+        if f.metadata.get("positional"):   # an argument given by position, named by its metavar
+            assert not action.option_strings and action.metavar == flag_of(record, field), field
+        else:
+            assert flag_of(record, field) in action.option_strings, field
 
 
 def _error(argv: list[str], capsys) -> str:
@@ -84,7 +94,7 @@ def test_eval_flags_are_the_fields_of_its_records_and_the_scorers_request():
     assert given == {"inception": "auto", "fit": "pad", "batch_size": 8, "dinov2": "w", "seed": 0}
     request = EvalRequest(ref="digits", ref_set=None, ref_embedded=None, sample_set=None, metrics=(), **given)
     assert (request.fit, request.batch_size, request.device) == ("pad", 8, None)
-    assert EvalOptions(**given_values(args, EvalOptions)) == EvalOptions()
+    assert EvalOptions(**given_values(args, EvalOptions)) == EvalOptions(ref="digits", samples="s.npz")
     assert flag_of(EvalRequest, "save_ref_stats") == "--save-ref-stats"
 
 
@@ -94,9 +104,10 @@ def test_convert_flags_are_the_fields_of_its_record_and_its_combinations_are_che
 
     _flags_are_fields("convert", ConvertOptions)
     args = _command("convert").parse_args(["in.pt", "out.safetensors", "--from", "repa", "--keep-projector"])
-    assert ConvertOptions(**given_values(args, ConvertOptions)) == ConvertOptions(from_format="repa", keep_projector=True)
+    assert ConvertOptions(**given_values(args, ConvertOptions)) == ConvertOptions(
+        input="in.pt", output="out.safetensors", from_format="repa", keep_projector=True)
     with pytest.raises(ConfigError, match="ConvertOptions.train_format is for .pt output"):
-        ConvertOptions(to="diffusers", train_format=True)
+        ConvertOptions(input="a", output="b", to="diffusers", train_format=True)
     src, out = str(tmp_path / "missing.pt"), str(tmp_path / "out.safetensors")
     assert _error(["convert", src, out, "--keep-projector"], capsys) == "sit convert: error: --keep-projector goes with --from repa"
     assert _error(["convert", src, out, "--from", "repa", "--kind", "dit"], capsys).endswith(
@@ -110,8 +121,10 @@ def test_info_flags_are_the_fields_of_its_record():
 
     _flags_are_fields("info", InfoOptions)
     args = _command("info").parse_args(["ck.pt", "--json", "--prefer", "model", "--kind", "dit", "--num-heads", "6"])
-    assert InfoOptions(**given_values(args, InfoOptions)) == InfoOptions(prefer="model", kind="dit", num_heads=6, json=True)
-    assert InfoOptions(**given_values(_command("info").parse_args(["ck.pt"]), InfoOptions)) == InfoOptions()
+    assert InfoOptions(**given_values(args, InfoOptions)) == InfoOptions(checkpoint="ck.pt", prefer="model", kind="dit",
+                                                                         num_heads=6, json=True)
+    assert InfoOptions(**given_values(_command("info").parse_args(["ck.pt"]), InfoOptions)) == InfoOptions(
+        checkpoint="ck.pt")
     with pytest.raises(SystemExit):
         _command("info").parse_args(["ck.pt", "--kind", "none"])   # no "none" choice: the flags are as before
 

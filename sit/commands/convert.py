@@ -29,6 +29,9 @@ class ConvertOptions:
     """The options of `sit convert` (its flags are these fields; library messages name them as
     ``{ConvertOptions.to}``, written as the flag). Their combinations are checked here."""
 
+    input: str = option(help="official .pt, sit .safetensors, checkpoint dir or run dir", metavar="IN", positional=True)
+    output: str = option(help="output path ending in .safetensors or .pt (a new folder with {to} diffusers)",
+                         metavar="OUT", positional=True)
     to: str | None = option(None, "write OUT as a diffusers folder (DiTTransformer2DModel, scheduler, pipeline_sit.py, "
                             "sit_diffusers.json)", choices=lambda: ("diffusers",))
     from_format: str | None = option(None, "IN is a checkpoint of another code base: repa = sihyun-yu/REPA's SiT "
@@ -65,8 +68,6 @@ def register(subparsers) -> None:
         "(.safetensors: sit weights + a .json of the config beside; .pt: the official format).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="IN", help="official .pt, sit .safetensors, checkpoint dir or run dir")
-    p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt (a new folder with --to diffusers)")
     add_record_arguments(p, ConvertOptions)
     p.set_defaults(func=run)
 
@@ -75,7 +76,8 @@ def run(args) -> int:
     from sit import checkpoints as store
     from sit.models.checkpoint import export_official, official_args, preset_name, save_model
 
-    opts, src, out = ConvertOptions(**given_values(args, ConvertOptions)), args.input, Path(args.output)
+    opts = ConvertOptions(**given_values(args, ConvertOptions))
+    src, out = opts.input, Path(opts.output)
     if opts.from_format == "repa":
         return _from_repa(opts, src, out)
     if opts.to == "diffusers":

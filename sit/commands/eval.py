@@ -59,6 +59,10 @@ def _metrics_help() -> str:
 class EvalOptions:
     """The options of `sit eval` besides those of the scorers' request (`EvalRequest`)."""
 
+    ref: str = option(help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k",
+                      metavar="REF", positional=True)
+    samples: str = option(help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder", metavar="SAMPLES",
+                          positional=True)
     metrics: str = option(DEFAULT_METRICS, _metrics_help, metavar="LIST")
     out: str | None = option(None, "results JSON (default: SAMPLES.eval.json beside SAMPLES)", metavar="JSON")
 
@@ -68,9 +72,7 @@ def register(subparsers) -> None:
 
     p = add_command(subparsers, "eval", description=EXAMPLES,
                     help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)")
-    p.add_argument("ref", metavar="REF", help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k")
-    p.add_argument("samples", metavar="SAMPLES", help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder")
-    add_record_arguments(p, EvalOptions, ("metrics",), keep_defaults=True)
+    add_record_arguments(p, EvalOptions, ("ref", "samples", "metrics"), keep_defaults=True)
     add_record_arguments(p, EvalRequest, REQUEST_FLAGS, keep_defaults=True)
     add_record_arguments(p, EvalOptions, ("out",), keep_defaults=True)
     finish_command(p, run, "show progress bars (default on; this flag turns them off)")

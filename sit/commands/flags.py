@@ -8,7 +8,8 @@ A record is a dataclass whose fields say, in their metadata, how they appear on 
 table's rows; None: any value, checked by the record), ``dest`` (when two records' fields share a
 name in one command). The type comes from the annotation
 (``X | None`` as X; bool: --x / --no-x, or one --no-x flag, or with metadata ``switch`` one --x
-flag that turns it on; a field without a default: a required flag; tuple: one or more values; Literal:
+flag that turns it on; a field without a default: a required flag; metadata ``positional``: an
+argument given by position, named by its metavar; tuple: one or more values; Literal:
 its values as choices, None written "none"), the default shown from the record (or from an
 instance given, e.g. a command's default sampler). `add_record_arguments` builds the arguments,
 `flag_of` is the translation (read by the errors, `sit.commands._errors`), `given_values` reads
@@ -61,6 +62,8 @@ def flag_of(record: type | str, field: str) -> str | None:
     """The flag that sets ``record.field`` (a record class or its name): the field's metadata
     "flag" (None: the field has no flag), else ``--`` + the field with ``-`` for ``_``."""
     f = _field(record, field)
+    if f is not None and f.metadata.get("positional"):   # an argument given by position: its metavar
+        return f.metadata.get("metavar", field.upper())
     if f is not None and "flag" in f.metadata:
         return f.metadata["flag"]
     return "--" + field.replace("_", "-")
@@ -186,6 +189,11 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
             text += f" (default {show(value)}; this flag turns it off)"
         elif "default" not in text:
             text += default_note(f, choices) if default_note else _default_note(f, defaults, choices)
+        if f.metadata.get("positional"):   # given by position (optional when the field has a default)
+            dest = kw.pop("dest")
+            kw.pop("required", None)
+            actions.append(group.add_argument(dest, help=text, **kw, **({} if required else {"nargs": "?"})))
+            continue
         actions.append(group.add_argument(flag, help=text, **kw))
     return actions
 

@@ -21,6 +21,8 @@ EXAMPLES = """examples:
 class InfoOptions:
     """The options of `sit info` (its flags are these fields): which weights `describe` reads, and how."""
 
+    checkpoint: str = option(help="official .pt, sit .safetensors, checkpoint dir or run dir", metavar="CHECKPOINT",
+                             positional=True)
     prefer: Literal["ema", "model"] = option("ema", "weights to describe when both exist")
     kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
     num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
@@ -34,7 +36,6 @@ def register(subparsers) -> None:
         description=EXAMPLES + "\nPrint what a checkpoint holds without running it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="official .pt, sit .safetensors, checkpoint dir or run dir")
     add_record_arguments(p, InfoOptions)
     p.set_defaults(func=run)
 
@@ -122,7 +123,7 @@ def _training_extras(meta: dict, cfg) -> dict:
 
 def run(args) -> int:
     opts = InfoOptions(**given_values(args, InfoOptions))
-    info = describe(args.checkpoint, opts.prefer, opts.kind, opts.num_heads)
+    info = describe(opts.checkpoint, opts.prefer, opts.kind, opts.num_heads)
     if opts.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
