@@ -162,9 +162,8 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
         base = without_none(types[name])
         value = getattr(defaults, name) if defaults is not None else f.default
         required = value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults and not required else None)
-        if required:   # a field without a default: its flag must be given
-            kw["required"] = True
+        kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults and not required else None,
+                        required=required)   # a field without a default: its flag must be given
         if choices is not None:
             kw["choices"] = ["none" if v is None else v for v in choices]
             if keep_defaults and value is None:
@@ -183,19 +182,21 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
             kw["metavar"] = f.metadata["metavar"]
         text = f.metadata.get("help", name.replace("_", " "))
         text = render_fields(text() if callable(text) else text, in_help, record.__name__)
-        if kw.get("const") is True:   # a switch: off unless given
-            pass
-        elif kw.get("action") == "store_const":  # one --no-x flag: the help says what the field is, and that this turns it off
+        if kw.get("const") is False:  # one --no-x flag: the help says what the field is, and that this turns it off
             text += f" (default {show(value)}; this flag turns it off)"
-        elif "default" not in text:
+        elif "default" not in text and not f.metadata.get("switch"):   # a switch: off unless given
             text += default_note(f, choices) if default_note else _default_note(f, defaults, choices)
-        if f.metadata.get("positional"):   # given by position (optional when the field has a default)
-            dest = kw.pop("dest")
-            kw.pop("required", None)
-            actions.append(group.add_argument(dest, help=text, **kw, **({} if required else {"nargs": "?"})))
-            continue
-        actions.append(group.add_argument(flag, help=text, **kw))
+        actions.append(_add_argument(group, f, flag, text, kw))
     return actions
+
+
+def _add_argument(group, f: dataclasses.Field, flag: str, text: str, kw: dict) -> argparse.Action:
+    """The argument of field ``f``: by its ``flag``, or a positional one (metadata "positional") by
+    its dest, optional when the field has a default."""
+    if not f.metadata.get("positional"):
+        return group.add_argument(flag, help=text, **kw)
+    dest, required = kw.pop("dest"), kw.pop("required")
+    return group.add_argument(dest, help=text, **kw, **({} if required else {"nargs": "?"}))
 
 
 def _allows_none(record: type, f: dataclasses.Field) -> bool:
