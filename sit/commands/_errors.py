@@ -13,8 +13,8 @@ from collections.abc import Collection, Mapping
 
 # records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
 # --phema-sigmas"); other records' fields by the command that failed. ConvertOptions / Extract are the
-# options of `sit convert` / `sit extract` (named by the readers' advice): each field is the option whose
-# dest it is.
+# options records of `sit convert` / `sit extract` (named by the readers' advice; registered when their
+# parsers are built): each field is the flag its metadata gives.
 RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert", "Extract": "extract"}
 
 

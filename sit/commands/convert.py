@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """examples:
   sit convert SiT-XL-2-256x256.pt weights/sit-xl2.safetensors
@@ -16,6 +20,46 @@ EXAMPLES = """examples:
 """
 
 
+def _kinds() -> tuple[str, ...]:
+    return ("sit", "dit")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """The options of `sit convert` (its flags are these fields; library messages name them as
+    ``{ConvertOptions.to}``, written as the flag). Their combinations are checked here."""
+
+    input: str = option(help="official .pt, sit .safetensors, checkpoint dir or run dir", metavar="IN", positional=True)
+    output: str = option(help="output path ending in .safetensors or .pt (a new folder with {to} diffusers)",
+                         metavar="OUT", positional=True)
+    to: str | None = option(None, "write OUT as a diffusers folder (DiTTransformer2DModel, scheduler, pipeline_sit.py, "
+                            "sit_diffusers.json)", choices=lambda: ("diffusers",))
+    from_format: str | None = option(None, "IN is a checkpoint of another code base: repa = sihyun-yu/REPA's SiT "
+                                     "(t = 0 data, output eps - x, projector keys), mapped to sit's convention "
+                                     "(docs/network.md)", flag="--from", choices=lambda: ("repa",))
+    keep_projector: bool = option(False, "with {from_format} repa: keep REPA's projector(s) in "
+                                  "OUT.projector.safetensors (default: dropped)", switch=True)
+    vae: str | None = option(None, "with {to} diffusers: the VAE folder to put in the export (default: the one the "
+                             "run recorded, when it is a local folder; latent models only)", metavar="PATH")
+    prefer: Literal["ema", "model"] = option("ema", "weights to take when both exist")
+    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=_kinds)
+    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
+    train_format: bool = option(False, "with OUT .pt: write a train.py-style dict (model: raw weights, ema: EMA "
+                                "weights, opt: a fresh AdamW state, args: the run's settings and num_heads) instead "
+                                "of a plain state_dict", switch=True)
+
+    def __post_init__(self):
+        from sit.config import ConfigError
+
+        if self.keep_projector and self.from_format != "repa":
+            raise ConfigError("ConvertOptions", "keep_projector", "goes with {from_format} repa")
+        if self.from_format == "repa" and (self.to is not None or self.train_format or self.kind is not None):
+            raise ConfigError("ConvertOptions", "from_format", "repa writes a sit .safetensors; {to} / {train_format} / "
+                              "{kind} do not apply")
+        if self.to == "diffusers" and self.train_format:
+            raise ConfigError("ConvertOptions", "train_format", "is for .pt output, not {to} diffusers")
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert",
@@ -24,26 +68,7 @@ def register(subparsers) -> None:
         "(.safetensors: sit weights + a .json of the config beside; .pt: the official format).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", metavar="IN", help="official .pt, sit .safetensors, checkpoint dir or run dir")
-    p.add_argument("output", metavar="OUT", help="output path ending in .safetensors or .pt (a new folder with --to diffusers)")
-    p.add_argument("--to", choices=["diffusers"], default=None,
-                   help="write OUT as a diffusers folder (DiTTransformer2DModel, scheduler, pipeline_sit.py, sit_diffusers.json)")
-    p.add_argument("--from", dest="from_format", choices=["repa"], default=None,
-                   help="IN is a checkpoint of another code base: repa = sihyun-yu/REPA's SiT (t = 0 data, output "
-                        "eps - x, projector keys), mapped to sit's convention (docs/network.md)")
-    p.add_argument("--keep-projector", action="store_true",
-                   help="with --from repa: keep REPA's projector(s) in OUT.projector.safetensors (default: dropped)")
-    p.add_argument("--vae", metavar="PATH", default=None,
-                   help="with --to diffusers: the VAE folder to put in the export (default: the one the run recorded, "
-                        "when it is a local folder; latent models only)")
-    p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to take when both exist (default: ema)")
-    p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
-    p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
-    p.add_argument(
-        "--train-format", action="store_true",
-        help="with OUT .pt: write a train.py-style dict (model: raw weights, ema: EMA weights, opt: a fresh AdamW "
-             "state, args: the run's settings and num_heads) instead of a plain state_dict",
-    )
+    add_record_arguments(p, ConvertOptions)
     p.set_defaults(func=run)
 
 
@@ -51,30 +76,29 @@ def run(args) -> int:
     from sit import checkpoints as store
     from sit.models.checkpoint import export_official, official_args, preset_name, save_model
 
-    out = Path(args.output)
-    if args.keep_projector and args.from_format != "repa":
-        raise ValueError("--keep-projector goes with --from repa")
-    if args.from_format == "repa":
-        return _from_repa(args, out)
-    if args.to == "diffusers":
-        return _to_diffusers(args, out)
+    opts = ConvertOptions(**given_values(args, ConvertOptions))
+    src, out = opts.input, Path(opts.output)
+    if opts.from_format == "repa":
+        return _from_repa(opts, src, out)
+    if opts.to == "diffusers":
+        return _to_diffusers(opts, src, out)
     if out.suffix not in (".safetensors", ".pt"):
         raise ValueError(f"unknown output type {out.suffix!r} for {str(out)!r}; expected one of ['.pt', '.safetensors']")
-    net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
+    net, meta = store.load(src, weights=opts.prefer, kind=opts.kind, num_heads=opts.num_heads)
     d = meta.to_dict()
     if out.suffix == ".safetensors":
-        written = save_model(net, out, dict(d, converted_from=str(args.input)))
+        written = save_model(net, out, dict(d, converted_from=str(src)))
         print(f"wrote {written} and {written.with_suffix('.json')}")
     else:
-        oargs = official_args(net.config, meta) if args.train_format else None
+        oargs = official_args(net.config, meta) if opts.train_format else None
         ema = None
         if oargs is not None:  # "model" holds the raw weights and "ema" the EMA, each where the source has it
-            raw, raw_meta = store.load(args.input, weights="model", kind=args.kind, num_heads=args.num_heads)
-            ema, ema_meta = store.load(args.input, weights="ema", kind=args.kind, num_heads=args.num_heads)
+            raw, raw_meta = store.load(src, weights="model", kind=opts.kind, num_heads=opts.num_heads)
+            ema, ema_meta = store.load(src, weights="ema", kind=opts.kind, num_heads=opts.num_heads)
             net = raw
             if raw_meta.weights != "model" or ema_meta.weights != "ema":
                 oargs["sit_note"] = "the source holds one set of weights: model and ema are the same"
-                print(f"note: {args.input} holds one set of weights ({ema_meta.weights}); 'model' and 'ema' are both it")
+                print(f"note: {src} holds one set of weights ({ema_meta.weights}); 'model' and 'ema' are both it")
             oargs["sit_opt"] = "fresh AdamW state (sit's optimizer state is not in the official layout)"
         written = export_official(net, out, args=oargs, ema=ema)
         print(f"wrote {written} ({'train.py dict' if oargs else 'plain state_dict'})")
@@ -83,22 +107,19 @@ def run(args) -> int:
     return 0
 
 
-def _to_diffusers(args, out: Path) -> int:
+def _to_diffusers(args: ConvertOptions, src: str, out: Path) -> int:
     from sit import checkpoints as store
-    from sit.models.diffusers_format import export_diffusers
-
-    if args.train_format:
-        raise ValueError("--train-format is for .pt output, not --to diffusers")
     from sit import folders
+    from sit.models.diffusers_format import export_diffusers
 
     folders.require_standalone(out, folders.EXPORT, "OUT")  # never inside a run / checkpoint / export folder
     if out.exists():
         raise ValueError(f"{str(out)!r} exists; --to diffusers writes a new folder")
-    net, meta = store.load(args.input, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
+    net, meta = store.load(src, weights=args.prefer, kind=args.kind, num_heads=args.num_heads)
     if meta.discrete:
         raise ValueError("--to diffusers exports continuous-time SiT models (this one takes DDPM steps: use diffusers' DiTPipeline)")
     vae, space = _run_vae(args.vae, net, meta)
-    export_diffusers(net, dict(meta.to_dict(), converted_from=str(args.input)), out, source_sha256=store.identity(meta.source),
+    export_diffusers(net, dict(meta.to_dict(), converted_from=str(src)), out, source_sha256=store.identity(meta.source),
                      vae=None if vae is None else vae.model, latent_space=space)
     print(f"wrote {out} (transformer/, scheduler/, {'vae/, ' if vae is not None else ''}pipeline_sit.py, sit_diffusers.json)")
     if vae is None and space is not None:
@@ -110,22 +131,20 @@ def _to_diffusers(args, out: Path) -> int:
     return 0
 
 
-def _from_repa(args, out: Path) -> int:
+def _from_repa(args: ConvertOptions, src: str, out: Path) -> int:
     from sit.io import atomic_path
     from sit.models.checkpoint import save_model
     from sit.models.repa_format import read_repa
 
-    if args.to is not None or args.train_format or args.kind is not None:
-        raise ValueError("--from repa writes a sit .safetensors; --to / --train-format / --kind do not apply")
     if out.suffix != ".safetensors":
         raise ValueError(f"--from repa writes a sit .safetensors (+ .json); OUT {str(out)!r} should end in .safetensors")
-    net, proj, meta = read_repa(args.input, prefer=args.prefer, num_heads=args.num_heads)
-    meta["converted_from"] = str(args.input)
+    net, proj, meta = read_repa(src, prefer=args.prefer, num_heads=args.num_heads)
+    meta["converted_from"] = str(src)
     if args.keep_projector:
         from safetensors.torch import save_file
 
         if not proj:
-            raise ValueError(f"--keep-projector: {args.input} holds no projector (projectors.* keys)")
+            raise ValueError(f"--keep-projector: {src} holds no projector (projectors.* keys)")
         ppath = out.with_suffix(".projector.safetensors")
         out.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(ppath, durable=True) as w:

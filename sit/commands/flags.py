@@ -8,7 +8,9 @@ A record is a dataclass whose fields say, in their metadata, how they appear on 
 reads it), ``choices`` (a function giving the allowed values, for a field whose values are a
 table's rows; None: any value, checked by the record), ``dest`` (when two records' fields share a
 name in one command). The type comes from the annotation
-(``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values; Literal:
+(``X | None`` as X; bool: --x / --no-x, or one --no-x flag, or with metadata ``switch`` one --x
+flag that turns it on; a field without a default: a required flag; metadata ``positional``: an
+argument given by position, named by its metavar; tuple: one or more values; Literal:
 its values as choices, None written "none"), the default shown from the record (or from an
 instance given, e.g. a command's default sampler). `add_record_arguments` builds the arguments,
 `flag_of` is the translation (read by the errors, `sit.commands._errors`), `given_values` reads
@@ -61,6 +63,8 @@ def flag_of(record: type | str, field: str) -> str | None:
     """The flag that sets ``record.field`` (a record class or its name): the field's metadata
     "flag" (None: the field has no flag), else ``--`` + the field with ``-`` for ``_``."""
     f = _field(record, field)
+    if f is not None and f.metadata.get("positional"):   # an argument given by position: its metavar
+        return f.metadata.get("metavar", field.upper())
     if f is not None and "flag" in f.metadata:
         return f.metadata["flag"]
     return "--" + field.replace("_", "-")
@@ -158,7 +162,9 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
         flag, choices = flag_of(record, name), field_choices(record, f)
         base = without_none(types[name])
         value = getattr(defaults, name) if defaults is not None else f.default
-        kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults else None)
+        required = value is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults and not required else None,
+                        required=required)   # a field without a default: its flag must be given
         if "parse" in f.metadata:  # the flag's text, read by the record's own parser (metadata "parse")
             pass
         elif choices is not None:
@@ -167,6 +173,8 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
                 kw["default"] = "none" if None in choices else None
         elif base is bool and flag.startswith("--no-"):
             kw.update(action="store_const", const=False)
+        elif base is bool and f.metadata.get("switch"):   # one --x flag that turns it on
+            kw.update(action="store_const", const=True)
         elif base is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(base) is tuple:
@@ -177,12 +185,21 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
             kw["metavar"] = f.metadata["metavar"]
         text = f.metadata.get("help", name.replace("_", " "))
         text = render_fields(text() if callable(text) else text, in_help, record.__name__)
-        if kw.get("action") == "store_const":  # one --no-x flag: the help says what the field is, and that this turns it off
+        if kw.get("const") is False:  # one --no-x flag: the help says what the field is, and that this turns it off
             text += f" (default {show(value)}; this flag turns it off)"
-        elif "default" not in text:
+        elif "default" not in text and not f.metadata.get("switch"):   # a switch: off unless given
             text += default_note(f, choices) if default_note else _default_note(f, defaults, choices)
-        actions.append(group.add_argument(flag, help=text, **kw))
+        actions.append(_add_argument(group, f, flag, text, kw))
     return actions
+
+
+def _add_argument(group, f: dataclasses.Field, flag: str, text: str, kw: dict) -> argparse.Action:
+    """The argument of field ``f``: by its ``flag``, or a positional one (metadata "positional") by
+    its dest, optional when the field has a default."""
+    if not f.metadata.get("positional"):
+        return group.add_argument(flag, help=text, **kw)
+    dest, required = kw.pop("dest"), kw.pop("required")
+    return group.add_argument(dest, help=text, **kw, **({} if required else {"nargs": "?"}))
 
 
 def _allows_none(record: type, f: dataclasses.Field) -> bool:
@@ -204,3 +221,11 @@ def given_values(args: argparse.Namespace, record: type, fields: tuple[str, ...]
         elif isinstance(v, list):
             given[k] = tuple(v)
     return given
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **metadata) -> Any:
+    """A field of a command's options record: its ``default`` (none: the flag is required; such a
+    field is keyword-only, so it may stand anywhere in the record), its ``help`` and the other
+    metadata of the module docstring (flag, metavar, choices, dest, switch)."""
+    return dataclasses.field(default=default, kw_only=default is dataclasses.MISSING,
+                             metadata=dict(help=help, **metadata))

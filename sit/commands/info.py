@@ -5,12 +5,28 @@ from __future__ import annotations
 import argparse
 import json
 import textwrap
+from dataclasses import dataclass
+from typing import Literal
+
+from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """examples:
   sit info SiT-XL-2-256x256.pt
   sit info runs/s2                      # newest checkpoint of a run
   sit info weights/sit-xl2.safetensors --json
 """
+
+
+@dataclass(frozen=True)
+class InfoOptions:
+    """The options of `sit info` (its flags are these fields): which weights `describe` reads, and how."""
+
+    checkpoint: str = option(help="official .pt, sit .safetensors, checkpoint dir or run dir", metavar="CHECKPOINT",
+                             positional=True)
+    prefer: Literal["ema", "model"] = option("ema", "weights to describe when both exist")
+    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
+    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
+    json: bool = option(False, "print one JSON object instead of text", switch=True)
 
 
 def register(subparsers) -> None:
@@ -20,11 +36,7 @@ def register(subparsers) -> None:
         description=EXAMPLES + "\nPrint what a checkpoint holds without running it.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="official .pt, sit .safetensors, checkpoint dir or run dir")
-    p.add_argument("--prefer", choices=["ema", "model"], default="ema", help="weights to describe when both exist (default: ema)")
-    p.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
-    p.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    add_record_arguments(p, InfoOptions)
     p.set_defaults(func=run)
 
 
@@ -110,8 +122,9 @@ def _training_extras(meta: dict, cfg) -> dict:
 
 
 def run(args) -> int:
-    info = describe(args.checkpoint, args.prefer, args.kind, args.num_heads)
-    if args.json:
+    opts = InfoOptions(**given_values(args, InfoOptions))
+    info = describe(opts.checkpoint, opts.prefer, opts.kind, opts.num_heads)
+    if opts.json:
         print(json.dumps(info, indent=2, sort_keys=True))
         return 0
     c = info["config"]

