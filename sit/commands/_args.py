@@ -5,6 +5,7 @@ sample` / `sit sweep`), the closing --no-progress flag, and the ``>= N`` checks 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from sit.commands.flags import add_record_arguments
 
@@ -81,3 +82,19 @@ def add_model_overrides(g) -> None:
     g.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
 
 
+
+
+def option(default=dataclasses.MISSING, help: str = "", **meta):
+    """A field of a command's own options record (`sit.commands.flags`): its default (none: a
+    required flag), help and metadata (flag, metavar, choices, switch, dest)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, **meta))
+
+
+def at_least(record, name: str, minimum: int) -> None:
+    """ConfigError '<field> must be >= minimum (got value)' (its flag in `sit` messages) when
+    ``record.name`` is below ``minimum``."""
+    from sit.config import ConfigError
+
+    value = getattr(record, name)
+    if value is not None and value < minimum:
+        raise ConfigError(type(record).__name__, name, f"must be >= {minimum} (got {value})")

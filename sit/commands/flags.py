@@ -7,7 +7,8 @@ A record is a dataclass whose fields say, in their metadata, how they appear on 
 ``metavar``, ``choices`` (a function giving the allowed values, for a field whose values are a
 table's rows; None: any value, checked by the record), ``dest`` (when two records' fields share a
 name in one command). The type comes from the annotation
-(``X | None`` as X; bool: --x / --no-x, or one --no-x flag; tuple: one or more values; Literal:
+(``X | None`` as X; bool: --x / --no-x, or one --no-x flag, or with metadata ``switch`` one --x
+flag that turns it on; no default: a required flag; tuple: one or more values; Literal:
 its values as choices, None written "none"), the default shown from the record (or from an
 instance given, e.g. a command's default sampler). `add_record_arguments` builds the arguments,
 `flag_of` is the translation (read by the errors, `sit.commands._errors`), `given_values` reads
@@ -158,12 +159,16 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
         base = without_none(types[name])
         value = getattr(defaults, name) if defaults is not None else f.default
         kw: dict = dict(dest=f.metadata.get("dest", name), default=value if keep_defaults else None)
+        if value is dataclasses.MISSING:   # a field without a default: a flag the command needs
+            kw.update(required=True, default=None)
         if choices is not None:
             kw["choices"] = ["none" if v is None else v for v in choices]
             if keep_defaults and value is None:
                 kw["default"] = "none" if None in choices else None
         elif base is bool and flag.startswith("--no-"):
             kw.update(action="store_const", const=False)
+        elif base is bool and f.metadata.get("switch"):   # one --x flag that turns it on
+            kw.update(action="store_const", const=True)
         elif base is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(base) is tuple:
@@ -174,8 +179,10 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
             kw["metavar"] = f.metadata["metavar"]
         text = f.metadata.get("help", name.replace("_", " "))
         text = render_fields(text() if callable(text) else text, in_help, record.__name__)
-        if kw.get("action") == "store_const":  # one --no-x flag: the help says what the field is, and that this turns it off
+        if kw.get("action") == "store_const" and not kw["const"]:  # one --no-x flag: the help says what the field is, and that this turns it off
             text += f" (default {show(value)}; this flag turns it off)"
+        elif kw.get("action") == "store_const":   # a switch: off unless given
+            pass
         elif "default" not in text:
             text += default_note(f, choices) if default_note else _default_note(f, defaults, choices)
         actions.append(group.add_argument(flag, help=text, **kw))

@@ -1,0 +1,74 @@
+"""A command's own options are a torch-free record whose fields are its flags (`sit.commands.flags`):
+each flag generated from its field (type, default, help, metavar, choices; a field without a default
+is a required flag, a ``switch`` field one flag that turns it on), the parsed values built back into
+the record, whose checks name the flag."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+
+import pytest
+
+from sit.commands._args import option
+from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given_values
+
+# the options every model-reading command shares (`sit.commands._args`), and the ones added to all
+SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "--num-heads", "--vae-scale",
+          "--vae-shift", "--no-progress", "--threads", "-h", "--help"}
+
+# command -> (its module, its options record)
+COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions")}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Toy:
+    out: str = option(help="where it goes", metavar="DIR")
+    fast: bool = option(False, "go fast", switch=True)
+    n: int = option(3, "how many", metavar="N")
+
+
+def test_a_field_without_default_is_required_and_a_switch_is_one_flag():
+    p = argparse.ArgumentParser(prog="toy")
+    add_record_arguments(p, Toy, keep_defaults=True)
+    by_dest = {a.dest: a for a in p._actions}
+    assert by_dest["out"].required and by_dest["out"].default is None and by_dest["out"].help == "where it goes"
+    assert by_dest["fast"].option_strings == ["--fast"] and by_dest["fast"].help == "go fast"
+    assert by_dest["n"].help == "how many (default 3)" and by_dest["n"].default == 3
+    with pytest.raises(SystemExit):
+        p.parse_args([])   # --out is required
+    assert Toy(**given_values(p.parse_args(["--out", "o", "--fast"]), Toy)) == Toy(out="o", fast=True)
+    assert Toy(**given_values(p.parse_args(["--out", "o"]), Toy)) == Toy(out="o")
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_own_flag_of_a_command_is_a_field_of_its_options_record(command):
+    """No hand-written flag: each option of the command that is not a shared one (model, guidance,
+    decoding, progress) is generated from its record's field, with the field's default."""
+    from sit.cli import build_parser
+    from sit.guidance import guidance_flag_fields
+
+    module, name = COMMANDS[command]
+    record = getattr(importlib.import_module(module), name)
+    parser = build_parser()._sit_subparsers[command.replace("_", "-")]
+    guidance = {f.metadata["flag"] for _, f in guidance_flag_fields()}
+    own = {a.option_strings[0]: a for a in parser._actions if not SHARED & set(a.option_strings)
+           and not guidance & set(a.option_strings)}
+    fields = {flag_of(record, n): n for n in flag_fields(record)}
+    assert set(own) == set(fields), set(own) ^ set(fields)
+    defaults = {f.name: f.default for f in dataclasses.fields(record)}
+    for flag, action in own.items():
+        d = defaults[fields[flag]]
+        assert action.default == (None if d is dataclasses.MISSING else d), flag
+
+
+def test_sweep_options_refuse_bad_counts_naming_the_flag(capsys):
+    from sit.cli import main
+    from sit.commands.sweep import SweepOptions
+    from sit.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"SweepOptions.repeats must be >= 1 \(got 0\)"):
+        SweepOptions(out="o", repeats=0)
+    assert main(["sweep", "--ckpt", "none", "--out", "o", "--num-samples", "2"]) == 2
+    assert capsys.readouterr().err.strip() == "sit sweep: error: --num-samples must be >= 4 (got 2)"
