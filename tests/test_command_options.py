@@ -19,7 +19,7 @@ SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "
           "--vae-shift", "--no-progress", "--threads", "-h", "--help"}
 
 # command -> (its module, its options record)
-COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions")}
+COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions"), "likelihood": ("sit.commands.likelihood", "LikelihoodOptions")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -98,3 +98,17 @@ def at_least(record, name: str, minimum: int) -> None:
     value = getattr(record, name)
     if value is not None and value < minimum:
         raise ConfigError(type(record).__name__, name, f"must be >= {minimum} (got {value})")
+
+
+def checked(record, name: str, check) -> None:
+    """``check(value, "")`` (a `sit.bounds` check) on ``record.name`` unless it is None, its
+    ValueError as a ConfigError of that field (its flag in `sit` messages)."""
+    from sit.config import ConfigError
+
+    value = getattr(record, name)
+    if value is None:
+        return
+    try:
+        check(value, "")
+    except ValueError as e:
+        raise ConfigError(type(record).__name__, name, str(e).strip()) from None

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
-from sit.commands._args import add_command, finish_command, require_at_least
+from sit.bounds import check_steps
+from sit.commands._args import add_command, at_least, checked, finish_command, option
+from sit.commands.flags import add_record_arguments, given_values
 from sit.sampler_kinds import DIVERGENCES
 
 DEFAULT_PROBES = 4  # Hutchinson probes per sample: the probe noise is then small against the spread of log p
@@ -31,24 +34,36 @@ standard error of the mean over samples (it includes the probe noise, which is a
 """
 
 
+@dataclass(frozen=True, kw_only=True)
+class LikelihoodOptions:
+    """`sit likelihood`'s own options (its flags are these fields; the model flags are the shared
+    ones): checked when built, before the model is read."""
+
+    data: str | None = option(None, "data: embedded name, .npz, or a `sit extract` folder (latents; reported as latent "
+                              "bits/dim) (default: the demo dataset's held-out split)", metavar="NAME|NPZ|DIR")
+    num_samples: int = option(256, "data points to evaluate", metavar="N")
+    divergence: str = option("hutchinson", "hutchinson ({probes} backward passes per evaluation) or exact (D of them)",
+                             choices=lambda: DIVERGENCES)
+    probes: int = option(DEFAULT_PROBES, "Hutchinson probes per sample", metavar="P")
+    method: str = option("dopri5", "torchdiffeq method (fixed-step ones need {num_steps})", metavar="NAME")
+    num_steps: int | None = option(None, "steps of a fixed-step method", metavar="N")
+    atol: float = option(1e-6, "adaptive methods")
+    rtol: float = option(1e-3, "adaptive methods")
+    unconditional: bool = option(False, "use the null label instead of the data's labels", switch=True)
+    batch_size: int = option(256, "samples per ODE solve", metavar="B")
+    seed: int = option(0, "random seed (dequantisation and probes)")
+    out: str | None = option(None, "also write per-sample nats and bits/dim", metavar="CSV")
+
+    def __post_init__(self):
+        at_least(self, "num_samples", 2)
+        at_least(self, "probes", 1)
+        checked(self, "num_steps", check_steps)
+
+
 def register(sub) -> None:
     p = add_command(sub, "likelihood", help="bits/dim of a dataset under a checkpoint (probability-flow ODE)",
                     description=EXAMPLES, model=True)
-    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="data: embedded name, .npz, or a `sit extract` folder "
-                   "(latents; reported as latent bits/dim) (default: the demo dataset's held-out split)")
-    p.add_argument("--num-samples", type=int, default=256, metavar="N", help="data points to evaluate (default %(default)s)")
-    p.add_argument("--divergence", choices=DIVERGENCES, default="hutchinson",
-                   help="hutchinson (--probes backward passes per evaluation) or exact (D of them) (default %(default)s)")
-    p.add_argument("--probes", type=int, default=DEFAULT_PROBES, metavar="P",
-                   help="Hutchinson probes per sample (default %(default)s)")
-    p.add_argument("--method", default="dopri5", help="torchdiffeq method (default %(default)s; fixed-step ones need --num-steps)")
-    p.add_argument("--num-steps", type=int, metavar="N")
-    p.add_argument("--atol", type=float, default=1e-6, help="adaptive methods (default %(default)s)")
-    p.add_argument("--rtol", type=float, default=1e-3, help="adaptive methods (default %(default)s)")
-    p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
-    p.add_argument("--batch-size", type=int, default=256, metavar="B", help="samples per ODE solve (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
-    p.add_argument("--out", metavar="CSV", help="also write per-sample nats and bits/dim")
+    add_record_arguments(p, LikelihoodOptions, keep_defaults=True)
     finish_command(p, run)
 
 
@@ -98,12 +113,7 @@ def run(args) -> int:
     from sit import generate as S
     from sit.evaluate.plots import write_csv
 
-    require_at_least("--num-samples", args.num_samples, 2)
-    require_at_least("--probes", args.probes, 1)
-    if args.num_steps is not None:
-        from sit.config import check_steps
-
-        check_steps(args.num_steps, "--num-steps")  # before the model is read
+    LikelihoodOptions(**given_values(args, LikelihoodOptions))   # its checks, before the model is read
     net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
                                                        precision=args.precision)
     x, y, spec, eight_bit = _load(args, net)
