@@ -19,7 +19,9 @@ SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "
           "--vae-shift", "--no-progress", "--threads", "-h", "--help"}
 
 # command -> (its module, its options record)
-COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions"), "likelihood": ("sit.commands.likelihood", "LikelihoodOptions")}
+COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions"),
+            "likelihood": ("sit.commands.likelihood", "LikelihoodOptions"),
+            "lt": ("sit.commands.lt", "LtOptions")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -72,3 +74,16 @@ def test_sweep_options_refuse_bad_counts_naming_the_flag(capsys):
         SweepOptions(out="o", repeats=0)
     assert main(["sweep", "--ckpt", "none", "--out", "o", "--num-samples", "2"]) == 2
     assert capsys.readouterr().err.strip() == "sit sweep: error: --num-samples must be >= 4 (got 2)"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no-store"], "--no-store needs --out DIR"),
+    (["--etas", "0.1,x"], "--etas must be numbers > 0 (got '0.1,x')"),   # was float()'s message, naming no flag
+    (["--t-points", "1"], "--t-points must be >= 2 (got 1)"),
+])
+def test_lt_options_refuse_before_the_model_is_read(tmp_path, capsys, argv, message):
+    from sit.cli import main
+
+    assert main(["lt", "--ckpt", str(tmp_path / "not-read.pt"), *argv]) == 2
+    assert capsys.readouterr().err.strip() == f"sit lt: error: {message}"
+    assert list(tmp_path.iterdir()) == []
