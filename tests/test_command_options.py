@@ -22,7 +22,8 @@ SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "
 COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions"),
             "likelihood": ("sit.commands.likelihood", "LikelihoodOptions"),
             "lt": ("sit.commands.lt", "LtOptions"),
-            "pathlength": ("sit.commands.pathlength", "PathLengthOptions")}
+            "pathlength": ("sit.commands.pathlength", "PathLengthOptions"),
+            "demo_gaussian": ("sit.commands.demo_gaussian", "GaussianDemo")}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
