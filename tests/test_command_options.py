@@ -18,12 +18,16 @@ from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given
 SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "--num-heads", "--vae-scale",
           "--vae-shift", "--no-progress", "--threads", "-h", "--help"}
 
-# command -> (its module, its options record)
-COMMANDS = {"sweep": ("sit.commands.sweep", "SweepOptions"),
-            "likelihood": ("sit.commands.likelihood", "LikelihoodOptions"),
-            "lt": ("sit.commands.lt", "LtOptions"),
-            "pathlength": ("sit.commands.pathlength", "PathLengthOptions"),
-            "demo_gaussian": ("sit.commands.demo_gaussian", "GaussianDemo")}
+# command -> its options record (module, name), then the library records whose fields it has flags of
+COMMANDS = {"sweep": [("sit.commands.sweep", "SweepOptions")],
+            "likelihood": [("sit.commands.likelihood", "LikelihoodOptions")],
+            "lt": [("sit.commands.lt", "LtOptions")],
+            "pathlength": [("sit.commands.pathlength", "PathLengthOptions"), ("sit.generate.spec", "SampleSpec")],
+            "demo_gaussian": [("sit.commands.demo_gaussian", "GaussianDemo")],
+            "study": [("sit.commands.study", "StudyOptions"), ("sit.study.cells", "Budget"), ("sit.config", "TrainConfig"),
+                      ("sit.config", "ModelConfig"), ("sit.study.scoring_config", "ScoringConfig")],
+            "train": [("sit.commands.train", "TrainCommand"), ("sit.config", "TrainConfig"),
+                      ("sit.config", "ModelConfig")]}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,24 +51,32 @@ def test_a_field_without_default_is_required_and_a_switch_is_one_flag():
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_every_own_flag_of_a_command_is_a_field_of_its_options_record(command):
+def test_every_own_flag_of_a_command_is_a_field_of_its_records(command):
     """No hand-written flag: each option of the command that is not a shared one (model, guidance,
-    decoding, progress) is generated from its record's field, with the field's default."""
+    decoding, progress) is generated from a field of its records (flag, dest, help from the field),
+    and every flag field of its own options record is an option with the field's default."""
     from sit.cli import build_parser
     from sit.guidance import guidance_flag_fields
 
-    module, name = COMMANDS[command]
-    record = getattr(importlib.import_module(module), name)
+    records = [getattr(importlib.import_module(m), n) for m, n in COMMANDS[command]]
     parser = build_parser()._sit_subparsers[command.replace("_", "-")]
     guidance = {f.metadata["flag"] for _, f in guidance_flag_fields()}
     options = {a.option_strings[0]: a for a in parser._actions if a.option_strings}
-    fields = {flag_of(record, n): n for n in flag_fields(record)}
-    hand_written = set(options) - SHARED - guidance - set(fields)
-    assert not hand_written and set(fields) <= set(options), (hand_written, set(fields) - set(options))
-    defaults = {f.name: f.default for f in dataclasses.fields(record)}
-    for flag, name in fields.items():
-        d = defaults[name]
-        assert options[flag].default == (None if d is dataclasses.MISSING else d), flag
+
+    def field_of(action):
+        for r in records:
+            f = next((f for f in dataclasses.fields(r) if f.metadata.get("dest", f.name) == action.dest), None)
+            if f is not None and "help" in f.metadata and flag_of(r, f.name) == action.option_strings[0]:
+                return f
+        return None
+
+    hand_written = {flag for flag, a in options.items() if flag not in SHARED | guidance and field_of(a) is None}
+    assert not hand_written
+    own = records[0]
+    for name in flag_fields(own):
+        d = next(f.default for f in dataclasses.fields(own) if f.name == name)
+        action = options[flag_of(own, name)]
+        assert action.default == (None if d is dataclasses.MISSING or d == () else d), name
 
 
 def test_sweep_options_refuse_bad_counts_naming_the_flag(capsys):
@@ -89,3 +101,14 @@ def test_lt_options_refuse_before_the_model_is_read(tmp_path, capsys, argv, mess
     assert main(["lt", "--ckpt", str(tmp_path / "not-read.pt"), *argv]) == 2
     assert capsys.readouterr().err.strip() == f"sit lt: error: {message}"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_study_options_round_trip_and_only_repeats():
+    from sit.cli import build_parser
+    from sit.commands.study import StudyOptions
+
+    p = build_parser()._sit_subparsers["study"]
+    args = p.parse_args(["--only", "vp-velocity:1", "--only", "linear-score", "--no-report", "--jobs", "3"])
+    opts = StudyOptions(**given_values(args, StudyOptions))
+    assert opts == StudyOptions(only=("vp-velocity:1", "linear-score"), report=False, jobs=3)
+    assert StudyOptions(**given_values(p.parse_args([]), StudyOptions)) == StudyOptions()
