@@ -14,18 +14,22 @@ import pytest
 from sit.commands._args import option
 from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given_values
 
-# the options every model-reading command shares (`sit.commands._args`), and the ones added to all
-SHARED = {"--ckpt", "--weights", "--vae", "--precision", "--device", "--kind", "--num-heads", "--vae-scale",
-          "--vae-shift", "--no-progress", "--threads", "-h", "--help"}
+# the options every command has (`sit.cli`'s --threads; `sit.commands._args.finish_command`'s --no-progress)
+SHARED = {"--no-progress", "--threads", "-h", "--help"}
+# the model-reading flags (`sit.commands._args.add_model_arguments`, `add_vae_space_arguments`)
+MODEL = [("sit.commands._args", "ModelOptions"), ("sit.generate.spec", "SampleSpec")]
 
 # command -> its options record (module, name), then the library records whose fields it has flags of
-COMMANDS = {"sweep": [("sit.commands.sweep", "SweepOptions")],
-            "likelihood": [("sit.commands.likelihood", "LikelihoodOptions")],
-            "lt": [("sit.commands.lt", "LtOptions")],
+COMMANDS = {"sweep": [("sit.commands.sweep", "SweepOptions"), *MODEL],
+            "likelihood": [("sit.commands.likelihood", "LikelihoodOptions"), *MODEL],
+            "lt": [("sit.commands.lt", "LtOptions"), *MODEL],
             "pathlength": [("sit.commands.pathlength", "PathLengthOptions"), ("sit.generate.spec", "SampleSpec")],
             "demo_gaussian": [("sit.commands.demo_gaussian", "GaussianDemo")],
             "study": [("sit.commands.study", "StudyOptions"), ("sit.study.cells", "Budget"), ("sit.config", "TrainConfig"),
                       ("sit.config", "ModelConfig"), ("sit.study.scoring_config", "ScoringConfig")],
+            "sample": [("sit.commands.sample", "SampleOptions"), ("sit.generate.outputs", "Outputs"),
+                       ("sit.generate.spec", "SampleSpec"), ("sit.sampler_config", "SampleConfig"),
+                       ("sit.sampler_config", "DiscreteSampleConfig"), ("sit.commands._args", "ModelOptions")],
             "train": [("sit.commands.train", "TrainCommand"), ("sit.config", "TrainConfig"),
                       ("sit.config", "ModelConfig")]}
 
