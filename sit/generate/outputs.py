@@ -1,7 +1,7 @@
 """`Outputs`: what `sample_set` writes beside samples.npz (torch-free: `sit sample`'s output flags are
 generated from its fields' metadata, `sit.commands.flags`). Re-exported by `sit.generate.run`.
 
-Must not import: torch, numpy, ``sit.commands``.
+Imports no torch. Must not import: anything of sit.
 """
 
 from __future__ import annotations

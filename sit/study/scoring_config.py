@@ -2,7 +2,7 @@
 generated from its fields' metadata, `sit.commands.flags`). Read by `sit.study.scoring`, which
 re-exports it.
 
-Must not import: torch, numpy, ``sit.commands``.
+Imports no torch. Must not import: anything of sit but ``sit.config``.
 """
 
 from __future__ import annotations
