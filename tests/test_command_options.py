@@ -116,3 +116,24 @@ def test_study_options_round_trip_and_only_repeats():
     opts = StudyOptions(**given_values(args, StudyOptions))
     assert opts == StudyOptions(only=("vp-velocity:1", "linear-score"), report=False, jobs=3)
     assert StudyOptions(**given_values(p.parse_args([]), StudyOptions)) == StudyOptions()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--out", "{tmp}/o", "--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
+    (["pathlength", "--ckpts", "{tmp}/c", "--out", "{tmp}/o", "--num-points", "1"], "--num-points must be >= 2 (got 1)"),
+    (["likelihood", "--num-samples", "1"], "--num-samples must be >= 2 (got 1)"),
+    (["likelihood", "--num-steps", "0"], "--num-steps must be an integer in [1, 100000] (got 0)"),
+    (["sweep", "--out", "{tmp}/o", "--repeats", "0"], "--repeats must be >= 1 (got 0)"),
+    (["demo-gaussian", "--num-steps", "0"], "--num-steps must be >= 1 (got 0)"),
+])
+def test_a_commands_record_refuses_a_bad_count_naming_its_flag(tmp_path, capsys, argv, message):
+    """The options record is built (and checked) before a checkpoint is read or a folder written."""
+    from sit.bounds import MAX_STEPS
+    from sit.cli import main
+
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if argv[0] in ("sample", "likelihood", "sweep"):
+        argv += ["--ckpt", str(tmp_path / "not-read.pt")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"sit {argv[0]}: error: {message.replace('100000', str(MAX_STEPS))}"
+    assert list(tmp_path.iterdir()) == []
