@@ -1,6 +1,8 @@
 """Argparse helpers shared by the subcommands: the parser with its examples text, the flags that
-read a model (--ckpt, --weights, --precision ...; the latent decoding and guidance flags of `sit
-sample` / `sit sweep`), the closing --no-progress flag, and the ``>= N`` checks of integer flags."""
+read a model (--ckpt, --weights, --precision ...: generated from `ModelOptions` and `SampleSpec`;
+the latent decoding flags of `sit sample` / `sit sweep`), the closing --no-progress flag, `option`
+(a field of a command's own options record, `sit.commands.flags`) and the ``>= N`` checks of
+integer flags and fields (`require_at_least`, `at_least`, `checked`)."""
 
 from __future__ import annotations
 
