@@ -238,10 +238,10 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     """The samplers (name, method, options) of --samplers, the sweep points
     (name, method, options, num_steps, extra options) over --nfe / --tolerances, and the guidance
     record of the guidance flags (its guide not loaded yet)."""
-    opts = SweepOptions(**given_values(args, SweepOptions))   # its checks, before anything is loaded
-    nfes = parse_int_list(opts.nfe, "--nfe")
-    tolerances = parse_float_list(opts.tolerances, "--tolerances")
-    samplers = [(s, *parse_sampler(s)) for s in opts.samplers.split(",") if s.strip()]
+    options = SweepOptions(**given_values(args, SweepOptions))   # its checks, before anything is loaded
+    nfes = parse_int_list(options.nfe, "--nfe")
+    tolerances = parse_float_list(options.tolerances, "--tolerances")
+    samplers = [(s, *parse_sampler(s)) for s in options.samplers.split(",") if s.strip()]
     from sit.commands._args import check_vae_space_args
 
     check_vae_space_args(args)
@@ -249,8 +249,8 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     from sit.guidance import GuidanceConfig
 
     guidance = guidance_from_args(args, GuidanceConfig())
-    if args.reference and args.reference not in [s for s, _, _ in samplers]:
-        raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
+    if options.reference and options.reference not in [s for s, _, _ in samplers]:
+        raise ValueError(f"--reference {options.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     for name, method, opts in samplers:
         check_sampler_options(name, method, opts)
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers
