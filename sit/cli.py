@@ -91,14 +91,6 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see usage: {self.prog} --help)\n")
 
 
-# help for the plain options (not record fields) whose command gives none: the same meaning in every
-# command that has them; a record field's help is its metadata (sit.commands.flags)
-FLAG_HELP = {
-    "seed": "random seed", "batch_size": "samples per batch", "device": "cpu, cuda, cuda:1 ... (default: cuda if available)",
-    "depth": "transformer blocks (default: the preset's, or the demo's)", "hidden_size": "transformer width D (default: the preset's, or the demo's)", "num_heads": "attention heads (default: the preset's, or the demo's)",
-    "patch_size": "patch side p (default: the preset's, or the demo's)", "mlp_ratio": "MLP width / D (default: the preset's, or the demo's)",
-    "precision": "network precision", "num_steps": "steps of a fixed-step method",
-}
 _METAVAR = {int: "N", float: "X"}
 _METAVAR_BY_NAME = {"device": "DEVICE", "method": "NAME", "tolerance": "TOL"}
 
@@ -110,7 +102,7 @@ def _complete_help(p: argparse.ArgumentParser) -> None:
         if not a.option_strings or isinstance(a, (argparse._HelpAction, argparse._VersionAction)):
             continue
         if not a.help:
-            a.help = FLAG_HELP.get(a.dest, a.dest.replace("_", " "))
+            a.help = a.dest.replace("_", " ")  # every flag is generated with its help: a last resort
         takes_value = a.nargs != 0 and not isinstance(a, (argparse._StoreConstAction, argparse.BooleanOptionalAction))
         if takes_value and a.metavar is None and a.choices is None:
             a.metavar = _METAVAR.get(a.type) or _METAVAR_BY_NAME.get(a.dest, "VALUE")

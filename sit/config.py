@@ -59,20 +59,30 @@ TIME_INPUTS: tuple[str, ...] = get_args(TimeInput)
 TIME_DISTS: tuple[str, ...] = get_args(TimeDist)
 OBJECTIVE_NAMES: tuple[str, ...] = get_args(ObjectiveName)
 
+def _arch(default, help: str, metavar: str):
+    """A ModelConfig field `sit train` sets by a flag whose default is the preset's or the demo's."""
+    return dataclasses.field(default=default, metadata=dict(
+        help=f"{help} (default: the preset's, or the demo's)", metavar=metavar))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The SiT / DiT backbone (paper section 2.5). Defaults: SiT-XL/2 on 32x32x4 SD-VAE latents."""
 
+    # the fields with metadata "help" are `sit train`'s flags (sit.commands.flags); the network's
+    # default there is the preset's or the demo's, not this record's (SiT-XL/2)
     input_size: int = 32          # latent height = width (pixels / 8 for the SD VAE)
-    patch_size: int = 2
+    patch_size: int = _arch(2, "patch side p", "N")
     in_channels: int = 4
-    hidden_size: int = 1152
-    depth: int = 28
-    num_heads: int = 16
-    mlp_ratio: float = 4.0
-    class_dropout_prob: float = dataclasses.field(default=0.1, metadata=dict(flag="--label-dropout"))  # label dropout for CFG
+    hidden_size: int = _arch(1152, "transformer width D", "N")
+    depth: int = _arch(28, "transformer blocks", "N")
+    num_heads: int = _arch(16, "attention heads", "N")
+    mlp_ratio: float = _arch(4.0, "MLP width / D", "X")
+    class_dropout_prob: float = dataclasses.field(default=0.1, metadata=dict(   # label dropout for CFG
+        flag="--label-dropout", help="label dropout for guidance", metavar="P"))
     num_classes: int = 1000           # the null (unconditional) label is index num_classes
-    learn_sigma: bool = True          # official checkpoints carry 2*in_channels output channels
+    learn_sigma: bool = dataclasses.field(default=True, metadata=dict(   # official checkpoints: 2*in_channels outputs
+        help="2C output channels like official checkpoints (default: on for presets, off for the demo)"))
     # options added later (`added_later`): left out of the stored form at their default (identities unchanged)
     second_time: bool = added_later(False)   # a second, zero-initialised time embedding (MeanFlow's t - r)
     # the modern block (LightningDiT; sit.models.modern): each independent, off = the official network.

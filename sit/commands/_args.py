@@ -1,12 +1,15 @@
 """Argparse helpers shared by the subcommands: the parser with its examples text, the flags that
-read a model (--ckpt, --weights, --precision ...; the latent decoding and guidance flags of `sit
-sample` / `sit sweep`), the closing --no-progress flag, and the ``>= N`` checks of integer flags."""
+read a model (--ckpt, --weights, --precision ...: generated from `ModelOptions` and `SampleSpec`;
+the latent decoding flags of `sit sample` / `sit sweep`), the closing --no-progress flag, `option`
+(a field of a command's own options record, `sit.commands.flags`) and the ``>= N`` checks of
+integer flags and fields (`require_at_least`, `at_least`, `checked`)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from sit.commands.flags import add_record_arguments
+from sit.commands.flags import add_record_arguments, option  # noqa: F401  (option: re-exported for the commands)
 
 
 def add_command(sub, name: str, help: str, description: str, *, model: bool = False) -> argparse.ArgumentParser:
@@ -37,30 +40,28 @@ def require_at_least(flag: str, value: int, minimum: int) -> None:
 
 
 def add_model_arguments(p, overrides: bool = False) -> None:
-    """--ckpt, --weights, --vae, --precision, --device (--weights / --precision generated from
-    `SampleSpec`'s fields, with its defaults); with ``overrides`` also the flags for what official
-    files cannot state (`add_model_overrides`)."""
+    """--ckpt, --weights, --vae, --precision, --device: generated from `ModelOptions`' fields and
+    `SampleSpec`'s (with its defaults); with ``overrides`` also the flags for what official files
+    cannot state (`add_model_overrides`)."""
     from sit.generate.spec import SampleSpec
 
     g = p.add_argument_group("model")
-    g.add_argument("--ckpt", required=True, metavar="PATH", help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)")
+    add_record_arguments(g, ModelOptions, ("ckpt",))
     add_record_arguments(g, SampleSpec, ("weights",), keep_defaults=True)
-    g.add_argument("--vae", metavar="PATH", help="SD VAE folder (config.json + weights) to decode latent models; pixel-space models need none")
+    add_record_arguments(g, SampleSpec, ("vae",))
     add_record_arguments(g, SampleSpec, ("precision",), keep_defaults=True)
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    add_record_arguments(g, ModelOptions, ("device",))
     if overrides:
         add_model_overrides(g)
 
 
 def add_vae_space_arguments(p) -> None:
-    """--vae-scale / --vae-shift: override the latent scale and shift a decode uses (default: the
-    values recorded with the run; a --vae whose config contradicts them is refused)."""
+    """--vae-scale / --vae-shift (`SampleSpec`'s fields): override the latent scale and shift a decode
+    uses (default: the values recorded with the run; a --vae whose config contradicts them is refused)."""
+    from sit.generate.spec import SampleSpec
+
     g = p.add_argument_group("latent decoding (latent models)")
-    g.add_argument("--vae-scale", type=float, metavar="S",
-                   help="decode z = x / S + shift (default: the scale recorded with the run, 0.18215 for official "
-                        "checkpoints; a --vae whose config scaling_factor differs is refused unless this is given)")
-    g.add_argument("--vae-shift", type=float, metavar="B",
-                   help="decode shift (default: the run's recorded shift, 0 when none is recorded)")
+    add_record_arguments(g, SampleSpec, ("vae_scale", "vae_shift"))
 
 
 def check_vae_space_args(args) -> None:
@@ -76,8 +77,42 @@ def check_vae_space_args(args) -> None:
 
 
 def add_model_overrides(g) -> None:
-    """--kind and --num-heads: what an official .pt cannot state (the same flags as `sit convert` / `sit info`)."""
-    g.add_argument("--kind", choices=["sit", "dit"], default=None, help="override the SiT/DiT guess for official files")
-    g.add_argument("--num-heads", type=int, metavar="N", help="attention heads, for official files of a non-preset size")
+    """--kind and --num-heads (`ModelOptions`' fields): what an official .pt cannot state (the same flags
+    as `sit convert` / `sit info`)."""
+    add_record_arguments(g, ModelOptions, ("kind", "num_heads"))
 
 
+def at_least(record, name: str, minimum: int) -> None:
+    """ConfigError '<field> must be >= minimum (got value)' (its flag in `sit` messages) when
+    ``record.name`` is below ``minimum``."""
+    from sit.config import ConfigError
+
+    value = getattr(record, name)
+    if value is not None and value < minimum:
+        raise ConfigError(type(record).__name__, name, f"must be >= {minimum} (got {value})")
+
+
+def checked(record, name: str, check) -> None:
+    """``check(value, "")`` (a `sit.bounds` check) on ``record.name`` unless it is None, its
+    ValueError as a ConfigError of that field (its flag in `sit` messages)."""
+    from sit.config import ConfigError
+
+    value = getattr(record, name)
+    if value is None:
+        return
+    try:
+        check(value, "")
+    except ValueError as e:
+        raise ConfigError(type(record).__name__, name, str(e).strip()) from None
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelOptions:
+    """The model-reading options the commands share that are no field of a library record (the
+    checkpoint, the device, what an official .pt cannot state); their flags are these fields."""
+
+    ckpt: str = option(help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)",
+                       metavar="PATH")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda if available)", metavar="DEVICE")
+    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
+    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")

@@ -10,9 +10,11 @@ statistics of as many exact target samples). The mixture is `sit.toy.GaussianMix
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sit.commands._args import add_command, finish_command, require_at_least
+from sit.commands._args import add_command, at_least, option
+from sit.commands.flags import add_record_arguments, given_values
 from sit.config import PATH_NAMES
 
 if TYPE_CHECKING:
@@ -108,17 +110,28 @@ def register(subparsers) -> None:
             "  sit demo-gaussian --num-samples 5000 --out demo.png\n"
         ),
     )
-    p.add_argument("--path", default="linear", choices=PATH_NAMES, help="interpolant (default: linear)")
-    p.add_argument("--num-samples", type=int, default=10000, metavar="N", help="samples per sampler (default: 10000)")
-    p.add_argument("--num-steps", type=int, default=50, metavar="STEPS", help="steps per sampler (default: 50)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--out", default=None, metavar="PNG", help="save a scatter plot of the samples here")
-    finish_command(p, _main, "show a progress bar per sampler (default on; this flag turns them off)")
+    add_record_arguments(p, GaussianDemo, keep_defaults=True)
+    p.set_defaults(func=_main)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GaussianDemo:
+    """`sit demo-gaussian`'s options (its flags are these fields; `run_demo`'s arguments)."""
+
+    path: str = option("linear", "interpolant", choices=lambda: PATH_NAMES)
+    num_samples: int = option(10000, "samples per sampler", metavar="N")
+    num_steps: int = option(50, "steps per sampler", metavar="STEPS")
+    seed: int = option(0, "random seed")
+    out: str | None = option(None, "save a scatter plot of the samples here", metavar="PNG")
+    progress: bool = option(True, "show a progress bar per sampler", flag="--no-progress")
+
+    def __post_init__(self):
+        at_least(self, "num_samples", 2)
+        at_least(self, "num_steps", 1)
 
 
 def _main(args) -> int:
-    require_at_least("--num-samples", args.num_samples, 2)
-    require_at_least("--num-steps", args.num_steps, 1)
+    demo = GaussianDemo(**given_values(args, GaussianDemo))
     # the tensors are tiny (N x 2): intra-op threads only add synchronisation cost (measured
     # 40x slower with 2 threads on a loaded 2-core machine), so the demo runs on one thread
     import torch
@@ -126,7 +139,7 @@ def _main(args) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        run_demo(args.path, args.num_samples, args.num_steps, args.seed, args.out, progress=not args.no_progress)
+        run_demo(demo.path, demo.num_samples, demo.num_steps, demo.seed, demo.out, progress=demo.progress)
     finally:
         torch.set_num_threads(threads)
     return 0

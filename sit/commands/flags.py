@@ -10,7 +10,8 @@ table's rows; None: any value, checked by the record), ``dest`` (when two record
 name in one command). The type comes from the annotation
 (``X | None`` as X; bool: --x / --no-x, or one --no-x flag, or with metadata ``switch`` one --x
 flag that turns it on; a field without a default: a required flag; metadata ``positional``: an
-argument given by position, named by its metavar; tuple: one or more values; Literal:
+argument given by position, named by its metavar; tuple: one or more values, or with metadata
+``repeat`` one value per flag, repeatable; Literal:
 its values as choices, None written "none"), the default shown from the record (or from an
 instance given, e.g. a command's default sampler). `add_record_arguments` builds the arguments,
 `flag_of` is the translation (read by the errors, `sit.commands._errors`), `given_values` reads
@@ -177,6 +178,8 @@ def add_record_arguments(group, record: type, fields: tuple[str, ...] | None = N
             kw.update(action="store_const", const=True)
         elif base is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif get_origin(base) is tuple and f.metadata.get("repeat"):   # --x A --x B: one value per flag
+            kw.update(action="append", type=get_args(base)[0], default=None)
         elif get_origin(base) is tuple:
             kw.update(nargs="+", type=get_args(base)[0])
         elif base in (int, float):

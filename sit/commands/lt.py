@@ -3,9 +3,11 @@ against the diffusion coefficients w_t."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from sit.commands._args import PROGRESS_HELP, add_command, require_at_least
+from sit.commands._args import add_command, at_least, finish_command, option
+from sit.commands.flags import add_record_arguments, given_values
 from sit.sampler_kinds import REDUCTIONS
 
 EXAMPLES = """\
@@ -25,21 +27,51 @@ sigma_t and sin^2(pi t) on the same time axis.
 """
 
 
+@dataclass(frozen=True, kw_only=True)
+class LtOptions:
+    """`sit lt`'s own options (its flags are these fields; the model flags are the shared ones):
+    checked when built, before the model is read."""
+
+    data: str | None = option(None, "held-out data: embedded name, .npz or a `sit extract` folder (default: the demo "
+                              "dataset's held-out split)", metavar="NAME|NPZ|DIR")
+    t_points: int = option(41, "times on an even grid over the training range", metavar="K")
+    samples_per_t: int = option(512, "Monte-Carlo samples per time", metavar="N")
+    reduction: str = option("mean", "per-sample reduction over dims", choices=lambda: REDUCTIONS)
+    etas: str = option("0.01,1,100", "eta values of w_KL,eta to plot", metavar="LIST")
+    unconditional: bool = option(False, "use the null label instead of the data's labels", switch=True)
+    batch_size: int = option(256, "samples per batch", metavar="B")
+    seed: int = option(0, "random seed")
+    out: str | None = option(None, "where lt.csv / lt.png go (default: beside the stored table)", metavar="DIR")
+    store: bool = option(True, "store the table with the checkpoint (else write {out} DIR/lt_table.json)",
+                         flag="--no-store")
+
+    def __post_init__(self):
+        from sit.config import ConfigError
+
+        at_least(self, "t_points", 2)
+        at_least(self, "samples_per_t", 2)
+        if not self.store and not self.out:
+            raise ConfigError("LtOptions", "store", "needs {out} DIR")
+        self.eta_values()
+
+    def eta_values(self) -> list[float]:
+        """The numbers of ``etas`` (ConfigError unless each is a number > 0)."""
+        from sit.config import ConfigError
+
+        try:
+            etas = [float(v) for v in self.etas.split(",") if v.strip()]
+        except ValueError:
+            etas = [float("nan")]
+        if any(not e > 0 for e in etas):
+            raise ConfigError("LtOptions", "etas", f"must be numbers > 0 (got {self.etas!r})")
+        return etas
+
+
 def register(sub) -> None:
     p = add_command(sub, "lt", help="per-time loss L_t of a checkpoint (for w_KL,eta): table + CSV + plot",
                     description=EXAMPLES, model=True)
-    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="held-out data: embedded name, .npz or a `sit extract` folder (default: the demo dataset's held-out split)")
-    p.add_argument("--t-points", type=int, default=41, metavar="K", help="times on an even grid over the training range (default %(default)s)")
-    p.add_argument("--samples-per-t", type=int, default=512, metavar="N", help="Monte-Carlo samples per time (default %(default)s)")
-    p.add_argument("--reduction", choices=REDUCTIONS, default="mean", help="per-sample reduction over dims (default %(default)s)")
-    p.add_argument("--etas", default="0.01,1,100", metavar="LIST", help="eta values of w_KL,eta to plot (default %(default)s)")
-    p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
-    p.add_argument("--batch-size", type=int, default=256, metavar="B")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="DIR", help="where lt.csv / lt.png go (default: beside the stored table)")
-    p.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
-    p.add_argument("--no-store", action="store_true", help="do not store the table with the checkpoint (write DIR/lt_table.json)")
-    p.set_defaults(func=run)
+    add_record_arguments(p, LtOptions, keep_defaults=True)
+    finish_command(p, run)
 
 
 def _check_writable(table_path: Path) -> None:
@@ -63,32 +95,27 @@ def run(args) -> int:
     from sit.io import write_text_atomic
     from sit.lt import estimate_loss_table
 
-    require_at_least("--t-points", args.t_points, 2)
-    require_at_least("--samples-per-t", args.samples_per_t, 2)
-    etas = [float(v) for v in args.etas.split(",") if v.strip()]
-    if any(not e > 0 for e in etas):
-        raise ValueError(f"--etas must be numbers > 0 (got {args.etas!r})")
-    if args.no_store and not args.out:
-        raise ValueError("--no-store needs --out DIR")
-    table_path = Path(args.out) / "lt_table.json" if args.no_store else S.loss_table_path(args.ckpt)
+    opts = LtOptions(**given_values(args, LtOptions))   # its checks, before the model is read
+    etas = opts.eta_values()
+    table_path = S.loss_table_path(args.ckpt) if opts.store else Path(opts.out) / "lt_table.json"
     _check_writable(table_path)  # before the work, not after it
     net, meta, model_fn, path, dev = S.load_eval_model(args.ckpt, weights=args.weights, device=args.device,
                                                        precision=args.precision)
-    spec = args.data or S.default_data_spec(net, "heldout")
+    spec = opts.data or S.default_data_spec(net, "heldout")
     x, y = S.load_eval_data(spec, image_size=int(net.config.input_size), split="heldout")
     x = S.match_model_input(x, net)
-    batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
+    batches = S.eval_batches(x, y, opts.batch_size, dev, conditional=not opts.unconditional)
     prediction = meta.prediction
     lo, hi = path.train_t_range(prediction)
-    grid = torch.linspace(lo, hi, args.t_points, dtype=torch.float64)
-    gen = torch.Generator(dev).manual_seed(args.seed)
-    dist.print0(f"estimating L_t of {args.ckpt} on {spec} ({x.shape[0]} samples): {args.t_points} times in "
-                f"[{lo:g}, {hi:g}], {args.samples_per_t} samples each")
-    table = estimate_loss_table(model_fn, path, prediction, batches, grid, samples_per_t=args.samples_per_t,
-                                generator=gen, reduction=args.reduction, batch_size=args.batch_size,
+    grid = torch.linspace(lo, hi, opts.t_points, dtype=torch.float64)
+    gen = torch.Generator(dev).manual_seed(opts.seed)
+    dist.print0(f"estimating L_t of {args.ckpt} on {spec} ({x.shape[0]} samples): {opts.t_points} times in "
+                f"[{lo:g}, {hi:g}], {opts.samples_per_t} samples each")
+    table = estimate_loss_table(model_fn, path, prediction, batches, grid, samples_per_t=opts.samples_per_t,
+                                generator=gen, reduction=opts.reduction, batch_size=opts.batch_size,
                                 progress=not args.no_progress and dist.is_main())
     write_text_atomic(table_path, table.to_json())
-    out = Path(args.out) if args.out else table_path.parent
+    out = Path(opts.out) if opts.out else table_path.parent
     t = torch.tensor(table.t, dtype=torch.float64)
     curves = {"w_KL": get_w("kl", path)(t)}
     for e in etas:

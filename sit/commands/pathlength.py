@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from sit.commands._args import add_command, finish_command, require_at_least
-from sit.commands.flags import add_record_arguments
+from sit.commands._args import add_command, at_least, finish_command, option
+from sit.commands.flags import add_record_arguments, flag_fields, given_values
 from sit.generate.spec import SampleSpec
 
 EXAMPLES = """\
@@ -26,20 +28,34 @@ curve per run (a run directory, or RUN for RUN/checkpoints/step-N) against train
 """
 
 
+@dataclass(frozen=True, kw_only=True)
+class PathLengthOptions:
+    """`sit pathlength`'s options besides --weights (`SampleSpec.weights`): its flags are these fields,
+    checked when built, before a checkpoint is read."""
+
+    ckpts: tuple[str, ...] = option(help="checkpoints, or run directories (all their checkpoints, by step)",
+                                    metavar="PATH")
+    precision: Literal["fp32", "bf16"] = option("fp32", "network precision")
+    device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda if available)", metavar="DEVICE")
+    data: str | None = option(None, "x* data: embedded name, .npz or a `sit extract` folder (default: the demo "
+                              "dataset's training split)", metavar="NAME|NPZ|DIR")
+    num_points: int = option(10_000, "Monte-Carlo points (default 10000 as the paper)", metavar="N")
+    reduction: Literal["sum", "mean"] = option("sum", "|v|^2 summed (paper) or averaged over dims")
+    unconditional: bool = option(False, "use the null label instead of the data's labels", switch=True)
+    batch_size: int = option(256, "samples per batch", metavar="B")
+    seed: int = option(0, "random seed")
+    out: str = option(help="writes pathlength.csv and pathlength.png", metavar="DIR")
+
+    def __post_init__(self):
+        at_least(self, "num_points", 2)
+
+
 def register(sub) -> None:
     p = add_command(sub, "pathlength", help="path length C(v) over checkpoints (Fig. 4): CSV + PNG", description=EXAMPLES)
-    p.add_argument("--ckpts", nargs="+", required=True, metavar="PATH",
-                   help="checkpoints, or run directories (all their checkpoints, by step)")
+    add_record_arguments(p, PathLengthOptions, ("ckpts",), keep_defaults=True)
     add_record_arguments(p, SampleSpec, ("weights",), keep_defaults=True)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--device", default=None)
-    p.add_argument("--data", metavar="NAME|NPZ|DIR", help="x* data: embedded name, .npz or a `sit extract` folder (default: the demo dataset's training split)")
-    p.add_argument("--num-points", type=int, default=10_000, metavar="N", help="Monte-Carlo points (default %(default)s as the paper)")
-    p.add_argument("--reduction", choices=["sum", "mean"], default="sum", help="|v|^2 summed (paper) or averaged over dims")
-    p.add_argument("--unconditional", action="store_true", help="use the null label instead of the data's labels")
-    p.add_argument("--batch-size", type=int, default=256, metavar="B")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, metavar="DIR", help="writes pathlength.csv and pathlength.png")
+    fields = tuple(f for f in flag_fields(PathLengthOptions) if f != "ckpts")
+    add_record_arguments(p, PathLengthOptions, fields, keep_defaults=True)
     finish_command(p, run)
 
 
@@ -64,17 +80,17 @@ def expand_checkpoints(specs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
-def _measure(args, ck: Path, data_cache: dict) -> dict:
-    """C(v) of one checkpoint as a CSV row."""
+def _measure(opts: PathLengthOptions, weights: str, ck: Path, data_cache: dict) -> dict:
+    """C(v) of one checkpoint (its ``weights``) as a CSV row."""
     import torch
 
     from sit import generate as S
     from sit.likelihood import path_length
     from sit.objectives import to_velocity
 
-    net, meta, model_fn, path, dev = S.load_eval_model(ck, weights=args.weights, device=args.device,
-                                                       precision=args.precision)
-    spec = args.data or S.default_data_spec(net, "train")
+    net, meta, model_fn, path, dev = S.load_eval_model(ck, weights=weights, device=opts.device,
+                                                       precision=opts.precision)
+    spec = opts.data or S.default_data_spec(net, "train")
     key = (spec, int(net.config.input_size))
     if key not in data_cache:
         x, y = S.load_eval_data(spec, image_size=key[1], split="train")
@@ -85,17 +101,17 @@ def _measure(args, ck: Path, data_cache: dict) -> dict:
     def field(xx, tt, yy=None):
         return to_velocity(path, prediction, model_fn(xx, tt, yy), xx, tt)
 
-    batches = S.eval_batches(x, y, args.batch_size, dev, conditional=not args.unconditional)
+    batches = S.eval_batches(x, y, opts.batch_size, dev, conditional=not opts.unconditional)
     if batches[0][1] is None:
         batches = [b for b, _ in batches]
     lo, hi = path.train_t_range(prediction)
-    c, se = path_length(field, path, batches, num_points=args.num_points,
-                        generator=torch.Generator(dev).manual_seed(args.seed), t_min=lo, t_max=hi,
-                        reduction=args.reduction, batch_size=args.batch_size)
+    c, se = path_length(field, path, batches, num_points=opts.num_points,
+                        generator=torch.Generator(dev).manual_seed(opts.seed), t_min=lo, t_max=hi,
+                        reduction=opts.reduction, batch_size=opts.batch_size)
     step = meta.step
     return {"checkpoint": str(ck), "step": step if step is not None else "", "path": path.name,
-            "prediction": prediction, "path_length": c, "stderr": se, "num_points": args.num_points,
-            "reduction": args.reduction, "t_min": lo, "t_max": hi}
+            "prediction": prediction, "path_length": c, "stderr": se, "num_points": opts.num_points,
+            "reduction": opts.reduction, "t_min": lo, "t_max": hi}
 
 
 def curves(rows: list[dict]) -> tuple[dict, dict, str]:
@@ -119,17 +135,17 @@ def run(args) -> int:
     from sit import dist
     from sit.evaluate.plots import plot_lines, write_csv
 
-    require_at_least("--num-points", args.num_points, 2)
-    ckpts = expand_checkpoints(args.ckpts)
-    rows, out, data_cache = [], Path(args.out), {}
+    opts = PathLengthOptions(**given_values(args, PathLengthOptions))   # its checks, before a checkpoint is read
+    ckpts = expand_checkpoints(list(opts.ckpts))
+    rows, out, data_cache = [], Path(opts.out), {}
     bar = tqdm(ckpts, desc="path length", unit="ckpt", disable=args.no_progress or not dist.is_main())
     for run_label, ck in bar:
-        row = {"run": run_label, **_measure(args, ck, data_cache)}
+        row = {"run": run_label, **_measure(opts, args.weights, ck, data_cache)}
         rows.append(row)
         bar.write(f"{ck}: step {row['step']}  C(v) = {row['path_length']:.5g} +- {row['stderr']:.2g}")
         write_csv(out / "pathlength.csv", rows)
     series, errors, xlabel = curves(rows)
     plot_lines(out / "pathlength.png", series, errors=errors, xlabel=xlabel,
-               ylabel=f"path length C(v) ({args.reduction} over dims)", title="Path length over training (Fig. 4)")
+               ylabel=f"path length C(v) ({opts.reduction} over dims)", title="Path length over training (Fig. 4)")
     dist.print0(f"wrote {out / 'pathlength.csv'}, {out / 'pathlength.png'} ({len(series)} run(s))")
     return 0

@@ -16,12 +16,14 @@ import time
 from pathlib import Path
 
 from sit.commands._args import (
-    PROGRESS_HELP,
     add_model_arguments,
     add_vae_space_arguments,
+    at_least,
     check_vae_space_args,
+    option,
 )
 from sit.commands.flags import add_record_arguments, given_values
+from sit.generate.outputs import Outputs
 
 EXAMPLES = """\
 examples:
@@ -50,11 +52,7 @@ def register(sub) -> None:
     )
     add_model_arguments(p, overrides=True)
     add_vae_space_arguments(p)
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the network for inference with frozen weights (sit.models.sit.compile_for_inference): "
-                        "faster sampling after a one-off compile of about 20-60 s per batch shape")
-    p.add_argument("--tf32", action=argparse.BooleanOptionalAction, default=True,
-                   help="CUDA: TF32 matmuls for fp32 networks, as the official sample.py (default on)")
+    add_record_arguments(p, SampleOptions, ("compile", "tf32"), keep_defaults=True)
     add_sampler_arguments(p)
     add_set_arguments(p)
     p.set_defaults(func=run)
@@ -69,7 +67,7 @@ def add_sampler_arguments(p) -> None:
     g = p.add_argument_group("sampler (defaults: shown, or the preset's values)")
     add_record_arguments(g, SampleConfig, defaults=DEFAULT_SAMPLE)
     add_record_arguments(g, DiscreteSampleConfig, ("eta",))
-    g.add_argument("--lt-table", metavar="JSON", help="L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit lt`)")
+    add_record_arguments(g, SampleOptions, ("lt_table",), keep_defaults=True)
     from sit.commands._guidance_flags import add_guidance_arguments
 
     add_guidance_arguments(g)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
@@ -81,18 +79,36 @@ def add_set_arguments(p) -> None:
     from sit.generate.spec import SampleSpec
 
     g = p.add_argument_group("what to sample")
-    g.add_argument("--preset", metavar="NAME", help="named paper setting (listed above); explicit options override it")
+    add_record_arguments(g, SampleOptions, ("preset",), keep_defaults=True)
     add_record_arguments(g, SampleSpec, ("labels", "num_samples"))
     add_record_arguments(g, SampleSpec, ("seed",), keep_defaults=True)
-    g.add_argument("--noise", metavar="FILE", help="explicit initial noise (N, C, H, W) as .npy or .safetensors")
-    g.add_argument("--batch-size", type=int, default=32, metavar="B", help="samples per batch and process (default %(default)s)")
+    add_record_arguments(g, SampleOptions, ("noise", "batch_size"), keep_defaults=True)
     o = p.add_argument_group("output")
-    o.add_argument("--out", required=True, metavar="DIR", help="output folder: samples.npz (ADM layout), manifest.json, ...")
-    o.add_argument("--grid-png", action="store_true", help="write grid.png of (up to 256) samples")
-    o.add_argument("--png-folder", action="store_true", help="also write every image to DIR/images/NNNNNN.png")
-    o.add_argument("--save-latents", choices=["npy", "safetensors"], help="also write the sampled latents")
-    o.add_argument("--keep-parts", action="store_true", help="keep the per-batch part files after merging")
-    o.add_argument("--no-progress", action="store_true", help=PROGRESS_HELP)
+    add_record_arguments(o, SampleOptions, ("out",), keep_defaults=True)
+    add_record_arguments(o, Outputs, ("grid_png", "png_folder"), keep_defaults=True)
+    add_record_arguments(o, SampleSpec, ("save_latents",))
+    add_record_arguments(o, Outputs, ("keep_parts", "progress"), keep_defaults=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SampleOptions:
+    """`sit sample`'s options that are `sample_set`'s arguments, not fields of the sample set's records
+    (SampleSpec, the sampler and guidance records, Outputs): their flags are these fields."""
+
+    compile: bool = option(False, "torch.compile the network for inference with frozen weights "
+                           "(sit.models.sit.compile_for_inference): faster sampling after a one-off compile of about "
+                           "20-60 s per batch shape", switch=True)
+    tf32: bool = option(True, "CUDA: TF32 matmuls for fp32 networks, as the official sample.py")
+    lt_table: str | None = option(None, "L_t table for w_KL,eta (default: the one stored with the checkpoint by `sit "
+                                  "lt`)", metavar="JSON")
+    preset: str | None = option(None, "named paper setting (listed above); explicit options override it",
+                                metavar="NAME")
+    noise: str | None = option(None, "explicit initial noise (N, C, H, W) as .npy or .safetensors", metavar="FILE")
+    batch_size: int = option(32, "samples per batch and process", metavar="B")
+    out: str = option(help="output folder: samples.npz (ADM layout), manifest.json, ...", metavar="DIR")
+
+    def __post_init__(self):
+        at_least(self, "batch_size", 1)
 
 
 def check_args(args) -> None:
@@ -101,8 +117,7 @@ def check_args(args) -> None:
         raise ValueError(f"--num-steps must be >= 1 (got {args.num_steps})")
     if args.num_samples is not None and args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1 (got {args.num_samples})")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1 (got {args.batch_size})")
+    SampleOptions(**given_values(args, SampleOptions))   # --batch-size >= 1
     if args.cfg_scale is not None and not math.isfinite(args.cfg_scale):
         raise ValueError(f"--cfg-scale must be a finite number (got {args.cfg_scale})")
     check_vae_space_args(args)
@@ -205,7 +220,7 @@ def build_spec(args):
 def run(args) -> int:
     from sit import dist
     from sit.generate.noise import load_noise
-    from sit.generate.run import Outputs, sample_set
+    from sit.generate.run import sample_set
     from sit.generate.spec import noise_sha256
 
     check_args(args)
@@ -221,8 +236,7 @@ def run(args) -> int:
         args.ckpt, Path(args.out), spec, batch_size=args.batch_size, device=args.device, initial_noise=noise,
         noise_file=args.noise, lt_table=args.lt_table, kind=args.kind, num_heads=args.num_heads,
         compile=args.compile, tf32=args.tf32, preset=preset,
-        outputs=Outputs(grid_png=args.grid_png, png_folder=args.png_folder, keep_parts=args.keep_parts,
-                        progress=not args.no_progress),
+        outputs=Outputs(**given_values(args, Outputs)),
     )
     dist.print0(
         f"{res.npz}: {res.num_generated} samples generated now; NFE per sample actually spent: "

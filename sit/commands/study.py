@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+from sit.commands._args import option
 from sit.commands.flags import add_record_arguments, given_values
 from sit.commands.train import default_note, flag_for
-from sit.config import TrainConfig
+from sit.config import ModelConfig, TrainConfig
 
 EXAMPLES = """\
 examples:
@@ -36,48 +38,59 @@ A killed study continues where it stopped; a changed setting is refused for an e
 
 BUDGET_FLAGS = ("steps", "batch", "seeds", "samples_per_class", "nfe")   # Budget fields, flags generated from them
 STUDY_TRAIN_FLAGS = ("dataset", "latents", "data", "vae", "image_size")  # TrainConfig fields of the study's network
+ARCH_FIELDS = ("depth", "hidden_size", "num_heads", "patch_size")        # ModelConfig fields of the study's network
+SCORING_FLAGS = ("inception", "dinov2", "ref", "ref_images")              # ScoringConfig fields
+
+
+def _quick_help() -> str:
+    from sit.study.cells import QUICK_BUDGET as Q
+
+    return f"the quick budget ({Q.steps} steps x batch {Q.batch}, {Q.seeds} seeds, NFE {Q.nfe}) instead of the default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyOptions:
+    """`sit study`'s options that are not fields of the study's records (Budget, TrainConfig,
+    ModelConfig, ScoringConfig): which cells, what to do, and the workers (flags from these fields)."""
+
+    out: str = option("studies/demo", "study folder", metavar="DIR")
+    quick: bool = option(False, _quick_help, switch=True)
+    cells: str | None = option(None, "comma list of cells, 'all' or 'default' (default: default)", metavar="LIST")
+    only: tuple[str, ...] = option((), "run only this cell (or one seed of it); repeatable", metavar="CELL[:SEED]",
+                                   repeat=True)
+    dry_run: bool = option(False, "print every (cell, seed) unit's command and estimated cost, and exit", switch=True)
+    list: bool = option(False, "print the cells (and their status in {out}) and exit", switch=True)
+    report_only: bool = option(False, "train nothing: write the report from the finished cells", switch=True)
+    report: bool = option(True, "write the report after running", flag="--no-report")
+    model: str | None = option(None, "network preset (SiT-S/2 ... SiT-XL/8; default: the demo's)", metavar="NAME")
+    jobs: int | None = option(None, "worker processes, one (cell, seed) each (default: 2 for the embedded study on "
+                              ">= 2 CPU cores, else 1)", metavar="N")
+    threads: int | None = option(None, "torch CPU threads per worker (default: the usable cores divided among the "
+                                 "{jobs} workers)", metavar="N")
 
 
 def register(subparsers) -> None:
-    from sit.study.cells import DEFAULT_BUDGET, QUICK_BUDGET, Budget
+    from sit.study.cells import DEFAULT_BUDGET, Budget
+    from sit.study.scoring_config import ScoringConfig
 
     p = subparsers.add_parser("study", help="the paper's design-space study (Tables 2-6, Figs. 4-5) with a report",
                               description=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="studies/demo", metavar="DIR", help="study folder (default %(default)s)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"the quick budget ({QUICK_BUDGET.steps} steps x batch {QUICK_BUDGET.batch}, "
-                        f"{QUICK_BUDGET.seeds} seeds, NFE {QUICK_BUDGET.nfe}) instead of the default")
+    add_record_arguments(p, StudyOptions, ("out", "quick"), keep_defaults=True)
     b = p.add_argument_group("budget (every cell the same; default: sit.study.cells.DEFAULT_BUDGET)")
-    add_record_arguments(b, Budget, ("steps",), defaults=DEFAULT_BUDGET)   # generated from the record's fields
-    b.add_argument("--train-minutes", type=float, metavar="MIN",
-                   help="wall-time budget per trained model instead of --steps: turned into one step count "
-                        "for all cells by timing a short run")
+    add_record_arguments(b, Budget, ("steps", "train_minutes"), defaults=DEFAULT_BUDGET)   # from the record's fields
     add_record_arguments(b, Budget, BUDGET_FLAGS[1:], defaults=DEFAULT_BUDGET)
     c = p.add_argument_group("which cells")
-    c.add_argument("--cells", metavar="LIST", help="comma list of cells, 'all' or 'default' (default: default)")
-    c.add_argument("--only", action="append", metavar="CELL[:SEED]", help="run only this cell (or one seed of it); repeatable")
-    c.add_argument("--dry-run", action="store_true",
-                   help="print every (cell, seed) unit's command and estimated cost, and exit")
-    c.add_argument("--list", action="store_true", help="print the cells (and their status in --out) and exit")
-    c.add_argument("--report-only", action="store_true", help="train nothing: write the report from the finished cells")
-    c.add_argument("--no-report", action="store_true", help="do not write the report after running")
+    add_record_arguments(c, StudyOptions, ("cells", "only", "dry_run", "list", "report_only", "report"),
+                         keep_defaults=True)
     d = p.add_argument_group("data and network (default: the embedded digits demo and its network)")
     # the study's network trains on these TrainConfig fields: their flags as `sit train`'s
     add_record_arguments(d, TrainConfig, STUDY_TRAIN_FLAGS, default_note=default_note, flags=flag_for)
-    d.add_argument("--inception", metavar="auto|fid-helper|PATH",
-                   help="Inception weights of a --latents / --data study, as `sit eval` (default: auto)")
-    d.add_argument("--dinov2", metavar="DIR", help="local Dinov2Model folder: FD-DINOv2 as a second number")
-    d.add_argument("--ref", metavar="NPZ", help="ADM reference batch instead of the training images")
-    d.add_argument("--ref-images", type=int, metavar="N",
-                   help="training images in the reference, evenly spaced (default: sit.study.scoring's)")
-    d.add_argument("--model", metavar="NAME", help="network preset (SiT-S/2 ... SiT-XL/8; default: the demo's)")
-    for name in ("depth", "hidden_size", "num_heads", "patch_size"):
-        d.add_argument("--" + name.replace("_", "-"), type=int, metavar="N")
-    d.add_argument("--jobs", type=int, metavar="N",
-                   help="worker processes, one (cell, seed) each (default: 2 for the embedded study on >= 2 CPU "
-                        "cores, else 1)")
+    add_record_arguments(d, ScoringConfig, SCORING_FLAGS)
+    add_record_arguments(d, StudyOptions, ("model",), keep_defaults=True)
+    add_record_arguments(d, ModelConfig, ARCH_FIELDS)
+    add_record_arguments(d, StudyOptions, ("jobs",), keep_defaults=True)
     add_record_arguments(d, TrainConfig, ("device",))
-    d.add_argument("--threads", type=int, metavar="N", help="torch CPU threads per worker (default: the usable cores divided among the --jobs workers)")
+    add_record_arguments(d, StudyOptions, ("threads",), keep_defaults=True)
     p.set_defaults(func=run)
 
 
@@ -88,8 +101,7 @@ def _base(args):
     train = given_values(args, TrainConfig, (*STUDY_TRAIN_FLAGS, "device"))
     if getattr(args, "threads", None) is not None:
         train["threads"] = args.threads
-    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size")
-            if getattr(args, k, None) is not None}
+    arch = given_values(args, ModelConfig, ARCH_FIELDS)
     return study_base(train, arch, args.model)
 
 
@@ -119,13 +131,11 @@ def build_study(args):
     return study
 
 
-SCORING_FLAGS = ("inception", "dinov2", "ref", "ref_images")
-
 
 def _scoring(args, cfg):
-    from sit.study.scoring import ScoringConfig
+    from sit.study.scoring_config import ScoringConfig
 
-    given = {k: getattr(args, k) for k in SCORING_FLAGS if getattr(args, k, None) is not None}
+    given = given_values(args, ScoringConfig, SCORING_FLAGS)
     if given and cfg.latents is None and cfg.data is None:
         raise ValueError(f"--{next(iter(given)).replace('_', '-')} applies to --latents / --data studies only; the "
                          "embedded study scores with the digit classifier")
@@ -223,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(study, args, only)
     run_study(study, only=only or None, log=lambda s: print(s, flush=True), jobs=_jobs(args, study))
-    if not args.no_report:
+    if args.report:
         print(f"sit study: report {str(write_report(study.out))!r}")
     sys.stdout.flush()
     return 0

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sit.commands._args import add_command, add_vae_space_arguments, finish_command, require_at_least
+from sit.commands._args import add_command, add_vae_space_arguments, at_least, finish_command, option
+from sit.commands.flags import add_record_arguments, given_values
 
 if TYPE_CHECKING:
     from sit.guidance import GuidanceConfig
@@ -35,38 +37,57 @@ reference sampler's value at its largest NFE).
 """
 
 
-def register(sub) -> None:
-    p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
-                    description=EXAMPLES, model=True)
+def _samplers_help() -> str:
     from sit.commands.flags import flag_fields
     from sit.sampler_config import SampleConfig
 
     options = [f for f in flag_fields(SampleConfig) if f not in ("method", "num_steps", "atol", "rtol")]
-    p.add_argument("--samplers", default="euler,heun,euler_maruyama:w=sigma", metavar="LIST",
-                   help="comma-separated METHOD[:FIELD=VALUE...], FIELD a field of the sampler record (as `sit "
-                        f"sample`'s flags): {', '.join(options)} (default: euler,heun,euler_maruyama:w=sigma)")
-    p.add_argument("--nfe", default="4,8,16,32,64,128,250", metavar="LIST", help="NFE budgets (default %(default)s)")
-    p.add_argument("--tolerances", default="1e-2,1e-3,1e-4", metavar="LIST",
-                   help="adaptive solvers (dopri5, ...): one point per tolerance, atol = rtol = TOL (default %(default)s)")
-    p.add_argument("--num-samples", type=int, default=1000, metavar="N", help="samples per point (default 1000)")
-    p.add_argument("--batch-size", type=int, default=250, metavar="B")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses seed SEED + i for every sampler (common random numbers)")
-    p.add_argument("--repeats", type=int, default=1, metavar="K",
-                   help="K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
-                        "error bars (standard deviation over the K sets) (default %(default)s)")
-    p.add_argument("--labels", default="random", metavar="LIST", help="'random' (default) or class indices")
+    return ("comma-separated METHOD[:FIELD=VALUE...], FIELD a field of the sampler record (as `sit sample`'s flags): "
+            + ", ".join(options))
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOptions:
+    """`sit sweep`'s own options (its flags are these fields; the model, guidance and latent decoding
+    flags are the shared ones): checked when built, before anything is loaded."""
+
+    samplers: str = option("euler,heun,euler_maruyama:w=sigma", _samplers_help, metavar="LIST")
+    nfe: str = option("4,8,16,32,64,128,250", "NFE budgets", metavar="LIST")
+    tolerances: str = option("1e-2,1e-3,1e-4", "adaptive solvers (dopri5, ...): one point per tolerance, atol = rtol "
+                             "= TOL", metavar="LIST")
+    num_samples: int = option(1000, "samples per point", metavar="N")
+    batch_size: int = option(250, "samples per batch", metavar="B")
+    seed: int = option(0, "sample i uses seed SEED + i for every sampler (common random numbers)")
+    repeats: int = option(1, "K disjoint sample sets per point (seeds SEED + r * N): the plot shows their mean with "
+                          "error bars (standard deviation over the K sets)", metavar="K")
+    labels: str = option("random", "'random' or class indices", metavar="LIST")
+    data: str | None = option(None, "real data for the embedded classifier metrics (default: digits for 8x8, "
+                              "mnist_5k for 28/32)", metavar="NAME|NPZ")
+    ref: str | None = option(None, "ADM reference batch (images or mu/sigma), or a `sit extract` folder (its latents "
+                             "decoded by {SampleSpec.vae}), for Inception FID of latent models", metavar="NPZ|DIR")
+    lt_table: str | None = option(None, "L_t table for w=kl_eta (default: stored with the checkpoint)", metavar="JSON")
+    reference: str | None = option(None, "sampler whose largest-NFE value is the target (default: the first)",
+                                   metavar="SAMPLER")
+    tolerance: float = option(0.05, "relative tolerance on the target")
+    compile: bool = option(False, "network through sit.models.sit.compile_for_inference (one compile per batch "
+                           "shape, then faster)", switch=True)
+    out: str = option(help="writes sweep.csv, sweep.png, summary.csv", metavar="DIR")
+
+    def __post_init__(self):
+        at_least(self, "num_samples", 4)
+        at_least(self, "repeats", 1)
+
+
+def register(sub) -> None:
+    p = add_command(sub, "sweep", help="quality vs NFE for several samplers (Fig. 5): CSV + PNG",
+                    description=EXAMPLES, model=True)
+    add_record_arguments(p, SweepOptions, ("samplers", "nfe", "tolerances", "num_samples", "batch_size", "seed",
+                                           "repeats", "labels"), keep_defaults=True)
     from sit.commands._guidance_flags import add_guidance_arguments
 
     add_guidance_arguments(p)  # --cfg-scale, --cfg-channels, --cfg-interval, --guide-ckpt, from the records
-    p.add_argument("--data", metavar="NAME|NPZ", help="real data for the embedded classifier metrics (default: digits for 8x8, mnist_5k for 28/32)")
-    p.add_argument("--ref", metavar="NPZ|DIR", help="ADM reference batch (images or mu/sigma), or a `sit extract` folder "
-                   "(its latents decoded by --vae), for Inception FID of latent models")
-    p.add_argument("--lt-table", metavar="JSON", help="L_t table for w=kl_eta (default: stored with the checkpoint)")
-    p.add_argument("--reference", metavar="SAMPLER", help="sampler whose largest-NFE value is the target (default: the first)")
-    p.add_argument("--tolerance", type=float, default=0.05, help="relative tolerance on the target (default %(default)s)")
-    p.add_argument("--compile", action="store_true",
-                   help="network through sit.models.sit.compile_for_inference (one compile per batch shape, then faster)")
-    p.add_argument("--out", required=True, metavar="DIR", help="writes sweep.csv, sweep.png, summary.csv")
+    add_record_arguments(p, SweepOptions, ("data", "ref", "lt_table", "reference", "tolerance", "compile", "out"),
+                         keep_defaults=True)
     add_vae_space_arguments(p)
     finish_command(p, run)
 
@@ -217,11 +238,10 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     """The samplers (name, method, options) of --samplers, the sweep points
     (name, method, options, num_steps, extra options) over --nfe / --tolerances, and the guidance
     record of the guidance flags (its guide not loaded yet)."""
-    nfes = parse_int_list(args.nfe, "--nfe")
-    tolerances = parse_float_list(args.tolerances, "--tolerances")
-    samplers = [(s, *parse_sampler(s)) for s in args.samplers.split(",") if s.strip()]
-    require_at_least("--num-samples", args.num_samples, 4)
-    require_at_least("--repeats", args.repeats, 1)
+    options = SweepOptions(**given_values(args, SweepOptions))   # its checks, before anything is loaded
+    nfes = parse_int_list(options.nfe, "--nfe")
+    tolerances = parse_float_list(options.tolerances, "--tolerances")
+    samplers = [(s, *parse_sampler(s)) for s in options.samplers.split(",") if s.strip()]
     from sit.commands._args import check_vae_space_args
 
     check_vae_space_args(args)
@@ -229,8 +249,8 @@ def _parse_plan(args) -> tuple[list[tuple[str, str, dict]], list[tuple[str, str,
     from sit.guidance import GuidanceConfig
 
     guidance = guidance_from_args(args, GuidanceConfig())
-    if args.reference and args.reference not in [s for s, _, _ in samplers]:
-        raise ValueError(f"--reference {args.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
+    if options.reference and options.reference not in [s for s, _, _ in samplers]:
+        raise ValueError(f"--reference {options.reference!r} is not one of --samplers {[s for s, _, _ in samplers]}")
     for name, method, opts in samplers:
         check_sampler_options(name, method, opts)
     points = [(name, method, opts, steps, extra) for name, method, opts in samplers

@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 import json
 import sys
+from dataclasses import dataclass
 
+from sit.commands._args import option
 from sit.commands.flags import add_record_arguments, flag_fields, flag_of, given_values, show
-from sit.config import ModelConfig, TrainConfig
+from sit.config import RESUME_OVERRIDES, ModelConfig, TrainConfig
 
 EXAMPLES = """\
 examples:
@@ -43,16 +45,29 @@ def _demo(field: str):
     return DEMO_TRAIN.get(field, getattr(TrainConfig(), field))
 
 
-def _model_field_flags() -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(ModelConfig) if "help" in f.metadata)
-
-
 # the TrainConfig fields that have a flag (the study builds a namespace of them)
 TRAIN_FLAGS = flag_fields(TrainConfig)
-# ModelConfig fields whose flag is generated from the field (metadata "help": the modern block's options)
-MODEL_FIELD_FLAGS = _model_field_flags()
-ARCH_FLAGS = ("model", "depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "label_dropout",
-              *MODEL_FIELD_FLAGS)
+# ModelConfig fields whose flag is generated from the field (metadata "help"): the size, then the modern block's
+_SIZE = ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma", "class_dropout_prob")
+MODEL_FIELD_FLAGS = (*_SIZE, *(f for f in flag_fields(ModelConfig) if f not in _SIZE))
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainCommand:
+    """`sit train`'s options that are not TrainConfig / ModelConfig fields (their flags are these fields)."""
+
+    model: str | None = option(None, f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)",
+                               metavar="NAME")
+    resume: str | None = option(None, "continue a run exactly from its newest valid checkpoint; only these flags may "
+                                "change it: " + ", ".join(f"{{TrainConfig.{k}}}" for k in RESUME_OVERRIDES),
+                                metavar="RUN")
+    overwrite: bool = option(False, "start a fresh run in an {TrainConfig.out} folder that holds one, deleting its "
+                             "contents first", switch=True)
+    dry_run: bool = option(False, "print the resolved config JSON and exit", switch=True)
+
+
+# the options that change the network: the preset and the ModelConfig fields
+ARCH_FLAGS = ("model", *MODEL_FIELD_FLAGS)
 _TRAIN_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
 
@@ -76,10 +91,10 @@ def default_note(f, choices) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The flags: one argument group per TrainConfig record (`sit.config.TRAIN_GROUPS`), each field's flag
     generated from the field (`sit.commands.flags.add_record_arguments`, with the demo's value beside
-    the default); the model flags and --resume / --overwrite / --dry-run are written here."""
-    from sit.config import RESUME_OVERRIDES, TRAIN_GROUPS
+    the default); the network's from ModelConfig's, --model / --resume / --overwrite / --dry-run from
+    `TrainCommand`'s."""
+    from sit.config import TRAIN_GROUPS
 
-    M = ModelConfig()
     fields = dataclasses.fields(TrainConfig)
     for name in ("data", "model", *(g for g in TRAIN_GROUPS if g != "data")):
         group = p.add_argument_group(name if name == "model" else f"{name} ({TRAIN_GROUPS[name]})")
@@ -87,25 +102,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                        and flag_for(f.name) is not None),
                              default_note=default_note, flags=flag_for)
         if name == "model":
-            group.add_argument("--model", metavar="NAME",
-                               help=f"preset SiT-S/2 ... SiT-XL/8 (default {DEFAULT_PRESET}; demo: custom small)")
-            group.add_argument("--depth", type=int)
-            group.add_argument("--hidden-size", type=int)
-            group.add_argument("--num-heads", type=int)
-            group.add_argument("--patch-size", type=int)
-            group.add_argument("--mlp-ratio", type=float)
-            group.add_argument("--learn-sigma", action=argparse.BooleanOptionalAction, default=None,
-                               help="2C output channels like official checkpoints (default: on for presets, off for the demo)")
-            group.add_argument(flag_for("class_dropout_prob"), dest="label_dropout", type=float, metavar="P",
-                               help=f"label dropout for guidance (default {M.class_dropout_prob})")
+            add_record_arguments(group, TrainCommand, ("model",), keep_defaults=True)
             add_record_arguments(group, ModelConfig, MODEL_FIELD_FLAGS)   # generated from the fields' metadata
         if name == "run":
-            group.add_argument("--resume", metavar="RUN",
-                               help="continue a run exactly from its newest valid checkpoint; only these flags may change "
-                               "it: " + ", ".join(flag_for(k) for k in RESUME_OVERRIDES))
-            group.add_argument("--overwrite", action="store_true",
-                               help=f"start a fresh run in an {flag_for('out')} folder that holds one, deleting its contents first")
-            group.add_argument("--dry-run", action="store_true", help="print the resolved config JSON and exit")
+            add_record_arguments(group, TrainCommand, ("resume", "overwrite", "dry_run"), keep_defaults=True)
 
 
 def given_fields(args: argparse.Namespace) -> dict:
@@ -121,11 +121,7 @@ def resolve(args: argparse.Namespace):
     defaults without --data/--latents, the paper's otherwise; explicit flags always win)."""
     from sit.train.recipes import resolve_configs
 
-    arch = {k: getattr(args, k) for k in ("depth", "hidden_size", "num_heads", "patch_size", "mlp_ratio", "learn_sigma",
-                                          *MODEL_FIELD_FLAGS)
-            if getattr(args, k, None) is not None}
-    if getattr(args, "label_dropout", None) is not None:
-        arch["class_dropout_prob"] = args.label_dropout
+    arch = given_values(args, ModelConfig, tuple(k for k in MODEL_FIELD_FLAGS if hasattr(args, k)))
     return resolve_configs(given_fields(args), arch, getattr(args, "model", None))
 
 

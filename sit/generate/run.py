@@ -19,17 +19,8 @@ from torch import Tensor
 from sit import io
 from sit.config import ConfigError, field_error
 from sit.generate.engine import GenerateResult, generate
+from sit.generate.outputs import Outputs  # noqa: F401  (the record, torch-free; re-exported)
 from sit.generate.spec import SampleSpec, check_against_model, settings_sha256
-
-
-@dataclasses.dataclass(frozen=True)
-class Outputs:
-    """What is written beside samples.npz (none of it changes a sample)."""
-
-    grid_png: bool = False
-    png_folder: bool = False
-    keep_parts: bool = False
-    progress: bool = True
 
 
 def _loss_table(spec: SampleSpec, ck: Path, meta, lt_table: str | None):

@@ -52,14 +52,18 @@ class SampleSpec:
     precision: PrecisionName = _flag("fp32", "network precision: bf16 = autocast, bf16-weights = weights and "
                                      "activations in bf16 (fastest, more rounding); the sampler math stays fp32")
     tf32: bool = False                        # --tf32 as in effect (CUDA only; False on CPU)
-    vae: str | None = None                    # --vae (the folder given)
+    vae: str | None = _flag(None, "SD VAE folder (config.json + weights) to decode latent models; pixel-space models "
+                            "need none", metavar="PATH")   # the folder given
     vae_sha256: str | None = added_later(None)  # sha256 of that VAE's weights (filled in when it is loaded)
-    vae_scale: float | None = added_later(None)  # --vae-scale: decode scale override (None: the run's recorded one)
-    vae_shift: float | None = added_later(None)  # --vae-shift: decode shift override (None: the run's recorded one)
+    vae_scale: float | None = added_later(None, help=(   # decode scale override (None: the run's recorded one)
+        "decode z = x / S + shift (default: the scale recorded with the run, 0.18215 for official checkpoints; a "
+        "{vae} whose config scaling_factor differs is refused unless this is given)"), metavar="S")
+    vae_shift: float | None = added_later(None, help="decode shift (default: the run's recorded shift, 0 when none is "
+                                                     "recorded)", metavar="B")   # decode shift override
     initial_noise_sha256: str | None = None   # sha256 of the --noise tensor (float32 bytes)
     loss_table_sha256: str | None = None      # sha256 of the L_t table used by w = kl_eta
     latent_shape: tuple[int, ...] | None = None  # (C, H, W) the sampler works in (from the model)
-    save_latents: str | None = None           # --save-latents: also store latents (npy | safetensors)
+    save_latents: str | None = _flag(None, "also write the sampled latents", choices=lambda: LATENT_FORMATS[1:])
 
     def __post_init__(self):
         if not isinstance(self.sample, (SampleConfig, DiscreteSampleConfig)):

@@ -75,7 +75,9 @@ class Budget:
     lt_points: int = 20              # L_t table for w_KL,eta: times x samples per time
     lt_samples: int = 128
     cfg_scale: float = 1.0           # no guidance, as the paper's Tables 2-6
-    train_minutes: float | None = None   # --train-minutes: steps were calibrated from this wall time
+    train_minutes: float | None = dataclasses.field(default=None, metadata={   # steps were calibrated from this
+        "help": "wall-time budget per trained model instead of {steps}: turned into one step count for all cells by "
+                "timing a short run", "metavar": "MIN"})
 
     def __post_init__(self):
         for name in ("steps", "batch", "samples_per_class", "path_points", "path_checkpoints", "lt_points"):

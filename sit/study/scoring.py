@@ -12,7 +12,6 @@ cached, sha256-verified, in ``$SIT_CACHE/refstats``. An ADM reference batch (``r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,22 +19,7 @@ import numpy as np
 import torch
 
 from sit.config import ConfigError
-
-
-@dataclass(frozen=True)
-class ScoringConfig:
-    """The scorers of a latent / image study (ignored by the embedded study, which uses the
-    classifier scorer)."""
-
-    inception: str = "auto"          # auto | fid-helper | path to pt_inception-2015-12-05-*.pth
-    dinov2: str | None = None        # local Dinov2Model folder: FD-DINOv2 as a second number
-    ref: str | None = None           # ADM reference batch (.npz) instead of the training images
-    ref_images: int = 10_000         # training images in the reference (evenly spaced), at most
-    batch_size: int = 64             # Inception / DINOv2 / VAE batch
-
-    def __post_init__(self):
-        if not isinstance(self.ref_images, int) or isinstance(self.ref_images, bool) or self.ref_images < 2:
-            raise ConfigError("ScoringConfig", "ref_images", f"must be an integer >= 2 (got {self.ref_images!r})")
+from sit.study.scoring_config import ScoringConfig  # noqa: F401  (the record, torch-free; re-exported)
 
 
 def check_inputs(study) -> None:
