@@ -106,6 +106,16 @@ def checked(record, name: str, check) -> None:
         raise ConfigError(type(record).__name__, name, str(e).strip()) from None
 
 
+def kind_option():
+    """The field --kind: what an official .pt cannot state (one definition for every record that has it)."""
+    return option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
+
+
+def num_heads_option():
+    """The field --num-heads: the attention heads of an official .pt of a non-preset size."""
+    return option(None, "attention heads, for official files of a non-preset size", metavar="N")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelOptions:
     """The model-reading options the commands share that are no field of a library record (the
@@ -114,5 +124,5 @@ class ModelOptions:
     ckpt: str = option(help="official SiT/DiT .pt, sit .safetensors, checkpoint dir or run dir (newest checkpoint)",
                        metavar="PATH")
     device: str | None = option(None, "cpu, cuda, cuda:1 ... (default: cuda if available)", metavar="DEVICE")
-    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
-    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
+    kind: str | None = kind_option()
+    num_heads: int | None = num_heads_option()

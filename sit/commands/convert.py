@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from sit.commands._args import kind_option, num_heads_option
 from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """examples:
@@ -18,10 +19,6 @@ EXAMPLES = """examples:
   sit convert runs/s2 --to diffusers exported-diffusers   # a folder diffusers loads (docs/sampling.md)
   sit convert --from repa last.pt weights/repa-xl2.safetensors   # a REPA checkpoint, convention mapped
 """
-
-
-def _kinds() -> tuple[str, ...]:
-    return ("sit", "dit")
 
 
 @dataclass(frozen=True)
@@ -42,8 +39,8 @@ class ConvertOptions:
     vae: str | None = option(None, "with {to} diffusers: the VAE folder to put in the export (default: the one the "
                              "run recorded, when it is a local folder; latent models only)", metavar="PATH")
     prefer: Literal["ema", "model"] = option("ema", "weights to take when both exist")
-    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=_kinds)
-    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
+    kind: str | None = kind_option()
+    num_heads: int | None = num_heads_option()
     train_format: bool = option(False, "with OUT .pt: write a train.py-style dict (model: raw weights, ema: EMA "
                                 "weights, opt: a fresh AdamW state, args: the run's settings and num_heads) instead "
                                 "of a plain state_dict", switch=True)

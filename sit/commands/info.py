@@ -8,6 +8,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
+from sit.commands._args import kind_option, num_heads_option
 from sit.commands.flags import add_record_arguments, given_values, option
 
 EXAMPLES = """examples:
@@ -24,8 +25,8 @@ class InfoOptions:
     checkpoint: str = option(help="official .pt, sit .safetensors, checkpoint dir or run dir", metavar="CHECKPOINT",
                              positional=True)
     prefer: Literal["ema", "model"] = option("ema", "weights to describe when both exist")
-    kind: str | None = option(None, "override the SiT/DiT guess for official files", choices=lambda: ("sit", "dit"))
-    num_heads: int | None = option(None, "attention heads, for official files of a non-preset size", metavar="N")
+    kind: str | None = kind_option()
+    num_heads: int | None = num_heads_option()
     json: bool = option(False, "print one JSON object instead of text", switch=True)
 
 
