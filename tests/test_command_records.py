@@ -64,14 +64,14 @@ def _error(argv: list[str], capsys) -> str:
 
 
 def test_extract_flags_are_the_fields_of_its_record(tmp_path, capsys):
-    from sit.commands.extract import Extract
+    from sit.commands.extract import ExtractOptions
 
-    _flags_are_fields("extract", Extract)
+    _flags_are_fields("extract", ExtractOptions)
     args = _command("extract").parse_args(["--out", "o", "--data", "d", "--latent-norm", "channel", "--pixels",
                                            "--vae-dtype", "bf16", "--rank", "1", "--world-size", "2"])
-    assert Extract(**given_values(args, Extract)) == Extract(out_dir="o", data="d", latent_norm="channel", pixels=True,
+    assert ExtractOptions(**given_values(args, ExtractOptions)) == ExtractOptions(out_dir="o", data="d", latent_norm="channel", pixels=True,
                                                              vae_dtype="bf16", rank=1, world_size=2)
-    assert flag_of("Extract", "out_dir") == "--out"
+    assert flag_of("ExtractOptions", "out_dir") == "--out"
     out = str(tmp_path / "lat")
     assert _error(["extract", "--out", out], capsys) == (
         "sit extract: error: --data is required (the ImageFolder to encode), unless --check")

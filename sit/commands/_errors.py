@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 # records whose fields are set by one command's flags wherever the error is seen (`sit ema`: "train with
-# --phema-sigmas"); other records' fields by the command that failed. ConvertOptions / Extract are the
+# --phema-sigmas"); other records' fields by the command that failed. ConvertOptions / ExtractOptions are the
 # options records of `sit convert` / `sit extract` (named by the readers' advice; registered when their
 # parsers are built): each field is the flag its metadata gives.
-RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert", "Extract": "extract"}
+RECORD_COMMAND: dict[str, str] = {"TrainConfig": "train", "ConvertOptions": "convert", "ExtractOptions": "extract"}
 
 
 def flag_of(record: str, field: str, options: Collection[str] | None = None) -> str | None:

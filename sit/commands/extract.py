@@ -27,9 +27,9 @@ train), so REPA trains from the latents without the VAE.
 
 
 @dataclass(frozen=True)
-class Extract:
+class ExtractOptions:
     """The options of `sit extract`: its flags are these fields (library messages name them as
-    ``{Extract.pixels}``, written as the flag). Checked here, before anything is read or written."""
+    ``{ExtractOptions.pixels}``, written as the flag). Checked here, before anything is read or written."""
 
     data: str | None = option(None, "ImageFolder root: one sub-folder of images per class", metavar="DIR")
     out_dir: str = option(help="output folder (index.json + shard-*.npy)", flag="--out", metavar="DIR")
@@ -65,27 +65,27 @@ class Extract:
         from sit.config import ConfigError, latent_value_problem
 
         if not self.check and not self.data:
-            raise ConfigError("Extract", "data", "is required (the ImageFolder to encode), unless {check}")
+            raise ConfigError("ExtractOptions", "data", "is required (the ImageFolder to encode), unless {check}")
         for name, least in (("image_size", 1), ("shard_size", 1), ("batch_size", 1), ("num_workers", 0)):
             if getattr(self, name) < least:
-                raise ConfigError("Extract", name, f"must be >= {least} (got {getattr(self, name)})")
+                raise ConfigError("ExtractOptions", name, f"must be >= {least} (got {getattr(self, name)})")
         for name in ("vae_scale", "vae_shift"):
             v = getattr(self, name)
             problem = None if v is None else latent_value_problem(name[4:], v)
             if problem:
-                raise ConfigError("Extract", name, problem)
+                raise ConfigError("ExtractOptions", name, problem)
 
 
 def register(subparsers) -> None:
     p = add_command(subparsers, "extract", description=EXAMPLES,
                     help="encode an image folder into sharded VAE latents (posterior mean/std, image + mirror)")
-    add_record_arguments(p, Extract)
+    add_record_arguments(p, ExtractOptions)
     finish_command(p, run)
 
 
 def run(args) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    opts = Extract(**given_values(args, Extract))
+    opts = ExtractOptions(**given_values(args, ExtractOptions))
     if opts.check:
         return check(opts.out_dir)
     from sit.folders import require_reachable
@@ -115,7 +115,7 @@ def check(out: str) -> int:
     return 0
 
 
-def _extract(args: Extract, progress: bool) -> int:
+def _extract(args: ExtractOptions, progress: bool) -> int:
     """Encode this rank's shards, then say whether the folder is complete (the last rank to finish sees it)."""
     from sit.data.imagefolder import ImageFolderDataset, load_label_map
     from sit.data.latents import check_extraction, extract_latents

@@ -64,7 +64,7 @@ class LatentShardDataset(Dataset):
         if pixels and "pixels" not in index:
             raise field_error(ValueError,
                 f"the latent folder {self.root!r} holds no images for the {{TrainConfig.repa_encoder}}; extract it "
-                "again into a new folder with `sit extract` and {Extract.pixels} (the centre crops beside the latents)")
+                "again into a new folder with `sit extract` and {ExtractOptions.pixels} (the centre crops beside the latents)")
         self.index = index
         self.flip, self.sample, self.seed, self.epoch = bool(flip), bool(sample), int(seed), 0
         self.pixels = bool(pixels)

@@ -173,7 +173,7 @@ class FolderSource(DataSource):
         stored = getattr(self.dataset, "pixels", False)   # latent shards with their images (`sit extract --pixels`)
         if pixels and self.posterior_seed is None and not stored:
             raise field_error(ValueError, "these latent shards hold no images for the encoder: extract them with "
-                              "`sit extract` and {Extract.pixels}")
+                              "`sit extract` and {ExtractOptions.pixels}")
         from sit.config import usable_cores
 
         dl = torch.utils.data.DataLoader(

@@ -97,7 +97,7 @@ def resolve_configs(train: Mapping[str, Any], arch: Mapping[str, Any] | None = N
     if preset is not None:
         if demo:
             raise ConfigError("TrainConfig", "preset", f"{given['preset']} trains on image data: give {{latents}} "
-                              "(extracted with {Extract.pixels}) or {data}")
+                              "(extracted with {ExtractOptions.pixels}) or {data}")
         for need in preset["needs"]:
             if given.get(need) is None:
                 raise ConfigError("TrainConfig", "preset", f"{given['preset']} needs {{{need}}} (a local DINOv2-B folder, "

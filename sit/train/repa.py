@@ -244,7 +244,7 @@ def check_repa(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
 
         if "pixels" not in read_index(cfg.latents):
             raise _bad(f"needs the images, and the latent folder {cfg.latents!r} holds none; extract it again into a "
-                       "new folder with `sit extract` and {Extract.pixels} (the centre crops beside the latents)")
+                       "new folder with `sit extract` and {ExtractOptions.pixels} (the centre crops beside the latents)")
 
 
 def resample_pos_embed(pos: Tensor, grid: int) -> Tensor:
