@@ -150,5 +150,9 @@ def eprint0(*args, **kwargs) -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group: every rank first meets the others (a barrier), so none tears down
+    its gloo connections while a peer is still using them (a rank then aborted under heavy CPU load:
+    "terminate called without an active exception")."""
     if is_initialized():
+        _td.barrier()
         _td.destroy_process_group()
