@@ -1,13 +1,10 @@
 """sit.dist single-process fallbacks, and 2-process gloo DDP training (torchrun) equal to one process."""
 
 import json
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
+from tiny_cli import train_two_processes
 
 from sit import dist
 
@@ -25,12 +22,6 @@ def test_single_process_fallbacks(capsys):
     dist.cleanup()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 FLAGS = ["--steps", "4", "--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--patch-size", "2",
          "--batch", "16", "--lr", "3e-3", "--warmup", "0", "--log-every", "1", "--ckpt-every", "4", "--ema", "0.9",
          "--no-quality", "--samples-per-class", "2", "--sample-steps", "2", "--no-progress", "--threads", "1",
@@ -43,11 +34,7 @@ def test_two_process_gloo_ddp_equals_single_process(tmp_path):
     from sit.cli import main
 
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           "-m", "sit.cli", "train", "--out", str(ddp), "--device", "cpu", *FLAGS]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    p = train_two_processes(ddp, ["--device", "cpu", *FLAGS], timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     check = json.loads((ddp / "ddp_check.json").read_text())
     assert check == {"world_size": 2, "ranks_identical": True}

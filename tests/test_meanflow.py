@@ -246,12 +246,8 @@ def test_gradient_through_the_jvp_equals_the_plain_forwards_gradient():
 
 def test_meanflow_two_process_ddp_equals_one_process(tmp_path):
     """The JVP runs through the DDP-wrapped network: 2 processes give the weights of 1."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
+    from tiny_cli import train_two_processes
 
     from sit.cli import main
 
@@ -261,15 +257,8 @@ def test_meanflow_two_process_ddp_equals_one_process(tmp_path):
              "--threads", "1", "--device", "cpu"]
     one = tmp_path / "one"
     assert main(["train", "--out", str(one), *flags]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
     ddp = tmp_path / "ddp"
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                        "-m", "sit.cli", "train", "--out", str(ddp), *flags], env=env, capture_output=True, text=True,
-                       timeout=600)
+    p = train_two_processes(ddp, flags)
     assert p.returncode == 0, p.stderr[-3000:]
     a = load_file(str(ddp / "checkpoints" / "step-0000002" / "model.safetensors"))
     b = load_file(str(one / "checkpoints" / "step-0000002" / "model.safetensors"))

@@ -244,12 +244,8 @@ def test_resume_with_another_encoder_behind_the_same_path_is_refused(world, tmp_
 
 
 def test_repa_from_latents_two_process_ddp_equals_one_process(world, tmp_path):
-    import os
-    import socket
-    import subprocess
-    import sys
-
     from safetensors.torch import load_file
+    from tiny_cli import train_two_processes
 
     flags = ["--latents", str(world / "lat_px"), "--repa-encoder", str(world / "dino"), "--repa-proj-dim", "8",
              "--depth", "2", "--hidden-size", "32", "--num-heads", "2", "--patch-size", "2", "--no-learn-sigma",
@@ -258,15 +254,8 @@ def test_repa_from_latents_two_process_ddp_equals_one_process(world, tmp_path):
              "--threads", "1", "--num-workers", "0", "--device", "cpu"]
     one = tmp_path / "one"
     assert main(["train", "--out", str(one), *flags]) == 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     ddp = tmp_path / "ddp"
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-                        "-m", "sit.cli", "train", "--out", str(ddp), *flags], env=env, capture_output=True, text=True,
-                       timeout=300)
+    p = train_two_processes(ddp, flags, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     for name in ("model", "objective"):
         a = load_file(str(ddp / "checkpoints" / "step-0000002" / f"{name}.safetensors"))

@@ -37,3 +37,21 @@ def one_line(capsys, *words) -> str:
     for w in words:
         assert w in err, err
     return err
+
+
+def train_two_processes(out: Path, flags: list[str], timeout: int = 600):
+    """`sit train --out OUT FLAGS` as 2 gloo processes under torchrun (a free port, no inherited rank
+    variables, one thread each): the completed process, stderr captured."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), "-m", "sit.cli", "train", "--out", str(out), *flags],
+                          env=env, capture_output=True, text=True, timeout=timeout)
