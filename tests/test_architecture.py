@@ -214,17 +214,8 @@ def test_every_module_keeps_the_must_not_import_rules():
     assert violations(ROOT, rules) == []
 
 
-# circles the `flags` work of this round removes (the flag tables of the commands; sit.config reading the
-# sampler table's names): listed so this branch passes before that merge; delete the entries then
-KNOWN_CIRCLES = [
-    ["sit.commands._errors", "sit.commands.train"],
-]
-
-
 def test_no_import_circle():
-    found = circles(ROOT)
-    known = [c for c in found if c in KNOWN_CIRCLES or ("sit.config" in c and "sit.sampler_kinds" in c)]
-    assert [c for c in found if c not in known] == []
+    assert circles(ROOT) == []
 
 
 # ------------------------------------------------------------------------------------------------
