@@ -11,97 +11,22 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import sys
 from pathlib import Path
 
-
-def modules(root: Path) -> dict[str, Path]:
-    """Dotted module name -> file, for every .py file of ``root/sit``."""
-    out = {}
-    for p in sorted((root / "sit").rglob("*.py")):
-        parts = list(p.relative_to(root).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        out[".".join(parts)] = p
-    return out
-
-
-def imports(name: str, path: Path, tree: ast.AST, known: dict[str, Path]) -> set[str]:
-    """The modules of sit that module ``name`` imports anywhere in its file."""
-    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-    found = set()
-
-    def add(target: str) -> None:
-        while target and target not in known:
-            target = target.rpartition(".")[0]
-        if target and target != name:
-            found.add(target)
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                add(a.name)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-            for a in node.names:
-                add(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base)
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            f = node.func
-            called = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
-            if called in ("import_module", "__import__") and isinstance(node.args[0].value, str):
-                add(node.args[0].value)
-    return found
-
-
-def circles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """The strongly connected components of more than one module (Tarjan, iterative)."""
-    index, low, on, stack, out, counter = {}, {}, set(), [], [], [0]
-    for start in graph:
-        if start in index:
-            continue
-        work = [(start, iter(sorted(graph[start])))]
-        index[start] = low[start] = counter[0]
-        counter[0] += 1
-        stack.append(start)
-        on.add(start)
-        while work:
-            v, it = work[-1]
-            w = next(it, None)
-            if w is not None:
-                if w not in index:
-                    index[w] = low[w] = counter[0]
-                    counter[0] += 1
-                    stack.append(w)
-                    on.add(w)
-                    work.append((w, iter(sorted(graph[w]))))
-                elif w in on:
-                    low[v] = min(low[v], index[w])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[v])
-            if low[v] == index[v]:
-                comp = []
-                while True:
-                    w = stack.pop()
-                    on.discard(w)
-                    comp.append(w)
-                    if w == v:
-                        break
-                if len(comp) > 1:
-                    out.append(sorted(comp))
-    return out
+# the import reader and circle finder are the architecture test's (tests/test_architecture.py), so the
+# figure and the test count the same imports
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from test_architecture import circles, module_files  # noqa: E402
 
 
 def figures(root: Path) -> dict:
-    known = modules(root)
-    lines, long_functions, graph, hand_flags = {}, [], {}, 0
+    known = module_files(root)
+    lines, long_functions, hand_flags = {}, [], 0
     for name, path in known.items():
         text = path.read_text()
         tree = ast.parse(text)
         lines[name] = text.count("\n")
-        graph[name] = imports(name, path, tree, known)
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
@@ -115,7 +40,7 @@ def figures(root: Path) -> dict:
         "modules_over_500_lines": sorted(m for m, n in lines.items() if n > 500),
         "modules_over_450_lines": sorted(m for m, n in lines.items() if n > 450),
         "functions_over_60_lines": sorted(long_functions),
-        "import_circles": circles(graph),
+        "import_circles": circles(root),
         "hand_written_add_argument_calls_in_commands": hand_flags,
     }
 
