@@ -44,7 +44,6 @@ from sit.sampler_kinds import (  # noqa: F401
     WName,
     canonical_w,  # noqa: F401  (re-exported: the one name rule)
 )
-from sit.sampler_kinds import W_ALIASES as _ALIASES  # noqa: F401
 
 
 @dataclass(frozen=True)
