@@ -10,14 +10,10 @@ reproduce, not measurements of this package.
 from __future__ import annotations
 
 import dataclasses
-from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
 
 from sit.generate.spec import AnySampleConfig, DiscreteSampleConfig
+from sit.guidance import GuidanceConfig
 from sit.sampler_config import SampleConfig
-
-if TYPE_CHECKING:
-    from sit.guidance import GuidanceConfig
 
 # `sit sample` without --preset: Heun, 50 steps (every other field: the SampleConfig default)
 DEFAULT_SAMPLE = SampleConfig(method="heun", num_steps=50)
@@ -25,24 +21,17 @@ DEFAULT_SAMPLE = SampleConfig(method="heun", num_steps=50)
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named setting: the sampler, the guidance (``GuidanceConfig(**guidance_fields)``, built when read:
-    sit.guidance imports torch, and `sit sample --help` lists the presets without it), labels,
-    sample count and what it reproduces."""
+    """A named setting: the sampler, the guidance, labels, sample count and what it reproduces (all
+    torch-free records: `sit sample --help` lists the presets without torch)."""
 
     sample: AnySampleConfig
-    guidance_fields: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    guidance: GuidanceConfig = GuidanceConfig()
     labels: str = "random"
     num_samples: int | None = None
     about: str = ""
 
-    @property
-    def guidance(self) -> GuidanceConfig:
-        from sit.guidance import GuidanceConfig
 
-        return GuidanceConfig(**self.guidance_fields)
-
-
-_XL2_CFG = MappingProxyType(dict(scale=1.5, channels=3))  # official forward_with_cfg: guide 3 of the 4 latent channels
+_XL2_CFG = GuidanceConfig(scale=1.5, channels=3)  # official forward_with_cfg: guide 3 of the 4 latent channels
 _SDE = dict(method="euler_maruyama", num_steps=250, last_step="mean", last_step_size=0.04, w_scale=1.0)
 
 PRESETS: dict[str, Preset] = {
@@ -70,7 +59,7 @@ PRESETS: dict[str, Preset] = {
     # REPA's SiT-XL/2 (sihyun-yu/REPA generate.py, README): Euler-Maruyama 250 steps from t = 1 to 0.04 and a
     # final mean step, diffusion 2t (= w_t 2 sigma_t on the linear path), CFG 1.8 on all channels for t <= 0.7.
     "repa-sit-xl2": Preset(
-        SampleConfig(w="official-sigma", grid="uniform", **_SDE), MappingProxyType(dict(scale=1.8, interval=(0.0, 0.7))),
+        SampleConfig(w="official-sigma", grid="uniform", **_SDE), GuidanceConfig(scale=1.8, interval=(0.0, 0.7)),
         num_samples=50000,
         about="REPA SiT-XL/2: Euler-Maruyama 250 steps, w_t = 2 sigma_t, last step Mean 0.04, cfg 1.8 on all channels "
               "for t <= 0.7 (REPA, 4M steps: FID 1.42)"),
